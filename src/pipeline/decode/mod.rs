@@ -1,0 +1,295 @@
+//! Decoding: source bytes (already probed) into an 8-bit RGB/RGBA [`Image`].
+//!
+//! Owns one adapter per codec crate, the decoder-side limits, CMYK handling and carrying the
+//! embedded RGB ICC profile to `color`. Must never trust the probe alone (decoders re-read
+//! their headers, and the result is checked against `info`), never allocate more than the
+//! limits allow, and never panic or return partial pixels as success: every decoder failure,
+//! truncation included, is `Corrupt`.
+
+pub(super) mod avif;
+mod bmp;
+mod gif;
+mod jpeg;
+mod png;
+mod webp;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::probe::ImageInfo;
+use super::spec::{Limits, SourceFormat};
+use super::{DecodeHint, Image, PipelineError, PixelLayout};
+
+/// Decodes `bytes` (which `probe` described as `info`) into Rgb8, or Rgba8 when the source
+/// carries alpha. RGB sources keep their embedded ICC profile in `Image::icc`; CMYK JPEGs
+/// come out already converted to sRGB.
+///
+/// `hint` is the shrink-on-load seam: a decoder that can scale while decoding may return any
+/// size at least `hint.min_size` (oriented). None of the decoders here can yet; see
+/// `jpeg::scale_denominator` for the JPEG plan.
+pub(super) fn decode(
+    bytes: &[u8],
+    info: &ImageInfo,
+    limits: &Limits,
+    hint: DecodeHint,
+) -> Result<Image, PipelineError> {
+    // The codec crates are meant not to panic on hostile bytes, but a panic there is still the
+    // source's fault, not ours: report it as Corrupt (422) rather than let it reach the pool
+    // as an internal error.
+    let decoded = catch_unwind(AssertUnwindSafe(|| match info.format {
+        SourceFormat::Jpeg => jpeg::decode(bytes, info, limits, hint),
+        SourceFormat::Png => png::decode(bytes, limits),
+        SourceFormat::Webp => webp::decode(bytes, limits),
+        SourceFormat::Gif => gif::decode(bytes, limits),
+        SourceFormat::Bmp => bmp::decode(bytes, limits),
+        SourceFormat::Avif => avif::decode(bytes, limits),
+    }))
+    .map_err(|_| corrupt(info.format, "decoder panicked"))??;
+    if (decoded.width, decoded.height) != (info.width, info.height) {
+        return Err(corrupt(
+            info.format,
+            format!(
+                "decoded {}x{}, header said {}x{}",
+                decoded.width, decoded.height, info.width, info.height
+            ),
+        ));
+    }
+    Ok(decoded)
+}
+
+fn corrupt(format: SourceFormat, why: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Corrupt(format!("{}: {why}", format.extension()))
+}
+
+/// Bytes a decoder may use: the largest allowed frame at 8 bytes a pixel (16-bit RGBA, the
+/// widest intermediate any decoder here keeps) plus slack for metadata chunks.
+fn memory_limit(limits: &Limits) -> usize {
+    let bytes = limits
+        .max_source_pixels
+        .saturating_mul(8)
+        .saturating_add(16 << 20);
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// Builds an image from interleaved 8-bit samples with 1..=4 channels (gray, gray+alpha,
+/// RGB, RGBA), checking the length instead of trusting the decoder.
+fn image_from_samples(
+    format: SourceFormat,
+    width: u32,
+    height: u32,
+    channels: usize,
+    samples: Vec<u8>,
+) -> Result<Image, PipelineError> {
+    let pixels = width as usize * height as usize;
+    if samples.len() != pixels * channels {
+        return Err(corrupt(
+            format,
+            format!("{} bytes for {width}x{height}x{channels}", samples.len()),
+        ));
+    }
+    let (layout, data) = match channels {
+        3 => (PixelLayout::Rgb8, samples),
+        4 => (PixelLayout::Rgba8, samples),
+        1 => (
+            PixelLayout::Rgb8,
+            samples.iter().flat_map(|&v| [v, v, v]).collect(),
+        ),
+        2 => (
+            PixelLayout::Rgba8,
+            samples
+                .chunks_exact(2)
+                .flat_map(|ga| [ga[0], ga[0], ga[0], ga[1]])
+                .collect(),
+        ),
+        _ => return Err(corrupt(format, format!("{channels} channels"))),
+    };
+    Ok(Image::new(width, height, layout, data))
+}
+
+/// Drops the alpha channel of an Rgba8 image.
+fn strip_alpha(image: Image) -> Image {
+    let data = image
+        .data
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    let mut out = Image::new(image.width, image.height, PixelLayout::Rgb8, data);
+    out.icc = image.icc;
+    out
+}
+
+#[cfg(test)]
+pub(super) mod test_support {
+    use super::super::probe::probe;
+    use super::*;
+
+    pub fn fixture(rel: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    pub fn decode_fixture(rel: &str) -> Result<Image, PipelineError> {
+        let bytes = fixture(rel);
+        let limits = Limits::default();
+        let info = probe(&bytes, &limits)?;
+        decode(&bytes, &info, &limits, DecodeHint::default())
+    }
+
+    /// The pixel at (x, y) as RGBA (alpha 255 for Rgb8).
+    pub fn pixel(image: &Image, x: u32, y: u32) -> [u8; 4] {
+        let c = image.channels();
+        let at = (y as usize * image.width as usize + x as usize) * c;
+        let p = &image.data[at..at + c];
+        [p[0], p[1], p[2], if c == 4 { p[3] } else { 255 }]
+    }
+
+    /// Asserts that `actual` is within `tolerance` of `expected` on every channel.
+    pub fn assert_near(actual: [u8; 4], expected: [u8; 4], tolerance: u8, what: &str) {
+        let close = actual
+            .iter()
+            .zip(expected)
+            .all(|(&a, e)| a.abs_diff(e) <= tolerance);
+        assert!(
+            close,
+            "{what}: got {actual:?}, expected {expected:?} ±{tolerance}"
+        );
+    }
+
+    /// Checks the fixture quadrants: red, green / blue, white (or transparent).
+    pub fn assert_quadrants(image: &Image, tolerance: u8, what: &str) {
+        assert_eq!((image.width, image.height), (64, 48), "{what}");
+        assert_near(pixel(image, 8, 6), [255, 0, 0, 255], tolerance, what);
+        assert_near(pixel(image, 56, 6), [0, 255, 0, 255], tolerance, what);
+        assert_near(pixel(image, 8, 42), [0, 0, 255, 255], tolerance, what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn every_format_decodes_to_the_quadrants() {
+        // (fixture, layout, tolerance): lossy codecs get more room.
+        let cases = [
+            ("formats/jpeg_baseline.jpg", PixelLayout::Rgb8, 40),
+            ("formats/jpeg_progressive.jpg", PixelLayout::Rgb8, 40),
+            ("formats/jpeg_restart.jpg", PixelLayout::Rgb8, 40),
+            ("formats/jpeg_444.jpg", PixelLayout::Rgb8, 20),
+            ("formats/png_palette.png", PixelLayout::Rgb8, 0),
+            ("formats/png_16bit.png", PixelLayout::Rgb8, 0),
+            ("formats/png_rgba.png", PixelLayout::Rgba8, 0),
+            ("formats/png_interlaced.png", PixelLayout::Rgb8, 0),
+            ("formats/webp_lossy.webp", PixelLayout::Rgb8, 40),
+            ("formats/webp_lossless.webp", PixelLayout::Rgb8, 0),
+            ("formats/webp_alpha.webp", PixelLayout::Rgba8, 40),
+            ("formats/webp_animated.webp", PixelLayout::Rgba8, 0),
+            ("formats/gif_animated.gif", PixelLayout::Rgba8, 0),
+            ("formats/bmp_rgb24.bmp", PixelLayout::Rgb8, 0),
+        ];
+        for (rel, layout, tolerance) in cases {
+            let image = decode_fixture(rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!(image.layout, layout, "{rel}");
+            assert_eq!(
+                image.data.len(),
+                64 * 48 * layout.channels(),
+                "{rel}: buffer length"
+            );
+            assert_quadrants(&image, tolerance, rel);
+            let corner = pixel(&image, 56, 42);
+            if layout == PixelLayout::Rgba8 && rel != "formats/webp_animated.webp" {
+                assert_eq!(corner[3], 0, "{rel}: bottom-right is transparent");
+            } else {
+                assert_near(corner, [255, 255, 255, 255], tolerance, rel);
+            }
+        }
+    }
+
+    #[test]
+    fn gray_sources_become_gray_rgb() {
+        for rel in ["formats/jpeg_gray.jpg", "formats/png_gray.png"] {
+            let image = decode_fixture(rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!(image.layout, PixelLayout::Rgb8, "{rel}");
+            // ImageMagick made them with Rec. 709 luma: red is 54, white 255.
+            assert_near(pixel(&image, 8, 6), [54, 54, 54, 255], 8, rel);
+            assert_near(pixel(&image, 56, 42), [255, 255, 255, 255], 8, rel);
+        }
+        let image = decode_fixture("formats/png_gray_alpha.png").expect("gray+alpha");
+        assert_eq!(image.layout, PixelLayout::Rgba8);
+        assert_near(pixel(&image, 8, 6), [54, 54, 54, 255], 8, "gray+alpha");
+        assert_eq!(pixel(&image, 56, 42)[3], 0);
+    }
+
+    #[test]
+    fn hostile_inputs_are_corrupt_not_panics() {
+        for rel in [
+            "hostile/truncated.jpg",
+            "hostile/truncated.png",
+            "hostile/garbage.jpg",
+        ] {
+            let result = decode_fixture(rel);
+            assert!(
+                matches!(result, Err(PipelineError::Corrupt(_))),
+                "{rel}: {result:?}"
+            );
+        }
+        // Every prefix of every fixture: an answer, never a panic, never a wrong-sized image.
+        let limits = Limits::default();
+        for rel in [
+            "formats/jpeg_baseline.jpg",
+            "formats/jpeg_progressive.jpg",
+            "formats/png_interlaced.png",
+            "formats/webp_lossy.webp",
+            "formats/webp_lossless.webp",
+            "formats/gif_animated.gif",
+            "formats/bmp_rgb24.bmp",
+        ] {
+            let bytes = fixture(rel);
+            for len in (0..bytes.len()).step_by(7) {
+                let prefix = &bytes[..len];
+                if let Ok(info) = super::super::probe::probe(prefix, &limits)
+                    && let Ok(image) = decode(prefix, &info, &limits, DecodeHint::default())
+                {
+                    let (w, h) = (image.width as usize, image.height as usize);
+                    assert_eq!(image.data.len(), w * h * image.channels());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_jpeg_is_never_a_grey_success() {
+        let bytes = fixture("formats/jpeg_progressive.jpg");
+        let limits = Limits::default();
+        let info = super::super::probe::probe(&bytes, &limits).expect("probe");
+        let cut = &bytes[..bytes.len() - 40];
+        assert!(matches!(
+            decode(cut, &info, &limits, DecodeHint::default()),
+            Err(PipelineError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn avif_decodes_to_the_quadrants() {
+        // The AVIF-specific cases (10-bit, alpha, odd sizes, hostile files) are in avif.rs.
+        let image = decode_fixture("formats/avif_444.avif").expect("avif");
+        assert_eq!(image.layout, PixelLayout::Rgb8);
+        assert_quadrants(&image, 8, "avif_444");
+        assert_near(pixel(&image, 56, 42), [255, 255, 255, 255], 8, "avif_444");
+    }
+
+    #[test]
+    fn real_photos_decode_in_strict_mode() {
+        for rel in [
+            "photos/elephants.jpg",
+            "photos/ladybird.jpg",
+            "photos/dune.jpg",
+            "photos/arc-colors.png",
+        ] {
+            let image = decode_fixture(rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert!(image.width > 0 && image.height > 0);
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! Encoders: the final pixels to JPEG (jpeg-encoder), PNG (png), lossy WebP (libwebp through
+//! the `webp` crate) and AVIF (ravif).
+//!
+//! Owns encoder settings and nothing else. Must never write metadata (no EXIF, XMP, IPTC or
+//! ICC: every output is sRGB and carries no GPS), never panic on an encoder failure (that is
+//! `Internal`), and never change pixels beyond what a format requires.
+//!
+//! Images whose colour channels are all equal (for instance after `grayscale`) are written as
+//! one-channel JPEG/PNG: the check stops at the first coloured pixel, so it costs nothing on
+//! colour images and saves a third of the work and bytes on grey ones.
+
+use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
+
+use super::spec::{EncodeSettings, OutputFormat};
+use super::{Image, PipelineError, PixelLayout};
+
+/// Encodes `image` as `format` at `quality` (1-100; ignored by PNG).
+pub(super) fn encode(
+    image: &Image,
+    format: OutputFormat,
+    quality: u8,
+    settings: &EncodeSettings,
+) -> Result<Vec<u8>, PipelineError> {
+    let expected = image.width as usize * image.height as usize * image.channels();
+    if image.width == 0 || image.height == 0 || image.data.len() != expected {
+        return Err(PipelineError::Internal(format!(
+            "cannot encode a {}x{} {:?} buffer of {} bytes",
+            image.width,
+            image.height,
+            image.layout,
+            image.data.len()
+        )));
+    }
+    let quality = quality.clamp(1, 100);
+    match format {
+        OutputFormat::Jpeg => jpeg(image, quality),
+        OutputFormat::Png => png(image, settings.png_compression),
+        OutputFormat::Webp => webp(image, quality, settings.webp_method),
+        OutputFormat::Avif => avif(image, quality, settings.avif_speed),
+    }
+}
+
+fn internal(codec: &str, e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Internal(format!("{codec} encoder: {e}"))
+}
+
+/// The single grey channel when every pixel has R = G = B (alpha kept alongside when
+/// `keep_alpha`), or `None` at the first coloured pixel.
+fn gray_plane(image: &Image, keep_alpha: bool) -> Option<Vec<u8>> {
+    let channels = image.channels();
+    let is_gray = |px: &[u8]| px[0] == px[1] && px[1] == px[2];
+    if !image.data.chunks_exact(channels).all(is_gray) {
+        return None;
+    }
+    Some(match (image.layout, keep_alpha) {
+        (PixelLayout::Rgba8, true) => image
+            .data
+            .chunks_exact(4)
+            .flat_map(|px| [px[0], px[3]])
+            .collect(),
+        _ => image.data.chunks_exact(channels).map(|px| px[0]).collect(),
+    })
+}
+
+/// Baseline JPEG, 4:2:0 with box-averaged chroma (less colour aliasing than the crate's
+/// default top-left sampling). Only a JFIF header is written. An `Rgba8` input (the pipeline
+/// flattens first) has its alpha ignored.
+///
+/// Huffman tables stay the standard ones on purpose: with `set_optimized_huffman_tables`
+/// jpeg-encoder 0.7 writes one non-interleaved scan per component, which is valid JPEG and
+/// libjpeg decodes it, but zune-jpeg 0.5 (our own decoder) returns wrong colours for it, so a
+/// re-uploaded output would come back corrupted. Test `jpeg_is_one_interleaved_scan`.
+fn jpeg(image: &Image, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let (Ok(width), Ok(height)) = (u16::try_from(image.width), u16::try_from(image.height)) else {
+        return Err(internal(
+            "jpeg",
+            format!("{}x{} exceeds 65535 px a side", image.width, image.height),
+        ));
+    };
+    let mut out = Vec::with_capacity(image.data.len() / 8);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+    encoder.set_sampling_factor(SamplingFactor::R_4_2_0);
+    encoder.set_chroma_subsampling_method(ChromaSubsamplingMethod::Average);
+    encoder.set_optimized_huffman_tables(false);
+    let result = match gray_plane(image, false) {
+        Some(gray) => encoder.encode(&gray, width, height, ColorType::Luma),
+        None => {
+            let color = match image.layout {
+                PixelLayout::Rgb8 => ColorType::Rgb,
+                PixelLayout::Rgba8 => ColorType::Rgba,
+            };
+            encoder.encode(&image.data, width, height, color)
+        }
+    };
+    result.map_err(|e| internal("jpeg", e))?;
+    Ok(out)
+}
+
+/// PNG, 8 bits per channel, adaptive per-row filters, tagged sRGB. Compression 0 is the
+/// crate's `Fast` (fdeflate: an order of magnitude faster than zlib's default, for
+/// on-the-fly output), 1 `Balanced`, 2 `High`.
+fn png(image: &Image, compression: u8) -> Result<Vec<u8>, PipelineError> {
+    let gray = gray_plane(image, true);
+    let (data, color) = match (&gray, image.layout) {
+        (Some(g), PixelLayout::Rgb8) => (g.as_slice(), png::ColorType::Grayscale),
+        (Some(g), PixelLayout::Rgba8) => (g.as_slice(), png::ColorType::GrayscaleAlpha),
+        (None, PixelLayout::Rgb8) => (image.data.as_slice(), png::ColorType::Rgb),
+        (None, PixelLayout::Rgba8) => (image.data.as_slice(), png::ColorType::Rgba),
+    };
+    let mut out = Vec::with_capacity(image.data.len() / 2);
+    let mut encoder = png::Encoder::new(&mut out, image.width, image.height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(match compression {
+        0 => png::Compression::Fast,
+        1 => png::Compression::Balanced,
+        _ => png::Compression::High,
+    });
+    // `set_compression` also picks a filter; the adaptive one is what we want at every level.
+    encoder.set_filter(png::Filter::Adaptive);
+    encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
+    let mut writer = encoder.write_header().map_err(|e| internal("png", e))?;
+    writer
+        .write_image_data(data)
+        .map_err(|e| internal("png", e))?;
+    writer.finish().map_err(|e| internal("png", e))?;
+    Ok(out)
+}
+
+/// Lossy WebP through libwebp's advanced API (`WebPConfig`, exposed safely by the `webp`
+/// crate), so the operator's `method` (0 fast … 6 small) applies. Alpha, when present, is
+/// kept (lossy-compressed alpha plane at full alpha quality). libwebp writes no metadata
+/// chunks unless asked.
+fn webp(image: &Image, quality: u8, method: u8) -> Result<Vec<u8>, PipelineError> {
+    let mut config =
+        webp::WebPConfig::new().map_err(|()| internal("webp", "WebPConfig init failed"))?;
+    config.lossless = 0;
+    config.quality = f32::from(quality);
+    config.method = i32::from(method.min(6));
+    config.alpha_compression = 1;
+    config.alpha_quality = 100;
+    let layout = match image.layout {
+        PixelLayout::Rgb8 => webp::PixelLayout::Rgb,
+        PixelLayout::Rgba8 => webp::PixelLayout::Rgba,
+    };
+    let encoded = webp::Encoder::new(&image.data, layout, image.width, image.height)
+        .encode_advanced(&config)
+        .map_err(|e| internal("webp", format!("{e:?}")))?;
+    Ok(encoded.to_vec())
+}
+
+/// AVIF through ravif (rav1e): sRGB primaries and transfer (ravif's fixed choice), 10-bit
+/// internally (ravif's recommendation, also for 8-bit input), alpha only when some pixel is
+/// not opaque. Alpha quality sits halfway between `quality` and 100: alpha artefacts show as
+/// ragged edges, which look worse than colour noise. Threads: ravif's default (the current
+/// rayon pool).
+fn avif(image: &Image, quality: u8, speed: u8) -> Result<Vec<u8>, PipelineError> {
+    let quality = f32::from(quality);
+    let encoder = ravif::Encoder::new()
+        .with_quality(quality)
+        .with_alpha_quality((quality + 100.0) / 2.0)
+        .with_speed(speed.clamp(1, 10));
+    let (w, h) = (image.width as usize, image.height as usize);
+    let encoded = match image.layout {
+        PixelLayout::Rgb8 => {
+            let pixels: Vec<ravif::RGB8> = image
+                .data
+                .chunks_exact(3)
+                .map(|p| ravif::RGB8::new(p[0], p[1], p[2]))
+                .collect();
+            encoder.encode_rgb(ravif::Img::new(pixels.as_slice(), w, h))
+        }
+        PixelLayout::Rgba8 => {
+            let pixels: Vec<ravif::RGBA8> = image
+                .data
+                .chunks_exact(4)
+                .map(|p| ravif::RGBA8::new(p[0], p[1], p[2], p[3]))
+                .collect();
+            encoder.encode_rgba(ravif::Img::new(pixels.as_slice(), w, h))
+        }
+    }
+    .map_err(|e| internal("avif", e))?;
+    Ok(encoded.avif_file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn gradient(w: u32, h: u32, layout: PixelLayout) -> Image {
+        let c = layout.channels();
+        let mut data = Vec::with_capacity((w * h) as usize * c);
+        for y in 0..h {
+            for x in 0..w {
+                data.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 128]);
+                if c == 4 {
+                    data.push(if x < w / 2 { 255 } else { 64 });
+                }
+            }
+        }
+        Image::new(w, h, layout, data)
+    }
+
+    fn gray(w: u32, h: u32) -> Image {
+        let data = (0..w * h).flat_map(|i| [(i % 251) as u8; 3]).collect();
+        Image::new(w, h, PixelLayout::Rgb8, data)
+    }
+
+    fn settings() -> EncodeSettings {
+        EncodeSettings {
+            avif_speed: 10,
+            ..EncodeSettings::default()
+        }
+    }
+
+    fn decode_jpeg(bytes: &[u8]) -> (usize, usize, Vec<u8>, zune_core::colorspace::ColorSpace) {
+        let mut decoder = zune_jpeg::JpegDecoder::new(Cursor::new(bytes));
+        let pixels = decoder.decode().expect("jpeg decodes");
+        let info = decoder.info().expect("jpeg info");
+        let cs = decoder.output_colorspace().expect("colorspace");
+        (
+            usize::from(info.width),
+            usize::from(info.height),
+            pixels,
+            cs,
+        )
+    }
+
+    fn has_marker(bytes: &[u8], marker: &[u8]) -> bool {
+        bytes.windows(marker.len()).any(|w| w == marker)
+    }
+
+    #[test]
+    fn jpeg_round_trip() {
+        let image = gradient(64, 40, PixelLayout::Rgb8);
+        let bytes = encode(&image, OutputFormat::Jpeg, 85, &settings()).expect("encode");
+        assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
+        assert!(!has_marker(&bytes, b"Exif"));
+        let (w, h, pixels, _) = decode_jpeg(&bytes);
+        assert_eq!((w, h), (64, 40));
+        assert_eq!(pixels.len(), 64 * 40 * 3);
+        // Close to the source.
+        let err: f64 = pixels
+            .iter()
+            .zip(&image.data)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+            .sum::<f64>()
+            / pixels.len() as f64;
+        assert!(err < 4.0, "mean error {err}");
+    }
+
+    #[test]
+    fn jpeg_grayscale_is_one_channel_and_rgba_is_accepted() {
+        let bytes = encode(&gray(33, 17), OutputFormat::Jpeg, 80, &settings()).expect("encode");
+        let (w, h, _, cs) = decode_jpeg(&bytes);
+        assert_eq!((w, h), (33, 17));
+        let mut decoder = zune_jpeg::JpegDecoder::new(Cursor::new(&bytes));
+        decoder.decode_headers().expect("headers");
+        assert_eq!(
+            decoder.input_colorspace(),
+            Some(zune_core::colorspace::ColorSpace::Luma)
+        );
+        let _ = cs;
+        let rgba = gradient(20, 10, PixelLayout::Rgba8);
+        let bytes = encode(&rgba, OutputFormat::Jpeg, 80, &settings()).expect("encode");
+        assert_eq!(decode_jpeg(&bytes).0, 20);
+    }
+
+    /// Regression: optimised Huffman tables made jpeg-encoder write one scan per component,
+    /// which zune-jpeg 0.5 decodes with wrong colours.
+    #[test]
+    fn jpeg_is_one_interleaved_scan() {
+        let bytes = encode(
+            &gradient(32, 32, PixelLayout::Rgb8),
+            OutputFormat::Jpeg,
+            80,
+            &settings(),
+        )
+        .expect("encode");
+        let sos: Vec<usize> = bytes
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == &[0xFF, 0xDA])
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(sos.len(), 1, "one scan");
+        assert_eq!(bytes[sos[0] + 4], 3, "all three components in it");
+    }
+
+    fn decode_png(bytes: &[u8]) -> (u32, u32, png::ColorType, Vec<u8>) {
+        let decoder = png::Decoder::new(Cursor::new(bytes));
+        let mut reader = decoder.read_info().expect("png header");
+        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+        let info = reader.next_frame(&mut buf).expect("png frame");
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, info.color_type, buf)
+    }
+
+    #[test]
+    fn png_round_trip_lossless_all_levels() {
+        for layout in [PixelLayout::Rgb8, PixelLayout::Rgba8] {
+            let image = gradient(50, 30, layout);
+            for level in 0..=2 {
+                let s = EncodeSettings {
+                    png_compression: level,
+                    ..settings()
+                };
+                let bytes = encode(&image, OutputFormat::Png, 80, &s).expect("encode");
+                assert!(!has_marker(&bytes, b"eXIf") && !has_marker(&bytes, b"iCCP"));
+                let (w, h, color, pixels) = decode_png(&bytes);
+                assert_eq!((w, h), (50, 30));
+                assert_eq!(
+                    color,
+                    if layout == PixelLayout::Rgb8 {
+                        png::ColorType::Rgb
+                    } else {
+                        png::ColorType::Rgba
+                    }
+                );
+                assert_eq!(pixels, image.data, "lossless at level {level}");
+            }
+        }
+        let (_, _, color, pixels) =
+            decode_png(&encode(&gray(9, 9), OutputFormat::Png, 80, &settings()).expect("encode"));
+        assert_eq!(color, png::ColorType::Grayscale);
+        assert_eq!(pixels.len(), 81);
+    }
+
+    #[test]
+    fn webp_round_trip_keeps_alpha() {
+        for (layout, alpha) in [(PixelLayout::Rgb8, false), (PixelLayout::Rgba8, true)] {
+            let image = gradient(64, 48, layout);
+            for method in [0u8, 4, 6] {
+                let s = EncodeSettings {
+                    webp_method: method,
+                    ..settings()
+                };
+                let bytes = encode(&image, OutputFormat::Webp, 75, &s).expect("encode");
+                assert_eq!(&bytes[..4], b"RIFF");
+                assert_eq!(&bytes[8..12], b"WEBP");
+                assert!(!has_marker(&bytes, b"EXIF") && !has_marker(&bytes, b"XMP "));
+                let mut decoder =
+                    image_webp::WebPDecoder::new(Cursor::new(&bytes)).expect("webp header");
+                assert_eq!(decoder.dimensions(), (64, 48));
+                assert_eq!(decoder.has_alpha(), alpha);
+                let mut buf = vec![0; decoder.output_buffer_size().expect("size")];
+                decoder.read_image(&mut buf).expect("webp decodes");
+                if alpha {
+                    // Left half opaque, right half alpha 64.
+                    assert!(buf.chunks_exact(4).take(10).all(|p| p[3] == 255));
+                    assert!(
+                        buf.chunks_exact(4)
+                            .skip(60)
+                            .take(4)
+                            .all(|p| p[3].abs_diff(64) < 8)
+                    );
+                }
+            }
+        }
+    }
+
+    fn avif_ok(bytes: &[u8]) {
+        assert!(!bytes.is_empty());
+        assert_eq!(&bytes[4..8], b"ftyp");
+        assert_eq!(&bytes[8..12], b"avif");
+        assert!(!has_marker(bytes, b"Exif"));
+    }
+
+    #[test]
+    fn avif_produces_ftyp_avif() {
+        let rgb = encode(
+            &gradient(48, 32, PixelLayout::Rgb8),
+            OutputFormat::Avif,
+            70,
+            &settings(),
+        )
+        .expect("encode");
+        avif_ok(&rgb);
+        let rgba = encode(
+            &gradient(48, 32, PixelLayout::Rgba8),
+            OutputFormat::Avif,
+            70,
+            &settings(),
+        )
+        .expect("encode");
+        avif_ok(&rgba);
+        // The alpha plane makes the file carry an auxiliary alpha item.
+        assert!(has_marker(&rgba, b"auxC"));
+        assert!(!has_marker(&rgb, b"auxC"));
+    }
+
+    #[test]
+    fn one_pixel_images_encode() {
+        for layout in [PixelLayout::Rgb8, PixelLayout::Rgba8] {
+            let image = gradient(1, 1, layout);
+            for format in [
+                OutputFormat::Jpeg,
+                OutputFormat::Png,
+                OutputFormat::Webp,
+                OutputFormat::Avif,
+            ] {
+                let bytes = encode(&image, format, 80, &settings()).expect("encode");
+                assert!(!bytes.is_empty(), "{format} {layout:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_settings_do_not_panic() {
+        let s = EncodeSettings {
+            avif_speed: 0,
+            webp_method: 99,
+            png_compression: 7,
+        };
+        let image = gradient(8, 8, PixelLayout::Rgb8);
+        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp] {
+            assert!(encode(&image, format, 0, &s).is_ok(), "{format}");
+        }
+        let bad = Image {
+            width: 4,
+            height: 4,
+            layout: PixelLayout::Rgb8,
+            data: vec![0; 5],
+            icc: None,
+        };
+        assert!(matches!(
+            encode(&bad, OutputFormat::Png, 80, &s),
+            Err(PipelineError::Internal(_))
+        ));
+    }
+
+    /// Rough timings for 1000x750; run with `cargo test --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing report, not a check"]
+    fn timings_1000x750() {
+        let mut image = gradient(1000, 750, PixelLayout::Rgb8);
+        // Add texture so the encoders have real work.
+        let mut seed = 7u32;
+        for v in image.data.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *v = v.wrapping_add((seed % 24) as u8);
+        }
+        let s = EncodeSettings::default();
+        for format in [
+            OutputFormat::Jpeg,
+            OutputFormat::Png,
+            OutputFormat::Webp,
+            OutputFormat::Avif,
+        ] {
+            // Best of 5 (shared machine), one run for AVIF.
+            let runs = if format == OutputFormat::Avif { 1 } else { 5 };
+            let mut best = None;
+            let mut size = 0;
+            for _ in 0..runs {
+                let start = Instant::now();
+                let bytes = encode(&image, format, 80, &s).expect("encode");
+                let took = start.elapsed();
+                size = bytes.len();
+                best = Some(best.map_or(took, |b: std::time::Duration| b.min(took)));
+            }
+            println!("{format}: {best:?}, {size} bytes");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The in-memory pixel buffer passed between pipeline stages.
+
+/// Interleaved 8-bit layouts. Every decoder produces one of these; alpha is straight
+/// (not premultiplied) between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelLayout {
+    Rgb8,
+    Rgba8,
+}
+
+impl PixelLayout {
+    pub fn channels(self) -> usize {
+        match self {
+            PixelLayout::Rgb8 => 3,
+            PixelLayout::Rgba8 => 4,
+        }
+    }
+}
+
+/// A decoded image. Invariant: `data.len() == width * height * layout.channels()`.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub layout: PixelLayout,
+    pub data: Vec<u8>,
+    /// The embedded ICC profile of an RGB source, until `color::to_srgb` has applied it.
+    pub icc: Option<Vec<u8>>,
+}
+
+impl Image {
+    pub fn new(width: u32, height: u32, layout: PixelLayout, data: Vec<u8>) -> Image {
+        debug_assert_eq!(
+            data.len(),
+            width as usize * height as usize * layout.channels()
+        );
+        Image {
+            width,
+            height,
+            layout,
+            data,
+            icc: None,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.layout.channels()
+    }
+
+    pub fn stride(&self) -> usize {
+        self.width as usize * self.channels()
+    }
+}
+
+/// What the geometry stage needs from the decoder: the smallest decoded size, in oriented
+/// (display) coordinates, that still gives full quality for the planned output. A decoder that
+/// can scale while decoding (JPEG DCT scaling) may return any size at least this large;
+/// others ignore it. `None` means the full size is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeHint {
+    pub min_size: Option<(u32, u32)>,
+}

@@ -1,0 +1,620 @@
+//! Sniffing and the header probe: what a source is and how big it claims to be.
+//!
+//! Owns format detection from magic bytes, reading dimensions / alpha / frame count / EXIF
+//! orientation from headers, and enforcing the source limits on those claims.
+//! Must never allocate a pixel buffer or decode image data: everything here is proportional
+//! to the header bytes it walks, so a 100000 x 100000 PNG is refused for the price of its IHDR.
+
+use std::io::Cursor;
+
+use super::PipelineError;
+use super::spec::{Limits, SourceFormat};
+
+/// What the headers say about a source, before any pixel is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: SourceFormat,
+    /// Width as stored (before EXIF orientation).
+    pub width: u32,
+    /// Height as stored (before EXIF orientation).
+    pub height: u32,
+    /// EXIF orientation 1..=8; 1 when absent or unreadable.
+    pub orientation: u8,
+    /// Whether the source may carry transparency (alpha channel, tRNS, GIF transparency).
+    pub has_alpha: bool,
+}
+
+impl ImageInfo {
+    /// Display size: width and height swapped for the orientations that turn the image
+    /// a quarter (5..=8).
+    pub fn oriented_size(&self) -> (u32, u32) {
+        if (5..=8).contains(&self.orientation) {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+}
+
+/// Detects the format from magic bytes only (never from a name or a media type).
+pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(SourceFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(SourceFormat::Png)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(SourceFormat::Gif)
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some(SourceFormat::Webp)
+    } else if is_avif(bytes) {
+        Some(SourceFormat::Avif)
+    } else if is_bmp(bytes) {
+        Some(SourceFormat::Bmp)
+    } else {
+        None
+    }
+}
+
+/// `ftyp` box whose major or compatible brands name AVIF (`avif` still, `avis` sequence).
+fn is_avif(bytes: &[u8]) -> bool {
+    if bytes.len() < 16 || &bytes[4..8] != b"ftyp" {
+        return false;
+    }
+    let size = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let end = size.clamp(16, bytes.len());
+    // major brand at 8..12, minor version 12..16, compatible brands after.
+    let mut brands = std::iter::once(&bytes[8..12]).chain(bytes[16..end].chunks_exact(4));
+    brands.any(|brand| brand == b"avif" || brand == b"avis")
+}
+
+/// `BM` alone is too weak (plenty of text starts with it): also require a known DIB header size.
+fn is_bmp(bytes: &[u8]) -> bool {
+    bytes.len() >= 18
+        && bytes.starts_with(b"BM")
+        && matches!(
+            u32::from_le_bytes([bytes[14], bytes[15], bytes[16], bytes[17]]),
+            12 | 16 | 40 | 52 | 56 | 64 | 108 | 124
+        )
+}
+
+/// Reads the headers of `bytes` and checks them against `limits`.
+///
+/// Errors: `SourceTooLarge` for too many bytes, pixels or frames; `UnsupportedFormat` for
+/// unknown magic; `Corrupt` for a recognised format whose header cannot be read.
+pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> {
+    if bytes.len() as u64 > limits.max_source_bytes {
+        return Err(PipelineError::SourceTooLarge(format!(
+            "{} bytes, limit {}",
+            bytes.len(),
+            limits.max_source_bytes
+        )));
+    }
+    let format = sniff(bytes).ok_or(PipelineError::UnsupportedFormat)?;
+    let header = match format {
+        SourceFormat::Jpeg => {
+            let jpeg = jpeg_header(bytes)?;
+            Header {
+                width: jpeg.width,
+                height: jpeg.height,
+                orientation: jpeg.exif.map_or(1, exif_orientation),
+                has_alpha: false,
+                frames: 1,
+            }
+        }
+        SourceFormat::Png => png_header(bytes)?,
+        SourceFormat::Webp => webp_header(bytes)?,
+        SourceFormat::Gif => gif_header(bytes, limits.max_frames)?,
+        SourceFormat::Bmp => bmp_header(bytes)?,
+        SourceFormat::Avif => avif_header(bytes)?,
+    };
+    if header.width == 0 || header.height == 0 {
+        return Err(corrupt(format, "zero width or height"));
+    }
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    if pixels > limits.max_source_pixels {
+        return Err(PipelineError::SourceTooLarge(format!(
+            "{}x{} = {pixels} pixels, limit {}",
+            header.width, header.height, limits.max_source_pixels
+        )));
+    }
+    if header.frames > limits.max_frames {
+        return Err(PipelineError::SourceTooLarge(format!(
+            "{} frames, limit {}",
+            header.frames, limits.max_frames
+        )));
+    }
+    Ok(ImageInfo {
+        format,
+        width: header.width,
+        height: header.height,
+        orientation: header.orientation,
+        has_alpha: header.has_alpha,
+    })
+}
+
+/// The header facts every format reports.
+struct Header {
+    width: u32,
+    height: u32,
+    orientation: u8,
+    has_alpha: bool,
+    /// Declared animation frames; 1 for stills. Saturates at `max_frames + 1` where counting
+    /// means walking the file (GIF).
+    frames: u32,
+}
+
+fn corrupt(format: SourceFormat, why: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Corrupt(format!("{}: {why}", format.extension()))
+}
+
+/// Orientation from a raw TIFF-structured EXIF block (what follows `Exif\0\0` in a JPEG APP1,
+/// or a PNG eXIf / WebP EXIF chunk). Anything unreadable is orientation 1: a broken EXIF block
+/// is common in the wild and must not cost the image.
+pub(super) fn exif_orientation(tiff: &[u8]) -> u8 {
+    // Some writers keep the JPEG `Exif\0\0` prefix in PNG/WebP chunks too.
+    let tiff = tiff.strip_prefix(b"Exif\0\0").unwrap_or(tiff);
+    let Ok(exif) = exif::Reader::new().read_raw(tiff.to_vec()) else {
+        return 1;
+    };
+    exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .and_then(|field| field.value.get_uint(0))
+        .and_then(|value| u8::try_from(value).ok())
+        .filter(|value| (1..=8).contains(value))
+        .unwrap_or(1)
+}
+
+// --- JPEG ---------------------------------------------------------------------------------
+
+/// The JPEG header facts the probe and the decoder need, found by walking the marker
+/// segments up to the first frame header (SOFn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct JpegHeader<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub components: u8,
+    /// TIFF payload of the first `Exif\0\0` APP1 segment.
+    pub exif: Option<&'a [u8]>,
+    /// Adobe APP14 colour transform (0 = none / CMYK, 1 = YCbCr, 2 = YCCK) when present.
+    /// Its presence also tells that 4-component data is stored inverted (Photoshop style).
+    pub adobe_transform: Option<u8>,
+}
+
+pub(super) fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader<'_>, PipelineError> {
+    let bad = |why: &str| corrupt(SourceFormat::Jpeg, why);
+    let mut exif = None;
+    let mut adobe_transform = None;
+    let mut at = 2; // after SOI
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        if bytes.get(at) != Some(&0xFF) {
+            return Err(bad("expected a marker"));
+        }
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let marker = *bytes.get(at).ok_or_else(|| bad("truncated header"))?;
+        at += 1;
+        match marker {
+            // Standalone markers without a length.
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD9 | 0xDA => return Err(bad("no frame header before the scan data")),
+            _ => {}
+        }
+        let length = bytes
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .ok_or_else(|| bad("truncated header"))?;
+        if length < 2 {
+            return Err(bad("segment length below 2"));
+        }
+        let segment = bytes
+            .get(at + 2..at + length)
+            .ok_or_else(|| bad("truncated header"))?;
+        match marker {
+            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if segment.len() < 6 {
+                    return Err(bad("short frame header"));
+                }
+                let height = u32::from(u16::from_be_bytes([segment[1], segment[2]]));
+                let width = u32::from(u16::from_be_bytes([segment[3], segment[4]]));
+                if height == 0 {
+                    // DNL-defined heights are legal but nobody writes them; no decoder here
+                    // supports them either.
+                    return Err(bad("height defined by a DNL marker"));
+                }
+                return Ok(JpegHeader {
+                    width,
+                    height,
+                    components: segment[5],
+                    exif,
+                    adobe_transform,
+                });
+            }
+            0xE1 if exif.is_none() => exif = segment.strip_prefix(b"Exif\0\0"),
+            0xEE if segment.len() >= 12 && segment.starts_with(b"Adobe") => {
+                adobe_transform = Some(segment[11]);
+            }
+            _ => {}
+        }
+        at += length;
+    }
+}
+
+// --- PNG ----------------------------------------------------------------------------------
+
+/// IHDR plus the ancillary chunks before the first IDAT (tRNS, eXIf, acTL). Chunk CRCs are
+/// left to the decoder; lengths are bounds-checked here.
+fn png_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    let bad = |why: &str| corrupt(SourceFormat::Png, why);
+    let ihdr = bytes.get(8..33).ok_or_else(|| bad("truncated IHDR"))?;
+    if ihdr[0..4] != [0, 0, 0, 13] || &ihdr[4..8] != b"IHDR" {
+        return Err(bad("first chunk is not IHDR"));
+    }
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let width = be32(&ihdr[8..12]);
+    let height = be32(&ihdr[12..16]);
+    // PNG caps dimensions at 2^31 - 1.
+    if width > i32::MAX as u32 || height > i32::MAX as u32 {
+        return Err(bad("dimension above 2^31 - 1"));
+    }
+    let color_type = ihdr[17];
+    let mut header = Header {
+        width,
+        height,
+        orientation: 1,
+        has_alpha: matches!(color_type, 4 | 6),
+        frames: 1,
+    };
+    let mut at = 33;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let length = be32(&chunk[0..4]) as usize;
+        let kind = &chunk[4..8];
+        if kind == b"IDAT" || kind == b"IEND" {
+            break;
+        }
+        let Some(data) = bytes.get(at + 8..(at + 8).saturating_add(length)) else {
+            return Err(bad("chunk runs past the end"));
+        };
+        match kind {
+            b"tRNS" => header.has_alpha = true,
+            b"eXIf" => header.orientation = exif_orientation(data),
+            b"acTL" if data.len() >= 4 => header.frames = be32(&data[0..4]).max(1),
+            _ => {}
+        }
+        at = at + 12 + length;
+    }
+    Ok(header)
+}
+
+// --- WebP ---------------------------------------------------------------------------------
+
+fn webp_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    let bad = |e: image_webp::DecodingError| corrupt(SourceFormat::Webp, e);
+    // `new` indexes the RIFF chunks and reads the VP8/VP8L/VP8X headers; no pixel data.
+    let mut decoder = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(bad)?;
+    let (width, height) = decoder.dimensions();
+    let orientation = match decoder.exif_metadata() {
+        Ok(Some(exif)) => exif_orientation(&exif),
+        // An unreadable EXIF chunk must not cost the image, as in JPEG.
+        Ok(None) | Err(_) => 1,
+    };
+    Ok(Header {
+        width,
+        height,
+        orientation,
+        has_alpha: decoder.has_alpha(),
+        frames: decoder.num_frames().max(1),
+    })
+}
+
+// --- GIF ----------------------------------------------------------------------------------
+
+/// Logical screen size, whether the first frame may leave transparent pixels, and the frame
+/// count (walking blocks without decompressing; stops counting past `max_frames`).
+fn gif_header(bytes: &[u8], max_frames: u32) -> Result<Header, PipelineError> {
+    let bad = |why: &str| corrupt(SourceFormat::Gif, why);
+    let screen = bytes
+        .get(6..13)
+        .ok_or_else(|| bad("truncated screen descriptor"))?;
+    let width = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
+    let height = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
+    let flags = screen[4];
+    let mut at = 13;
+    if flags & 0x80 != 0 {
+        at += 3 << ((flags & 0x07) + 1);
+    }
+    let mut frames = 0u32;
+    let mut has_alpha = false;
+    let mut transparent_pending = false;
+    // Skips a chain of data sub-blocks; returns the offset after the terminator.
+    let skip_sub_blocks = |mut at: usize| -> Result<usize, PipelineError> {
+        loop {
+            let size = usize::from(*bytes.get(at).ok_or_else(|| bad("truncated data"))?);
+            at += 1;
+            if size == 0 {
+                return Ok(at);
+            }
+            at += size;
+        }
+    };
+    loop {
+        match bytes.get(at) {
+            // Trailer, or a file cut after its last complete frame: count what is there.
+            Some(0x3B) | None => break,
+            Some(0x21) => {
+                let label = *bytes
+                    .get(at + 1)
+                    .ok_or_else(|| bad("truncated extension"))?;
+                // Graphic control extension: 0x21 0xF9 0x04 flags delay delay index 0x00.
+                if label == 0xF9 && frames == 0 {
+                    let packed = *bytes.get(at + 3).ok_or_else(|| bad("truncated GCE"))?;
+                    transparent_pending = packed & 0x01 != 0;
+                }
+                at = skip_sub_blocks(at + 2)?;
+            }
+            Some(0x2C) => {
+                let desc = bytes
+                    .get(at + 1..at + 10)
+                    .ok_or_else(|| bad("truncated image descriptor"))?;
+                if frames == 0 {
+                    let le16 = |i: usize| u32::from(u16::from_le_bytes([desc[i], desc[i + 1]]));
+                    let (left, top, w, h) = (le16(0), le16(2), le16(4), le16(6));
+                    let covers = left == 0 && top == 0 && w >= width && h >= height;
+                    has_alpha = transparent_pending || !covers;
+                }
+                frames += 1;
+                if frames > max_frames {
+                    break;
+                }
+                let local = desc[8];
+                at += 10;
+                if local & 0x80 != 0 {
+                    at += 3 << ((local & 0x07) + 1);
+                }
+                // LZW minimum code size, then the image data sub-blocks.
+                at = skip_sub_blocks(at + 1)?;
+            }
+            Some(_) => return Err(bad("unknown block")),
+        }
+    }
+    if frames == 0 {
+        return Err(bad("no image"));
+    }
+    Ok(Header {
+        width,
+        height,
+        orientation: 1,
+        has_alpha,
+        frames,
+    })
+}
+
+// --- BMP ----------------------------------------------------------------------------------
+
+fn bmp_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    use zune_core::colorspace::ColorSpace;
+    let mut decoder = zune_bmp::BmpDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
+    decoder
+        .decode_headers()
+        .map_err(|e| corrupt(SourceFormat::Bmp, format!("{e:?}")))?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| corrupt(SourceFormat::Bmp, "no dimensions"))?;
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| corrupt(SourceFormat::Bmp, "dimension"));
+    Ok(Header {
+        width: to_u32(width)?,
+        height: to_u32(height)?,
+        orientation: 1,
+        has_alpha: matches!(
+            decoder.colorspace(),
+            Some(ColorSpace::RGBA | ColorSpace::LumaA)
+        ),
+        frames: 1,
+    })
+}
+
+// --- AVIF ---------------------------------------------------------------------------------
+
+/// The AVIF container is parsed in one place, `decode::avif`: the primary item's `ispe`, an
+/// alpha auxiliary item, and `irot`/`imir` folded into an EXIF orientation.
+fn avif_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    let avif = super::decode::avif::probe(bytes)?;
+    Ok(Header {
+        width: avif.width,
+        height: avif.height,
+        orientation: avif.orientation,
+        has_alpha: avif.has_alpha,
+        frames: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn probe_fixture(rel: &str) -> Result<ImageInfo, PipelineError> {
+        probe(&fixture(rel), &Limits::default())
+    }
+
+    #[test]
+    fn sniffs_every_format_fixture() {
+        let cases = [
+            ("formats/jpeg_baseline.jpg", SourceFormat::Jpeg),
+            ("formats/png_rgba.png", SourceFormat::Png),
+            ("formats/webp_lossy.webp", SourceFormat::Webp),
+            ("formats/gif_animated.gif", SourceFormat::Gif),
+            ("formats/avif_444.avif", SourceFormat::Avif),
+            ("formats/bmp_rgb24.bmp", SourceFormat::Bmp),
+        ];
+        for (rel, format) in cases {
+            assert_eq!(sniff(&fixture(rel)), Some(format), "{rel}");
+        }
+        assert_eq!(sniff(&fixture("hostile/empty.bin")), None);
+        assert_eq!(sniff(&fixture("hostile/wrong_magic.bin")), None);
+        assert_eq!(sniff(b"BM is a band name"), None);
+    }
+
+    #[test]
+    fn probes_size_and_alpha_of_every_format() {
+        let cases = [
+            ("formats/jpeg_baseline.jpg", false),
+            ("formats/jpeg_progressive.jpg", false),
+            ("formats/jpeg_restart.jpg", false),
+            ("formats/jpeg_444.jpg", false),
+            ("formats/jpeg_gray.jpg", false),
+            ("formats/jpeg_cmyk.jpg", false),
+            ("formats/jpeg_ycck.jpg", false),
+            ("formats/png_palette.png", false),
+            ("formats/png_16bit.png", false),
+            ("formats/png_gray.png", false),
+            ("formats/png_gray_alpha.png", true),
+            ("formats/png_rgba.png", true),
+            ("formats/png_interlaced.png", false),
+            ("formats/webp_lossy.webp", false),
+            ("formats/webp_lossless.webp", false),
+            ("formats/webp_alpha.webp", true),
+            ("formats/gif_animated.gif", true),
+            ("formats/avif_444.avif", false),
+            ("formats/bmp_rgb24.bmp", false),
+        ];
+        for (rel, has_alpha) in cases {
+            let info = probe_fixture(rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!((info.width, info.height), (64, 48), "{rel}");
+            assert_eq!(info.has_alpha, has_alpha, "{rel}");
+            assert_eq!(info.orientation, 1, "{rel}");
+        }
+    }
+
+    #[test]
+    fn reads_exif_orientation_from_jpeg_png_and_webp() {
+        for n in 1..=8u8 {
+            let info = probe_fixture(&format!("orientation/orient_{n}.jpg")).expect("probe");
+            assert_eq!(info.orientation, n);
+            // Stored 32x48 for the quarter turns, 48x32 otherwise; displayed 48x32 always.
+            assert_eq!(info.oriented_size(), (48, 32), "orientation {n}");
+        }
+        assert_eq!(
+            probe_fixture("orientation/orient_6.png")
+                .expect("png")
+                .orientation,
+            6
+        );
+        assert_eq!(
+            probe_fixture("orientation/orient_6.webp")
+                .expect("webp")
+                .orientation,
+            6
+        );
+    }
+
+    #[test]
+    fn oriented_size_swaps_for_quarter_turns() {
+        let mut info = ImageInfo {
+            format: SourceFormat::Jpeg,
+            width: 30,
+            height: 20,
+            orientation: 1,
+            has_alpha: false,
+        };
+        for (orientation, size) in [(1, (30, 20)), (4, (30, 20)), (5, (20, 30)), (8, (20, 30))] {
+            info.orientation = orientation;
+            assert_eq!(info.oriented_size(), size);
+        }
+    }
+
+    #[test]
+    fn bad_exif_offset_is_orientation_one_not_an_error() {
+        let info = probe_fixture("hostile/bad_exif_offset.jpg").expect("still an image");
+        assert_eq!(info.orientation, 1);
+        assert_eq!(exif_orientation(b"II*\0\xff\xff\xff\x7f"), 1);
+        assert_eq!(exif_orientation(b""), 1);
+    }
+
+    #[test]
+    fn huge_declared_png_is_too_large_from_the_header() {
+        let bytes = fixture("hostile/huge_dims.png");
+        assert!(bytes.len() < 100, "the fixture is only a header");
+        assert!(matches!(
+            probe(&bytes, &Limits::default()),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn limits_on_bytes_pixels_and_frames() {
+        let jpeg = fixture("formats/jpeg_baseline.jpg");
+        let tight = Limits {
+            max_source_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            probe(&jpeg, &tight),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+        let tight = Limits {
+            max_source_pixels: 64 * 48 - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            probe(&jpeg, &tight),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+        let exact = Limits {
+            max_source_pixels: 64 * 48,
+            ..Limits::default()
+        };
+        assert!(probe(&jpeg, &exact).is_ok());
+        let one_frame = Limits {
+            max_frames: 1,
+            ..Limits::default()
+        };
+        for rel in ["formats/gif_animated.gif", "formats/webp_animated.webp"] {
+            assert!(
+                matches!(
+                    probe(&fixture(rel), &one_frame),
+                    Err(PipelineError::SourceTooLarge(_))
+                ),
+                "{rel}"
+            );
+            assert!(probe(&fixture(rel), &Limits::default()).is_ok(), "{rel}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_broken_inputs() {
+        assert_eq!(
+            probe_fixture("hostile/empty.bin"),
+            Err(PipelineError::UnsupportedFormat)
+        );
+        assert_eq!(
+            probe_fixture("hostile/wrong_magic.bin"),
+            Err(PipelineError::UnsupportedFormat)
+        );
+        assert!(matches!(
+            probe_fixture("hostile/garbage.jpg"),
+            Err(PipelineError::Corrupt(_))
+        ));
+        // Every prefix of every header must give an answer, never a panic.
+        for rel in [
+            "formats/jpeg_baseline.jpg",
+            "formats/png_rgba.png",
+            "formats/webp_alpha.webp",
+            "formats/gif_animated.gif",
+            "formats/avif_444.avif",
+            "formats/bmp_rgb24.bmp",
+        ] {
+            let bytes = fixture(rel);
+            for len in 0..bytes.len().min(400) {
+                let _ = probe(&bytes[..len], &Limits::default());
+            }
+        }
+    }
+}

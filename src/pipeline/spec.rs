@@ -1,0 +1,277 @@
+//! The vocabulary shared by the URL grammar and the pipeline: a fully resolved transform
+//! (every default applied, `dpr` folded into pixel sizes) and the limits it runs under.
+//!
+//! Owns plain data only. Must never parse URLs or touch I/O: `delivery::url` turns a URL
+//! into these types, `pipeline::render` consumes them.
+
+use std::fmt;
+
+/// How the image is fitted into the `w` x `h` box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fit {
+    /// Fill the box, crop the overflow (anchored by [`Crop`]).
+    #[default]
+    Cover,
+    /// Fit inside the box, keep the aspect ratio, no padding.
+    Contain,
+    /// Stretch to exactly the box.
+    Fill,
+    /// Like `Contain` but never enlarge.
+    ScaleDown,
+}
+
+/// Anchor used when `Fit::Cover` (or a forced aspect) has to crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Crop {
+    #[default]
+    Center,
+    Top,
+    Bottom,
+    Left,
+    Right,
+    TopLeft,
+    TopRight,
+    BottomLeft,
+    BottomRight,
+    /// Keep the most salient region.
+    Attention,
+    /// Keep the region with the most detail (highest luminance entropy).
+    Entropy,
+}
+
+/// Extra clockwise rotation, applied after EXIF orientation (which is always applied, so
+/// the URL value `auto` resolves to `R0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Rotate {
+    #[default]
+    R0,
+    R90,
+    R180,
+    R270,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flip {
+    /// Mirror left-right.
+    Horizontal,
+    /// Mirror top-bottom.
+    Vertical,
+    Both,
+}
+
+/// Formats the node can encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+    Avif,
+}
+
+impl OutputFormat {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
+        }
+    }
+
+    /// The canonical file extension (`jpeg` is accepted on input, `jpg` is canonical).
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
+        }
+    }
+
+    /// Whether the format can carry an alpha channel (otherwise alpha is flattened onto
+    /// the background colour).
+    pub fn has_alpha(self) -> bool {
+        !matches!(self, OutputFormat::Jpeg)
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.extension())
+    }
+}
+
+/// Formats the node can decode (sniffed from the bytes, never from a name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceFormat {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+    Avif,
+    Bmp,
+}
+
+impl SourceFormat {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "image/jpeg",
+            SourceFormat::Png => "image/png",
+            SourceFormat::Webp => "image/webp",
+            SourceFormat::Gif => "image/gif",
+            SourceFormat::Avif => "image/avif",
+            SourceFormat::Bmp => "image/bmp",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "jpg",
+            SourceFormat::Png => "png",
+            SourceFormat::Webp => "webp",
+            SourceFormat::Gif => "gif",
+            SourceFormat::Avif => "avif",
+            SourceFormat::Bmp => "bmp",
+        }
+    }
+
+    /// The output format that keeps this source as it is, when there is one.
+    pub fn as_output(self) -> Option<OutputFormat> {
+        match self {
+            SourceFormat::Jpeg => Some(OutputFormat::Jpeg),
+            SourceFormat::Png => Some(OutputFormat::Png),
+            SourceFormat::Webp => Some(OutputFormat::Webp),
+            SourceFormat::Avif => Some(OutputFormat::Avif),
+            SourceFormat::Gif | SourceFormat::Bmp => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SourceFormat> {
+        Some(match name {
+            "jpg" | "jpeg" => SourceFormat::Jpeg,
+            "png" => SourceFormat::Png,
+            "webp" => SourceFormat::Webp,
+            "gif" => SourceFormat::Gif,
+            "avif" => SourceFormat::Avif,
+            "bmp" => SourceFormat::Bmp,
+            _ => return None,
+        })
+    }
+}
+
+/// An sRGB colour without alpha.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rgb(pub [u8; 3]);
+
+impl Rgb {
+    pub const WHITE: Rgb = Rgb([255, 255, 255]);
+}
+
+impl Default for Rgb {
+    fn default() -> Self {
+        Rgb::WHITE
+    }
+}
+
+/// A fully resolved transform: every account/node default applied, `dpr` already folded into
+/// `width`/`height` (device pixels). Two requests that must give the same bytes resolve to
+/// equal values; the canonical form of this value is the cache-key input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Transform {
+    /// Target width in device pixels; `None` follows the source aspect ratio.
+    pub width: Option<u32>,
+    /// Target height in device pixels; `None` follows the source aspect ratio.
+    pub height: Option<u32>,
+    pub fit: Fit,
+    /// Forced aspect ratio `W:H` (each 1-100).
+    pub aspect: Option<(u8, u8)>,
+    /// Encoder quality 1-100.
+    pub quality: u8,
+    pub crop: Crop,
+    pub grayscale: bool,
+    /// Gaussian blur strength 0-100 (0 = off).
+    pub blur: u8,
+    /// Unsharp-mask strength 0-100 (0 = off).
+    pub sharpen: u8,
+    pub rotate: Rotate,
+    pub flip: Option<Flip>,
+    /// Background used when alpha has to be flattened.
+    pub background: Rgb,
+}
+
+impl Transform {
+    pub const DEFAULT_QUALITY: u8 = 80;
+}
+
+impl Default for Transform {
+    fn default() -> Self {
+        Transform {
+            width: None,
+            height: None,
+            fit: Fit::Cover,
+            aspect: None,
+            quality: Transform::DEFAULT_QUALITY,
+            crop: Crop::Center,
+            grayscale: false,
+            blur: 0,
+            sharpen: 0,
+            rotate: Rotate::R0,
+            flip: None,
+            background: Rgb::WHITE,
+        }
+    }
+}
+
+/// Encoder settings chosen by the operator (not by the URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeSettings {
+    /// ravif speed 1 (slow, small) to 10 (fast).
+    pub avif_speed: u8,
+    /// libwebp method 0 (fast) to 6 (small).
+    pub webp_method: u8,
+    /// PNG compression: 0 fast, 1 default, 2 best.
+    pub png_compression: u8,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        EncodeSettings {
+            avif_speed: 8,
+            webp_method: 2,
+            png_compression: 0,
+        }
+    }
+}
+
+/// Resource limits, all checked before the memory they guard is allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest source, in pixels (width x height from the header).
+    pub max_source_pixels: u64,
+    /// Largest source, in bytes.
+    pub max_source_bytes: u64,
+    /// Largest output, in pixels.
+    pub max_output_pixels: u64,
+    /// Largest output side, in pixels.
+    pub max_output_side: u32,
+    /// AVIF outputs above this many pixels are downscaled before encoding.
+    pub avif_max_pixels: u64,
+    /// AVIF outputs above this side are downscaled before encoding.
+    pub avif_max_side: u32,
+    /// Largest number of animation frames a source may declare.
+    pub max_frames: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_source_pixels: 50_000_000,
+            max_source_bytes: 50 * 1024 * 1024,
+            max_output_pixels: 40_000_000,
+            max_output_side: 10_000,
+            avif_max_pixels: 8_000_000,
+            avif_max_side: 4_000,
+            max_frames: 1_000,
+        }
+    }
+}
