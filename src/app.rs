@@ -1,0 +1,162 @@
+//! Wiring: builds every part from a validated `Config`, binds the listeners, seeds the demo
+//! account, flips readiness, and shuts down in order (stop accepting, drain, close the store).
+//!
+//! Must never handle requests itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::cpu::Pool;
+use crate::ingest::{Ingest, IngestError};
+use crate::metrics::Metrics;
+use crate::origin::{Origin, OriginError};
+use crate::server::routes::{OpsHandler, PublicHandler};
+use crate::server::{self, ConnectionSettings};
+use crate::store::{Store, StoreError};
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub origin: Origin,
+    pub cpu: Pool,
+    pub metrics: Metrics,
+    /// True once start-up work is done; false again when draining.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn ingest(&self) -> Ingest<'_> {
+        Ingest {
+            store: &self.store,
+            origin: &self.origin,
+            cpu: &self.cpu,
+            limits: &self.config.limits,
+            deadline: self.config.cpu.transform_timeout,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+    #[error("origin: {0}")]
+    Origin(#[from] OriginError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cpu pool: {0}")]
+    Cpu(std::io::Error),
+    #[error("seeding the demo account: {0}")]
+    Seed(#[from] IngestError),
+}
+
+/// Builds the shared state without listening (also used by the CLI's offline commands).
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
+    let metrics = Metrics::new();
+    let store = Store::open(&config.store.url).await?;
+    let origin = Origin::from_config(&config.origin)?;
+    let cpu = Pool::new(
+        config.cpu.threads,
+        config.cpu.queue,
+        config.cpu.avif_concurrency,
+        metrics.cpu.clone(),
+    )
+    .map_err(AppError::Cpu)?;
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        origin,
+        cpu,
+        metrics,
+        ready: AtomicBool::new(false),
+    }))
+}
+
+/// A started node.
+pub struct RunningApp {
+    pub public_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningApp {
+    /// Begins a graceful shutdown: readiness goes false, listeners stop accepting, open
+    /// requests get `server.drain_timeout` to finish.
+    pub fn shutdown(&self) {
+        self.state.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until both listeners have drained, then closes the store.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        self.state.store.close().await;
+    }
+}
+
+/// Starts a node: opens the store and origin, binds both listeners, seeds the demo account
+/// when configured, and only then reports ready.
+pub async fn start(config: Config) -> Result<RunningApp, AppError> {
+    let public = bind(config.server.public_listen).await?;
+    let ops = bind(config.server.ops_listen).await?;
+    let public_addr = public.local_addr().map_err(|source| AppError::Bind {
+        addr: config.server.public_listen,
+        source,
+    })?;
+    let ops_addr = ops.local_addr().map_err(|source| AppError::Bind {
+        addr: config.server.ops_listen,
+        source,
+    })?;
+    let state = build_state(config).await?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let settings = ConnectionSettings {
+        header_read_timeout: Duration::from_secs(10),
+        drain_timeout: state.config.server.drain_timeout,
+    };
+    let mut tasks = JoinSet::new();
+    // Ops first, so /live answers (and /ready says "starting") while seeding runs.
+    tasks.spawn(server::serve(
+        ops,
+        OpsHandler(state.clone()),
+        settings.clone(),
+        rx.clone(),
+    ));
+    if state.config.demo_seed && crate::demo::seed(&state.ingest()).await? {
+        tracing::info!(account = crate::demo::ACCOUNT, "seeded the demo account");
+    }
+    tasks.spawn(server::serve(
+        public,
+        PublicHandler(state.clone()),
+        settings,
+        rx,
+    ));
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(%public_addr, %ops_addr, "imgnode ready");
+    Ok(RunningApp {
+        public_addr,
+        ops_addr,
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}

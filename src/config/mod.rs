@@ -1,0 +1,486 @@
+//! Configuration: a TOML file (optional) plus `IMGNODE_<SECTION>__<KEY>` environment
+//! overrides, parsed into [`raw::RawConfig`] and validated into [`Config`].
+//!
+//! Owns every read of the environment for settings. Every problem is collected and reported
+//! at once (unknown keys by name, bad values with the accepted form); callers exit with
+//! [`EXIT_CONFIG`] on failure so systemd does not restart-loop on a typo.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::pipeline::{EncodeSettings, Limits};
+use raw::RawConfig;
+
+/// `EX_CONFIG` from sysexits.h; the systemd unit lists it in `RestartPreventExitStatus`.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Prefix of environment overrides: `IMGNODE_SERVER__PUBLIC_LISTEN=0.0.0.0:80`.
+pub const ENV_PREFIX: &str = "IMGNODE_";
+/// Environment variable naming the config file when `--config` is not given.
+pub const ENV_CONFIG_FILE: &str = "IMGNODE_CONFIG";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub data_dir: PathBuf,
+    pub origin: OriginConfig,
+    pub store: StoreConfig,
+    pub cache: CacheConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: Limits,
+    pub encode: EncodeSettings,
+    pub cpu: CpuConfig,
+    pub log: LogConfig,
+    pub demo_seed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub public_listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub drain_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OriginConfig {
+    Fs {
+        path: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        region: String,
+        /// Empty for AWS itself.
+        endpoint: String,
+        path_style: bool,
+        allow_http: bool,
+        credentials_file: Option<PathBuf>,
+        prefix: String,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub http_max_age: Duration,
+    pub not_found_max_age: Duration,
+    pub buster: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub cdn_hosts: Vec<String>,
+    pub bare_paths: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CpuConfig {
+    pub threads: usize,
+    pub queue: usize,
+    pub transform_timeout: Duration,
+    pub avif_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: String) -> ConfigError {
+        ConfigError {
+            problems: vec![problem],
+        }
+    }
+}
+
+/// Loads the file at `path` (if any) with the `IMGNODE_*` variables of the process
+/// environment applied on top.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", p.display())))?,
+        None => String::new(),
+    };
+    parse(&text, std::env::vars())
+}
+
+/// Parses config text with the given environment (tests pass their own).
+pub fn parse(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigError::one(format!("TOML syntax: {}", e.message())))?;
+    let mut problems = Vec::new();
+    apply_env(&mut table, env, &mut problems);
+
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let raw: Result<RawConfig, _> = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(toml::Value::Table(table), &mut track),
+        |path| unknown.push(path.to_string()),
+    );
+    problems.extend(unknown.into_iter().map(|k| format!("unknown key `{k}`")));
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.push(format!("{}: {}", track.path(), e.message()));
+            return Err(ConfigError { problems });
+        }
+    };
+    let config = validate(&raw, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// `IMGNODE_SECTION__KEY=value` sets `[section] key = value`. The value is read as a TOML
+/// value when it parses as one (numbers, booleans, arrays), else as a plain string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+) {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name == ENV_CONFIG_FILE {
+            continue;
+        }
+        let Some((section, key)) = rest.split_once("__") else {
+            problems.push(format!(
+                "environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+            ));
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => problems.push(format!(
+                "environment variable {name}: `{section}` is not a section"
+            )),
+        }
+    }
+}
+
+fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
+    let mut p = Problems(problems);
+    let data_dir = PathBuf::from(&raw.storage.data_dir);
+
+    let server = ServerConfig {
+        public_listen: p.addr("server.public_listen", &raw.server.public_listen),
+        ops_listen: p.addr("server.ops_listen", &raw.server.ops_listen),
+        drain_timeout: p.duration("server.drain_timeout", &raw.server.drain_timeout),
+        request_timeout: p.duration("server.request_timeout", &raw.server.request_timeout),
+    };
+
+    let o = &raw.origin;
+    let origin = match o.kind.as_str() {
+        "fs" => OriginConfig::Fs {
+            path: if o.path.is_empty() {
+                data_dir.join("originals")
+            } else {
+                PathBuf::from(&o.path)
+            },
+        },
+        "s3" => {
+            if o.bucket.is_empty() {
+                p.push("origin.bucket: required when origin.kind = \"s3\"".into());
+            }
+            OriginConfig::S3 {
+                bucket: o.bucket.clone(),
+                region: o.region.clone(),
+                endpoint: o.endpoint.clone(),
+                path_style: o.path_style,
+                allow_http: o.allow_http,
+                credentials_file: (!o.credentials_file.is_empty())
+                    .then(|| PathBuf::from(&o.credentials_file)),
+                prefix: o.prefix.trim_matches('/').to_string(),
+                timeout: p.duration("origin.timeout", &o.timeout),
+            }
+        }
+        other => {
+            p.push(format!(
+                "origin.kind: `{other}` is not one of \"fs\", \"s3\""
+            ));
+            OriginConfig::Fs {
+                path: data_dir.join("originals"),
+            }
+        }
+    };
+
+    let store_url = if raw.store.url.is_empty() {
+        format!("sqlite://{}", data_dir.join("imgnode.db").display())
+    } else {
+        raw.store.url.clone()
+    };
+    if !store_url.starts_with("sqlite://") {
+        p.push(format!(
+            "store.url: `{}` must start with sqlite:// (PostgreSQL comes with the scale-out release)",
+            redact_url(&store_url)
+        ));
+    }
+
+    let cache = CacheConfig {
+        http_max_age: p.duration("cache.http_max_age", &raw.cache.http_max_age),
+        not_found_max_age: p.duration("cache.not_found_max_age", &raw.cache.not_found_max_age),
+        buster: raw.cache.buster.clone(),
+    };
+
+    let l = &raw.limits;
+    let limits = Limits {
+        max_source_pixels: p.positive("limits.max_source_pixels", l.max_source_pixels),
+        max_source_bytes: p.bytes("limits.max_source_bytes", &l.max_source_bytes),
+        max_output_pixels: p.positive("limits.max_output_pixels", l.max_output_pixels),
+        max_output_side: p.positive("limits.max_output_side", u64::from(l.max_output_side)) as u32,
+        avif_max_pixels: p.positive("limits.avif_max_pixels", l.avif_max_pixels),
+        avif_max_side: p.positive("limits.avif_max_side", u64::from(l.avif_max_side)) as u32,
+        max_frames: p.positive("limits.max_frames", u64::from(l.max_frames)) as u32,
+    };
+
+    let e = &raw.encode;
+    p.range("encode.avif_speed", e.avif_speed.into(), 1, 10);
+    p.range("encode.webp_method", e.webp_method.into(), 0, 6);
+    p.range("encode.png_compression", e.png_compression.into(), 0, 2);
+    let encode = EncodeSettings {
+        avif_speed: e.avif_speed,
+        webp_method: e.webp_method,
+        png_compression: e.png_compression,
+    };
+
+    let c = &raw.cpu;
+    let cpu = CpuConfig {
+        threads: c.threads,
+        queue: c.queue,
+        transform_timeout: p.duration("cpu.transform_timeout", &c.transform_timeout),
+        avif_concurrency: p.positive("cpu.avif_concurrency", c.avif_concurrency as u64) as usize,
+    };
+
+    let json = match raw.log.format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => {
+            p.push(format!(
+                "log.format: `{other}` is not one of \"text\", \"json\""
+            ));
+            false
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        p.push(format!("log.level: {e}"));
+    }
+
+    Config {
+        server,
+        data_dir,
+        origin,
+        store: StoreConfig { url: store_url },
+        cache,
+        delivery: DeliveryConfig {
+            cdn_hosts: raw
+                .delivery
+                .cdn_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            bare_paths: raw.delivery.bare_paths,
+        },
+        limits,
+        encode,
+        cpu,
+        log: LogConfig {
+            level: raw.log.level.clone(),
+            json,
+        },
+        demo_seed: raw.demo.seed,
+    }
+}
+
+/// Hides a password in a `scheme://user:password@host` URL before it is printed.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+struct Problems<'a>(&'a mut Vec<String>);
+
+impl Problems<'_> {
+    fn push(&mut self, problem: String) {
+        self.0.push(problem);
+    }
+
+    fn addr(&mut self, key: &str, value: &str) -> SocketAddr {
+        value.parse().unwrap_or_else(|_| {
+            self.push(format!(
+                "{key}: `{value}` is not an address like \"127.0.0.1:8080\""
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn duration(&mut self, key: &str, value: &str) -> Duration {
+        humantime::parse_duration(value).unwrap_or_else(|_| {
+            self.push(format!(
+                "{key}: `{value}` is not a duration like \"30s\", \"5m\", \"365d\""
+            ));
+            Duration::ZERO
+        })
+    }
+
+    fn bytes(&mut self, key: &str, value: &str) -> u64 {
+        match value.parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() > 0 => b.as_u64(),
+            _ => {
+                self.push(format!(
+                    "{key}: `{value}` is not a size like \"512MiB\", \"10GiB\""
+                ));
+                0
+            }
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: u64) -> u64 {
+        if value == 0 {
+            self.push(format!("{key}: must be greater than 0"));
+        }
+        value
+    }
+
+    fn range(&mut self, key: &str, value: u64, min: u64, max: u64) {
+        if !(min..=max).contains(&value) {
+            self.push(format!("{key}: {value} is not in {min}..={max}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn empty_config_gives_the_documented_defaults() {
+        let c = parse("", no_env()).unwrap();
+        assert_eq!(c.server.public_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.ops_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            c.origin,
+            OriginConfig::Fs {
+                path: PathBuf::from("./data/originals")
+            }
+        );
+        assert_eq!(c.store.url, "sqlite://./data/imgnode.db");
+        assert_eq!(c.cache.http_max_age, Duration::from_secs(365 * 86400));
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.encode, EncodeSettings::default());
+    }
+
+    #[test]
+    fn the_documented_example_file_is_the_defaults() {
+        let text = include_str!("../../config/imgnode.toml");
+        let documented: toml::Table = toml::from_str(text).unwrap();
+        let raw: RawConfig = toml::Value::Table(documented).try_into().unwrap();
+        assert_eq!(raw, RawConfig::default());
+        parse(text, no_env()).unwrap();
+    }
+
+    #[test]
+    fn every_unknown_key_is_named_at_once() {
+        let err = parse(
+            "[server]\npublic_listn = \"x\"\n[cache]\nbustr = \"1\"\n[nope]\na = 1\n",
+            no_env(),
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("server.public_listn"), "{all}");
+        assert!(all.contains("cache.bustr"), "{all}");
+        assert!(all.contains("nope"), "{all}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let err = parse(
+            "[server]\npublic_listen = \"localhost\"\ndrain_timeout = \"soon\"\n[limits]\nmax_source_bytes = \"lots\"\n[encode]\navif_speed = 11\n",
+            no_env(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{:?}", err.problems);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = vec![
+            (
+                "IMGNODE_SERVER__PUBLIC_LISTEN".to_string(),
+                "0.0.0.0:80".to_string(),
+            ),
+            ("IMGNODE_LIMITS__MAX_SOURCE_PIXELS".into(), "1000".into()),
+            ("IMGNODE_DELIVERY__BARE_PATHS".into(), "true".into()),
+            ("IMGNODE_CONFIG".into(), "/etc/imgnode.toml".into()),
+            ("HOME".into(), "/root".into()),
+        ];
+        let c = parse("[server]\npublic_listen = \"127.0.0.1:1\"\n", env).unwrap();
+        assert_eq!(c.server.public_listen.to_string(), "0.0.0.0:80");
+        assert_eq!(c.limits.max_source_pixels, 1000);
+        assert!(c.delivery.bare_paths);
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_rejected() {
+        let env = vec![("IMGNODE_SERVER__PUBLIC_LISTN".to_string(), "x".to_string())];
+        let err = parse("", env).unwrap_err();
+        assert!(err.problems[0].contains("server.public_listn"), "{err}");
+    }
+
+    #[test]
+    fn store_passwords_are_not_echoed() {
+        let err = parse("[store]\nurl = \"mysql://u:hunter2@db/x\"\n", no_env()).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

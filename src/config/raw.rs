@@ -1,0 +1,228 @@
+//! The config file as written: serde types with every key optional-with-default.
+//!
+//! Each section is `<Area>Config`-shaped but raw: sizes and durations are still strings with
+//! units. `config/imgnode.toml` lists every key here with its default; a test keeps them equal.
+//!
+//! Unknown keys are rejected by `config::load`, which collects every one of them (through
+//! `serde_ignored`) instead of stopping at the first as `deny_unknown_fields` would.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub origin: RawOrigin,
+    pub store: RawStore,
+    pub cache: RawCache,
+    pub delivery: RawDelivery,
+    pub limits: RawLimits,
+    pub encode: RawEncode,
+    pub cpu: RawCpu,
+    pub log: RawLog,
+    pub demo: RawDemo,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawServer {
+    pub public_listen: String,
+    pub ops_listen: String,
+    pub drain_timeout: String,
+    pub request_timeout: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            public_listen: "127.0.0.1:8080".into(),
+            ops_listen: "127.0.0.1:9090".into(),
+            drain_timeout: "10s".into(),
+            request_timeout: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawStorage {
+    pub data_dir: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            data_dir: "./data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawOrigin {
+    /// `fs` or `s3`.
+    pub kind: String,
+    /// Folder of the `fs` origin; empty means `{data_dir}/originals`.
+    pub path: String,
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub path_style: bool,
+    pub allow_http: bool,
+    /// File with `access_key_id = ...` and `secret_access_key = ...` lines; empty means the
+    /// standard `AWS_*` environment variables.
+    pub credentials_file: String,
+    pub prefix: String,
+    pub timeout: String,
+}
+
+impl Default for RawOrigin {
+    fn default() -> Self {
+        RawOrigin {
+            kind: "fs".into(),
+            path: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            path_style: false,
+            allow_http: false,
+            credentials_file: String::new(),
+            prefix: String::new(),
+            timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct RawStore {
+    /// `sqlite://PATH`; empty means `sqlite://{data_dir}/imgnode.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawCache {
+    pub http_max_age: String,
+    pub not_found_max_age: String,
+    pub buster: String,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            http_max_age: "365d".into(),
+            not_found_max_age: "60s".into(),
+            buster: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct RawDelivery {
+    pub cdn_hosts: Vec<String>,
+    pub bare_paths: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawLimits {
+    pub max_source_pixels: u64,
+    pub max_source_bytes: String,
+    pub max_output_pixels: u64,
+    pub max_output_side: u32,
+    pub avif_max_pixels: u64,
+    pub avif_max_side: u32,
+    pub max_frames: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = crate::pipeline::Limits::default();
+        RawLimits {
+            max_source_pixels: d.max_source_pixels,
+            max_source_bytes: "50MiB".into(),
+            max_output_pixels: d.max_output_pixels,
+            max_output_side: d.max_output_side,
+            avif_max_pixels: d.avif_max_pixels,
+            avif_max_side: d.avif_max_side,
+            max_frames: d.max_frames,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawEncode {
+    pub avif_speed: u8,
+    pub webp_method: u8,
+    pub png_compression: u8,
+}
+
+impl Default for RawEncode {
+    fn default() -> Self {
+        let d = crate::pipeline::EncodeSettings::default();
+        RawEncode {
+            avif_speed: d.avif_speed,
+            webp_method: d.webp_method,
+            png_compression: d.png_compression,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawCpu {
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Renders allowed to wait for a worker; beyond it `503 OVERLOADED`.
+    pub queue: usize,
+    /// Deadline for one render, queue wait included.
+    pub transform_timeout: String,
+    /// AVIF encodes running at once (each takes about a core for a long time).
+    pub avif_concurrency: usize,
+}
+
+impl Default for RawCpu {
+    fn default() -> Self {
+        RawCpu {
+            threads: 0,
+            queue: 64,
+            transform_timeout: "30s".into(),
+            avif_concurrency: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawLog {
+    /// A tracing filter (`info`, `imgnode=debug,info`, ...).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawDemo {
+    /// Create a `demo` account with sample photos when it does not exist.
+    pub seed: bool,
+}
+
+impl Default for RawDemo {
+    fn default() -> Self {
+        RawDemo { seed: true }
+    }
+}

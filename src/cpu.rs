@@ -1,0 +1,260 @@
+//! The one CPU pool: every decode, resize and encode runs here, never on an async worker.
+//!
+//! Owns the rayon pool, the admission semaphore (threads + bounded queue), the AVIF
+//! concurrency cap and panic containment. Beyond the queue a job is refused at once
+//! (`CpuError::Overloaded` → 503 with `Retry-After`) instead of queueing forever. A job that
+//! panics answers `CpuError::Panicked` and the node keeps serving.
+//! Must never be bypassed: `.clippy.toml` bans other ways of starting threads.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::metrics::CpuMetrics;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuError {
+    #[error("cpu queue full")]
+    Overloaded { retry_after: u64 },
+    #[error("job deadline passed")]
+    Timeout,
+    #[error("job panicked: {0}")]
+    Panicked(String),
+    #[error("cpu pool shut down")]
+    ShutDown,
+}
+
+/// Which admission lane a job takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobClass {
+    Normal,
+    /// AVIF encodes hold a core for hundreds of milliseconds; at most `avif_concurrency`
+    /// run at once so they cannot starve every other render.
+    Avif,
+}
+
+pub struct Pool {
+    pool: rayon::ThreadPool,
+    admission: Arc<Semaphore>,
+    avif: Arc<Semaphore>,
+    metrics: CpuMetrics,
+    threads: usize,
+}
+
+impl Pool {
+    /// `threads == 0` means one per core. `queue` renders may wait beyond the running ones.
+    pub fn new(
+        threads: usize,
+        queue: usize,
+        avif_concurrency: usize,
+        metrics: CpuMetrics,
+    ) -> std::io::Result<Pool> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("imgnode-cpu-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        metrics.threads.set(threads as i64);
+        Ok(Pool {
+            pool,
+            admission: Arc::new(Semaphore::new(threads + queue)),
+            avif: Arc::new(Semaphore::new(avif_concurrency.max(1))),
+            metrics,
+            threads,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `job` on the pool, admitted at once or refused; waits at most `deadline`.
+    ///
+    /// On `Timeout` the job still runs to its end (CPU work cannot be interrupted) and keeps
+    /// its admission slot until then, so the queue bound stays true.
+    pub async fn run<T, F>(
+        &self,
+        class: JobClass,
+        deadline: Duration,
+        job: F,
+    ) -> Result<T, CpuError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let admitted = Instant::now();
+        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+            self.metrics.rejected_total.inc();
+            return Err(CpuError::Overloaded {
+                retry_after: self.retry_after(),
+            });
+        };
+        self.metrics.queue_depth.inc();
+        let queued = QueuedGuard(self.metrics.queue_depth.clone());
+
+        let work = async {
+            let lane = match class {
+                JobClass::Normal => None,
+                JobClass::Avif => Some(
+                    self.avif
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| CpuError::ShutDown)?,
+                ),
+            };
+            let (tx, rx) = oneshot::channel();
+            let metrics = self.metrics.clone();
+            self.pool.spawn(move || {
+                drop(queued);
+                metrics
+                    .queue_wait_seconds
+                    .observe(admitted.elapsed().as_secs_f64());
+                metrics.in_flight.inc();
+                let outcome = catch_unwind(AssertUnwindSafe(job));
+                metrics.in_flight.dec();
+                if outcome.is_err() {
+                    metrics.panics_total.inc();
+                }
+                drop(lane);
+                drop(permit);
+                // The receiver may have given up (deadline); the result is then dropped.
+                let _ = tx.send(outcome);
+            });
+            match rx.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(panic)) => Err(CpuError::Panicked(panic_message(&panic))),
+                Err(_) => Err(CpuError::ShutDown),
+            }
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or(Err(CpuError::Timeout))
+    }
+
+    /// A hint for `Retry-After`: about how long the current backlog takes to drain.
+    fn retry_after(&self) -> u64 {
+        let waiting = self.metrics.queue_depth.get().max(0) as u64;
+        (waiting / self.threads.max(1) as u64).clamp(1, 30)
+    }
+}
+
+/// Keeps the queue-depth gauge true when a queued job is dropped before it starts
+/// (deadline while waiting for the AVIF lane, or pool shutdown).
+struct QueuedGuard(prometheus::IntGauge);
+
+impl Drop for QueuedGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use std::sync::mpsc;
+
+    fn pool(threads: usize, queue: usize) -> (Pool, Metrics) {
+        let m = Metrics::new();
+        (Pool::new(threads, queue, 1, m.cpu.clone()).unwrap(), m)
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn runs_jobs_and_returns_their_values() {
+        let (p, _) = pool(2, 2);
+        assert_eq!(p.run(JobClass::Normal, LONG, || 6 * 7).await, Ok(42));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_and_the_pool_survives() {
+        let (p, m) = pool(1, 1);
+        let r: Result<(), _> = p
+            .run(JobClass::Normal, LONG, || panic!("decoder exploded"))
+            .await;
+        assert_eq!(r, Err(CpuError::Panicked("decoder exploded".into())));
+        assert_eq!(m.cpu.panics_total.get(), 1);
+        assert_eq!(p.run(JobClass::Normal, LONG, || 1).await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn beyond_threads_plus_queue_jobs_are_refused_at_once() {
+        let (p, m) = pool(1, 1);
+        let p = Arc::new(p);
+        // Hold the only thread and the only queue slot with jobs blocked on channels.
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let first = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.run(JobClass::Normal, LONG, move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+                .await
+            })
+        };
+        started_rx.await.unwrap();
+        let second = {
+            let p = p.clone();
+            tokio::spawn(async move { p.run(JobClass::Normal, LONG, || 2).await })
+        };
+        // The second job is admitted (queue slot); wait until the gauge shows it queued.
+        while m.cpu.queue_depth.get() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = p.run(JobClass::Normal, LONG, || 3).await;
+        assert!(
+            matches!(third, Err(CpuError::Overloaded { .. })),
+            "{third:?}"
+        );
+        assert_eq!(m.cpu.rejected_total.get(), 1);
+        release_tx.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        assert_eq!(second.await.unwrap(), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_gives_timeout_and_the_slot_is_freed_when_the_job_ends() {
+        let (p, _) = pool(1, 0);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let r = p
+            .run(JobClass::Normal, Duration::from_millis(20), move || {
+                release_rx.recv().unwrap();
+            })
+            .await;
+        assert_eq!(r, Err(CpuError::Timeout));
+        release_tx.send(()).unwrap();
+        // Once the job has ended its slot is free again; wait for it without sleeping.
+        loop {
+            match p.run(JobClass::Normal, LONG, || 5).await {
+                Ok(v) => {
+                    assert_eq!(v, 5);
+                    break;
+                }
+                Err(CpuError::Overloaded { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}

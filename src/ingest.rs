@@ -1,0 +1,228 @@
+//! Taking in an original: validate its path, sniff and probe the bytes (limits before any
+//! decode), hash them, write them to the origin, then commit the metadata.
+//!
+//! Owns the order that keeps the store consistent with the origin: the object is written
+//! before the metadata commits, so a crash in between leaves at most an unreferenced object,
+//! never a path pointing at nothing. Shared by `imgnode import`, demo seeding and uploads.
+//! Must never do CPU work on the async worker: probing and hashing run on `cpu::Pool`.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::cpu::{CpuError, JobClass, Pool};
+use crate::origin::{Origin, OriginError};
+use crate::pipeline::{self, Limits, PipelineError};
+use crate::store::{NewImage, PathOutcome, Store, StoreError, Visibility};
+
+/// Longest stored path, in bytes.
+pub const MAX_PATH_LEN: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    Image(#[from] PipelineError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Origin(#[from] OriginError),
+    #[error("{0}")]
+    Cpu(#[from] CpuError),
+}
+
+/// One original to take in.
+#[derive(Debug, Clone)]
+pub struct Original {
+    pub account: String,
+    /// Relative path with extension, `/`-separated (e.g. `trips/2024/beach.jpg`).
+    pub path: String,
+    pub original_filename: String,
+    pub bytes: Bytes,
+    pub visibility: Visibility,
+}
+
+/// What was stored.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub image: NewImage,
+    pub path: String,
+    pub outcome: PathOutcome,
+}
+
+/// The parts ingestion needs.
+pub struct Ingest<'a> {
+    pub store: &'a Store,
+    pub origin: &'a Origin,
+    pub cpu: &'a Pool,
+    pub limits: &'a Limits,
+    pub deadline: std::time::Duration,
+}
+
+impl Ingest<'_> {
+    pub async fn add(&self, original: Original) -> Result<Ingested, IngestError> {
+        let stem = path_stem(&original.path)?.to_string();
+        if original.bytes.len() as u64 > self.limits.max_source_bytes {
+            return Err(PipelineError::SourceTooLarge(format!(
+                "{} bytes is over limits.max_source_bytes ({})",
+                original.bytes.len(),
+                self.limits.max_source_bytes
+            ))
+            .into());
+        }
+        let bytes = original.bytes.clone();
+        let limits = self.limits.clone();
+        let (info, hash) = self
+            .cpu
+            .run(JobClass::Normal, self.deadline, move || {
+                let info = pipeline::probe(&bytes, &limits)?;
+                let hash = hex::encode(Sha256::digest(&bytes));
+                Ok::<_, PipelineError>((info, hash))
+            })
+            .await??;
+        let (width, height) = info.oriented_size();
+        let image = NewImage {
+            account: original.account,
+            id: hash[..16].to_string(),
+            hash,
+            format: info.format,
+            width,
+            height,
+            size: original.bytes.len() as u64,
+            original_filename: original.original_filename,
+            visibility: original.visibility,
+        };
+        self.origin.put(&image.hash, original.bytes).await?;
+        let outcome = self.store.put_image(&image, &original.path, &stem).await?;
+        Ok(Ingested {
+            image,
+            path: original.path,
+            outcome,
+        })
+    }
+}
+
+/// What `import_dir` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Originals stored for the first time in this account.
+    pub added: usize,
+    /// Paths added to bytes the account already had (SHA-256 dedup).
+    pub deduplicated: usize,
+    /// Files refused, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Ingest<'_> {
+    /// Imports every file under `dir` into `account`, each at its path relative to `dir`.
+    /// Files that are not acceptable images are reported, not fatal.
+    pub async fn import_dir(
+        &self,
+        account: &str,
+        dir: &std::path::Path,
+    ) -> Result<ImportReport, std::io::Error> {
+        let mut report = ImportReport::default();
+        let mut pending = vec![dir.to_path_buf()];
+        let mut files = Vec::new();
+        while let Some(folder) = pending.pop() {
+            let mut entries = tokio::fs::read_dir(&folder).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let kind = entry.file_type().await?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else if kind.is_file() {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort();
+        for file in files {
+            let rel = file
+                .strip_prefix(dir)
+                .unwrap_or(&file)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            let bytes = match tokio::fs::read(&file).await {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    report.skipped.push((rel, e.to_string()));
+                    continue;
+                }
+            };
+            let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+            let original = Original {
+                account: account.to_string(),
+                path: rel.clone(),
+                original_filename: name,
+                bytes,
+                visibility: Visibility::Public,
+            };
+            match self.add(original).await {
+                Ok(done) if done.outcome.is_new => report.added += 1,
+                Ok(_) => report.deduplicated += 1,
+                Err(e) => report.skipped.push((rel, e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Checks a stored path and returns its stem (the path without the last extension), which
+/// is what delivery URLs look up. Refuses anything that could mean another place: `.`,
+/// `..`, empty segments, backslashes, control characters.
+pub fn path_stem(path: &str) -> Result<&str, IngestError> {
+    let bad = |why: &str| Err(IngestError::InvalidPath(format!("`{path}`: {why}")));
+    if path.is_empty() || path.len() > MAX_PATH_LEN {
+        return bad("must be 1 to 1024 bytes");
+    }
+    if path.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("control characters and backslashes are not allowed");
+    }
+    for segment in path.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return bad("empty, `.` and `..` segments are not allowed");
+        }
+    }
+    let last = path.rsplit('/').next().unwrap_or(path);
+    match last.rfind('.') {
+        Some(dot) if dot > 0 && dot + 1 < last.len() => {
+            Ok(&path[..path.len() - (last.len() - dot)])
+        }
+        _ => bad("the file name needs an extension"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_drop_only_the_last_extension() {
+        assert_eq!(path_stem("a.jpg").unwrap(), "a");
+        assert_eq!(
+            path_stem("trips/2024/beach.v2.png").unwrap(),
+            "trips/2024/beach.v2"
+        );
+    }
+
+    #[test]
+    fn dangerous_paths_are_refused() {
+        for p in [
+            "",
+            "../a.jpg",
+            "a/../b.jpg",
+            "./a.jpg",
+            "a//b.jpg",
+            "/a.jpg",
+            "a\\b.jpg",
+            "a\u{0}.jpg",
+            "noext",
+            ".jpg",
+            "a.",
+        ] {
+            assert!(path_stem(p).is_err(), "{p:?} was accepted");
+        }
+    }
+}

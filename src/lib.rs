@@ -1,0 +1,16 @@
+//! imgnode: an image-transform CDN node. See `README.md` and `../shared/design.md` for the
+//! architecture; each module's doc says what it owns and what it must never do.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod cpu;
+pub mod delivery;
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod origin;
+pub mod pipeline;
+pub mod server;
+pub mod store;

@@ -1,0 +1,165 @@
+//! The `imgnode` command: parses the CLI, loads the config, and hands over to the library.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use imgnode::config::{self, Config, ENV_CONFIG_FILE, EXIT_CONFIG};
+
+#[derive(Parser)]
+#[command(name = "imgnode", version, about = "Image-transform CDN node")]
+struct Cli {
+    /// Config file (TOML). Default: $IMGNODE_CONFIG, else built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve delivery and ops listeners (the default).
+    Serve,
+    /// Validate the configuration and exit (78 when invalid).
+    CheckConfig,
+    /// Import every image under DIR into an account, at paths relative to DIR.
+    Import {
+        #[arg(long)]
+        account: String,
+        dir: PathBuf,
+    },
+    /// Manage accounts.
+    Account {
+        #[command(subcommand)]
+        action: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account.
+    Create {
+        name: String,
+        #[arg(long, default_value = "free")]
+        plan: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os(ENV_CONFIG_FILE).map(PathBuf::from));
+    let config = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::CheckConfig = command {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("imgnode-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(command, config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Each error level already includes its cause's message.
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::CheckConfig => Ok(()),
+        Command::Import { account, dir } => {
+            let state = imgnode::app::build_state(config).await?;
+            if state.store.account(&account).await?.is_none() {
+                anyhow::bail!("no account `{account}` (create it with `imgnode account create`)");
+            }
+            let report = state.ingest().import_dir(&account, &dir).await?;
+            for (path, why) in &report.skipped {
+                eprintln!("skipped {path}: {why}");
+            }
+            println!(
+                "imported {} new, {} deduplicated, {} skipped",
+                report.added,
+                report.deduplicated,
+                report.skipped.len()
+            );
+            state.store.close().await;
+            Ok(())
+        }
+        Command::Account {
+            action: AccountCommand::Create { name, plan },
+        } => {
+            imgnode::store::validate_account_name(&name).map_err(anyhow::Error::msg)?;
+            let state = imgnode::app::build_state(config).await?;
+            let account = state.store.create_account(&name, &plan).await?;
+            println!("created account {} (plan {})", account.name, account.plan);
+            state.store.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = imgnode::app::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    app.shutdown();
+    // A second signal while draining exits at once.
+    tokio::select! {
+        () = app.wait() => {}
+        _ = wait_for_signal() => {
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(1);
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,230 @@
+//! Prometheus metrics: one registry built by `app`, and a struct of pre-registered handles
+//! per subsystem, passed down explicitly.
+//!
+//! Must never use global statics or the `prometheus` default registry: two nodes in one test
+//! process keep separate numbers. Names follow `imgnode_<subsystem>_<thing>_<unit>`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 µs (cache hits) to 30 s (large AVIF renders).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http: HttpMetrics,
+    pub cpu: CpuMetrics,
+    pub render: RenderMetrics,
+}
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Labels: route, status.
+    pub requests_total: IntCounterVec,
+    /// Labels: route, cache.
+    pub request_duration_seconds: HistogramVec,
+    /// Labels: route.
+    pub response_bytes_total: IntCounterVec,
+}
+
+#[derive(Clone)]
+pub struct CpuMetrics {
+    pub queue_depth: IntGauge,
+    pub in_flight: IntGauge,
+    pub threads: IntGauge,
+    pub rejected_total: IntCounter,
+    pub panics_total: IntCounter,
+    pub queue_wait_seconds: Histogram,
+}
+
+#[derive(Clone)]
+pub struct RenderMetrics {
+    /// Labels: stage (fetch, decode, resize, effects, encode).
+    pub stage_duration_seconds: HistogramVec,
+    /// Labels: format, outcome (ok, client_error, error).
+    pub renders_total: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = Reg(&registry);
+        let http = HttpMetrics {
+            requests_total: r.counter_vec(
+                "imgnode_http_requests_total",
+                "HTTP requests answered, by route and status",
+                &["route", "status"],
+            ),
+            request_duration_seconds: r.histogram_vec(
+                "imgnode_http_request_duration_seconds",
+                "Time from request head to response head, by route and cache status",
+                &["route", "cache"],
+            ),
+            response_bytes_total: r.counter_vec(
+                "imgnode_http_response_bytes_total",
+                "Response body bytes sent, by route",
+                &["route"],
+            ),
+        };
+        let cpu = CpuMetrics {
+            queue_depth: r.gauge(
+                "imgnode_cpu_queue_depth",
+                "Renders admitted and waiting for a CPU thread",
+            ),
+            in_flight: r.gauge("imgnode_cpu_in_flight", "Renders running on a CPU thread"),
+            threads: r.gauge("imgnode_cpu_threads", "Threads of the CPU pool"),
+            rejected_total: r.counter(
+                "imgnode_cpu_rejected_total",
+                "Renders refused with 503 because the queue was full",
+            ),
+            panics_total: r.counter(
+                "imgnode_cpu_panics_total",
+                "Jobs that panicked (answered 500, node kept serving)",
+            ),
+            queue_wait_seconds: r.histogram(
+                "imgnode_cpu_queue_wait_seconds",
+                "Time an admitted render waited for a CPU thread",
+            ),
+        };
+        let render = RenderMetrics {
+            stage_duration_seconds: r.histogram_vec(
+                "imgnode_render_stage_duration_seconds",
+                "Duration of each render stage",
+                &["stage"],
+            ),
+            renders_total: r.counter_vec(
+                "imgnode_render_renders_total",
+                "Renders finished, by output format and outcome",
+                &["format", "outcome"],
+            ),
+        };
+        Metrics {
+            registry,
+            http,
+            cpu,
+            render,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format for `/metrics`.
+    pub fn render_text(&self) -> String {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding our own registry into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Registration helpers: a duplicate or malformed name is a programming error caught by the
+/// first test that builds `Metrics`, so panicking here is the right failure.
+struct Reg<'a>(&'a Registry);
+
+impl Reg<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric names are unique and valid");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str) -> Histogram {
+        self.register(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+                .expect("valid metric"),
+        )
+    }
+
+    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        self.register(
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid metric"),
+        )
+    }
+}
+
+impl RenderMetrics {
+    /// Records a successful render and its stage durations.
+    pub fn observe_ok(
+        &self,
+        format: crate::pipeline::OutputFormat,
+        fetch: std::time::Duration,
+        t: &crate::pipeline::StageTimings,
+    ) {
+        let stages = [
+            ("fetch", fetch),
+            ("decode", t.decode),
+            ("resize", t.resize),
+            ("effects", t.effects),
+            ("encode", t.encode),
+        ];
+        for (stage, d) in stages {
+            self.stage_duration_seconds
+                .with_label_values(&[stage])
+                .observe(d.as_secs_f64());
+        }
+        self.renders_total
+            .with_label_values(&[format.extension(), "ok"])
+            .inc();
+    }
+
+    pub fn observe_err(
+        &self,
+        format: crate::pipeline::OutputFormat,
+        err: &crate::pipeline::PipelineError,
+    ) {
+        use crate::pipeline::PipelineError as E;
+        let outcome = match err {
+            E::Internal(_) => "error",
+            _ => "client_error",
+        };
+        self.renders_total
+            .with_label_values(&[format.extension(), outcome])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_instances_do_not_share_numbers() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.cpu.rejected_total.inc();
+        assert_eq!(a.cpu.rejected_total.get(), 1);
+        assert_eq!(b.cpu.rejected_total.get(), 0);
+        assert!(a.render_text().contains("imgnode_cpu_rejected_total 1"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Originals in object storage (a local folder, or S3-compatible), addressed by content hash.
+//!
+//! Owns the object_store client, the key layout and the mapping of storage failures to
+//! `NotFound` / `Timeout` / `Unavailable`. Objects are immutable and written create-only, so
+//! a reader never sees a half-written object. Must never know about accounts or paths: one
+//! object may back images in several accounts.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::config::OriginConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("object storage timed out")]
+    Timeout,
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+pub struct Origin {
+    store: Arc<dyn ObjectStore>,
+    timeout: Duration,
+    /// `fs` or `s3`, for logs and metrics.
+    kind: &'static str,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("kind", &self.kind).finish()
+    }
+}
+
+impl Origin {
+    pub fn from_config(config: &OriginConfig) -> Result<Origin, OriginError> {
+        match config {
+            OriginConfig::Fs { path } => Origin::local(path),
+            OriginConfig::S3 {
+                bucket,
+                region,
+                endpoint,
+                path_style,
+                allow_http,
+                credentials_file,
+                prefix,
+                timeout,
+            } => {
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(region)
+                    .with_virtual_hosted_style_request(!path_style)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_allow_http(*allow_http)
+                            .with_timeout(*timeout)
+                            .with_connect_timeout(Duration::from_secs(5)),
+                    );
+                if !endpoint.is_empty() {
+                    b = b.with_endpoint(endpoint);
+                }
+                if let Some(file) = credentials_file {
+                    let creds = Credentials::read(file)?;
+                    b = b
+                        .with_access_key_id(creds.access_key_id)
+                        .with_secret_access_key(creds.secret_access_key);
+                    if let Some(token) = creds.session_token {
+                        b = b.with_token(token);
+                    }
+                }
+                let s3 = b
+                    .build()
+                    .map_err(|e| OriginError::Unavailable(e.to_string()))?;
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                };
+                Ok(Origin {
+                    store,
+                    timeout: *timeout,
+                    kind: "s3",
+                })
+            }
+        }
+    }
+
+    /// A local-folder origin (created if missing). Writes go to a temporary file renamed into
+    /// place, so a crash never leaves a partial object under its final name.
+    pub fn local(path: &FsPath) -> Result<Origin, OriginError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| OriginError::Unavailable(format!("{}: {e}", path.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(path)
+            .map_err(|e| OriginError::Unavailable(e.to_string()))?;
+        Ok(Origin {
+            store: Arc::new(fs),
+            timeout: Duration::from_secs(30),
+            kind: "fs",
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// `ab/cd/abcd…`: two fan-out levels keep folders small on a local disk. (On S3, put
+    /// originals under their own `origin.prefix`.)
+    fn key(hash: &str) -> Path {
+        let (a, b) = (
+            hash.get(0..2).unwrap_or("00"),
+            hash.get(2..4).unwrap_or("00"),
+        );
+        Path::from(format!("{a}/{b}/{hash}"))
+    }
+
+    /// The bytes of the original with this content hash; refuses objects over `max_bytes`
+    /// before reading their body.
+    pub async fn get(&self, hash: &str, max_bytes: u64) -> Result<Bytes, OriginGetError> {
+        let key = Origin::key(hash);
+        let work = async {
+            let got = self.store.get(&key).await.map_err(|e| map_err(e, hash))?;
+            if got.meta.size > max_bytes {
+                return Err(OriginGetError::TooLarge(got.meta.size));
+            }
+            got.bytes()
+                .await
+                .map_err(|e| OriginGetError::Origin(map_err(e, hash)))
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(OriginGetError::Origin(OriginError::Timeout)),
+        }
+    }
+
+    /// Stores `bytes` under `hash`. Content-addressed and create-only: an existing object
+    /// with the same hash already holds these bytes, which counts as success.
+    pub async fn put(&self, hash: &str, bytes: Bytes) -> Result<(), OriginError> {
+        let key = Origin::key(hash);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let work = self
+            .store
+            .put_opts(&key, PutPayload::from_bytes(bytes), opts);
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(_)) | Ok(Err(object_store::Error::AlreadyExists { .. })) => Ok(()),
+            Ok(Err(e)) => Err(map_err(e, hash)),
+            Err(_) => Err(OriginError::Timeout),
+        }
+    }
+
+    pub async fn delete(&self, hash: &str) -> Result<(), OriginError> {
+        let key = Origin::key(hash);
+        match tokio::time::timeout(self.timeout, self.store.delete(&key)).await {
+            Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(map_err(e, hash)),
+            Err(_) => Err(OriginError::Timeout),
+        }
+    }
+
+    pub async fn exists(&self, hash: &str) -> Result<bool, OriginError> {
+        let key = Origin::key(hash);
+        match tokio::time::timeout(self.timeout, self.store.head(&key)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Ok(Err(e)) => Err(map_err(e, hash)),
+            Err(_) => Err(OriginError::Timeout),
+        }
+    }
+}
+
+/// A failed `Origin::get`: the store's failure, or an object over the byte limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginGetError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error("original is {0} bytes, over the limit")]
+    TooLarge(u64),
+}
+
+fn map_err(e: object_store::Error, hash: &str) -> OriginError {
+    match e {
+        object_store::Error::NotFound { .. } => OriginError::NotFound(hash.to_string()),
+        other => {
+            let text = other.to_string();
+            // object_store reports client timeouts inside a Generic error.
+            if text.contains("timed out") || text.contains("timeout") {
+                OriginError::Timeout
+            } else {
+                OriginError::Unavailable(text)
+            }
+        }
+    }
+}
+
+/// S3 credentials read from a file (a systemd credential, typically), never from argv.
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl Credentials {
+    fn read(path: &FsPath) -> Result<Credentials, OriginError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            access_key_id: String,
+            secret_access_key: String,
+            session_token: Option<String>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            OriginError::Unavailable(format!("credentials file {}: {e}", path.display()))
+        })?;
+        // The parse error could quote the secret: report only where it failed.
+        let f: File = toml::from_str(&text).map_err(|_| {
+            OriginError::Unavailable(format!(
+                "credentials file {}: expected access_key_id and secret_access_key",
+                path.display()
+            ))
+        })?;
+        Ok(Credentials {
+            access_key_id: f.access_key_id,
+            secret_access_key: f.secret_access_key,
+            session_token: f.session_token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_round_trip_and_error_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Origin::local(dir.path()).unwrap();
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            o.get(&hash, 1000).await,
+            Err(OriginGetError::Origin(OriginError::NotFound(hash.clone())))
+        );
+        o.put(&hash, Bytes::from_static(b"hello")).await.unwrap();
+        // Idempotent: the same content hash again is fine.
+        o.put(&hash, Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(
+            o.get(&hash, 1000).await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        assert_eq!(o.get(&hash, 3).await, Err(OriginGetError::TooLarge(5)));
+        assert!(o.exists(&hash).await.unwrap());
+        assert!(dir.path().join(format!("ab/ab/{hash}")).is_file());
+        o.delete(&hash).await.unwrap();
+        o.delete(&hash).await.unwrap();
+        assert!(!o.exists(&hash).await.unwrap());
+    }
+}

@@ -1,0 +1,56 @@
+//! Building responses that every route shares: JSON bodies and the one error rendering.
+
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::{Body, empty, full};
+use crate::error::{ErrorCode, HttpError};
+
+pub const NOSNIFF: (&str, &str) = ("x-content-type-options", "nosniff");
+
+/// A JSON response with `no-store`.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = value.to_string();
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));
+    res
+}
+
+/// The JSON error body of the spec. 404s may be cached briefly (`not_found_max_age`) so a
+/// CDN absorbs scans for missing images; every other error is `no-store`.
+pub fn error(
+    err: &HttpError,
+    path: &str,
+    head_only: bool,
+    not_found_max_age: Duration,
+) -> Response<Body> {
+    let body = err.body(path);
+    let len = body.len();
+    let mut res = Response::new(if head_only { empty() } else { full(body) });
+    *res.status_mut() = err.status();
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));
+    let cache = if err.code == ErrorCode::NotFound && !not_found_max_age.is_zero() {
+        format!("public, max-age={}", not_found_max_age.as_secs())
+    } else {
+        "no-store".to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&cache) {
+        h.insert(CACHE_CONTROL, v);
+    }
+    if let Some(secs) = err.retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if err.code == ErrorCode::MethodNotAllowed {
+        h.insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    res
+}

@@ -1,0 +1,208 @@
+//! Routing: a request becomes a `Route` before any handler runs; each listener has its own
+//! table. Also the one place that records request metrics and writes the access log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Body, Handler, response};
+use crate::app::AppState;
+use crate::delivery::{self, DeliveryRequest};
+use crate::error::{ErrorCode, HttpError};
+
+/// Routes of the public listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicRoute<'a> {
+    Health,
+    /// `/i/{account}/{path}.{ext}`, or the bare form on a CDN host; holds what follows the
+    /// prefix.
+    Image(&'a str),
+    NotFound,
+}
+
+impl PublicRoute<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            PublicRoute::Health => "health",
+            PublicRoute::Image(_) => "image",
+            PublicRoute::NotFound => "not_found",
+        }
+    }
+}
+
+pub fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
+    if path == "/health" {
+        return PublicRoute::Health;
+    }
+    if let Some(rest) = path.strip_prefix("/i/") {
+        return PublicRoute::Image(rest);
+    }
+    let d = &state.config.delivery;
+    let bare = d.bare_paths
+        || host.is_some_and(|h| {
+            let h = h.split(':').next().unwrap_or(h);
+            d.cdn_hosts.iter().any(|c| c.eq_ignore_ascii_case(h))
+        });
+    if bare {
+        // Top-level routes are matched above, and account names that could collide with
+        // them are refused at creation (`store::validate_account_name`).
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        if rest.contains('/') {
+            return PublicRoute::Image(rest);
+        }
+    }
+    PublicRoute::NotFound
+}
+
+#[derive(Clone)]
+pub struct PublicHandler(pub Arc<AppState>);
+
+impl Handler for PublicHandler {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let state = &self.0;
+        let path = req.uri().path();
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        let route = public_route(path, host, state);
+        let head_only = req.method() == Method::HEAD;
+        let get_like = req.method() == Method::GET || head_only;
+
+        let (res, cache) = match route {
+            _ if !get_like => (
+                Err(HttpError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "use GET or HEAD",
+                )),
+                None,
+            ),
+            PublicRoute::Health => (
+                Ok(response::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "timestamp": rfc3339_now()}),
+                )),
+                None,
+            ),
+            PublicRoute::Image(target) => {
+                let r = delivery::handle(
+                    state,
+                    DeliveryRequest {
+                        target,
+                        query: req.uri().query().unwrap_or(""),
+                        method: req.method(),
+                        headers: req.headers(),
+                    },
+                )
+                .await;
+                match r {
+                    Ok((res, cache)) => (Ok(res), Some(cache.as_str())),
+                    Err(e) => (Err(e), None),
+                }
+            }
+            PublicRoute::NotFound => (
+                Err(HttpError::new(ErrorCode::NotFound, "no such route")),
+                None,
+            ),
+        };
+        let res = finish(state, res, path, head_only);
+        record(state, &req, peer, route.label(), cache, &res, started);
+        res
+    }
+}
+
+#[derive(Clone)]
+pub struct OpsHandler(pub Arc<AppState>);
+
+impl Handler for OpsHandler {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let state = &self.0;
+        let path = req.uri().path();
+        let res = crate::admin::handle(state, req.method(), path);
+        let head_only = req.method() == Method::HEAD;
+        let res = finish(state, res, path, head_only);
+        let label = match path {
+            "/metrics" => "metrics",
+            "/live" => "live",
+            "/ready" => "ready",
+            _ => "ops_other",
+        };
+        record(state, &req, peer, label, None, &res, started);
+        res
+    }
+}
+
+fn finish(
+    state: &AppState,
+    res: Result<Response<Body>, HttpError>,
+    path: &str,
+    head_only: bool,
+) -> Response<Body> {
+    match res {
+        Ok(res) => res,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::error!(path, error = %e, "request failed");
+            }
+            response::error(&e, path, head_only, state.config.cache.not_found_max_age)
+        }
+    }
+}
+
+/// Metrics and the access log line. The query string is left out of the log: it can carry
+/// signatures.
+fn record(
+    state: &AppState,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    route: &'static str,
+    cache: Option<&'static str>,
+    res: &Response<Body>,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    let status = res.status();
+    let bytes: u64 = if req.method() == Method::HEAD {
+        0
+    } else {
+        res.headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let m = &state.metrics.http;
+    m.requests_total
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    m.request_duration_seconds
+        .with_label_values(&[route, cache.unwrap_or("none")])
+        .observe(elapsed.as_secs_f64());
+    m.response_bytes_total
+        .with_label_values(&[route])
+        .inc_by(bytes);
+    tracing::info!(
+        target: "imgnode::access",
+        method = %req.method(),
+        path = req.uri().path(),
+        route,
+        status = status.as_u16(),
+        bytes,
+        cache = cache.unwrap_or("-"),
+        ms = elapsed.as_secs_f64() * 1000.0,
+        %peer,
+    );
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

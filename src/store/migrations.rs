@@ -1,0 +1,80 @@
+//! Versioned schema migrations, applied in order at start-up, each in its own transaction.
+//!
+//! Append only: a released migration is never edited. SQL must run unchanged on SQLite and
+//! PostgreSQL.
+
+use sqlx::{AnyPool, Row};
+
+use super::{StoreError, now_unix};
+
+/// `(version, statements)`.
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE accounts (
+            name TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+        "CREATE TABLE images (
+            account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            format TEXT NOT NULL,
+            width BIGINT NOT NULL,
+            height BIGINT NOT NULL,
+            size BIGINT NOT NULL,
+            original_filename TEXT NOT NULL,
+            uploaded_at BIGINT NOT NULL,
+            visibility TEXT NOT NULL,
+            PRIMARY KEY (account, id)
+        )",
+        "CREATE INDEX images_hash ON images (hash)",
+        "CREATE TABLE paths (
+            account TEXT NOT NULL,
+            stem TEXT NOT NULL,
+            path TEXT NOT NULL,
+            image_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (account, stem),
+            FOREIGN KEY (account, image_id) REFERENCES images (account, id) ON DELETE CASCADE
+        )",
+        "CREATE INDEX paths_image ON paths (account, image_id)",
+    ],
+)];
+
+pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(pool)
+        .await?
+        .try_get("v")?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::CorruptRow(format!(
+            "database schema version {current} is newer than this binary ({latest})"
+        )));
+    }
+    for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let mut tx = pool.begin().await?;
+        for statement in *statements {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(now_unix())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! The metadata database: accounts, images and the paths that point at them.
+//!
+//! Owns the schema, its versioned migrations and every query. SQL is written once, portable
+//! between SQLite and PostgreSQL (`$N` placeholders, `BIGINT`/`TEXT` only, ids made by the
+//! application), and runs through sqlx's `Any` driver, so the PostgreSQL backend is a matter
+//! of a URL. Must never know about HTTP types or object storage.
+
+mod migrations;
+mod model;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use model::{
+    Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Visibility, validate_account_name,
+};
+
+use crate::pipeline::SourceFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("corrupt row: {0}")]
+    CorruptRow(String),
+}
+
+/// A handle on the metadata database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, created if missing) and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        if let Some(file) = url.strip_prefix("sqlite://") {
+            // SQLite creates the file but not its folder (`./data` on a fresh clone).
+            let file = file.split('?').next().unwrap_or(file);
+            if let Some(dir) = std::path::Path::new(file).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                }
+            }
+        }
+        let url = if sqlite && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; a few readers are plenty for the metadata load.
+            .max_connections(if sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers never block the writer. busy_timeout: concurrent
+                        // writers wait instead of failing with SQLITE_BUSY.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool };
+        migrations::apply(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- accounts ----------------------------------------------------------------------
+
+    pub async fn create_account(&self, name: &str, plan: &str) -> Result<Account, StoreError> {
+        let now = now_unix();
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (name, plan, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(plan)
+        .bind(AccountStatus::Active.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("account {name} exists")));
+        }
+        Ok(Account {
+            name: name.to_string(),
+            plan: plan.to_string(),
+            status: AccountStatus::Active,
+            created_at: now,
+        })
+    }
+
+    pub async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let row =
+            sqlx::query("SELECT name, plan, status, created_at FROM accounts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(Account {
+                name: r.try_get("name")?,
+                plan: r.try_get("plan")?,
+                status: parse_col(&r, "status")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- images and paths ----------------------------------------------------------------
+
+    /// The image a path stem (`folder/name`, no extension) points at.
+    pub async fn image_by_stem(
+        &self,
+        account: &str,
+        stem: &str,
+    ) -> Result<Option<ImageRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
+                    i.original_filename, i.uploaded_at, i.visibility
+             FROM paths p JOIN images i ON i.account = p.account AND i.id = p.image_id
+             WHERE p.account = $1 AND p.stem = $2",
+        )
+        .bind(account)
+        .bind(stem)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| image_from_row(&r)).transpose()
+    }
+
+    pub async fn image(&self, account: &str, id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account, id, hash, format, width, height, size, original_filename,
+                    uploaded_at, visibility
+             FROM images WHERE account = $1 AND id = $2",
+        )
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| image_from_row(&r)).transpose()
+    }
+
+    /// Records `image` (if the account does not have these bytes yet) and points `path` at it,
+    /// in one transaction. The caller must have written the original to the origin first, so
+    /// a committed path never points at a missing object.
+    ///
+    /// Same bytes already at the same path: `Conflict`. Another image at that path: the path
+    /// is re-pointed, and the old image is deleted when no path is left to it (returned in
+    /// `PathOutcome::orphaned` so its cached variants can be purged).
+    pub async fn put_image(
+        &self,
+        image: &NewImage,
+        path: &str,
+        stem: &str,
+    ) -> Result<PathOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_unix();
+        let inserted = sqlx::query(
+            "INSERT INTO images (account, id, hash, format, width, height, size,
+                                 original_filename, uploaded_at, visibility)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (account, id) DO NOTHING",
+        )
+        .bind(&image.account)
+        .bind(&image.id)
+        .bind(&image.hash)
+        .bind(image.format.extension())
+        .bind(i64::from(image.width))
+        .bind(i64::from(image.height))
+        .bind(image.size as i64)
+        .bind(&image.original_filename)
+        .bind(now)
+        .bind(image.visibility.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let is_new = inserted.rows_affected() == 1;
+
+        let previous: Option<String> =
+            sqlx::query("SELECT image_id FROM paths WHERE account = $1 AND stem = $2")
+                .bind(&image.account)
+                .bind(stem)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("image_id"))
+                .transpose()?;
+        let mut orphaned = None;
+        match previous {
+            Some(prev) if prev == image.id => {
+                return Err(StoreError::Conflict(format!(
+                    "these bytes are already stored at {path}"
+                )));
+            }
+            Some(prev) => {
+                sqlx::query(
+                    "UPDATE paths SET image_id = $1, path = $2, created_at = $3
+                     WHERE account = $4 AND stem = $5",
+                )
+                .bind(&image.id)
+                .bind(path)
+                .bind(now)
+                .bind(&image.account)
+                .bind(stem)
+                .execute(&mut *tx)
+                .await?;
+                let left: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM paths WHERE account = $1 AND image_id = $2",
+                )
+                .bind(&image.account)
+                .bind(&prev)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+                if left == 0 {
+                    let hash: Option<String> = sqlx::query(
+                        "DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash",
+                    )
+                    .bind(&image.account)
+                    .bind(&prev)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("hash"))
+                    .transpose()?;
+                    orphaned = hash.map(|hash| (prev, hash));
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO paths (account, stem, path, image_id, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&image.account)
+                .bind(stem)
+                .bind(path)
+                .bind(&image.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(PathOutcome { is_new, orphaned })
+    }
+
+    /// Whether any account still references the original with this content hash.
+    pub async fn hash_referenced(&self, hash: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM images WHERE hash = $1 LIMIT 1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
+    let format: String = r.try_get("format")?;
+    Ok(ImageRecord {
+        account: r.try_get("account")?,
+        id: r.try_get("id")?,
+        hash: r.try_get("hash")?,
+        format: SourceFormat::from_name(&format)
+            .ok_or_else(|| StoreError::CorruptRow(format!("format {format}")))?,
+        width: to_u32(r.try_get("width")?)?,
+        height: to_u32(r.try_get("height")?)?,
+        size: u64::try_from(r.try_get::<i64, _>("size")?)
+            .map_err(|_| StoreError::CorruptRow("size".into()))?,
+        original_filename: r.try_get("original_filename")?,
+        uploaded_at: r.try_get("uploaded_at")?,
+        visibility: parse_col(r, "visibility")?,
+    })
+}
+
+fn to_u32(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::CorruptRow(format!("dimension {v}")))
+}
+
+fn parse_col<T: FromStr>(r: &AnyRow, col: &str) -> Result<T, StoreError> {
+    let s: String = r.try_get(col)?;
+    s.parse()
+        .map_err(|_| StoreError::CorruptRow(format!("{col} = {s}")))
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests;

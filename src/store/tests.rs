@@ -1,0 +1,117 @@
+use super::*;
+
+fn image(account: &str, id_byte: char) -> NewImage {
+    let hash: String = std::iter::repeat_n(id_byte, 64).collect();
+    NewImage {
+        account: account.into(),
+        id: hash[..16].to_string(),
+        hash,
+        format: SourceFormat::Jpeg,
+        width: 640,
+        height: 480,
+        size: 1234,
+        original_filename: "cat.jpg".into(),
+        visibility: Visibility::Public,
+    }
+}
+
+async fn store(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    Store::open(&url).await.unwrap()
+}
+
+#[tokio::test]
+async fn accounts_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("demo", "free").await.unwrap();
+    assert!(matches!(
+        s.create_account("demo", "free").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.account("demo").await.unwrap().unwrap().plan, "free");
+    assert!(s.account("nobody").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen_and_migrations_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = store(&dir).await;
+        s.create_account("demo", "free").await.unwrap();
+        s.put_image(&image("demo", 'a'), "cats/cat.jpg", "cats/cat")
+            .await
+            .unwrap();
+        s.close().await;
+    }
+    let s = store(&dir).await;
+    let found = s.image_by_stem("demo", "cats/cat").await.unwrap().unwrap();
+    assert_eq!(found.id, "aaaaaaaaaaaaaaaa");
+    assert_eq!((found.width, found.height, found.size), (640, 480, 1234));
+    assert_eq!(found.format, SourceFormat::Jpeg);
+}
+
+#[tokio::test]
+async fn same_bytes_at_a_second_path_are_not_new_and_same_path_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("demo", "free").await.unwrap();
+    let first = s
+        .put_image(&image("demo", 'a'), "a.jpg", "a")
+        .await
+        .unwrap();
+    assert!(first.is_new);
+    let second = s
+        .put_image(&image("demo", 'a'), "b.jpg", "b")
+        .await
+        .unwrap();
+    assert!(!second.is_new);
+    assert!(matches!(
+        s.put_image(&image("demo", 'a'), "a.jpg", "a").await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn repointing_the_last_path_orphans_the_old_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("demo", "free").await.unwrap();
+    s.put_image(&image("demo", 'a'), "a.jpg", "a")
+        .await
+        .unwrap();
+    let out = s
+        .put_image(&image("demo", 'b'), "a.png", "a")
+        .await
+        .unwrap();
+    assert_eq!(
+        out.orphaned,
+        Some(("aaaaaaaaaaaaaaaa".to_string(), "a".repeat(64)))
+    );
+    assert_eq!(
+        s.image_by_stem("demo", "a").await.unwrap().unwrap().id,
+        "bbbbbbbbbbbbbbbb"
+    );
+    assert!(s.image("demo", "aaaaaaaaaaaaaaaa").await.unwrap().is_none());
+    assert!(!s.hash_referenced(&"a".repeat(64)).await.unwrap());
+}
+
+#[tokio::test]
+async fn accounts_do_not_see_each_others_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("one", "free").await.unwrap();
+    s.create_account("two", "free").await.unwrap();
+    s.put_image(&image("one", 'a'), "a.jpg", "a").await.unwrap();
+    assert!(s.image_by_stem("two", "a").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn opening_creates_the_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fresh/clone/data/imgnode.db");
+    Store::open(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    assert!(file.is_file());
+}

@@ -1,0 +1,246 @@
+//! `TestNode`: the real app on 127.0.0.1:0 with its own temporary data directory, driven
+//! over real HTTP.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use imgnode::app::{RunningApp, start};
+use imgnode::ingest::Original;
+use imgnode::store::{NewImage, Visibility};
+use sha2::{Digest, Sha256};
+
+pub struct TestNode {
+    pub app: RunningApp,
+    pub base: String,
+    pub ops: String,
+    pub client: reqwest::Client,
+    /// Kept alive for the node's lifetime; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+/// The config every test node starts from; `extra` is appended (TOML, later keys in the same
+/// section must not repeat these).
+pub fn test_config(data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+public_listen = "127.0.0.1:0"
+ops_listen = "127.0.0.1:0"
+drain_timeout = "5s"
+[storage]
+data_dir = "{}"
+{extra}
+"#,
+        data_dir.display()
+    )
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        TestNode::start_with("").await
+    }
+
+    /// Starts a node with extra TOML appended to the test config.
+    pub async fn start_with(extra: &str) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        TestNode::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
+        let text = test_config(dir.path(), extra);
+        let config = imgnode::config::parse(&text, Vec::new()).expect("test config is valid");
+        let app = start(config).await.expect("node starts");
+        TestNode {
+            base: format!("http://{}", app.public_addr),
+            ops: format!("http://{}", app.ops_addr),
+            app,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            dir,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// GET and return status, headers and body.
+    pub async fn fetch(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Bytes) {
+        let res = self.get(path).await;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.bytes().await.expect("body"))
+    }
+
+    /// The value of one sample in the ops listener's /metrics (sum over matching label sets).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.ops))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_value(&text, name, labels)
+    }
+
+    /// Adds an image through the same ingestion path as `imgnode import`.
+    pub async fn add_image(&self, account: &str, path: &str, bytes: &[u8], visibility: Visibility) {
+        let state = &self.app.state;
+        if state.store.account(account).await.unwrap().is_none() {
+            state.store.create_account(account, "free").await.unwrap();
+        }
+        state
+            .ingest()
+            .add(Original {
+                account: account.to_string(),
+                path: path.to_string(),
+                original_filename: path.rsplit('/').next().unwrap().to_string(),
+                bytes: Bytes::copy_from_slice(bytes),
+                visibility,
+            })
+            .await
+            .expect("ingest");
+    }
+
+    /// Stores bytes and metadata directly, bypassing ingestion checks: how a node meets
+    /// originals that were valid for another node's limits, or damaged at rest.
+    pub async fn add_raw(
+        &self,
+        account: &str,
+        stem: &str,
+        declared: imgnode::pipeline::SourceFormat,
+        bytes: &[u8],
+    ) {
+        let state = &self.app.state;
+        if state.store.account(account).await.unwrap().is_none() {
+            state.store.create_account(account, "free").await.unwrap();
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        state
+            .origin
+            .put(&hash, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+        let image = NewImage {
+            account: account.to_string(),
+            id: hash[..16].to_string(),
+            hash,
+            format: declared,
+            width: 100,
+            height: 100,
+            size: bytes.len() as u64,
+            original_filename: format!("{stem}.{}", declared.extension()),
+            visibility: Visibility::Public,
+        };
+        let path = format!("{stem}.{}", declared.extension());
+        state.store.put_image(&image, &path, stem).await.unwrap();
+    }
+
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.app.shutdown();
+        self.app.wait().await;
+        self.dir
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let series = l.split_whitespace().next().unwrap_or("");
+            let base = series.split('{').next().unwrap_or("");
+            base == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Decodes a response body with the `image` crate (independent of the node's decoders).
+pub fn decode(bytes: &[u8]) -> image::DynamicImage {
+    image::load_from_memory(bytes).expect("response decodes")
+}
+
+/// Width and height from the header, for every output format including AVIF.
+pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
+    let s = imagesize::blob_size(bytes).expect("image header");
+    (s.width as u32, s.height as u32)
+}
+
+pub fn assert_json_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    want_status: u16,
+    want_code: &str,
+) {
+    assert_eq!(
+        status,
+        want_status,
+        "body: {}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
+    assert_eq!(v["error"]["code"], want_code, "{v}");
+    assert_eq!(v["error"]["status"], want_status, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(v["error"]["path"].as_str().is_some());
+}
+
+impl TestNode {
+    /// Sends `GET {target}` exactly as written (no client-side normalisation of `..`), and
+    /// returns the status and body.
+    pub async fn raw_get(&self, target: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.app.public_addr)
+            .await
+            .unwrap();
+        let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+}

@@ -1,0 +1,9 @@
+//! The one integration test binary: real nodes on 127.0.0.1:0, real HTTP, real images.
+
+mod harness;
+
+mod config;
+mod delivery;
+mod errors;
+mod ops;
+mod s3;

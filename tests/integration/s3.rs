@@ -1,0 +1,114 @@
+//! The S3 origin against a real S3-compatible server (moto) started on 127.0.0.1 by the test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestNode, dimensions};
+
+/// A moto server on a free loopback port, killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run does it");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        // Wait for the external process to listen: the one poll loop in the suite, bounded.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Moto { child, endpoint }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn originals_live_in_s3_and_render_from_there() {
+    let moto = Moto::start().await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // moto accepts unsigned bucket creation.
+    let created = client
+        .put(format!("{}/imgnode-test", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+
+    let creds = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        creds.path(),
+        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start_with(&format!(
+        "[origin]\nkind = \"s3\"\nbucket = \"imgnode-test\"\nendpoint = \"{}\"\npath_style = true\nallow_http = true\nprefix = \"originals\"\ncredentials_file = \"{}\"\n",
+        moto.endpoint,
+        creds.path().display()
+    ))
+    .await;
+
+    // The demo seed went to the bucket, under the prefix and content hash.
+    let image = node
+        .app
+        .state
+        .store
+        .image_by_stem("demo", "ladybird")
+        .await
+        .unwrap()
+        .unwrap();
+    let listing = client
+        .get(format!("{}/imgnode-test?list-type=2", moto.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains(&format!(
+            "originals/{}/{}/{}",
+            &image.hash[..2],
+            &image.hash[2..4],
+            image.hash
+        )),
+        "{listing}"
+    );
+    // Nothing was written to the local originals folder.
+    assert!(!node.data_dir().join("originals").exists());
+
+    let (status, headers, body) = node.fetch("/i/demo/ladybird.webp?w=240").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/webp");
+    assert_eq!(dimensions(&body), (240, 150));
+    let (status, _, body) = node.fetch("/i/demo/ladybird.jpg").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len() as u64, image.size);
+
+    // The bucket going away is a 502, not a 404 or a hang.
+    drop(moto);
+    let (status, _, _) = node.fetch("/i/demo/dune.webp?w=10").await;
+    assert!(status == 502 || status == 504, "{status}");
+}

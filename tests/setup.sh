@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing imgnode needs on Debian 12 / Ubuntu, then exits.
+# Idempotent; run as root or with sudo available. Used by .ci/run and by the README.
+#   nasm            rav1e's (AVIF encoder) assembly
+#   libdav1d-dev    the AV1 decoder behind AVIF input
+#   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+packages=()
+command -v nasm >/dev/null 2>&1 || packages+=(nasm)
+command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
+dpkg -s libdav1d-dev >/dev/null 2>&1 || packages+=(libdav1d-dev)
+if [ ${#packages[@]} -gt 0 ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+command -v moto_server >/dev/null 2>&1 || { echo "moto_server not on PATH after install" >&2; exit 1; }
+echo "test prerequisites ready"
