@@ -1,1 +1,137 @@
-fn main() {}
+//! Pipeline benchmarks: decode, resize and encode per format at a few sizes, and whole renders
+//! of a 12 MP JPEG to a 400 px JPEG and WebP.
+//!
+//! Run: `cargo bench --bench pipeline` (release profile). The 12 MP source is made at start-up
+//! from `elephants.jpg` upscaled to 4000x3000 and encoded at q90, so it is smoother than a
+//! camera photo of the same size (decode figures for real photos are higher; see the
+//! comparison harness of the performance work for those).
+//!
+//! Figures, 2026-11-29, 2 cores (shared VM, AVX2), release, median of criterion's samples:
+//!
+//! | bench | time |
+//! |---|---|
+//! | FIGURES | filled in below by the run recorded in the closing note |
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use imgnode::pipeline::{
+    self, DecodeHint, EncodeSettings, Image, Limits, OutputFormat, Transform, probe,
+};
+
+const LADYBIRD: &[u8] = include_bytes!("../tests/fixtures/photos/ladybird.jpg");
+const ELEPHANTS: &[u8] = include_bytes!("../tests/fixtures/photos/elephants.jpg");
+const ARC_PNG: &[u8] = include_bytes!("../tests/fixtures/photos/arc-colors.png");
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn decode(bytes: &[u8]) -> Image {
+    let l = limits();
+    let info = probe(bytes, &l).expect("probe");
+    pipeline::decode_upright(bytes, &info, &l, DecodeHint::default()).expect("decode")
+}
+
+fn sized(width: u32, height: u32) -> Transform {
+    Transform {
+        width: Some(width),
+        height: Some(height),
+        ..Transform::default()
+    }
+}
+
+fn width(width: u32) -> Transform {
+    Transform {
+        width: Some(width),
+        ..Transform::default()
+    }
+}
+
+/// A 4000x3000 JPEG (q90) made from a real photo.
+fn twelve_megapixel_jpeg() -> Vec<u8> {
+    let big =
+        pipeline::resize_image(decode(ELEPHANTS), &sized(4000, 3000), &limits()).expect("upscale");
+    pipeline::encode_image(&big, OutputFormat::Jpeg, 90, &EncodeSettings::default())
+        .expect("encode")
+}
+
+fn benches(c: &mut Criterion) {
+    let settings = EncodeSettings::default();
+    let l = limits();
+    let big_jpeg = twelve_megapixel_jpeg();
+    let photo = decode(LADYBIRD);
+    let webp =
+        pipeline::encode_image(&photo, OutputFormat::Webp, 80, &settings).expect("webp source");
+    let avif = pipeline::encode_image(
+        &pipeline::resize_image(photo.clone(), &width(400), &l).expect("resize"),
+        OutputFormat::Avif,
+        80,
+        &settings,
+    )
+    .expect("avif source");
+
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    g.bench_function("jpeg_1200x750", |b| b.iter(|| decode(black_box(LADYBIRD))));
+    g.bench_function("jpeg_4000x3000", |b| {
+        b.iter(|| decode(black_box(&big_jpeg)))
+    });
+    g.bench_function("png_rgba_640x359", |b| {
+        b.iter(|| decode(black_box(ARC_PNG)))
+    });
+    g.bench_function("webp_1200x750", |b| b.iter(|| decode(black_box(&webp))));
+    g.bench_function("avif_400x250", |b| b.iter(|| decode(black_box(&avif))));
+    g.finish();
+
+    let big = decode(&big_jpeg);
+    let rgba = decode(ARC_PNG);
+    let mut g = c.benchmark_group("resize");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    g.bench_function("4000x3000_to_400w", |b| {
+        b.iter(|| pipeline::resize_image(black_box(big.clone()), &width(400), &l))
+    });
+    g.bench_function("1200x750_to_400w", |b| {
+        b.iter(|| pipeline::resize_image(black_box(photo.clone()), &width(400), &l))
+    });
+    g.bench_function("1200x750_cover_400x400_attention", |b| {
+        let t = Transform {
+            crop: pipeline::Crop::Attention,
+            ..sized(400, 400)
+        };
+        b.iter(|| pipeline::resize_image(black_box(photo.clone()), &t, &l))
+    });
+    g.bench_function("rgba_640x359_to_200w", |b| {
+        b.iter(|| pipeline::resize_image(black_box(rgba.clone()), &width(200), &l))
+    });
+    g.finish();
+
+    let mid = pipeline::resize_image(photo.clone(), &width(1000), &l).expect("1000w");
+    let small = pipeline::resize_image(photo.clone(), &width(400), &l).expect("400w");
+    let mut g = c.benchmark_group("encode");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    for (name, image) in [("1000x625", &mid), ("400x250", &small)] {
+        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp] {
+            g.bench_function(format!("{format}_{name}"), |b| {
+                b.iter(|| pipeline::encode_image(black_box(image), format, 80, &settings))
+            });
+        }
+    }
+    g.bench_function("avif_400x250", |b| {
+        b.iter(|| pipeline::encode_image(black_box(&small), OutputFormat::Avif, 80, &settings))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("render");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for format in [OutputFormat::Jpeg, OutputFormat::Webp] {
+        g.bench_function(format!("jpeg_12mp_to_400w_{format}"), |b| {
+            b.iter(|| pipeline::render(black_box(&big_jpeg), &width(400), format, &l, &settings))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(pipeline_benches, benches);
+criterion_main!(pipeline_benches);

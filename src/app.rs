@@ -12,8 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cache::Caches;
+use crate::cache::flight::SingleFlight;
+use crate::cache::variants::CacheError;
+use crate::cache::variants::VariantKey;
 use crate::config::Config;
 use crate::cpu::Pool;
+use crate::delivery::RenderOutcome;
 use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError};
@@ -27,16 +32,31 @@ pub struct AppState {
     pub store: Store,
     pub origin: Origin,
     pub cpu: Pool,
+    pub caches: Caches,
+    /// Renders in flight, so concurrent misses for one variant share one render.
+    pub flights: SingleFlight<VariantKey, RenderOutcome>,
     pub metrics: Metrics,
+    /// The operator token (from `admin.token_file`); `None` disables the operator API.
+    pub operator_token: Option<String>,
     /// True once start-up work is done; false again when draining.
     pub ready: AtomicBool,
 }
 
 impl AppState {
+    /// Orderly close for offline commands and shutdown: the disk cache is flushed so what was
+    /// rendered survives the restart.
+    pub async fn close(&self) {
+        if let Err(e) = self.caches.close().await {
+            tracing::warn!(error = %e, "closing the variant cache");
+        }
+        self.store.close().await;
+    }
+
     pub fn ingest(&self) -> Ingest<'_> {
         Ingest {
             store: &self.store,
             origin: &self.origin,
+            caches: &self.caches,
             cpu: &self.cpu,
             limits: &self.config.limits,
             deadline: self.config.cpu.transform_timeout,
@@ -59,11 +79,29 @@ pub enum AppError {
     Cpu(std::io::Error),
     #[error("seeding the demo account: {0}")]
     Seed(#[from] IngestError),
+    #[error("variant cache: {0}")]
+    Cache(#[from] CacheError),
+    #[error("operator token file {path}: {source}")]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Builds the shared state without listening (also used by the CLI's offline commands).
+/// Returns once the disk cache has recovered.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     let metrics = Metrics::new();
+    let operator_token = match &config.admin.token_file {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read_to_string(path).map_err(|source| AppError::Token {
+                path: path.clone(),
+                source,
+            })?;
+            Some(token.trim().to_string()).filter(|t| !t.is_empty())
+        }
+    };
     let store = Store::open(&config.store.url).await?;
     let origin = Origin::from_config(&config.origin)?;
     let cpu = Pool::new(
@@ -73,12 +111,16 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         metrics.cpu.clone(),
     )
     .map_err(AppError::Cpu)?;
+    let caches = Caches::open(&config.cache.settings, metrics.registry()).await?;
     Ok(Arc::new(AppState {
         config,
         store,
         origin,
         cpu,
+        caches,
+        flights: SingleFlight::default(),
         metrics,
+        operator_token,
         ready: AtomicBool::new(false),
     }))
 }
@@ -100,10 +142,10 @@ impl RunningApp {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until both listeners have drained, then closes the store.
+    /// Waits until both listeners have drained, then flushes the cache and closes the store.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        self.state.store.close().await;
+        self.state.close().await;
     }
 }
 

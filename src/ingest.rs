@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::cache::Caches;
 use crate::cpu::{CpuError, JobClass, Pool};
 use crate::origin::{Origin, OriginError};
 use crate::pipeline::{self, Limits, PipelineError};
@@ -54,6 +55,7 @@ pub struct Ingested {
 pub struct Ingest<'a> {
     pub store: &'a Store,
     pub origin: &'a Origin,
+    pub caches: &'a Caches,
     pub cpu: &'a Pool,
     pub limits: &'a Limits,
     pub deadline: std::time::Duration,
@@ -94,6 +96,16 @@ impl Ingest<'_> {
         };
         self.origin.put(&image.hash, original.bytes).await?;
         let outcome = self.store.put_image(&image, &original.path, &stem).await?;
+        // The path may have pointed elsewhere: it must answer with the new image at once.
+        self.caches
+            .meta
+            .invalidate_path(&image.account, &stem)
+            .await;
+        if let Some((_, old_hash)) = &outcome.orphaned {
+            self.caches
+                .purge_hashes(self.store, std::slice::from_ref(old_hash))
+                .await?;
+        }
         Ok(Ingested {
             image,
             path: original.path,

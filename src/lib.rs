@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod cpu;
 pub mod delivery;

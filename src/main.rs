@@ -107,7 +107,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 report.deduplicated,
                 report.skipped.len()
             );
-            state.store.close().await;
+            state.close().await;
             Ok(())
         }
         Command::Account {
@@ -117,7 +117,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let state = imgnode::app::build_state(config).await?;
             let account = state.store.create_account(&name, &plan).await?;
             println!("created account {} (plan {})", account.name, account.plan);
-            state.store.close().await;
+            state.close().await;
             Ok(())
         }
     }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub cpu: CpuMetrics,
     pub render: RenderMetrics,
+    /// Labels: outcome (ok, not_found, error). Originals cache hits are not fetches.
+    pub origin_fetches_total: IntCounterVec,
 }
 
 #[derive(Clone)]
@@ -104,11 +106,17 @@ impl Metrics {
                 &["format", "outcome"],
             ),
         };
+        let origin_fetches_total = r.counter_vec(
+            "imgnode_origin_fetches_total",
+            "Originals fetched from the object store, by outcome",
+            &["outcome"],
+        );
         Metrics {
             registry,
             http,
             cpu,
             render,
+            origin_fetches_total,
         }
     }
 

@@ -29,6 +29,7 @@ pub struct Config {
     pub origin: OriginConfig,
     pub store: StoreConfig,
     pub cache: CacheConfig,
+    pub admin: AdminConfig,
     pub delivery: DeliveryConfig,
     pub limits: Limits,
     pub encode: EncodeSettings,
@@ -42,7 +43,6 @@ pub struct ServerConfig {
     pub public_listen: SocketAddr,
     pub ops_listen: SocketAddr,
     pub drain_timeout: Duration,
-    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +70,24 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    pub http_max_age: Duration,
+    pub settings: crate::cache::CacheSettings,
     pub not_found_max_age: Duration,
-    pub buster: String,
+}
+
+impl CacheConfig {
+    /// `Cache-Control: max-age` of images follows the cache TTL.
+    pub fn http_max_age(&self) -> Duration {
+        self.settings.ttl
+    }
+
+    pub fn buster(&self) -> &str {
+        &self.settings.buster
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +226,6 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         public_listen: p.addr("server.public_listen", &raw.server.public_listen),
         ops_listen: p.addr("server.ops_listen", &raw.server.ops_listen),
         drain_timeout: p.duration("server.drain_timeout", &raw.server.drain_timeout),
-        request_timeout: p.duration("server.request_timeout", &raw.server.request_timeout),
     };
 
     let o = &raw.origin;
@@ -261,10 +275,35 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         ));
     }
 
+    let c = &raw.cache;
+    let remote_origin = !matches!(origin, OriginConfig::Fs { .. });
+    let ttl = p.duration("cache.ttl", &c.ttl);
+    if ttl < Duration::from_secs(1) {
+        p.push("cache.ttl: must be at least 1s".into());
+    }
     let cache = CacheConfig {
-        http_max_age: p.duration("cache.http_max_age", &raw.cache.http_max_age),
-        not_found_max_age: p.duration("cache.not_found_max_age", &raw.cache.not_found_max_age),
-        buster: raw.cache.buster.clone(),
+        settings: crate::cache::CacheSettings {
+            ttl,
+            memory_bytes: p.bytes("cache.memory", &c.memory),
+            disk_bytes: p.bytes("cache.disk", &c.disk),
+            dir: if c.dir.is_empty() {
+                data_dir.join("cache")
+            } else {
+                PathBuf::from(&c.dir)
+            },
+            max_entry_bytes: p.bytes("cache.max_entry", &c.max_entry),
+            // A local folder is its own cache (the page cache): no second copy in memory.
+            originals_bytes: if remote_origin {
+                p.bytes("cache.originals_memory", &c.originals_memory)
+            } else {
+                0
+            },
+            metadata_entries: p.positive("cache.metadata_entries", c.metadata_entries),
+            metadata_ttl: p.duration("cache.metadata_ttl", &c.metadata_ttl),
+            negative_ttl: p.duration("cache.negative_ttl", &c.negative_ttl),
+            buster: c.buster.clone(),
+        },
+        not_found_max_age: p.duration("cache.not_found_max_age", &c.not_found_max_age),
     };
 
     let l = &raw.limits;
@@ -316,6 +355,10 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         origin,
         store: StoreConfig { url: store_url },
         cache,
+        admin: AdminConfig {
+            token_file: (!raw.admin.token_file.is_empty())
+                .then(|| PathBuf::from(&raw.admin.token_file)),
+        },
         delivery: DeliveryConfig {
             cdn_hosts: raw
                 .delivery
@@ -416,7 +459,12 @@ mod tests {
             }
         );
         assert_eq!(c.store.url, "sqlite://./data/imgnode.db");
-        assert_eq!(c.cache.http_max_age, Duration::from_secs(365 * 86400));
+        assert_eq!(c.cache.http_max_age(), Duration::from_secs(365 * 86400));
+        assert_eq!(c.cache.settings.dir, PathBuf::from("./data/cache"));
+        assert_eq!(
+            c.cache.settings.originals_bytes, 0,
+            "no originals cache for fs"
+        );
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.encode, EncodeSettings::default());
     }

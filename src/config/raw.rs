@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub origin: RawOrigin,
     pub store: RawStore,
     pub cache: RawCache,
+    pub admin: RawAdmin,
     pub delivery: RawDelivery,
     pub limits: RawLimits,
     pub encode: RawEncode,
@@ -30,7 +31,6 @@ pub struct RawServer {
     pub public_listen: String,
     pub ops_listen: String,
     pub drain_timeout: String,
-    pub request_timeout: String,
 }
 
 impl Default for RawServer {
@@ -39,7 +39,6 @@ impl Default for RawServer {
             public_listen: "127.0.0.1:8080".into(),
             ops_listen: "127.0.0.1:9090".into(),
             drain_timeout: "10s".into(),
-            request_timeout: "30s".into(),
         }
     }
 }
@@ -104,7 +103,18 @@ pub struct RawStore {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RawCache {
-    pub http_max_age: String,
+    /// Lifetime of a cached variant, and the `max-age` of image responses.
+    pub ttl: String,
+    pub memory: String,
+    pub disk: String,
+    /// Empty means `{data_dir}/cache`.
+    pub dir: String,
+    pub max_entry: String,
+    /// Originals cache, used only for remote origins.
+    pub originals_memory: String,
+    pub metadata_entries: u64,
+    pub metadata_ttl: String,
+    pub negative_ttl: String,
     pub not_found_max_age: String,
     pub buster: String,
 }
@@ -112,11 +122,27 @@ pub struct RawCache {
 impl Default for RawCache {
     fn default() -> Self {
         RawCache {
-            http_max_age: "365d".into(),
+            ttl: "365d".into(),
+            memory: "256MiB".into(),
+            disk: "10GiB".into(),
+            dir: String::new(),
+            max_entry: "8MiB".into(),
+            originals_memory: "256MiB".into(),
+            metadata_entries: 100_000,
+            metadata_ttl: "60s".into(),
+            negative_ttl: "10s".into(),
             not_found_max_age: "60s".into(),
             buster: String::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct RawAdmin {
+    /// File holding the operator token (a systemd credential, typically). Empty disables the
+    /// operator API.
+    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -15,12 +15,16 @@ use http::header::{
     CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LAST_MODIFIED, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
+
+use std::sync::Arc;
 
 use crate::app::AppState;
+use crate::cache::flight::Role;
+use crate::cache::variants::{Tier, Variant, VariantKey};
 use crate::cpu::JobClass;
 use crate::error::HttpError;
-use crate::pipeline::{self, OutputFormat, StageTimings};
+use crate::origin::{OriginError, OriginGetError};
+use crate::pipeline::{self, OutputFormat, StageTimings, Transform};
 use crate::server::{Body, empty, full, response::NOSNIFF};
 use crate::store::{AccountStatus, ImageRecord, Visibility};
 use url::{TransformDefaults, TransformParams};
@@ -56,9 +60,17 @@ pub struct DeliveryRequest<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// A render's result as every waiter of a single flight receives it.
+#[derive(Clone)]
+pub struct RenderOutcome {
+    variant: Variant,
+    /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
+    timing: (Duration, StageTimings),
+}
+
 /// Answers one image request. Errors are returned for the router to render.
 pub async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     req: DeliveryRequest<'_>,
 ) -> Result<(Response<Body>, CacheStatus), HttpError> {
     let (account, path, ext) = url::parse_path(req.target)?;
@@ -68,17 +80,18 @@ pub async fn handle(
         return Err(HttpError::validation(format!("unknown preset `{name}`")));
     }
 
-    let account = state
-        .store
-        .account(&account)
+    let caches = &state.caches;
+    let account = caches
+        .meta
+        .account(&state.store, &account)
         .await?
         .ok_or_else(HttpError::not_found)?;
     if account.status == AccountStatus::Suspended {
         return Err(HttpError::forbidden("account suspended"));
     }
-    let image = state
-        .store
-        .image_by_stem(&account.name, &path)
+    let image = caches
+        .meta
+        .image(&state.store, &account.name, &path)
         .await?
         .ok_or_else(HttpError::not_found)?;
     if image.visibility == Visibility::Private {
@@ -92,7 +105,6 @@ pub async fn handle(
         (ext, false)
     };
     let head_only = req.method == Method::HEAD;
-    let cache = &state.config.cache;
 
     // The original's own format and nothing to do: its bytes, untouched.
     let transforms = !TransformParams {
@@ -101,8 +113,9 @@ pub async fn handle(
     }
     .is_empty();
     if !transforms && image.format.as_output() == Some(output) {
-        let etag = etag(&[&image.hash, "original", &cache.buster]);
-        let meta = ResponseMeta {
+        let key = caches.variant_key(&image.hash, "", "original");
+        let etag = etag_of(&key);
+        let mut meta = ResponseMeta {
             format: output,
             etag: &etag,
             image: &image,
@@ -117,25 +130,15 @@ pub async fn handle(
             ));
         }
         let started = Instant::now();
-        let bytes = state
-            .origin
-            .get(&image.hash, state.config.limits.max_source_bytes)
-            .await?;
-        let fetch = started.elapsed();
-        let meta = ResponseMeta {
-            timing: Some((fetch, StageTimings::default())),
-            ..meta
-        };
-        let body = (!head_only).then_some(bytes.clone());
-        let mut res = meta.build(state, StatusCode::OK, body);
-        res.headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        return Ok((res, CacheStatus::Original));
+        let bytes = fetch_original(state, &image.hash).await?;
+        meta.timing = Some((started.elapsed(), StageTimings::default()));
+        return Ok((meta.respond(state, bytes, head_only), CacheStatus::Original));
     }
 
     let transform = params.resolve(&TransformDefaults::default(), &state.config.limits);
     let canonical = url::canonical(&transform);
-    let etag = etag(&[&image.hash, &canonical, output.extension(), &cache.buster]);
+    let key = caches.variant_key(&image.hash, &canonical, output.extension());
+    let etag = etag_of(&key);
     let mut meta = ResponseMeta {
         format: output,
         etag: &etag,
@@ -144,6 +147,7 @@ pub async fn handle(
         cache: CacheStatus::Miss,
         timing: None,
     };
+    // Revalidation needs no bytes at all: the ETag is derived from the request alone.
     if not_modified(req.headers, &etag) {
         return Ok((
             meta.build(state, StatusCode::NOT_MODIFIED, None),
@@ -151,11 +155,75 @@ pub async fn handle(
         ));
     }
 
+    if let Some(data_key) = caches.meta.data_key(&state.store, &image.hash).await?
+        && let Some((variant, tier)) = caches.variants.get(&key, &data_key).await
+    {
+        meta.cache = match tier {
+            Tier::Memory => CacheStatus::HitMemory,
+            Tier::Disk => {
+                // The disk hit is now back in memory: purge must know it is there.
+                caches.note_cached(&image.hash, key);
+                CacheStatus::HitDisk
+            }
+        };
+        return Ok((meta.respond(state, variant.bytes, head_only), meta.cache));
+    }
+
+    let (outcome, role) = {
+        let owned = state.clone();
+        let hash = image.hash.clone();
+        state
+            .flights
+            .run(key, move || {
+                render_and_store(owned, hash, transform, output, key)
+            })
+            .await
+    };
+    let outcome = outcome?;
+    meta.cache = match role {
+        Role::Leader => CacheStatus::Miss,
+        Role::Follower => CacheStatus::Coalesced,
+    };
+    if role == Role::Leader {
+        meta.timing = Some(outcome.timing);
+    }
+    Ok((
+        meta.respond(state, outcome.variant.bytes, head_only),
+        meta.cache,
+    ))
+}
+
+/// The original's bytes, through the originals cache when the origin is remote.
+async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError> {
+    let max = state.config.limits.max_source_bytes;
+    let load = async {
+        let got = state.origin.get(hash, max).await;
+        let outcome = match &got {
+            Ok(_) => "ok",
+            Err(OriginGetError::Origin(OriginError::NotFound(_))) => "not_found",
+            Err(_) => "error",
+        };
+        state
+            .metrics
+            .origin_fetches_total
+            .with_label_values(&[outcome])
+            .inc();
+        got
+    };
+    Ok(state.caches.original(hash, load).await?)
+}
+
+/// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
+/// its own task, so it finishes (and fills the cache) even if its first requester left.
+async fn render_and_store(
+    state: Arc<AppState>,
+    hash: String,
+    transform: Transform,
+    output: OutputFormat,
+    key: VariantKey,
+) -> Result<RenderOutcome, HttpError> {
     let started = Instant::now();
-    let source = state
-        .origin
-        .get(&image.hash, state.config.limits.max_source_bytes)
-        .await?;
+    let source = fetch_original(&state, &hash).await?;
     let fetch = started.elapsed();
 
     let limits = state.config.limits.clone();
@@ -165,11 +233,10 @@ pub async fn handle(
     } else {
         JobClass::Normal
     };
-    let render_transform = transform.clone();
     let rendered = state
         .cpu
         .run(class, state.config.cpu.transform_timeout, move || {
-            pipeline::render(&source, &render_transform, output, &limits, &settings)
+            pipeline::render(&source, &transform, output, &limits, &settings)
         })
         .await?;
     let rendered = match rendered {
@@ -182,25 +249,33 @@ pub async fn handle(
             return Err(e.into());
         }
     };
-    meta.timing = Some((fetch, rendered.timings));
-    let len = rendered.bytes.len();
-    let body = (!head_only).then(|| Bytes::from(rendered.bytes));
-    let mut res = meta.build(state, StatusCode::OK, body);
-    res.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(len));
-    Ok((res, CacheStatus::Miss))
+    let variant = Variant {
+        bytes: Bytes::from(rendered.bytes),
+        media_type: output.media_type(),
+        stored_at: crate::store::now_unix() as u64,
+    };
+    let caches = &state.caches;
+    let data_key = caches.meta.data_key_for_insert(&state.store, &hash).await?;
+    caches
+        .variants
+        .insert(key, variant.clone(), data_key.clone());
+    caches.note_cached(&hash, key);
+    // A purge that ran while this rendered deleted the key it encrypted with: take the entry
+    // back out, so nothing purged is served again.
+    let current = caches.meta.data_key(&state.store, &hash).await?;
+    if current.is_none_or(|k| k.as_bytes() != data_key.as_bytes()) {
+        caches.variants.remove(&key);
+    }
+    Ok(RenderOutcome {
+        variant,
+        timing: (fetch, rendered.timings),
+    })
 }
 
-/// A strong ETag over the inputs that decide the bytes. 128 bits of SHA-256 are plenty to
-/// never collide between variants.
-fn etag(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
-    }
-    let digest = h.finalize();
-    format!("\"{}\"", hex::encode(&digest[..16]))
+/// A strong ETag: the variant key in hex (128 bits of SHA-256 over the original's hash, the
+/// canonical transform, the output format and the buster).
+fn etag_of(key: &VariantKey) -> String {
+    format!("\"{}\"", hex::encode(key.0))
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
@@ -225,6 +300,15 @@ struct ResponseMeta<'a> {
 }
 
 impl ResponseMeta<'_> {
+    /// A 200 with `bytes` (or only their length, for HEAD).
+    fn respond(&self, state: &AppState, bytes: Bytes, head_only: bool) -> Response<Body> {
+        let len = bytes.len();
+        let mut res = self.build(state, StatusCode::OK, (!head_only).then_some(bytes));
+        res.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        res
+    }
+
     fn build(&self, state: &AppState, status: StatusCode, body: Option<Bytes>) -> Response<Body> {
         let mut res = Response::new(body.map_or_else(empty, full));
         *res.status_mut() = status;
@@ -235,7 +319,7 @@ impl ResponseMeta<'_> {
         );
         if let Ok(v) = HeaderValue::from_str(&format!(
             "public, max-age={}",
-            state.config.cache.http_max_age.as_secs()
+            state.config.cache.http_max_age().as_secs()
         )) {
             h.insert(CACHE_CONTROL, v);
         }
@@ -276,13 +360,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn etags_are_strong_quoted_and_input_sensitive() {
-        let a = etag(&["h", "w=100", "webp", ""]);
-        assert!(a.starts_with('"') && a.ends_with('"') && a.len() == 34);
-        assert_ne!(a, etag(&["h", "w=100", "avif", ""]));
-        assert_ne!(a, etag(&["h", "w=100", "webp", "2"]));
-        // Separators keep ("ab","c") and ("a","bc") apart.
-        assert_ne!(etag(&["ab", "c"]), etag(&["a", "bc"]));
+    fn etags_are_strong_and_quoted() {
+        let a = etag_of(&crate::cache::variant_key("h", "w=100", "webp", ""));
+        assert!(
+            a.starts_with('"') && a.ends_with('"') && a.len() == 34,
+            "{a}"
+        );
     }
 
     #[test]

@@ -62,9 +62,7 @@ pub fn render(
     let started = Instant::now();
     let info = probe(source, limits)?;
     let plan = plan(info.oriented_size(), transform, limits)?;
-    let image = decode::decode(source, &info, limits, plan.decode_hint())?;
-    let image = orient::apply(image, info.orientation);
-    let image = color::to_srgb(image)?;
+    let image = decode_upright(source, &info, limits, plan.decode_hint())?;
     let decoded = Instant::now();
 
     let image = geometry::apply(image, &plan, transform)?;
@@ -80,7 +78,7 @@ pub fn render(
     let effected = Instant::now();
 
     let (width, height) = (image.width, image.height);
-    let bytes = encode::encode(&image, output, transform.quality, settings)?;
+    let bytes = encode_image(&image, output, transform.quality, settings)?;
     let encoded = Instant::now();
 
     Ok(Rendered {
@@ -95,4 +93,36 @@ pub fn render(
             encode: encoded - effected,
         },
     })
+}
+
+/// Decode, orient and convert to sRGB: the decode stage of `render`, on its own.
+pub fn decode_upright(
+    source: &[u8],
+    info: &ImageInfo,
+    limits: &Limits,
+    hint: DecodeHint,
+) -> Result<Image, PipelineError> {
+    let image = decode::decode(source, info, limits, hint)?;
+    let image = orient::apply(image, info.orientation);
+    color::to_srgb(image)
+}
+
+/// The geometry stage of `render` on its own (crop and resize per `transform`).
+pub fn resize_image(
+    image: Image,
+    transform: &Transform,
+    limits: &Limits,
+) -> Result<Image, PipelineError> {
+    let plan = plan((image.width, image.height), transform, limits)?;
+    geometry::apply(image, &plan, transform)
+}
+
+/// The encode stage of `render` on its own.
+pub fn encode_image(
+    image: &Image,
+    output: OutputFormat,
+    quality: u8,
+    settings: &EncodeSettings,
+) -> Result<Vec<u8>, PipelineError> {
+    encode::encode(image, output, quality, settings)
 }

@@ -92,7 +92,7 @@ impl Handler for PublicHandler {
             ),
             PublicRoute::Image(target) => {
                 let r = delivery::handle(
-                    state,
+                    &self.0,
                     DeliveryRequest {
                         target,
                         query: req.uri().query().unwrap_or(""),
@@ -112,7 +112,16 @@ impl Handler for PublicHandler {
             ),
         };
         let res = finish(state, res, path, head_only);
-        record(state, &req, peer, route.label(), cache, &res, started);
+        record(
+            state,
+            req.method(),
+            path,
+            peer,
+            route.label(),
+            cache,
+            &res,
+            started,
+        );
         res
     }
 }
@@ -124,17 +133,15 @@ impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
-        let path = req.uri().path();
-        let res = crate::admin::handle(state, req.method(), path);
-        let head_only = req.method() == Method::HEAD;
-        let res = finish(state, res, path, head_only);
-        let label = match path {
-            "/metrics" => "metrics",
-            "/live" => "live",
-            "/ready" => "ready",
-            _ => "ops_other",
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let head_only = method == Method::HEAD;
+        let (res, label) = match crate::admin::OpsRoute::parse(&method, &path) {
+            Ok(route) => (crate::admin::handle(state, route, req).await, route.label()),
+            Err(e) => (Err(e), "ops_bad_method"),
         };
-        record(state, &req, peer, label, None, &res, started);
+        let res = finish(state, res, &path, head_only);
+        record(state, &method, &path, peer, label, None, &res, started);
         res
     }
 }
@@ -158,9 +165,11 @@ fn finish(
 
 /// Metrics and the access log line. The query string is left out of the log: it can carry
 /// signatures.
+#[expect(clippy::too_many_arguments, reason = "one access-log line's fields")]
 fn record(
     state: &AppState,
-    req: &Request<Incoming>,
+    method: &Method,
+    path: &str,
     peer: SocketAddr,
     route: &'static str,
     cache: Option<&'static str>,
@@ -169,7 +178,7 @@ fn record(
 ) {
     let elapsed = started.elapsed();
     let status = res.status();
-    let bytes: u64 = if req.method() == Method::HEAD {
+    let bytes: u64 = if method == Method::HEAD {
         0
     } else {
         res.headers()
@@ -190,8 +199,8 @@ fn record(
         .inc_by(bytes);
     tracing::info!(
         target: "imgnode::access",
-        method = %req.method(),
-        path = req.uri().path(),
+        %method,
+        path,
         route,
         status = status.as_u16(),
         bytes,

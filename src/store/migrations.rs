@@ -8,17 +8,18 @@ use sqlx::{AnyPool, Row};
 use super::{StoreError, now_unix};
 
 /// `(version, statements)`.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE accounts (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE accounts (
             name TEXT PRIMARY KEY,
             plan TEXT NOT NULL,
             status TEXT NOT NULL,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL
         )",
-        "CREATE TABLE images (
+            "CREATE TABLE images (
             account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
             id TEXT NOT NULL,
             hash TEXT NOT NULL,
@@ -31,8 +32,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             visibility TEXT NOT NULL,
             PRIMARY KEY (account, id)
         )",
-        "CREATE INDEX images_hash ON images (hash)",
-        "CREATE TABLE paths (
+            "CREATE INDEX images_hash ON images (hash)",
+            "CREATE TABLE paths (
             account TEXT NOT NULL,
             stem TEXT NOT NULL,
             path TEXT NOT NULL,
@@ -41,9 +42,23 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             PRIMARY KEY (account, stem),
             FOREIGN KEY (account, image_id) REFERENCES images (account, id) ON DELETE CASCADE
         )",
-        "CREATE INDEX paths_image ON paths (account, image_id)",
-    ],
-)];
+            "CREATE INDEX paths_image ON paths (account, image_id)",
+        ],
+    ),
+    (
+        2,
+        &[
+            // One random data key per original (by content hash): cached variants of that original
+            // are encrypted with it on disk, and deleting the row makes them unreadable
+            // (crypto-erasure), whatever the cache files still hold. Hex, for SQLite/PostgreSQL.
+            "CREATE TABLE cache_keys (
+            hash TEXT PRIMARY KEY,
+            data_key TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )",
+        ],
+    ),
+];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {
     sqlx::query(

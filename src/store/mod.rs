@@ -30,6 +30,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("corrupt row: {0}")]
     CorruptRow(String),
+    /// One failure seen by several waiters of a coalesced load.
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 /// A handle on the metadata database; cheap to clone.
@@ -46,11 +49,11 @@ impl Store {
         if let Some(file) = url.strip_prefix("sqlite://") {
             // SQLite creates the file but not its folder (`./data` on a fresh clone).
             let file = file.split('?').next().unwrap_or(file);
-            if let Some(dir) = std::path::Path::new(file).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-                }
+            if let Some(dir) = std::path::Path::new(file).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
         }
         let url = if sqlite && !url.contains('?') {
@@ -71,6 +74,9 @@ impl Store {
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // Deleted rows (cache data keys above all) are overwritten, not left
+                        // in free pages.
+                        conn.execute("PRAGMA secure_delete = ON").await?;
                     }
                     Ok(())
                 })
@@ -269,6 +275,69 @@ impl Store {
         Ok(PathOutcome { is_new, orphaned })
     }
 
+    // ---- cache data keys -------------------------------------------------------------------
+
+    /// The data key of an original's cached variants, if one exists.
+    pub async fn cache_key(&self, hash: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let row = sqlx::query("SELECT data_key FROM cache_keys WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode_key(&r.try_get::<String, _>("data_key")?))
+            .transpose()
+    }
+
+    /// Stores `candidate` as the data key of `hash` unless one exists, and returns the key in
+    /// force (the first writer wins, so concurrent renders agree).
+    pub async fn cache_key_or_insert(
+        &self,
+        hash: &str,
+        candidate: &[u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        sqlx::query(
+            "INSERT INTO cache_keys (hash, data_key, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(hex::encode(candidate))
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        self.cache_key(hash)
+            .await?
+            .ok_or_else(|| StoreError::CorruptRow(format!("cache key for {hash} vanished")))
+    }
+
+    /// Deletes the data keys of these originals: their cached variants become unreadable.
+    pub async fn delete_cache_keys(&self, hashes: &[String]) -> Result<(), StoreError> {
+        for hash in hashes {
+            sqlx::query("DELETE FROM cache_keys WHERE hash = $1")
+                .bind(hash)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every data key (purge of the whole cache).
+    pub async fn delete_all_cache_keys(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM cache_keys")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Content hashes of every image of an account.
+    pub async fn account_hashes(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT hash FROM images WHERE account = $1")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("hash").map_err(StoreError::from))
+            .collect()
+    }
+
     /// Whether any account still references the original with this content hash.
     pub async fn hash_referenced(&self, hash: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 AS one FROM images WHERE hash = $1 LIMIT 1")
@@ -295,6 +364,13 @@ fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
         uploaded_at: r.try_get("uploaded_at")?,
         visibility: parse_col(r, "visibility")?,
     })
+}
+
+fn decode_key(text: &str) -> Result<[u8; 32], StoreError> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text, &mut key)
+        .map_err(|_| StoreError::CorruptRow("cache data key".into()))?;
+    Ok(key)
 }
 
 fn to_u32(v: i64) -> Result<u32, StoreError> {

@@ -115,3 +115,35 @@ async fn opening_creates_the_missing_folder() {
         .unwrap();
     assert!(file.is_file());
 }
+
+#[tokio::test]
+async fn cache_keys_first_writer_wins_and_deletion_sticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    let hash = "c".repeat(64);
+    assert_eq!(s.cache_key(&hash).await.unwrap(), None);
+    let first = s.cache_key_or_insert(&hash, &[1; 32]).await.unwrap();
+    let second = s.cache_key_or_insert(&hash, &[2; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    assert_eq!(second, [1; 32]);
+    s.delete_cache_keys(std::slice::from_ref(&hash))
+        .await
+        .unwrap();
+    assert_eq!(s.cache_key(&hash).await.unwrap(), None);
+    s.close().await;
+    // No trace of the key in the database file (secure_delete), after a checkpoint.
+    let s = store(&dir).await;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.close().await;
+    let needle = hex::encode([1u8; 32]);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "deleted data key still readable on disk"
+        );
+    }
+}

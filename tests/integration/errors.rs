@@ -227,8 +227,17 @@ async fn a_full_queue_is_503_with_retry_after_and_the_node_keeps_serving() {
 
 #[tokio::test]
 async fn a_render_past_its_deadline_is_504() {
-    let node = TestNode::start_with("[cpu]\ntransform_timeout = \"1ms\"\n").await;
-    let (status, h, body) = node.fetch("/i/demo/elephants.avif?w=320").await;
+    // No demo seed: its probes would run under the same 1 ms deadline.
+    let node =
+        TestNode::start_with("[cpu]\ntransform_timeout = \"1ms\"\n[demo]\nseed = false\n").await;
+    node.add_raw(
+        "acme",
+        "big",
+        SourceFormat::Jpeg,
+        &fixture("photos/elephants.jpg"),
+    )
+    .await;
+    let (status, h, body) = node.fetch("/i/acme/big.avif?w=320").await;
     assert_json_error(status, &h, &body, 504, "TRANSFORM_TIMEOUT");
 }
 

@@ -48,7 +48,10 @@ impl TestNode {
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
         let text = test_config(dir.path(), extra);
-        let config = imgnode::config::parse(&text, Vec::new()).expect("test config is valid");
+        // A small disk tier: the default (10 GiB) is sized for production, not for dozens of
+        // nodes in one test run.
+        let env = vec![("IMGNODE_CACHE__DISK".to_string(), "128MiB".to_string())];
+        let config = imgnode::config::parse(&text, env).expect("test config is valid");
         let app = start(config).await.expect("node starts");
         TestNode {
             base: format!("http://{}", app.public_addr),

@@ -2,8 +2,10 @@
 
 mod harness;
 
+mod cache;
 mod config;
 mod delivery;
 mod errors;
+mod formats;
 mod ops;
 mod s3;

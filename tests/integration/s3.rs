@@ -103,6 +103,18 @@ async fn originals_live_in_s3_and_render_from_there() {
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "image/webp");
     assert_eq!(dimensions(&body), (240, 150));
+    // A srcset of six widths fetches the original once (originals cache for remote origins).
+    let before = node.metric("imgnode_origin_fetches_total", &[]).await;
+    for w in [100, 200, 300, 400, 500, 600] {
+        assert_eq!(
+            node.fetch(&format!("/i/demo/elephants.webp?w={w}")).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        node.metric("imgnode_origin_fetches_total", &[]).await - before,
+        1.0
+    );
     let (status, _, body) = node.fetch("/i/demo/ladybird.jpg").await;
     assert_eq!(status, 200);
     assert_eq!(body.len() as u64, image.size);

@@ -1,5 +1,6 @@
-//! JPEG through zune-jpeg: baseline, progressive, restart markers, any subsampling, gray,
-//! CMYK and YCCK (Adobe inverted or not).
+//! JPEG through zune-jpeg: baseline (interleaved or one scan per component; the latter needs
+//! zune-jpeg >= 0.5.16-rc3 with subsampled luma), progressive, restart markers, any
+//! subsampling, gray, CMYK and YCCK (Adobe inverted or not).
 
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
@@ -153,6 +154,29 @@ mod tests {
                 .expect("gray")
                 .icc
                 .is_none()
+        );
+    }
+
+    /// Regression (zune-image#419, fixed in zune-jpeg 0.5.16-rc3): a baseline 4:2:0 JPEG
+    /// with one scan per component (what jpeg-encoder writes with optimised Huffman tables,
+    /// and what `cjpeg`/`jpegtran -scans` write) came back from zune-jpeg 0.5.15 with garbage
+    /// colours (mean error ~120/255 on this fixture) and no error. It is the interleaved
+    /// `jpeg_baseline.jpg` re-coded losslessly, so both must decode to the same pixels.
+    #[test]
+    fn non_interleaved_subsampled_jpeg_decodes_to_the_right_colours() {
+        let image = decode_fixture("formats/jpeg_non_interleaved.jpg").expect("decode");
+        assert_quadrants(&image, 40, "non-interleaved");
+        assert_near(pixel(&image, 56, 42), [255, 255, 255, 255], 40, "white");
+        let interleaved = decode_fixture("formats/jpeg_baseline.jpg").expect("decode");
+        let worst = image
+            .data
+            .iter()
+            .zip(&interleaved.data)
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max();
+        assert!(
+            worst <= Some(2),
+            "differs from the interleaved decode by {worst:?}"
         );
     }
 

@@ -1,0 +1,148 @@
+//! Small hot metadata in memory (moka): accounts, path lookups and cache data keys.
+//!
+//! Owns the freshness rules: positive entries live `metadata_ttl`, negative ones (unknown
+//! account or path) `negative_ttl`, and every write that changes an answer invalidates it
+//! here before the write is acknowledged. Concurrent misses for one key load it once (moka
+//! coalesces `try_get_with`). Must never decide HTTP status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::variants::DataKey;
+use crate::store::{Account, ImageRecord, Store, StoreError};
+
+/// Positive answers live `positive`, absent ones `negative`.
+struct PresenceExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl<K, T> Expiry<K, Option<T>> for PresenceExpiry {
+    fn expire_after_create(&self, _key: &K, value: &Option<T>, _now: Instant) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+pub struct MetaCache {
+    accounts: Cache<String, Option<Account>>,
+    images: Cache<(String, String), Option<ImageRecord>>,
+    data_keys: Cache<String, Option<Arc<DataKey>>>,
+}
+
+impl MetaCache {
+    pub fn new(entries: u64, positive: Duration, negative: Duration) -> MetaCache {
+        fn build<K, T>(entries: u64, positive: Duration, negative: Duration) -> Cache<K, Option<T>>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+            T: Clone + Send + Sync + 'static,
+        {
+            Cache::builder()
+                .max_capacity(entries)
+                .expire_after(PresenceExpiry { positive, negative })
+                .support_invalidation_closures()
+                .build()
+        }
+        MetaCache {
+            accounts: build(entries, positive, negative),
+            images: build(entries, positive, negative),
+            data_keys: build(entries, positive, negative),
+        }
+    }
+
+    pub async fn account(&self, store: &Store, name: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts
+            .try_get_with_by_ref(name, store.account(name))
+            .await
+            .map_err(unshare)
+    }
+
+    pub async fn image(
+        &self,
+        store: &Store,
+        account: &str,
+        stem: &str,
+    ) -> Result<Option<ImageRecord>, StoreError> {
+        let key = (account.to_string(), stem.to_string());
+        self.images
+            .try_get_with(key, store.image_by_stem(account, stem))
+            .await
+            .map_err(unshare)
+    }
+
+    /// The data key of an original's cached variants; `None` when it has none (so nothing of
+    /// it can be cached).
+    pub async fn data_key(
+        &self,
+        store: &Store,
+        hash: &str,
+    ) -> Result<Option<Arc<DataKey>>, StoreError> {
+        self.data_keys
+            .try_get_with_by_ref(hash, async {
+                Ok(store
+                    .cache_key(hash)
+                    .await?
+                    .map(|k| Arc::new(DataKey::from_bytes(k))))
+            })
+            .await
+            .map_err(unshare)
+    }
+
+    /// The data key to encrypt a new variant with, created on first use.
+    pub async fn data_key_for_insert(
+        &self,
+        store: &Store,
+        hash: &str,
+    ) -> Result<Arc<DataKey>, StoreError> {
+        if let Some(key) = self.data_key(store, hash).await? {
+            return Ok(key);
+        }
+        let candidate = DataKey::generate();
+        let key = Arc::new(DataKey::from_bytes(
+            store
+                .cache_key_or_insert(hash, candidate.as_bytes())
+                .await?,
+        ));
+        self.data_keys
+            .insert(hash.to_string(), Some(key.clone()))
+            .await;
+        Ok(key)
+    }
+
+    pub async fn invalidate_path(&self, account: &str, stem: &str) {
+        self.images
+            .invalidate(&(account.to_string(), stem.to_string()))
+            .await;
+    }
+
+    pub async fn invalidate_account(&self, account: &str) {
+        self.accounts.invalidate(account).await;
+        let owned = account.to_string();
+        // Predicates run lazily inside moka; the entries stop being returned at once.
+        let _ = self
+            .images
+            .invalidate_entries_if(move |(a, _), _| *a == owned);
+    }
+
+    pub async fn invalidate_data_keys(&self, hashes: &[String]) {
+        for hash in hashes {
+            self.data_keys.invalidate(hash).await;
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        self.accounts.invalidate_all();
+        self.images.invalidate_all();
+        self.data_keys.invalidate_all();
+    }
+}
+
+fn unshare(e: Arc<StoreError>) -> StoreError {
+    Arc::try_unwrap(e).unwrap_or_else(StoreError::Shared)
+}

@@ -1,0 +1,193 @@
+//! Caches: rendered variants (foyer, memory + disk), originals from remote origins (moka,
+//! bytes-bounded), small metadata (moka), single flight, and purge.
+//!
+//! Owns cache keys and the purge guarantee: once a purge returns, no variant of those
+//! originals is served from memory, and what remains in the disk tier's files is ciphertext
+//! under a deleted data key (crypto-erasure), so no byte of it can be read back.
+//! Must never decide HTTP status (errors flow back as the callers' errors).
+
+pub mod flight;
+pub mod meta;
+pub mod variants;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+use meta::MetaCache;
+use variants::{CacheError, VariantCache, VariantCacheConfig, VariantKey};
+
+/// Settings of every cache, from `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub dir: PathBuf,
+    pub ttl: Duration,
+    pub max_entry_bytes: u64,
+    /// 0 disables the originals cache (the local-folder origin needs none).
+    pub originals_bytes: u64,
+    pub metadata_entries: u64,
+    pub metadata_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub buster: String,
+}
+
+pub struct Caches {
+    pub variants: VariantCache,
+    pub meta: MetaCache,
+    originals: Option<moka::future::Cache<String, Bytes>>,
+    /// Variant keys that may sit in the memory tier, by original hash: what purge removes
+    /// actively. Entries from before a restart are on disk only and erased by key deletion.
+    index: Mutex<HashMap<String, HashSet<VariantKey>>>,
+    buster: String,
+}
+
+impl Caches {
+    pub async fn open(
+        settings: &CacheSettings,
+        registry: &prometheus::Registry,
+    ) -> Result<Caches, CacheError> {
+        let variants = VariantCache::open(
+            &VariantCacheConfig {
+                memory_bytes: settings.memory_bytes,
+                disk_bytes: settings.disk_bytes,
+                dir: settings.dir.clone(),
+                ttl: settings.ttl,
+                max_entry_bytes: settings.max_entry_bytes,
+            },
+            registry,
+        )
+        .await?;
+        let originals = (settings.originals_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(settings.originals_bytes)
+                .weigher(|_k: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .support_invalidation_closures()
+                .build()
+        });
+        Ok(Caches {
+            variants,
+            meta: MetaCache::new(
+                settings.metadata_entries,
+                settings.metadata_ttl,
+                settings.negative_ttl,
+            ),
+            originals,
+            index: Mutex::new(HashMap::new()),
+            buster: settings.buster.clone(),
+        })
+    }
+
+    /// The key of one variant: the inputs that decide its bytes. Also the ETag's source.
+    pub fn variant_key(&self, original_hash: &str, canonical: &str, format: &str) -> VariantKey {
+        variant_key(original_hash, canonical, format, &self.buster)
+    }
+
+    /// The original's bytes through the originals cache, loading each one once however many
+    /// requests ask at the same time.
+    pub async fn original<F, E>(&self, hash: &str, load: F) -> Result<Bytes, E>
+    where
+        F: Future<Output = Result<Bytes, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        match &self.originals {
+            None => load.await,
+            Some(cache) => cache
+                .try_get_with_by_ref(hash, load)
+                .await
+                .map_err(|e| (*e).clone()),
+        }
+    }
+
+    /// Remembers that `key` (a variant of `hash`) may now sit in memory.
+    pub fn note_cached(&self, hash: &str, key: VariantKey) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.entry(hash.to_string()).or_default().insert(key);
+    }
+
+    /// Purges every variant of these originals: their data keys are deleted first (nothing on
+    /// disk can be decrypted from then on), then the entries leave memory and disk.
+    pub async fn purge_hashes(&self, store: &Store, hashes: &[String]) -> Result<(), StoreError> {
+        store.delete_cache_keys(hashes).await?;
+        self.meta.invalidate_data_keys(hashes).await;
+        let keys: Vec<VariantKey> = {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            hashes
+                .iter()
+                .filter_map(|h| index.remove(h))
+                .flatten()
+                .collect()
+        };
+        for key in &keys {
+            self.variants.remove(key);
+        }
+        if let Some(originals) = &self.originals {
+            for hash in hashes {
+                originals.invalidate(hash).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Purges every variant of every image of an account.
+    pub async fn purge_account(&self, store: &Store, account: &str) -> Result<usize, StoreError> {
+        let hashes = store.account_hashes(account).await?;
+        self.purge_hashes(store, &hashes).await?;
+        self.meta.invalidate_account(account).await;
+        Ok(hashes.len())
+    }
+
+    /// Purges everything.
+    pub async fn purge_all(&self, store: &Store) -> Result<(), StoreError> {
+        store.delete_all_cache_keys().await?;
+        self.meta.invalidate_all();
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.variants.clear().await;
+        if let Some(originals) = &self.originals {
+            originals.invalidate_all();
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) -> Result<(), CacheError> {
+        self.variants.close().await
+    }
+}
+
+/// SHA-256 over the NUL-separated inputs, first 128 bits.
+pub fn variant_key(original_hash: &str, canonical: &str, format: &str, buster: &str) -> VariantKey {
+    let mut h = Sha256::new();
+    for part in [original_hash, canonical, format, buster] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    VariantKey(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_every_input_and_separate_them() {
+        let base = variant_key("h", "w=100", "webp", "");
+        assert_ne!(base, variant_key("h", "w=100", "avif", ""));
+        assert_ne!(base, variant_key("h", "w=101", "webp", ""));
+        assert_ne!(base, variant_key("g", "w=100", "webp", ""));
+        assert_ne!(base, variant_key("h", "w=100", "webp", "2"));
+        assert_ne!(
+            variant_key("ab", "c", "", ""),
+            variant_key("a", "bc", "", "")
+        );
+        assert_eq!(base, variant_key("h", "w=100", "webp", ""));
+    }
+}

@@ -1,0 +1,1391 @@
+//! The variant cache: rendered images keyed by [`VariantKey`], in a foyer hybrid cache with a
+//! plaintext memory tier and an encrypted disk tier that survives restarts.
+//!
+//! Owns: the foyer instance (memory + block engine on a directory), the on-disk value format,
+//! per-entry TTL, crypto-erasure (every disk entry is sealed with the data key of its
+//! original, so deleting that key in the metadata DB makes every variant of it unreadable even
+//! if a tombstone is lost), and the `imgnode_cache_*` metrics of this tier.
+//!
+//! Must never: write plaintext variant bytes to disk, return an entry that is expired, damaged
+//! or sealed with another key, let a damaged cache file surface as an error or a panic, decide
+//! HTTP statuses, or create threads (foyer runs its flushers on the current tokio runtime).
+//!
+//! On-disk value (version 1), all integers little-endian:
+//! `version u8 | format u8 | stored_at u64 | nonce [u8; 12] | sealed_len u32 | sealed`,
+//! where `sealed` is ChaCha20-Poly1305 ciphertext + 16-byte tag, and the AAD binds the
+//! domain, version, format, stored_at and the variant key, so an entry copied under another
+//! key, or with an edited header, fails authentication.
+
+use std::{
+    io::{Read, Write},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use chacha20poly1305::{
+    ChaCha20Poly1305, Key, KeyInit, Nonce,
+    aead::{Aead, OsRng, Payload, rand_core::RngCore},
+};
+use foyer::{
+    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, HybridCacheProperties, Load, Location, RecoverMode,
+};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, core::Collector,
+};
+use zeroize::Zeroize;
+
+/// 128-bit digest naming one variant (computed by the caller from original hash + canonical
+/// transform + format + buster).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct VariantKey(pub [u8; 16]);
+
+impl Code for VariantKey {
+    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        writer.write_all(&self.0).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
+        let mut bytes = [0u8; 16];
+        reader
+            .read_exact(&mut bytes)
+            .map_err(foyer::Error::io_error)?;
+        Ok(VariantKey(bytes))
+    }
+
+    fn estimated_size(&self) -> usize {
+        16
+    }
+}
+
+/// A per-original 256-bit data key. The caller keeps it in the metadata DB and deletes it on
+/// purge; that deletion is what makes the original's disk entries unreadable for good.
+pub struct DataKey([u8; 32]);
+
+impl DataKey {
+    /// A fresh random key from the OS generator.
+    ///
+    /// # Panics
+    /// Only if the OS random source is unavailable; use [`DataKey::try_generate`] to handle it.
+    pub fn generate() -> DataKey {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        DataKey(bytes)
+    }
+
+    /// A fresh random key, or an error if the OS random source fails.
+    pub fn try_generate() -> Result<DataKey, CacheError> {
+        let mut bytes = [0u8; 32];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|_| CacheError::Random)?;
+        Ok(DataKey(bytes))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
+        DataKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A second owned copy (zeroized on drop like the first); kept private so copies of key
+    /// material only appear where this module needs one.
+    fn duplicate(&self) -> DataKey {
+        DataKey(self.0)
+    }
+
+    /// Comparison whose time does not depend on where the keys differ.
+    fn same_as(&self, other: &DataKey) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        // The cipher keeps its own copy of the key and zeroizes it on drop (chacha20poly1305's
+        // `zeroize` dependency).
+        ChaCha20Poly1305::new(&Key::from(self.0))
+    }
+}
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub bytes: Bytes,
+    /// One of [`MEDIA_TYPES`]; any other type is cached in memory only (it has no disk code).
+    pub media_type: &'static str,
+    /// Unix seconds at which the variant was rendered; the TTL counts from here.
+    pub stored_at: u64,
+}
+
+/// Media types with a stable on-disk code: the code is the index + 1, so entries must only
+/// ever be appended to this list.
+pub const MEDIA_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/avif",
+    "image/gif",
+    "image/bmp",
+    "image/jxl",
+    "image/tiff",
+];
+
+fn media_type_code(media_type: &str) -> Option<u8> {
+    let index = MEDIA_TYPES.iter().position(|t| *t == media_type)?;
+    u8::try_from(index + 1).ok()
+}
+
+fn media_type_from_code(code: u8) -> Option<&'static str> {
+    MEDIA_TYPES.get(usize::from(code).checked_sub(1)?).copied()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+pub struct VariantCacheConfig {
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub dir: PathBuf,
+    pub ttl: Duration,
+    pub max_entry_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("invalid variant cache config: {0}")]
+    Config(String),
+    #[error("variant cache disk tier at {dir}: {source}")]
+    Disk {
+        dir: PathBuf,
+        #[source]
+        source: foyer::Error,
+    },
+    #[error("variant cache metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the OS random source failed")]
+    Random,
+}
+
+/// Current time in unix seconds; injectable so tests can move time without sleeping.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored value and its disk encoding
+
+const FORMAT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// version + format + stored_at + nonce + sealed_len.
+const VALUE_HEADER_LEN: usize = 1 + 1 + 8 + NONCE_LEN + 4;
+const AAD_DOMAIN: &[u8; 15] = b"imgnode/variant";
+/// domain + version + format + stored_at + variant key.
+const AAD_LEN: usize = AAD_DOMAIN.len() + 1 + 1 + 8 + 16;
+/// Decode refuses larger sealed lengths before allocating; far above any block size we pick.
+const MAX_SEALED_LEN: usize = 1 << 30;
+/// Memory weight of an entry beyond its bytes (record, key, Arc, headers).
+const ENTRY_MEMORY_OVERHEAD: usize = 128;
+
+/// What foyer stores. In memory it is always `Plain` (hits are served without crypto); `Sealed`
+/// only exists between a disk read and the decryption in [`VariantCache::get`].
+#[derive(Clone)]
+enum StoredVariant {
+    Plain {
+        /// Repeated here because `Code::encode` sees only the value, and the AAD needs it.
+        key: VariantKey,
+        variant: Variant,
+        /// The key `encode` seals with. Held in memory only, never serialized.
+        data_key: Arc<DataKey>,
+        /// Format code, resolved once at insertion; `None` means "memory only".
+        format: Option<u8>,
+    },
+    Sealed(SealedVariant),
+}
+
+#[derive(Clone)]
+struct SealedVariant {
+    format: u8,
+    stored_at: u64,
+    nonce: [u8; NONCE_LEN],
+    /// Ciphertext followed by the tag.
+    sealed: Bytes,
+}
+
+fn aad(key: &VariantKey, format: u8, stored_at: u64) -> [u8; AAD_LEN] {
+    let mut aad = [0u8; AAD_LEN];
+    aad[..15].copy_from_slice(AAD_DOMAIN);
+    aad[15] = FORMAT_VERSION;
+    aad[16] = format;
+    aad[17..25].copy_from_slice(&stored_at.to_le_bytes());
+    aad[25..].copy_from_slice(&key.0);
+    aad
+}
+
+fn coding_error(message: &'static str) -> foyer::Error {
+    foyer::Error::new(foyer::ErrorKind::Parse, message)
+}
+
+impl StoredVariant {
+    fn weight(&self) -> usize {
+        ENTRY_MEMORY_OVERHEAD
+            + match self {
+                StoredVariant::Plain { variant, .. } => variant.bytes.len(),
+                StoredVariant::Sealed(sealed) => sealed.sealed.len(),
+            }
+    }
+}
+
+impl Code for StoredVariant {
+    /// Seals plaintext on its way to disk: this runs on foyer's flusher task, so the insert
+    /// path never pays for encryption, and nothing but the sealed form reaches the file.
+    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        match self {
+            StoredVariant::Plain {
+                key,
+                variant,
+                data_key,
+                format: Some(format),
+            } => SealedVariant::seal(key, variant, *format, data_key)
+                .ok_or_else(|| {
+                    foyer::Error::new(foyer::ErrorKind::External, "sealing a variant failed")
+                })?
+                .encode(writer),
+            // Memory-only entries are inserted with `Location::InMem` and never reach here;
+            // refusing keeps the rule "no plaintext on disk" independent of that.
+            StoredVariant::Plain { format: None, .. } => Err(foyer::Error::new(
+                foyer::ErrorKind::Unsupported,
+                "memory-only variant has no disk encoding",
+            )),
+            StoredVariant::Sealed(sealed) => sealed.encode(writer),
+        }
+    }
+
+    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
+        SealedVariant::decode(reader).map(StoredVariant::Sealed)
+    }
+
+    fn estimated_size(&self) -> usize {
+        match self {
+            StoredVariant::Plain { variant, .. } => {
+                VALUE_HEADER_LEN + variant.bytes.len() + TAG_LEN
+            }
+            StoredVariant::Sealed(sealed) => VALUE_HEADER_LEN + sealed.sealed.len(),
+        }
+    }
+}
+
+impl SealedVariant {
+    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        let len = u32::try_from(self.sealed.len())
+            .map_err(|_| coding_error("sealed variant longer than u32"))?;
+        let mut header = [0u8; VALUE_HEADER_LEN];
+        header[0] = FORMAT_VERSION;
+        header[1] = self.format;
+        header[2..10].copy_from_slice(&self.stored_at.to_le_bytes());
+        header[10..22].copy_from_slice(&self.nonce);
+        header[22..26].copy_from_slice(&len.to_le_bytes());
+        writer.write_all(&header).map_err(foyer::Error::io_error)?;
+        writer
+            .write_all(&self.sealed)
+            .map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
+        let mut header = [0u8; VALUE_HEADER_LEN];
+        reader
+            .read_exact(&mut header)
+            .map_err(foyer::Error::io_error)?;
+        if header[0] != FORMAT_VERSION {
+            return Err(coding_error("unknown variant format version"));
+        }
+        let format = header[1];
+        let mut stored_at = [0u8; 8];
+        stored_at.copy_from_slice(&header[2..10]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&header[10..22]);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&header[22..26]);
+        let len = usize::try_from(u32::from_le_bytes(len))
+            .map_err(|_| coding_error("sealed length does not fit usize"))?;
+        if !(TAG_LEN..=MAX_SEALED_LEN).contains(&len) {
+            return Err(coding_error("sealed length out of range"));
+        }
+        // `take` + `read_to_end` grows with the bytes actually present, so a damaged length
+        // cannot make us allocate more than the entry holds.
+        let mut sealed = Vec::new();
+        reader
+            .take(len as u64)
+            .read_to_end(&mut sealed)
+            .map_err(foyer::Error::io_error)?;
+        if sealed.len() != len {
+            return Err(coding_error("sealed variant truncated"));
+        }
+        Ok(SealedVariant {
+            format,
+            stored_at: u64::from_le_bytes(stored_at),
+            nonce,
+            sealed: Bytes::from(sealed),
+        })
+    }
+
+    fn seal(key: &VariantKey, variant: &Variant, format: u8, data_key: &DataKey) -> Option<Self> {
+        let mut nonce = [0u8; NONCE_LEN];
+        // Random 96-bit nonces: each data key seals only the variants of one original, far
+        // below the ~2^32 messages where random-nonce collisions start to matter.
+        OsRng.try_fill_bytes(&mut nonce).ok()?;
+        let aad = aad(key, format, variant.stored_at);
+        let sealed = data_key
+            .cipher()
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &variant.bytes,
+                    aad: &aad,
+                },
+            )
+            .ok()?;
+        Some(SealedVariant {
+            format,
+            stored_at: variant.stored_at,
+            nonce,
+            sealed: Bytes::from(sealed),
+        })
+    }
+
+    fn open(&self, key: &VariantKey, data_key: &DataKey) -> Option<Variant> {
+        let media_type = media_type_from_code(self.format)?;
+        let aad = aad(key, self.format, self.stored_at);
+        let plain = data_key
+            .cipher()
+            .decrypt(
+                &Nonce::from(self.nonce),
+                Payload {
+                    msg: &self.sealed,
+                    aad: &aad,
+                },
+            )
+            .ok()?;
+        Some(Variant {
+            bytes: Bytes::from(plain),
+            media_type,
+            stored_at: self.stored_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// Pre-registered handles. `misses_total` counts every `get` that returns `None`, so
+/// hits + misses = lookups; `expired_total` and `rejected_total` break some misses down.
+///
+/// foyer's own metrics are not bridged: mixtrics' prometheus registry keeps a process-global
+/// map and `unwrap`s registration, so a second cache on the same registry (a reopen) panics.
+#[derive(Clone)]
+struct VariantCacheMetrics {
+    hits_memory: IntCounter,
+    hits_disk: IntCounter,
+    misses: IntCounter,
+    expired: IntCounter,
+    rejected: IntCounter,
+    inserts: IntCounter,
+    oversize: IntCounter,
+    removals: IntCounter,
+    memory_entries: IntGauge,
+    memory_bytes: IntGauge,
+    disk_read_seconds: Histogram,
+}
+
+impl VariantCacheMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        fn reg<C: Collector + Clone + 'static>(
+            registry: &Registry,
+            c: C,
+        ) -> Result<C, prometheus::Error> {
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
+        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
+        let hits = reg(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "imgnode_cache_hits_total",
+                    "Variant cache hits, by tier that answered",
+                ),
+                &["tier"],
+            )?,
+        )?;
+        Ok(VariantCacheMetrics {
+            hits_memory: hits.with_label_values(&["memory"]),
+            hits_disk: hits.with_label_values(&["disk"]),
+            misses: counter(
+                "imgnode_cache_misses_total",
+                "Variant cache lookups that returned nothing (absent, expired or rejected)",
+            )?,
+            expired: counter(
+                "imgnode_cache_expired_total",
+                "Variant cache entries found older than the TTL and removed",
+            )?,
+            rejected: counter(
+                "imgnode_cache_rejected_total",
+                "Variant cache entries that failed to read, decrypt or authenticate, and were removed",
+            )?,
+            inserts: counter("imgnode_cache_inserts_total", "Variants inserted")?,
+            oversize: counter(
+                "imgnode_cache_oversize_total",
+                "Variants larger than max_entry_bytes (kept in memory only, or not cached)",
+            )?,
+            removals: counter(
+                "imgnode_cache_removals_total",
+                "Variants removed by request (purge), expiry or rejection",
+            )?,
+            memory_entries: gauge(
+                "imgnode_cache_memory_entries",
+                "Variants held in the memory tier",
+            )?,
+            memory_bytes: gauge(
+                "imgnode_cache_memory_bytes",
+                "Weighted bytes held in the memory tier",
+            )?,
+            disk_read_seconds: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "imgnode_cache_disk_read_duration_seconds",
+                        "Time to read one entry from the disk tier (hit or miss)",
+                    )
+                    .buckets(vec![
+                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                        0.1, 0.25, 1.0,
+                    ]),
+                )?,
+            )?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk layout
+
+/// foyer's I/O alignment.
+const PAGE: u64 = 4096;
+/// foyer's default blob index size, reserved at the start of each blob in a block.
+const BLOB_INDEX_BYTES: u64 = 4096;
+/// Worst-case per-entry overhead on disk: foyer's entry header (36 B) + key (16 B) + our value
+/// header (26 B) + tag (16 B), rounded up to the page foyer aligns every entry to.
+const DISK_ENTRY_OVERHEAD: u64 = PAGE;
+/// foyer's default block size; we go smaller only for small devices, larger only for large
+/// entries.
+const PREFERRED_BLOCK_BYTES: u64 = 16 << 20;
+/// Eviction is per block, so a device needs several of them to evict only part of itself;
+/// foyer also warns below `2 * (flushers + clean_block_threshold)` = 4.
+const MIN_BLOCKS: u64 = 8;
+/// One entry may use at most this fraction of the memory tier, so a single large variant
+/// cannot flush the hot set.
+const MEMORY_ENTRY_DIVISOR: u64 = 8;
+/// foyer's default flush buffer and submit-queue threshold; raised to the block size when
+/// entries are larger, since an entry that does not fit the flush buffer is dropped.
+const DEFAULT_FLUSH_BUFFER_BYTES: u64 = 16 << 20;
+/// Largest `max_entry_bytes` accepted (the on-disk length field is a u32 and foyer's indexer
+/// addresses entries with 32-bit lengths).
+const MAX_ENTRY_LIMIT: u64 = 1 << 30;
+
+fn align_up(value: u64, align: u64) -> u64 {
+    value.div_ceil(align) * align
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DiskLayout {
+    capacity: u64,
+    block: u64,
+    flush_buffer: u64,
+}
+
+impl DiskLayout {
+    fn plan(config: &VariantCacheConfig) -> Result<Self, CacheError> {
+        if config.memory_bytes == 0 {
+            return Err(CacheError::Config("memory_bytes must be > 0".into()));
+        }
+        if config.ttl.as_secs() == 0 {
+            return Err(CacheError::Config("ttl must be at least 1s".into()));
+        }
+        if config.max_entry_bytes == 0 || config.max_entry_bytes > MAX_ENTRY_LIMIT {
+            return Err(CacheError::Config(format!(
+                "max_entry_bytes must be in 1..={MAX_ENTRY_LIMIT}"
+            )));
+        }
+        let capacity = config.disk_bytes / PAGE * PAGE;
+        // The tombstone log takes one 16-byte slot per page of capacity, in its own partition.
+        let tombstone_bytes = align_up((capacity / PAGE).div_ceil(PAGE / 16) * PAGE, PAGE);
+        let usable = capacity.saturating_sub(tombstone_bytes);
+        let needed =
+            align_up(config.max_entry_bytes + DISK_ENTRY_OVERHEAD, PAGE) + BLOB_INDEX_BYTES;
+        let preferred = (usable / MIN_BLOCKS / PAGE * PAGE).min(PREFERRED_BLOCK_BYTES);
+        let block = needed.max(preferred);
+        if usable / block < MIN_BLOCKS {
+            return Err(CacheError::Config(format!(
+                "disk_bytes ({}) must hold {MIN_BLOCKS} blocks of {block} bytes plus the \
+                 tombstone log; raise disk_bytes or lower max_entry_bytes",
+                config.disk_bytes
+            )));
+        }
+        Ok(DiskLayout {
+            capacity,
+            block,
+            flush_buffer: block.max(DEFAULT_FLUSH_BUFFER_BYTES),
+        })
+    }
+}
+
+fn to_usize(value: u64, what: &str) -> Result<usize, CacheError> {
+    usize::try_from(value).map_err(|_| CacheError::Config(format!("{what} does not fit usize")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache
+
+/// Where an inserted variant goes, by size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Memory and disk (written at insertion).
+    Both,
+    /// Disk only: too large to deserve memory, small enough for a block.
+    DiskOnly,
+    /// Memory only: larger than `max_entry_bytes`, or a media type with no disk code.
+    MemoryOnly,
+    /// Neither: too large for both.
+    Skip,
+}
+
+enum Checked {
+    Fresh(Variant),
+    Expired,
+    Rejected,
+}
+
+pub struct VariantCache {
+    hybrid: HybridCache<VariantKey, StoredVariant>,
+    metrics: VariantCacheMetrics,
+    ttl_secs: u64,
+    max_entry_bytes: u64,
+    max_memory_weight: u64,
+    clock: Clock,
+    dir: PathBuf,
+}
+
+impl VariantCache {
+    /// Opens (and recovers) the disk tier under `dir`; returns only when recovery is done (the
+    /// node's /ready depends on it). Registers the `imgnode_cache_*` metrics on `registry`, so
+    /// one registry serves one open cache.
+    pub async fn open(
+        config: &VariantCacheConfig,
+        registry: &Registry,
+    ) -> Result<VariantCache, CacheError> {
+        Self::open_with_clock(config, registry, Arc::new(system_clock)).await
+    }
+
+    /// [`VariantCache::open`] with an injected clock (unix seconds), for tests.
+    pub async fn open_with_clock(
+        config: &VariantCacheConfig,
+        registry: &Registry,
+        clock: Clock,
+    ) -> Result<VariantCache, CacheError> {
+        let layout = DiskLayout::plan(config)?;
+        let metrics = VariantCacheMetrics::register(registry)?;
+        let disk_error = |source| CacheError::Disk {
+            dir: config.dir.clone(),
+            source,
+        };
+        let device = FsDeviceBuilder::new(&config.dir)
+            // Without a capacity foyer claims 80 % of the free space on the filesystem.
+            .with_capacity(to_usize(layout.capacity, "disk_bytes")?)
+            .build()
+            .map_err(disk_error)?;
+        let block = to_usize(layout.block, "block size")?;
+        let flush_buffer = to_usize(layout.flush_buffer, "flush buffer")?;
+        let engine = BlockEngineConfig::new(device)
+            .with_block_size(block)
+            .with_buffer_pool_size(flush_buffer)
+            .with_submit_queue_size_threshold(flush_buffer.saturating_mul(2))
+            // Without the tombstone log, removed entries come back after a reopen; purge and
+            // erasure depend on it.
+            .with_tombstone_log(true);
+        let hybrid = HybridCacheBuilder::new()
+            .with_name("imgnode-variants")
+            // Written at insertion, so a variant rendered before a crash is found after it
+            // (WriteOnEviction would lose everything still in memory).
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .memory(to_usize(config.memory_bytes, "memory_bytes")?)
+            .with_weighter(|_key: &VariantKey, value: &StoredVariant| value.weight())
+            .storage()
+            .with_engine_config(engine)
+            // Quiet: a damaged block is skipped during recovery instead of failing the open.
+            .with_recover_mode(RecoverMode::Quiet)
+            .build()
+            .await
+            .map_err(disk_error)?;
+        let cache = VariantCache {
+            hybrid,
+            metrics,
+            ttl_secs: config.ttl.as_secs(),
+            max_entry_bytes: config.max_entry_bytes,
+            max_memory_weight: config.memory_bytes / MEMORY_ENTRY_DIVISOR,
+            clock,
+            dir: config.dir.clone(),
+        };
+        cache.update_memory_gauges();
+        Ok(cache)
+    }
+
+    /// A hit only if present, younger than the TTL, and (for disk entries) it decrypts and
+    /// authenticates with `data_key`. Expired or undecryptable entries are removed and
+    /// counted, never returned.
+    pub async fn get(&self, key: &VariantKey, data_key: &DataKey) -> Option<(Variant, Tier)> {
+        let now = (self.clock)();
+        if let Some(entry) = self.hybrid.memory().get(key) {
+            return match self.check(key, entry.value(), data_key, now) {
+                Checked::Fresh(variant) => {
+                    self.metrics.hits_memory.inc();
+                    Some((variant, Tier::Memory))
+                }
+                outcome => self.discard(key, outcome),
+            };
+        }
+
+        // The disk is read directly rather than through `HybridCache::get`, which would put
+        // the sealed value into memory; we want plaintext there, decrypted once.
+        let started = Instant::now();
+        let loaded = self.hybrid.storage().load(key).await;
+        self.metrics
+            .disk_read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let value = match loaded {
+            Ok(Load::Entry { value, .. }) => value,
+            // Still in foyer's flush queue: the in-memory value itself.
+            Ok(Load::Piece { piece, .. }) => piece.value().clone(),
+            Ok(Load::Miss | Load::Throttled) => {
+                self.metrics.misses.inc();
+                return None;
+            }
+            Err(error) => {
+                // foyer already turns checksum and framing errors into misses; what reaches
+                // here is a read error or an entry our decoder refused. Either way it is a miss.
+                tracing::warn!(%error, "variant cache: disk entry unreadable, removing it");
+                return self.discard(key, Checked::Rejected);
+            }
+        };
+        match self.check(key, &value, data_key, now) {
+            Checked::Fresh(variant) => {
+                self.metrics.hits_disk.inc();
+                self.promote(key, &variant, data_key);
+                Some((variant, Tier::Disk))
+            }
+            outcome => self.discard(key, outcome),
+        }
+    }
+
+    pub fn insert(&self, key: VariantKey, variant: Variant, data_key: Arc<DataKey>) {
+        self.metrics.inserts.inc();
+        let size = variant.bytes.len() as u64;
+        let format = media_type_code(variant.media_type);
+        let placement = self.placement(size, format.is_some());
+        if size > self.max_entry_bytes {
+            self.metrics.oversize.inc();
+        }
+        let location = match placement {
+            Placement::Both => Location::Default,
+            Placement::DiskOnly => Location::OnDisk,
+            Placement::MemoryOnly => Location::InMem,
+            Placement::Skip => return,
+        };
+        let value = StoredVariant::Plain {
+            key,
+            variant,
+            data_key,
+            format,
+        };
+        // With WriteOnInsertion foyer enqueues the disk write here unless the location is
+        // InMem; OnDisk makes the memory record a phantom that is written but not kept.
+        self.hybrid.insert_with_properties(
+            key,
+            value,
+            HybridCacheProperties::default().with_location(location),
+        );
+        self.update_memory_gauges();
+    }
+
+    pub fn remove(&self, key: &VariantKey) {
+        self.metrics.removals.inc();
+        // Removes from memory and writes a tombstone for the disk entry.
+        self.hybrid.remove(key);
+        self.update_memory_gauges();
+    }
+
+    /// Purges everything, memory and disk. foyer's `destroy` logs a tombstone whose sequence
+    /// supersedes every entry written before it, so nothing returns after a reopen.
+    pub async fn clear(&self) {
+        if let Err(error) = self.hybrid.clear().await {
+            // Only fails if the disk tier is already closed, or a block cannot be rewritten;
+            // the memory tier is cleared either way, and the data keys the caller deletes keep
+            // whatever remains on disk unreadable.
+            tracing::warn!(%error, "variant cache: clearing the disk tier failed");
+        }
+        self.update_memory_gauges();
+    }
+
+    /// Flushes pending disk writes and closes the disk tier, for an orderly shutdown.
+    pub async fn close(&self) -> Result<(), CacheError> {
+        self.hybrid
+            .close()
+            .await
+            .map_err(|source| CacheError::Disk {
+                dir: self.dir.clone(),
+                source,
+            })
+    }
+
+    fn placement(&self, size: u64, has_disk_code: bool) -> Placement {
+        let fits_memory = size + ENTRY_MEMORY_OVERHEAD as u64 <= self.max_memory_weight;
+        let fits_disk = size <= self.max_entry_bytes && has_disk_code;
+        match (fits_memory, fits_disk) {
+            (true, true) => Placement::Both,
+            (false, true) => Placement::DiskOnly,
+            (true, false) => Placement::MemoryOnly,
+            (false, false) => Placement::Skip,
+        }
+    }
+
+    fn check(
+        &self,
+        key: &VariantKey,
+        value: &StoredVariant,
+        data_key: &DataKey,
+        now: u64,
+    ) -> Checked {
+        let stored_at = match value {
+            StoredVariant::Plain { variant, .. } => variant.stored_at,
+            StoredVariant::Sealed(sealed) => sealed.stored_at,
+        };
+        // Expiry is checked before decryption: an expired entry costs no crypto.
+        if now.saturating_sub(stored_at) >= self.ttl_secs {
+            return Checked::Expired;
+        }
+        match value {
+            // Memory hits only compare keys (no decryption on the hot path); a mismatch means
+            // the caller's key changed, e.g. after a purge re-keyed the original.
+            StoredVariant::Plain {
+                variant,
+                data_key: held,
+                ..
+            } => {
+                if held.same_as(data_key) {
+                    Checked::Fresh(variant.clone())
+                } else {
+                    Checked::Rejected
+                }
+            }
+            StoredVariant::Sealed(sealed) => match sealed.open(key, data_key) {
+                Some(variant) => Checked::Fresh(variant),
+                None => Checked::Rejected,
+            },
+        }
+    }
+
+    /// Counts and removes an entry that must not be served; always a miss.
+    fn discard<T>(&self, key: &VariantKey, outcome: Checked) -> Option<T> {
+        match outcome {
+            Checked::Expired => self.metrics.expired.inc(),
+            Checked::Rejected => self.metrics.rejected.inc(),
+            Checked::Fresh(_) => {}
+        }
+        self.metrics.misses.inc();
+        self.metrics.removals.inc();
+        self.hybrid.remove(key);
+        self.update_memory_gauges();
+        None
+    }
+
+    /// Puts a disk hit back into memory as plaintext. `Location::InMem` is foyer's hint that
+    /// the record lives in memory only: `HybridCache::insert_with_properties` skips the disk
+    /// enqueue for it (and a write-on-eviction pipe would skip it too), so the entry already on
+    /// disk is not written a second time.
+    fn promote(&self, key: &VariantKey, variant: &Variant, data_key: &DataKey) {
+        if variant.bytes.len() as u64 + ENTRY_MEMORY_OVERHEAD as u64 > self.max_memory_weight {
+            return;
+        }
+        let value = StoredVariant::Plain {
+            key: *key,
+            variant: variant.clone(),
+            data_key: Arc::new(data_key.duplicate()),
+            format: media_type_code(variant.media_type),
+        };
+        self.hybrid.insert_with_properties(
+            *key,
+            value,
+            HybridCacheProperties::default().with_location(Location::InMem),
+        );
+        self.update_memory_gauges();
+    }
+
+    fn update_memory_gauges(&self) {
+        let memory = self.hybrid.memory();
+        self.metrics
+            .memory_entries
+            .set(i64::try_from(memory.entries()).unwrap_or(i64::MAX));
+        self.metrics
+            .memory_bytes
+            .set(i64::try_from(memory.usage()).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::Path,
+        sync::atomic::{AtomicU64, Ordering},
+    };
+
+    use super::*;
+
+    const T0: u64 = 1_700_000_000;
+    const TTL: u64 = 3600;
+    const MARKER: &[u8; 64] = b"<<imgnode-plaintext-marker-0123456789abcdefghijklmnopqrstuv>>!!#";
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        config: VariantCacheConfig,
+        now: Arc<AtomicU64>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = VariantCacheConfig {
+                memory_bytes: 4 << 20,
+                disk_bytes: 16 << 20,
+                dir: dir.path().to_path_buf(),
+                ttl: Duration::from_secs(TTL),
+                max_entry_bytes: 256 << 10,
+            };
+            Harness {
+                _dir: dir,
+                config,
+                now: Arc::new(AtomicU64::new(T0)),
+            }
+        }
+
+        /// Each open gets its own registry, as each process has one.
+        async fn open(&self) -> (VariantCache, Registry) {
+            let registry = Registry::new();
+            let now = self.now.clone();
+            let cache = VariantCache::open_with_clock(
+                &self.config,
+                &registry,
+                Arc::new(move || now.load(Ordering::SeqCst)),
+            )
+            .await
+            .expect("open");
+            (cache, registry)
+        }
+
+        fn dir(&self) -> &Path {
+            &self.config.dir
+        }
+    }
+
+    fn key(n: u32) -> VariantKey {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&n.to_le_bytes());
+        k[8] = 0xA5;
+        VariantKey(k)
+    }
+
+    /// Deterministic, non-repeating-looking bytes of `len`, distinct per `seed`.
+    fn payload(seed: u32, len: usize) -> Bytes {
+        let mut state = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    fn variant(bytes: Bytes, stored_at: u64) -> Variant {
+        Variant {
+            bytes,
+            media_type: "image/webp",
+            stored_at,
+        }
+    }
+
+    fn counter(registry: &Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter())
+            .filter(|m| {
+                label.is_none_or(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                })
+            })
+            // An unset field reads as its default (0), so the sum picks whichever is set.
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+            .sum()
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[tokio::test]
+    async fn memory_round_trip_hits_memory() {
+        let h = Harness::new();
+        let (cache, registry) = h.open().await;
+        let dk = Arc::new(DataKey::generate());
+        let bytes = payload(1, 10_000);
+        cache.insert(key(1), variant(bytes.clone(), T0), dk.clone());
+        let (got, tier) = cache.get(&key(1), &dk).await.expect("hit");
+        assert_eq!(tier, Tier::Memory);
+        assert_eq!(got.bytes, bytes);
+        assert_eq!(got.media_type, "image/webp");
+        assert_eq!(got.stored_at, T0);
+        assert!(cache.get(&key(2), &dk).await.is_none());
+        assert_eq!(
+            counter(
+                &registry,
+                "imgnode_cache_hits_total",
+                Some(("tier", "memory"))
+            ),
+            1.0
+        );
+        assert_eq!(counter(&registry, "imgnode_cache_misses_total", None), 1.0);
+        assert_eq!(
+            counter(&registry, "imgnode_cache_memory_entries", None),
+            1.0
+        );
+        assert!(counter(&registry, "imgnode_cache_memory_bytes", None) >= 10_000.0);
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn reopen_hits_disk_with_identical_bytes_then_memory_without_rewrite() {
+        let h = Harness::new();
+        let dk = Arc::new(DataKey::generate());
+        let items: Vec<(VariantKey, Bytes)> = (0..50)
+            .map(|n| (key(n), payload(n, 1000 + 3000 * n as usize)))
+            .collect();
+        {
+            let (cache, _) = h.open().await;
+            for (k, b) in &items {
+                cache.insert(*k, variant(b.clone(), T0), dk.clone());
+            }
+            cache.close().await.expect("close");
+        }
+        let (cache, registry) = h.open().await;
+        for (k, b) in &items {
+            let (got, tier) = cache.get(k, &dk).await.expect("disk hit after reopen");
+            assert_eq!(tier, Tier::Disk);
+            assert_eq!(&got.bytes, b);
+        }
+        assert_eq!(
+            counter(
+                &registry,
+                "imgnode_cache_hits_total",
+                Some(("tier", "disk"))
+            ),
+            50.0
+        );
+        // The disk hit was put back in memory, and not written to disk again.
+        let w0 = cache.hybrid.statistics().disk_write_bytes();
+        cache.hybrid.storage().wait().await;
+        let w1 = cache.hybrid.statistics().disk_write_bytes();
+        let (got, tier) = cache.get(&items[49].0, &dk).await.expect("memory hit");
+        assert_eq!(tier, Tier::Memory);
+        assert_eq!(got.bytes, items[49].1);
+        cache.hybrid.storage().wait().await;
+        let w2 = cache.hybrid.statistics().disk_write_bytes();
+        // Each `wait` flushes one empty page of its own; the ~148 KB entry adds nothing.
+        assert_eq!(w2 - w1, w1 - w0);
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_removed_in_both_tiers() {
+        let h = Harness::new();
+        let dk = Arc::new(DataKey::generate());
+        {
+            let (cache, registry) = h.open().await;
+            cache.insert(key(1), variant(payload(1, 500), T0), dk.clone());
+            cache.insert(key(2), variant(payload(2, 500), T0 - TTL + 10), dk.clone());
+            h.now.store(T0 + TTL - 1, Ordering::SeqCst);
+            assert!(
+                cache.get(&key(1), &dk).await.is_some(),
+                "one second before expiry"
+            );
+            h.now.store(T0 + TTL, Ordering::SeqCst);
+            assert!(
+                cache.get(&key(1), &dk).await.is_none(),
+                "memory entry at TTL"
+            );
+            assert_eq!(counter(&registry, "imgnode_cache_expired_total", None), 1.0);
+            cache.close().await.expect("close");
+        }
+        // key(2) expired while the node was down: found on disk, refused, removed.
+        h.now.store(T0 + 20, Ordering::SeqCst);
+        {
+            let (cache, registry) = h.open().await;
+            assert!(cache.get(&key(2), &dk).await.is_none());
+            assert_eq!(counter(&registry, "imgnode_cache_expired_total", None), 1.0);
+            assert!(
+                cache.get(&key(1), &dk).await.is_none(),
+                "removal survived reopen"
+            );
+            cache.close().await.expect("close");
+        }
+        h.now.store(T0, Ordering::SeqCst);
+        let (cache, _) = h.open().await;
+        assert!(
+            cache.get(&key(2), &dk).await.is_none(),
+            "expired entry was tombstoned"
+        );
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn remove_and_clear_survive_reopen() {
+        let h = Harness::new();
+        let dk = Arc::new(DataKey::generate());
+        {
+            let (cache, _) = h.open().await;
+            for n in 0..10 {
+                cache.insert(key(n), variant(payload(n, 2000), T0), dk.clone());
+            }
+            cache.close().await.expect("close");
+        }
+        {
+            let (cache, _) = h.open().await;
+            cache.remove(&key(0));
+            cache.remove(&key(1));
+            cache.close().await.expect("close");
+        }
+        {
+            let (cache, _) = h.open().await;
+            assert!(cache.get(&key(0), &dk).await.is_none());
+            assert!(cache.get(&key(1), &dk).await.is_none());
+            assert!(cache.get(&key(2), &dk).await.is_some());
+            cache.clear().await;
+            assert!(cache.get(&key(3), &dk).await.is_none());
+            cache.close().await.expect("close");
+        }
+        let (cache, _) = h.open().await;
+        for n in 0..10 {
+            assert!(
+                cache.get(&key(n), &dk).await.is_none(),
+                "key {n} back after clear"
+            );
+        }
+        // The cache still works after a clear.
+        cache.insert(key(20), variant(payload(20, 100), T0), dk.clone());
+        cache.close().await.expect("close");
+        let (cache, _) = h.open().await;
+        assert!(cache.get(&key(20), &dk).await.is_some());
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn wrong_data_key_is_a_miss_and_removes_the_entry() {
+        let h = Harness::new();
+        let right = Arc::new(DataKey::generate());
+        let wrong = DataKey::generate();
+        {
+            let (cache, registry) = h.open().await;
+            cache.insert(key(1), variant(payload(1, 800), T0), right.clone());
+            cache.insert(key(2), variant(payload(2, 800), T0), right.clone());
+            // Memory tier: keys are compared, not decrypted.
+            assert!(cache.get(&key(2), &wrong).await.is_none());
+            assert_eq!(
+                counter(&registry, "imgnode_cache_rejected_total", None),
+                1.0
+            );
+            cache.close().await.expect("close");
+        }
+        let (cache, registry) = h.open().await;
+        assert!(cache.get(&key(1), &wrong).await.is_none());
+        assert_eq!(
+            counter(&registry, "imgnode_cache_rejected_total", None),
+            1.0
+        );
+        assert!(
+            cache.get(&key(1), &right).await.is_none(),
+            "rejected entry was removed"
+        );
+        assert!(
+            cache.get(&key(2), &right).await.is_none(),
+            "rejected entry was removed"
+        );
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn an_entry_moved_under_another_key_fails_authentication() {
+        let dk = DataKey::generate();
+        let v = variant(payload(1, 300), T0);
+        let sealed = SealedVariant::seal(&key(1), &v, 3, &dk).expect("seal");
+        assert!(sealed.open(&key(1), &dk).is_some());
+        assert!(sealed.open(&key(2), &dk).is_none(), "key is in the AAD");
+        let mut edited = sealed.clone();
+        edited.stored_at += 1;
+        assert!(
+            edited.open(&key(1), &dk).is_none(),
+            "stored_at is in the AAD"
+        );
+        let mut edited = sealed.clone();
+        edited.format = 1;
+        assert!(edited.open(&key(1), &dk).is_none(), "format is in the AAD");
+        // Round trip through the disk encoding.
+        let mut buf = Vec::new();
+        sealed.encode(&mut buf).expect("encode");
+        let decoded = SealedVariant::decode(&mut buf.as_slice()).expect("decode");
+        assert_eq!(
+            decoded.open(&key(1), &dk).map(|v| v.bytes),
+            Some(v.bytes.clone())
+        );
+        // A damaged length field neither panics nor over-allocates.
+        buf[22..26].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(SealedVariant::decode(&mut buf.as_slice()).is_err());
+        buf.truncate(40);
+        assert!(SealedVariant::decode(&mut buf.as_slice()).is_err());
+    }
+
+    #[tokio::test]
+    async fn plaintext_never_reaches_disk_and_removed_entries_stay_gone() {
+        let h = Harness::new();
+        let dk = Arc::new(DataKey::generate());
+        let mut bytes = payload(7, 20_000).to_vec();
+        bytes[5_000..5_064].copy_from_slice(MARKER);
+        bytes[12_345..12_409].copy_from_slice(MARKER);
+        {
+            let (cache, _) = h.open().await;
+            cache.insert(key(7), variant(bytes.clone().into(), T0), dk.clone());
+            cache.close().await.expect("close");
+        }
+        let files = files_under(h.dir());
+        assert!(!files.is_empty());
+        for file in &files {
+            let content = std::fs::read(file).expect("read cache file");
+            assert!(
+                !content.windows(MARKER.len()).any(|w| w == MARKER),
+                "plaintext marker found in {}",
+                file.display()
+            );
+        }
+        {
+            let (cache, _) = h.open().await;
+            let (got, tier) = cache.get(&key(7), &dk).await.expect("disk hit");
+            assert_eq!((got.bytes.as_ref(), tier), (bytes.as_slice(), Tier::Disk));
+            cache.remove(&key(7));
+            cache.close().await.expect("close");
+        }
+        let (cache, _) = h.open().await;
+        assert!(cache.get(&key(7), &dk).await.is_none());
+        cache.close().await.expect("close");
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Damage {
+        /// Flip bytes inside the written region of every block file.
+        FlipData,
+        /// Flip bytes in the first page of every file (blob index, tombstone log).
+        FlipHeaders,
+        /// Cut every block file in the middle of its written region.
+        Truncate,
+        /// Overwrite every file with garbage, keeping its length.
+        Garbage,
+    }
+
+    fn damage(dir: &Path, how: Damage) {
+        for file in files_under(dir) {
+            let mut content = std::fs::read(&file).expect("read");
+            let written = content.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+            if written == 0 {
+                continue;
+            }
+            match how {
+                Damage::FlipData => {
+                    for i in (written / 7..written).step_by(2111) {
+                        content[i] ^= 0x5A;
+                    }
+                }
+                Damage::FlipHeaders => {
+                    for i in (0..content.len().min(4096)).step_by(97) {
+                        content[i] ^= 0xFF;
+                    }
+                }
+                Damage::Truncate => content.truncate(written / 2),
+                Damage::Garbage => {
+                    let junk = payload(written as u32, content.len());
+                    content.copy_from_slice(&junk);
+                }
+            }
+            std::fs::write(&file, &content).expect("write damaged file");
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_files_give_exact_bytes_or_misses() {
+        for how in [
+            Damage::FlipData,
+            Damage::FlipHeaders,
+            Damage::Truncate,
+            Damage::Garbage,
+        ] {
+            let h = Harness::new();
+            let dk = Arc::new(DataKey::generate());
+            let items: Vec<(VariantKey, Bytes)> = (0..60)
+                .map(|n| (key(n), payload(n + 100, 500 + 1_700 * n as usize)))
+                .collect();
+            {
+                let (cache, _) = h.open().await;
+                for (k, b) in &items {
+                    cache.insert(*k, variant(b.clone(), T0), dk.clone());
+                }
+                cache.close().await.expect("close");
+            }
+            damage(h.dir(), how);
+            let (cache, _) = h.open().await;
+            let mut hits = 0;
+            for (k, b) in &items {
+                if let Some((got, tier)) = cache.get(k, &dk).await {
+                    assert_eq!(tier, Tier::Disk);
+                    assert_eq!(&got.bytes, b, "{how:?}: damaged bytes returned");
+                    hits += 1;
+                }
+            }
+            eprintln!(
+                "damage {how:?}: {hits}/{} exact hits, rest misses",
+                items.len()
+            );
+            assert!(hits < items.len(), "{how:?}: damage had no effect");
+            // Still usable after damage.
+            cache.insert(key(999), variant(payload(999, 1000), T0), dk.clone());
+            assert!(cache.get(&key(999), &dk).await.is_some());
+            cache.close().await.expect("close");
+        }
+    }
+
+    #[tokio::test]
+    async fn placement_by_size_and_type() {
+        let h = Harness::new();
+        let (cache, registry) = h.open().await;
+        let dk = Arc::new(DataKey::generate());
+        // Over max_entry_bytes (256 KiB) but within 1/8 of memory (512 KiB): memory only.
+        cache.insert(key(1), variant(payload(1, 300 << 10), T0), dk.clone());
+        // Unknown media type: memory only.
+        let mut odd = variant(payload(2, 100), T0);
+        odd.media_type = "image/x-unknown";
+        cache.insert(key(2), odd, dk.clone());
+        // Too large for both: not cached.
+        cache.insert(key(3), variant(payload(3, 600 << 10), T0), dk.clone());
+        assert_eq!(
+            cache.get(&key(1), &dk).await.map(|(_, t)| t),
+            Some(Tier::Memory)
+        );
+        assert_eq!(
+            cache.get(&key(2), &dk).await.map(|(v, _)| v.media_type),
+            Some("image/x-unknown")
+        );
+        assert!(cache.get(&key(3), &dk).await.is_none());
+        assert_eq!(
+            counter(&registry, "imgnode_cache_oversize_total", None),
+            2.0
+        );
+        cache.close().await.expect("close");
+        let (cache, _) = h.open().await;
+        assert!(
+            cache.get(&key(1), &dk).await.is_none(),
+            "memory-only entry not on disk"
+        );
+        assert!(
+            cache.get(&key(2), &dk).await.is_none(),
+            "memory-only entry not on disk"
+        );
+        cache.close().await.expect("close");
+    }
+
+    #[test]
+    fn layout_fits_entries_and_rejects_tiny_devices() {
+        let mut config = VariantCacheConfig {
+            memory_bytes: 1 << 20,
+            disk_bytes: 10 << 30,
+            dir: PathBuf::new(),
+            ttl: Duration::from_secs(60),
+            max_entry_bytes: 8 << 20,
+        };
+        let layout = DiskLayout::plan(&config).expect("plan");
+        assert_eq!(layout.block, PREFERRED_BLOCK_BYTES);
+        config.max_entry_bytes = 40 << 20;
+        let layout = DiskLayout::plan(&config).expect("plan");
+        assert!(layout.block >= (40 << 20) + DISK_ENTRY_OVERHEAD + BLOB_INDEX_BYTES);
+        assert!(layout.flush_buffer >= layout.block);
+        config.disk_bytes = 100 << 20;
+        assert!(matches!(
+            DiskLayout::plan(&config),
+            Err(CacheError::Config(_))
+        ));
+        config.max_entry_bytes = 0;
+        assert!(matches!(
+            DiskLayout::plan(&config),
+            Err(CacheError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn data_key_debug_hides_the_key() {
+        let dk = DataKey::from_bytes([0xAB; 32]);
+        let shown = format!("{dk:?}");
+        assert_eq!(shown, "DataKey(..)");
+        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab"));
+    }
+}

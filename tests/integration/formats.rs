@@ -1,0 +1,315 @@
+//! Every input format, EXIF orientation and colour conversion, checked on the pixels of real
+//! HTTP responses (decoded with the independent `image` crate).
+
+use imgnode::store::Visibility;
+
+use crate::harness::{TestNode, decode, fixture};
+
+/// The `formats/` fixtures are 64x48 quadrants: red, green / blue, white (or transparent).
+const FORMATS: &[&str] = &[
+    "jpeg_baseline.jpg",
+    "jpeg_progressive.jpg",
+    "jpeg_restart.jpg",
+    "jpeg_444.jpg",
+    "png_palette.png",
+    "png_16bit.png",
+    "png_rgba.png",
+    "png_interlaced.png",
+    "webp_lossy.webp",
+    "webp_lossless.webp",
+    "webp_alpha.webp",
+    "webp_animated.webp",
+    "gif_animated.gif",
+    "avif_444.avif",
+    "avif_420_limited.avif",
+    "avif_10bit.avif",
+    "avif_12bit_422.avif",
+    "avif_lossless.avif",
+    "avif_alpha.avif",
+    "bmp_rgb24.bmp",
+];
+
+fn close(p: [u8; 3], want: [u8; 3], tolerance: u8) -> bool {
+    p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= tolerance)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_format_renders_with_the_right_colours() {
+    let node = TestNode::start().await;
+    for (i, name) in FORMATS.iter().enumerate() {
+        let stem = format!("f{i}");
+        let ext = name.rsplit('.').next().unwrap();
+        node.add_image(
+            "acme",
+            &format!("{stem}.{ext}"),
+            &fixture(&format!("formats/{name}")),
+            Visibility::Public,
+        )
+        .await;
+        // PNG output at the source size keeps alpha and adds no compression error.
+        let (status, headers, body) = node.fetch(&format!("/i/acme/{stem}.png?w=64")).await;
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(headers["content-type"], "image/png");
+        let img = decode(&body).to_rgba8();
+        assert_eq!(img.dimensions(), (64, 48), "{name}");
+        let px = |x, y| {
+            let p = img.get_pixel(x, y).0;
+            ([p[0], p[1], p[2]], p[3])
+        };
+        let tol = 40;
+        assert!(
+            close(px(12, 10).0, [255, 0, 0], tol),
+            "{name} red: {:?}",
+            px(12, 10)
+        );
+        assert!(
+            close(px(52, 10).0, [0, 255, 0], tol),
+            "{name} green: {:?}",
+            px(52, 10)
+        );
+        assert!(
+            close(px(12, 38).0, [0, 0, 255], tol),
+            "{name} blue: {:?}",
+            px(12, 38)
+        );
+        let (corner, alpha) = px(52, 38);
+        let transparent =
+            name.contains("rgba") || name.contains("alpha") || name.starts_with("gif");
+        if transparent {
+            assert_eq!(alpha, 0, "{name}: bottom-right should be transparent");
+        } else {
+            assert!(
+                close(corner, [255, 255, 255], tol),
+                "{name} white: {corner:?}"
+            );
+            assert_eq!(alpha, 255, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn gray_and_cmyk_jpegs_come_out_as_rgb() {
+    let node = TestNode::start().await;
+    node.add_image(
+        "acme",
+        "gray.jpg",
+        &fixture("formats/jpeg_gray.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    node.add_image(
+        "acme",
+        "cmyk.jpg",
+        &fixture("formats/jpeg_cmyk.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    node.add_image(
+        "acme",
+        "ycck.jpg",
+        &fixture("formats/jpeg_ycck.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let gray = decode(&node.fetch("/i/acme/gray.png").await.2).to_rgb8();
+    let p = gray.get_pixel(12, 10).0;
+    assert!(p[0] == p[1] && p[1] == p[2], "{p:?}");
+    // CMYK without a profile: cyan, magenta / yellow, black.
+    for stem in ["cmyk", "ycck"] {
+        let img = decode(&node.fetch(&format!("/i/acme/{stem}.png")).await.2).to_rgb8();
+        let at = |x, y| img.get_pixel(x, y).0;
+        assert!(
+            close(at(12, 10), [0, 255, 255], 40),
+            "{stem} cyan {:?}",
+            at(12, 10)
+        );
+        assert!(
+            close(at(52, 10), [255, 0, 255], 40),
+            "{stem} magenta {:?}",
+            at(52, 10)
+        );
+        assert!(
+            close(at(12, 38), [255, 255, 0], 40),
+            "{stem} yellow {:?}",
+            at(12, 38)
+        );
+        assert!(
+            close(at(52, 38), [0, 0, 0], 40),
+            "{stem} black {:?}",
+            at(52, 38)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cmyk_jpeg_with_a_profile_uses_the_profile() {
+    let node = TestNode::start().await;
+    node.add_image(
+        "acme",
+        "print.jpg",
+        &fixture("color/cmyk_profile.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let img = decode(&node.fetch("/i/acme/print.png").await.2).to_rgb8();
+    // toy-cmyk.icc maps 100 % cyan to about (0,160,225), not the naive (0,255,255).
+    let cyan = img.get_pixel(8, 8).0;
+    assert!(close(cyan, [0, 160, 225], 25), "{cyan:?}");
+    let magenta = img.get_pixel(24, 8).0;
+    assert!(close(magenta, [230, 0, 126], 25), "{magenta:?}");
+}
+
+#[tokio::test]
+async fn display_p3_sources_are_converted_to_srgb() {
+    let node = TestNode::start().await;
+    for (stem, file) in [
+        ("p3", "color/p3_jpeg.jpg"),
+        ("p3png", "color/p3_alpha.png"),
+        ("p3avif", "color/p3_nclx.avif"),
+        ("srgb", "color/srgb_tagged.jpg"),
+    ] {
+        let ext = file.rsplit('.').next().unwrap();
+        node.add_image(
+            "acme",
+            &format!("{stem}.{ext}"),
+            &fixture(file),
+            Visibility::Public,
+        )
+        .await;
+    }
+    // P3 (200,60,50) is sRGB (217.5, 41.6, 38.8): more red, less green than the raw values.
+    for stem in ["p3", "p3avif"] {
+        let img = decode(&node.fetch(&format!("/i/acme/{stem}.png")).await.2).to_rgb8();
+        let p = img.get_pixel(16, 16).0;
+        assert!(close(p, [218, 42, 39], 8), "{stem}: {p:?}");
+    }
+    // Same extension without parameters would be the untouched original (with its iCCP).
+    let img = decode(&node.fetch("/i/acme/p3png.png?w=32").await.2).to_rgba8();
+    let p = img.get_pixel(16, 16).0;
+    assert!(close([p[0], p[1], p[2]], [218, 42, 39], 8), "{p:?}");
+    assert!(p[3].abs_diff(128) <= 1, "alpha kept: {p:?}");
+    // An sRGB-tagged source is left alone.
+    let img = decode(&node.fetch("/i/acme/srgb.png").await.2).to_rgb8();
+    let p = img.get_pixel(16, 16).0;
+    assert!(close(p, [200, 60, 50], 6), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_eight_exif_orientations_come_out_upright() {
+    let node = TestNode::start().await;
+    let mut cases: Vec<(String, String)> = (1..=8)
+        .map(|n| (format!("o{n}"), format!("orientation/orient_{n}.jpg")))
+        .collect();
+    for extra in [
+        "orient_6.png",
+        "orient_6.webp",
+        "orient_irot1.avif",
+        "orient_imir1.avif",
+        "orient_irot3_imir0.avif",
+    ] {
+        let stem = extra.replace('.', "_");
+        cases.push((stem, format!("orientation/{extra}")));
+    }
+    for (stem, file) in &cases {
+        let ext = file.rsplit('.').next().unwrap();
+        node.add_image(
+            "acme",
+            &format!("{stem}.{ext}"),
+            &fixture(file),
+            Visibility::Public,
+        )
+        .await;
+        // Displayed: 48x32, white, red block top-left, blue block top-right.
+        let (status, _, body) = node.fetch(&format!("/i/acme/{stem}.png?w=48")).await;
+        assert_eq!(status, 200, "{file}");
+        let img = decode(&body).to_rgb8();
+        assert_eq!(img.dimensions(), (48, 32), "{file}");
+        let at = |x, y| img.get_pixel(x, y).0;
+        assert!(
+            close(at(4, 4), [255, 0, 0], 60),
+            "{file}: top-left {:?}",
+            at(4, 4)
+        );
+        assert!(
+            close(at(43, 4), [0, 0, 255], 60),
+            "{file}: top-right {:?}",
+            at(43, 4)
+        );
+        assert!(
+            close(at(24, 26), [255, 255, 255], 60),
+            "{file}: bottom {:?}",
+            at(24, 26)
+        );
+        assert!(
+            close(at(4, 28), [255, 255, 255], 60),
+            "{file}: bottom-left {:?}",
+            at(4, 28)
+        );
+    }
+    // Dimensions recorded at import are the displayed ones.
+    let rec = node
+        .app
+        .state
+        .store
+        .image_by_stem("acme", "o6")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.width, rec.height), (48, 32));
+}
+
+#[tokio::test]
+async fn outputs_carry_no_exif_from_a_tagged_source() {
+    let node = TestNode::start().await;
+    // orient_6.jpg carries an EXIF block; the rendered output must not.
+    node.add_image(
+        "acme",
+        "tagged.jpg",
+        &fixture("orientation/orient_6.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    for ext in ["jpg", "png", "webp", "avif"] {
+        let body = node.fetch(&format!("/i/acme/tagged.{ext}?w=40")).await.2;
+        assert!(
+            !body
+                .windows(4)
+                .any(|w| w == b"Exif" || w == b"eXIf" || w == b"EXIF"),
+            "{ext} output carries EXIF"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_originals_are_refused_at_import() {
+    let node = TestNode::start().await;
+    let state = &node.app.state;
+    state.store.create_account("acme", "free").await.unwrap();
+    for file in [
+        "hostile/empty.bin",
+        "hostile/wrong_magic.bin",
+        "hostile/huge_dims.png",
+        "hostile/garbage.jpg",
+        "formats/avif_grid.avif",
+    ] {
+        let r = state
+            .ingest()
+            .add(imgnode::ingest::Original {
+                account: "acme".into(),
+                path: "x.jpg".into(),
+                original_filename: "x.jpg".into(),
+                bytes: fixture(file).into(),
+                visibility: Visibility::Public,
+            })
+            .await;
+        assert!(r.is_err(), "{file} was accepted");
+    }
+    assert!(
+        state
+            .store
+            .image_by_stem("acme", "x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
