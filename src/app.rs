@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::cache::flight::SingleFlight;
 use crate::cache::variants::CacheError;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub origin: Origin,
     pub cpu: Pool,
     pub caches: Caches,
+    pub api_keys: ApiKeys,
     /// Renders in flight, so concurrent misses for one variant share one render.
     pub flights: SingleFlight<VariantKey, RenderOutcome>,
     pub metrics: Metrics,
@@ -46,6 +48,9 @@ impl AppState {
     /// Orderly close for offline commands and shutdown: the disk cache is flushed so what was
     /// rendered survives the restart.
     pub async fn close(&self) {
+        if let Err(e) = self.api_keys.flush_usage(&self.store).await {
+            tracing::warn!(error = %e, "flushing API key usage");
+        }
         if let Err(e) = self.caches.close().await {
             tracing::warn!(error = %e, "closing the variant cache");
         }
@@ -112,12 +117,14 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     )
     .map_err(AppError::Cpu)?;
     let caches = Caches::open(&config.cache.settings, metrics.registry()).await?;
+    let api_keys = ApiKeys::new(&config.auth.key_prefix);
     Ok(Arc::new(AppState {
         config,
         store,
         origin,
         cpu,
         caches,
+        api_keys,
         flights: SingleFlight::default(),
         metrics,
         operator_token,
@@ -165,6 +172,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     let state = build_state(config).await?;
 
     let (shutdown, rx) = watch::channel(false);
+    let rx_usage = rx.clone();
     let settings = ConnectionSettings {
         header_read_timeout: Duration::from_secs(10),
         drain_timeout: state.config.server.drain_timeout,
@@ -186,6 +194,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         settings,
         rx,
     ));
+    tasks.spawn(flush_usage_periodically(state.clone(), rx_usage));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%public_addr, %ops_addr, "imgnode ready");
     Ok(RunningApp {
@@ -195,6 +204,23 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         shutdown,
         tasks,
     })
+}
+
+/// Writes aggregated API key usage every `auth.usage_flush_interval` until shutdown (the
+/// final flush happens in `AppState::close`). A crash loses at most one interval of counts.
+async fn flush_usage_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.auth.usage_flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.api_keys.flush_usage(&state.store).await {
+                    tracing::warn!(error = %e, "flushing API key usage");
+                }
+            }
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -2,7 +2,9 @@
 //! architecture; each module's doc says what it owns and what it must never do.
 
 pub mod admin;
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod cpu;

@@ -116,7 +116,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             imgnode::store::validate_account_name(&name).map_err(anyhow::Error::msg)?;
             let state = imgnode::app::build_state(config).await?;
             let account = state.store.create_account(&name, &plan).await?;
+            let key = state
+                .api_keys
+                .issue(
+                    &state.store,
+                    &account.name,
+                    "default",
+                    imgnode::auth::Scopes::ALL,
+                    None,
+                )
+                .await?;
             println!("created account {} (plan {})", account.name, account.plan);
+            // The key goes to stdout once; it is stored only as a hash.
+            println!("api key: {}", key.secret);
             state.close().await;
             Ok(())
         }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub render: RenderMetrics,
     /// Labels: outcome (ok, not_found, error). Originals cache hits are not fetches.
     pub origin_fetches_total: IntCounterVec,
+    /// Requests that waited for another request's identical render.
+    pub coalesced_total: IntCounter,
 }
 
 #[derive(Clone)]
@@ -111,12 +113,17 @@ impl Metrics {
             "Originals fetched from the object store, by outcome",
             &["outcome"],
         );
+        let coalesced_total = r.counter(
+            "imgnode_cache_coalesced_total",
+            "Requests answered by waiting for another request's identical render",
+        );
         Metrics {
             registry,
             http,
             cpu,
             render,
             origin_fetches_total,
+            coalesced_total,
         }
     }
 

@@ -421,6 +421,13 @@ struct VariantCacheMetrics {
     memory_entries: IntGauge,
     memory_bytes: IntGauge,
     disk_read_seconds: Histogram,
+    /// Entries pushed out of the memory tier by capacity (they stay on disk).
+    memory_evictions: IntCounter,
+    disk_write_bytes: IntCounter,
+    disk_write_ios: IntCounter,
+    disk_read_bytes: IntCounter,
+    /// foyer's device totals at the last scrape, to turn them into counter increments.
+    disk_seen: Arc<std::sync::Mutex<[u64; 3]>>,
 }
 
 impl VariantCacheMetrics {
@@ -476,6 +483,23 @@ impl VariantCacheMetrics {
                 "imgnode_cache_memory_bytes",
                 "Weighted bytes held in the memory tier",
             )?,
+            memory_evictions: counter(
+                "imgnode_cache_memory_evictions_total",
+                "Variants evicted from the memory tier for capacity (still on disk)",
+            )?,
+            disk_write_bytes: counter(
+                "imgnode_cache_disk_write_bytes_total",
+                "Bytes written to the disk tier's device",
+            )?,
+            disk_write_ios: counter(
+                "imgnode_cache_disk_writes_total",
+                "Write operations on the disk tier's device",
+            )?,
+            disk_read_bytes: counter(
+                "imgnode_cache_disk_read_bytes_total",
+                "Bytes read from the disk tier's device",
+            )?,
+            disk_seen: Arc::new(std::sync::Mutex::new([0; 3])),
             disk_read_seconds: reg(
                 registry,
                 Histogram::with_opts(
@@ -641,6 +665,7 @@ impl VariantCache {
             .with_tombstone_log(true);
         let hybrid = HybridCacheBuilder::new()
             .with_name("imgnode-variants")
+            .with_event_listener(Arc::new(EvictionCounter(metrics.memory_evictions.clone())))
             // Written at insertion, so a variant rendered before a crash is found after it
             // (WriteOnEviction would lose everything still in memory).
             .with_policy(HybridCachePolicy::WriteOnInsertion)
@@ -856,6 +881,30 @@ impl VariantCache {
         self.update_memory_gauges();
     }
 
+    /// Turns foyer's device totals into counter increments; called on each metrics scrape.
+    pub fn refresh_disk_metrics(&self) {
+        let stats = self.hybrid.statistics();
+        let now = [
+            stats.disk_write_bytes() as u64,
+            stats.disk_write_ios() as u64,
+            stats.disk_read_bytes() as u64,
+        ];
+        let mut seen = self
+            .metrics
+            .disk_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let counters = [
+            &self.metrics.disk_write_bytes,
+            &self.metrics.disk_write_ios,
+            &self.metrics.disk_read_bytes,
+        ];
+        for ((counter, now), seen) in counters.into_iter().zip(now).zip(seen.iter_mut()) {
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = now.max(*seen);
+        }
+    }
+
     fn update_memory_gauges(&self) {
         let memory = self.hybrid.memory();
         self.metrics
@@ -864,6 +913,20 @@ impl VariantCache {
         self.metrics
             .memory_bytes
             .set(i64::try_from(memory.usage()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Counts memory-tier evictions (foyer calls this as entries leave memory).
+struct EvictionCounter(IntCounter);
+
+impl foyer::EventListener for EvictionCounter {
+    type Key = VariantKey;
+    type Value = StoredVariant;
+
+    fn on_leave(&self, reason: foyer::Event, _key: &VariantKey, _value: &StoredVariant) {
+        if reason == foyer::Event::Evict {
+            self.0.inc();
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
     pub delivery: DeliveryConfig,
     pub limits: Limits,
     pub encode: EncodeSettings,
@@ -83,6 +84,12 @@ impl CacheConfig {
     pub fn buster(&self) -> &str {
         &self.settings.buster
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub key_prefix: String,
+    pub usage_flush_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +342,19 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         avif_concurrency: p.positive("cpu.avif_concurrency", c.avif_concurrency as u64) as usize,
     };
 
+    let auth_prefix = raw.auth.key_prefix.clone();
+    if auth_prefix.is_empty()
+        || auth_prefix.len() > 32
+        || !auth_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        p.push("auth.key_prefix: must be 1 to 32 of A-Z, a-z, 0-9, `_`, `-`".into());
+    }
+    let usage_flush = p.duration("auth.usage_flush_interval", &raw.auth.usage_flush_interval);
+    if usage_flush.is_zero() {
+        p.push("auth.usage_flush_interval: must be greater than 0".into());
+    }
     let json = match raw.log.format.as_str() {
         "text" => false,
         "json" => true,
@@ -355,6 +375,10 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         origin,
         store: StoreConfig { url: store_url },
         cache,
+        auth: AuthConfig {
+            key_prefix: auth_prefix,
+            usage_flush_interval: usage_flush,
+        },
         admin: AdminConfig {
             token_file: (!raw.admin.token_file.is_empty())
                 .then(|| PathBuf::from(&raw.admin.token_file)),

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub cache: RawCache,
     pub admin: RawAdmin,
+    pub auth: RawAuth,
     pub delivery: RawDelivery,
     pub limits: RawLimits,
     pub encode: RawEncode,
@@ -133,6 +134,24 @@ impl Default for RawCache {
             negative_ttl: "10s".into(),
             not_found_max_age: "60s".into(),
             buster: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawAuth {
+    /// Prefix of issued API keys.
+    pub key_prefix: String,
+    /// How often aggregated API key usage is written to the database.
+    pub usage_flush_interval: String,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            key_prefix: crate::auth::DEFAULT_KEY_PREFIX.into(),
+            usage_flush_interval: "30s".into(),
         }
     }
 }

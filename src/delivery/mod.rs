@@ -182,7 +182,10 @@ pub async fn handle(
     let outcome = outcome?;
     meta.cache = match role {
         Role::Leader => CacheStatus::Miss,
-        Role::Follower => CacheStatus::Coalesced,
+        Role::Follower => {
+            state.metrics.coalesced_total.inc();
+            CacheStatus::Coalesced
+        }
     };
     if role == Role::Leader {
         meta.timing = Some(outcome.timing);

@@ -18,6 +18,8 @@ use crate::error::{ErrorCode, HttpError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicRoute<'a> {
     Health,
+    /// The tenant API under `/api/v1/`.
+    Api,
     /// `/i/{account}/{path}.{ext}`, or the bare form on a CDN host; holds what follows the
     /// prefix.
     Image(&'a str),
@@ -28,6 +30,7 @@ impl PublicRoute<'_> {
     fn label(self) -> &'static str {
         match self {
             PublicRoute::Health => "health",
+            PublicRoute::Api => "api",
             PublicRoute::Image(_) => "image",
             PublicRoute::NotFound => "not_found",
         }
@@ -37,6 +40,9 @@ impl PublicRoute<'_> {
 pub fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
     if path == "/health" {
         return PublicRoute::Health;
+    }
+    if path.starts_with("/api/v1/") {
+        return PublicRoute::Api;
     }
     if let Some(rest) = path.strip_prefix("/i/") {
         return PublicRoute::Image(rest);
@@ -65,23 +71,33 @@ impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
-        let path = req.uri().path();
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
         let host = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
-        let route = public_route(path, host, state);
-        let head_only = req.method() == Method::HEAD;
-        let get_like = req.method() == Method::GET || head_only;
+            .or_else(|| req.uri().host())
+            .map(str::to_string);
+        let route = public_route(&path, host.as_deref(), state);
+        let head_only = method == Method::HEAD;
+        let get_like = method == Method::GET || head_only;
 
-        let (res, cache) = match route {
+        let (res, cache, label) = match route {
+            PublicRoute::Api => match crate::api::ApiRoute::parse(&method, &path) {
+                Ok(api) => {
+                    let label = api.label();
+                    (crate::api::handle(state, api, req).await, None, label)
+                }
+                Err(e) => (Err(e), None, "api_bad_method"),
+            },
             _ if !get_like => (
                 Err(HttpError::new(
                     ErrorCode::MethodNotAllowed,
                     "use GET or HEAD",
                 )),
                 None,
+                route.label(),
             ),
             PublicRoute::Health => (
                 Ok(response::json(
@@ -89,6 +105,7 @@ impl Handler for PublicHandler {
                     &serde_json::json!({"status": "ok", "timestamp": rfc3339_now()}),
                 )),
                 None,
+                route.label(),
             ),
             PublicRoute::Image(target) => {
                 let r = delivery::handle(
@@ -102,26 +119,18 @@ impl Handler for PublicHandler {
                 )
                 .await;
                 match r {
-                    Ok((res, cache)) => (Ok(res), Some(cache.as_str())),
-                    Err(e) => (Err(e), None),
+                    Ok((res, cache)) => (Ok(res), Some(cache.as_str()), route.label()),
+                    Err(e) => (Err(e), None, route.label()),
                 }
             }
             PublicRoute::NotFound => (
                 Err(HttpError::new(ErrorCode::NotFound, "no such route")),
                 None,
+                route.label(),
             ),
         };
-        let res = finish(state, res, path, head_only);
-        record(
-            state,
-            req.method(),
-            path,
-            peer,
-            route.label(),
-            cache,
-            &res,
-            started,
-        );
+        let res = finish(state, res, &path, head_only);
+        record(state, &method, &path, peer, label, cache, &res, started);
         res
     }
 }
@@ -137,7 +146,10 @@ impl Handler for OpsHandler {
         let method = req.method().clone();
         let head_only = method == Method::HEAD;
         let (res, label) = match crate::admin::OpsRoute::parse(&method, &path) {
-            Ok(route) => (crate::admin::handle(state, route, req).await, route.label()),
+            Ok(route) => {
+                let label = route.label();
+                (crate::admin::handle(state, route, req).await, label)
+            }
             Err(e) => (Err(e), "ops_bad_method"),
         };
         let res = finish(state, res, &path, head_only);

@@ -58,6 +58,27 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        3,
+        &[
+            // API keys: only the SHA-256 of the secret is stored. Usage figures are aggregated
+            // in memory and written here on an interval, not on every request.
+            "CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            key_prefix TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT,
+            revoked_at BIGINT,
+            last_used_at BIGINT,
+            total_requests BIGINT NOT NULL DEFAULT 0
+        )",
+            "CREATE INDEX api_keys_account ON api_keys (account)",
+        ],
+    ),
 ];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! application), and runs through sqlx's `Any` driver, so the PostgreSQL backend is a matter
 //! of a URL. Must never know about HTTP types or object storage.
 
+mod keys;
 mod migrations;
 mod model;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use keys::{ApiKeyRecord, NewApiKey};
 pub use model::{
     Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Visibility, validate_account_name,
 };
@@ -138,6 +140,37 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query("SELECT name, plan, status, created_at FROM accounts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Account {
+                    name: r.try_get("name")?,
+                    plan: r.try_get("plan")?,
+                    status: parse_col(r, "status")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets an account's status; `false` when there is no such account.
+    pub async fn set_account_status(
+        &self,
+        name: &str,
+        status: AccountStatus,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE name = $3")
+            .bind(status.as_str())
+            .bind(now_unix())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- images and paths ----------------------------------------------------------------

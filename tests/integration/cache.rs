@@ -134,6 +134,10 @@ async fn fifty_concurrent_identical_requests_render_once() {
     );
     assert!(coalesced >= 1);
     assert_eq!(renders(&node).await, 1.0);
+    assert_eq!(
+        node.metric("imgnode_cache_coalesced_total", &[]).await,
+        coalesced as f64
+    );
 }
 
 #[tokio::test]
@@ -158,6 +162,16 @@ async fn a_restart_serves_earlier_renders_from_disk_without_rendering() {
     let (_, h, after_jpg) = node.fetch("/i/demo/ladybird.jpg?w=300&grayscale=1").await;
     assert_eq!(h["x-cache"], "HIT-DISK");
     assert_eq!(before_jpg, after_jpg);
+    assert_eq!(
+        node.metric("imgnode_cache_hits_total", &[("tier", "disk")])
+            .await,
+        2.0
+    );
+    assert!(
+        node.metric("imgnode_cache_disk_read_bytes_total", &[])
+            .await
+            > 0.0
+    );
     // Back in memory after the first disk hit.
     assert_eq!(
         node.fetch("/i/demo/ladybird.avif?w=160").await.1["x-cache"],

@@ -83,7 +83,7 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
 
     let out = imgnode()
         .envs(env)
-        .args(["account", "create", "acme"])
+        .args(["account", "create", "acme", "--plan", "pro"])
         .output()
         .unwrap();
     assert!(
@@ -91,6 +91,13 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("plan pro"), "{stdout}");
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: "))
+        .expect("the first API key is printed");
+    assert!(key.starts_with("imgsrc_") && key.len() == 71, "{key}");
     let out = imgnode()
         .envs(env)
         .args(["account", "create", "acme"])

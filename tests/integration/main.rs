@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod api;
 mod cache;
 mod config;
 mod delivery;

@@ -1,0 +1,337 @@
+//! Tenant authentication: API keys and their scopes.
+//!
+//! A key is `{prefix}{64 hex digits}` from the OS random source; only its SHA-256 is stored,
+//! and the full key is shown once, when issued. Lookups are cached briefly in memory, and a
+//! revocation evicts the key here before it answers, so it is refused on the next call.
+//! Usage (`last_used_at`, `total_requests`) is counted in memory and written by
+//! `flush_usage` on an interval and at shutdown: no database write per request.
+//! Must never log or store a key in clear.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::store::{ApiKeyRecord, NewApiKey, Store, StoreError, now_unix};
+
+/// The default key prefix, as the img-src service issues them.
+pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
+
+/// Longest key lifetime a tenant may ask for.
+pub const MAX_EXPIRY_DAYS: u32 = 365;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// The scopes a key carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes {
+        read: true,
+        write: true,
+    };
+
+    /// `read`, `write`, or both comma-separated (any order); nothing else.
+    pub fn parse(text: &str) -> Option<Scopes> {
+        let mut scopes = Scopes {
+            read: false,
+            write: false,
+        };
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "read" => scopes.read = true,
+                "write" => scopes.write = true,
+                _ => return None,
+            }
+        }
+        (scopes.read || scopes.write).then_some(scopes)
+    }
+
+    pub fn allows(self, scope: Scope) -> bool {
+        match scope {
+            Scope::Read => self.read,
+            Scope::Write => self.write,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match (self.read, self.write) {
+            (true, true) => "read,write",
+            (true, false) => "read",
+            (false, true) => "write",
+            (false, false) => "",
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account: String,
+    pub key_id: String,
+    pub scopes: Scopes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid, expired or revoked API key")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the OS random source failed")]
+    Random,
+}
+
+/// A key as issued: the record and, this once, the secret.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub record: ApiKeyRecord,
+    pub secret: String,
+}
+
+pub struct ApiKeys {
+    prefix: String,
+    /// By secret hash; `None` caches "no such key" so guessing does not reach the database
+    /// every time.
+    cache: moka::future::Cache<String, Option<Arc<ApiKeyRecord>>>,
+    /// key id → (requests since the last flush, last use).
+    usage: Mutex<HashMap<String, (i64, i64)>>,
+}
+
+impl ApiKeys {
+    pub fn new(prefix: &str) -> ApiKeys {
+        ApiKeys {
+            prefix: prefix.to_string(),
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Issues a key for `account`. `expires_in_days` must be 1..=365 when given.
+    pub async fn issue(
+        &self,
+        store: &Store,
+        account: &str,
+        name: &str,
+        scopes: Scopes,
+        expires_in_days: Option<u32>,
+    ) -> Result<IssuedKey, AuthError> {
+        let mut random = [0u8; 40];
+        OsRng
+            .try_fill_bytes(&mut random)
+            .map_err(|_| AuthError::Random)?;
+        let secret = format!("{}{}", self.prefix, hex::encode(&random[..32]));
+        let id = format!("key_{}", hex::encode(&random[32..]));
+        let key_prefix = secret.chars().take(self.prefix.len() + 8).collect();
+        let record = store
+            .create_api_key(&NewApiKey {
+                id,
+                account: account.to_string(),
+                name: name.to_string(),
+                key_hash: hash_key(&secret),
+                key_prefix,
+                scopes: scopes.as_str().to_string(),
+                expires_at: expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400),
+            })
+            .await?;
+        // A cached "no such key" for this hash cannot exist (the secret is new), but a stale
+        // negative entry would be harmless anyway: it expires in seconds.
+        Ok(IssuedKey { record, secret })
+    }
+
+    /// The principal behind `Authorization: Bearer <key>`.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        header: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        if !token.starts_with(&self.prefix) || token.len() > 256 {
+            return Err(AuthError::Invalid);
+        }
+        let hash = hash_key(token);
+        let record = self
+            .cache
+            .try_get_with_by_ref(&hash, async {
+                Ok::<_, StoreError>(store.api_key_by_hash(&hash).await?.map(Arc::new))
+            })
+            .await
+            .map_err(|e| AuthError::Store(StoreError::Shared(e)))?
+            .ok_or(AuthError::Invalid)?;
+        let now = now_unix();
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| t <= now) {
+            return Err(AuthError::Invalid);
+        }
+        let scopes = Scopes::parse(&record.scopes).ok_or(AuthError::Invalid)?;
+        self.note_use(&record.id, now);
+        Ok(Principal {
+            account: record.account.clone(),
+            key_id: record.id.clone(),
+            scopes,
+        })
+    }
+
+    /// Revokes one of an account's keys and forgets it here at once.
+    pub async fn revoke(&self, store: &Store, account: &str, id: &str) -> Result<bool, StoreError> {
+        match store.revoke_api_key(account, id).await? {
+            Some(hash) => {
+                self.cache.invalidate(&hash).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn note_use(&self, key_id: &str, now: i64) {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = usage.entry(key_id.to_string()).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = entry.1.max(now);
+    }
+
+    /// Writes the usage counted since the last flush. On failure the counts are put back, so
+    /// nothing is lost but a crash between flushes (at most one interval of counts).
+    pub async fn flush_usage(&self, store: &Store) -> Result<(), StoreError> {
+        let pending: Vec<(String, (i64, i64))> = {
+            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            usage.drain().collect()
+        };
+        for (i, (id, (requests, last))) in pending.iter().enumerate() {
+            if let Err(e) = store.record_api_key_usage(id, *requests, *last).await {
+                let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, (requests, last)) in &pending[i..] {
+                    let entry = usage.entry(id.clone()).or_insert((0, *last));
+                    entry.0 += requests;
+                    entry.1 = entry.1.max(*last);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of a key, hex. Keys are 256-bit random secrets, so a fast unsalted hash is enough:
+/// there is nothing to brute-force.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        let s = Store::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
+            .await
+            .unwrap();
+        s.create_account("acme", "free").await.unwrap();
+        s
+    }
+
+    #[test]
+    fn scopes_parse_strictly() {
+        assert_eq!(Scopes::parse("read,write"), Some(Scopes::ALL));
+        assert_eq!(
+            Scopes::parse("write, read").map(Scopes::as_str),
+            Some("read,write")
+        );
+        assert_eq!(
+            Scopes::parse("read").map(|s| s.allows(Scope::Write)),
+            Some(false)
+        );
+        assert_eq!(Scopes::parse("admin"), None);
+        assert_eq!(Scopes::parse(""), None);
+    }
+
+    #[tokio::test]
+    async fn issued_keys_authenticate_and_only_their_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
+        let issued = keys
+            .issue(&s, "acme", "ci", Scopes::ALL, Some(30))
+            .await
+            .unwrap();
+        assert!(issued.secret.starts_with("imgsrc_"));
+        assert_eq!(issued.secret.len(), 7 + 64);
+        assert!(issued.secret.starts_with(&issued.record.key_prefix));
+        let who = keys
+            .authenticate(&s, Some(&format!("Bearer {}", issued.secret)))
+            .await
+            .unwrap();
+        assert_eq!(who.account, "acme");
+        assert_eq!(who.scopes, Scopes::ALL);
+        s.close().await;
+        let db = std::fs::read(dir.path().join("m.db")).unwrap();
+        let secret_part = &issued.secret.as_bytes()[7..];
+        assert!(!db.windows(secret_part.len()).any(|w| w == secret_part));
+    }
+
+    #[tokio::test]
+    async fn bad_expired_and_revoked_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
+        for header in [
+            None,
+            Some("Basic abc"),
+            Some("Bearer "),
+            Some("Bearer imgsrc_nope"),
+        ] {
+            assert!(keys.authenticate(&s, header).await.is_err(), "{header:?}");
+        }
+        let issued = keys
+            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .await
+            .unwrap();
+        let bearer = format!("Bearer {}", issued.secret);
+        keys.authenticate(&s, Some(&bearer)).await.unwrap();
+        assert!(keys.revoke(&s, "acme", &issued.record.id).await.unwrap());
+        assert!(matches!(
+            keys.authenticate(&s, Some(&bearer)).await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(!keys.revoke(&s, "acme", &issued.record.id).await.unwrap());
+        assert!(!keys.revoke(&s, "other", "key_x").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn usage_is_aggregated_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
+        let issued = keys
+            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .await
+            .unwrap();
+        let bearer = format!("Bearer {}", issued.secret);
+        for _ in 0..5 {
+            keys.authenticate(&s, Some(&bearer)).await.unwrap();
+        }
+        assert_eq!(s.api_keys("acme").await.unwrap()[0].total_requests, 0);
+        keys.flush_usage(&s).await.unwrap();
+        let listed = s.api_keys("acme").await.unwrap();
+        assert_eq!(listed[0].total_requests, 5);
+        assert!(listed[0].last_used_at.is_some());
+    }
+}

@@ -1,0 +1,318 @@
+//! Tenant API keys and the operator's account/key routes, over HTTP.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestNode, assert_json_error};
+
+const OPERATOR: &str = "op-token-for-tests-91c2";
+
+async fn node() -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("operator.token");
+    std::fs::write(&token, OPERATOR).unwrap();
+    TestNode::start_in(
+        dir,
+        &format!("[admin]\ntoken_file = \"{}\"\n", token.display()),
+    )
+    .await
+}
+
+async fn ops(
+    node: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = node
+        .client
+        .request(method, format!("{}{path}", node.ops))
+        .bearer_auth(OPERATOR);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn api(
+    node: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = node
+        .client
+        .request(method, format!("{}{path}", node.base))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET /api/v1/settings/api-keys` with `key`.
+async fn list_keys(node: &TestNode, key: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    api(
+        node,
+        reqwest::Method::GET,
+        "/api/v1/settings/api-keys",
+        key,
+        None,
+    )
+    .await
+}
+
+/// Creates an account through the operator API and returns its first key.
+async fn account(node: &TestNode, name: &str) -> String {
+    let (status, body) = ops(
+        node,
+        reqwest::Method::POST,
+        "/admin/v1/accounts",
+        Some(json!({"name": name, "plan": "pro"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["account"]["plan"], "pro");
+    body["api_key"]["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn operator_creates_accounts_with_a_first_key() {
+    let node = node().await;
+    let key = account(&node, "acme").await;
+    assert!(key.starts_with("imgsrc_"));
+    let (status, body) = ops(
+        &node,
+        reqwest::Method::POST,
+        "/admin/v1/accounts",
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    for bad in ["Acme", "api", "a b", ""] {
+        let (status, _) = ops(
+            &node,
+            reqwest::Method::POST,
+            "/admin/v1/accounts",
+            Some(json!({"name": bad})),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, body) = ops(&node, reqwest::Method::GET, "/admin/v1/accounts", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "demo"]);
+    let (status, body) = ops(&node, reqwest::Method::GET, "/admin/v1/accounts/acme", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("active")));
+    // No token, wrong token: refused.
+    let res = node
+        .client
+        .get(format!("{}/admin/v1/accounts", node.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn keys_are_listed_without_secrets_created_with_scopes_and_revoked_at_once() {
+    let node = node().await;
+    let key = account(&node, "acme").await;
+    let (status, headers, body) = list_keys(&node, &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body["total"], 1);
+    assert!(
+        body["api_keys"][0].get("key").is_none(),
+        "a listed key must not carry its secret"
+    );
+    assert!(!body.to_string().contains(&key[7..]));
+
+    let (status, _, created) = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/settings/api-keys",
+        &key,
+        Some(json!({"name": "reader", "scopes": "read", "expires_in_days": 30})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["scopes"], "read");
+    assert!(created["expires_at"].as_i64().unwrap() > created["created_at"].as_i64().unwrap());
+    let reader = created["key"].as_str().unwrap().to_string();
+    assert!(reader.starts_with(created["key_prefix"].as_str().unwrap()));
+
+    // A read-only key reads but cannot write.
+    assert_eq!(list_keys(&node, &reader).await.0, 200);
+    let (status, h, body) = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/settings/api-keys",
+        &reader,
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_json_error(status, &h, body.to_string().as_bytes(), 403, "FORBIDDEN");
+
+    // Bad bodies are 400 with the field named.
+    let (status, _, body) = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/settings/api-keys",
+        &key,
+        Some(json!({"name": "x", "expires_in_days": 400})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expires_in_days")
+    );
+
+    // Revoked: refused on the very next call.
+    let id = created["id"].as_str().unwrap();
+    let (status, _, _) = api(
+        &node,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/settings/api-keys/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, h, body) = list_keys(&node, &reader).await;
+    assert_json_error(status, &h, body.to_string().as_bytes(), 401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn one_account_cannot_touch_anothers_keys() {
+    let node = node().await;
+    let acme = account(&node, "acme").await;
+    let other = account(&node, "other").await;
+    let (_, _, listed) = list_keys(&node, &acme).await;
+    let acme_key_id = listed["api_keys"][0]["id"].as_str().unwrap().to_string();
+    let (status, _, _) = api(
+        &node,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/settings/api-keys/{acme_key_id}"),
+        &other,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, _, theirs) = list_keys(&node, &other).await;
+    assert!(!theirs.to_string().contains(&acme_key_id));
+    // acme's key still works.
+    assert_eq!(list_keys(&node, &acme).await.0, 200);
+}
+
+#[tokio::test]
+async fn missing_and_invalid_keys_are_401_json() {
+    let node = node().await;
+    for auth in [None, Some("Bearer imgsrc_0000"), Some("Basic dXNlcjpwYXNz")] {
+        let mut req = node
+            .client
+            .get(format!("{}/api/v1/settings/api-keys", node.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        let (status, h) = (res.status().as_u16(), res.headers().clone());
+        assert_json_error(status, &h, &res.bytes().await.unwrap(), 401, "UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn suspension_stops_the_api_and_delivery_without_deleting_anything() {
+    let node = node().await;
+    let key = account(&node, "acme").await;
+    node.add_image(
+        "acme",
+        "pic.jpg",
+        &crate::harness::fixture("photos/dune.jpg"),
+        imgnode::store::Visibility::Public,
+    )
+    .await;
+    assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 200);
+    let (status, body) = ops(
+        &node,
+        reqwest::Method::POST,
+        "/admin/v1/accounts/acme/suspend",
+        None,
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("suspended")));
+    assert_eq!(list_keys(&node, &key).await.0, 403);
+    assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 403);
+    let (status, _) = ops(
+        &node,
+        reqwest::Method::POST,
+        "/admin/v1/accounts/acme/resume",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list_keys(&node, &key).await.0, 200);
+    assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 200);
+}
+
+#[tokio::test]
+async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
+    let node = node().await;
+    account(&node, "acme").await;
+    let (status, issued) = ops(
+        &node,
+        reqwest::Method::POST,
+        "/admin/v1/accounts/acme/keys",
+        Some(json!({"name": "deploy", "scopes": "read,write"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let key = issued["key"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        assert_eq!(list_keys(&node, &key).await.0, 200);
+    }
+    // Usage is flushed on shutdown and read back after the restart.
+    let dir = node.stop().await;
+    let node = TestNode::start_in(dir, "").await;
+    let (_, _, listed) = list_keys(&node, &key).await;
+    let deploy = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "deploy")
+        .unwrap()
+        .clone();
+    assert!(deploy["total_requests"].as_i64().unwrap() >= 3, "{deploy}");
+    assert!(deploy["last_used_at"].as_i64().is_some());
+    let id = deploy["id"].as_str().unwrap();
+    let dir = node.stop().await;
+    let token = dir.path().join("operator.token");
+    let node = TestNode::start_in(
+        dir,
+        &format!("[admin]\ntoken_file = \"{}\"\n", token.display()),
+    )
+    .await;
+    let (status, _) = ops(
+        &node,
+        reqwest::Method::DELETE,
+        &format!("/admin/v1/accounts/acme/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list_keys(&node, &key).await.0, 401);
+}
