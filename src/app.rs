@@ -113,6 +113,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         config.cpu.threads,
         config.cpu.queue,
         config.cpu.avif_concurrency,
+        config.cpu.nice,
         metrics.cpu.clone(),
     )
     .map_err(AppError::Cpu)?;

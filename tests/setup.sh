@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing imgnode needs on Debian 12 / Ubuntu, then exits.
 # Idempotent; run as root or with sudo available. Used by .ci/run and by the README.
+#   bash tests/setup.sh         build and test prerequisites
+#   bash tests/setup.sh build   only what building (cargo run) needs
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
@@ -17,6 +19,11 @@ dpkg -s libdav1d-dev >/dev/null 2>&1 || packages+=(libdav1d-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "build" ]; then
+  echo "build prerequisites ready"
+  exit 0
 fi
 
 if ! command -v moto_server >/dev/null 2>&1; then

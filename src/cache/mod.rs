@@ -43,8 +43,11 @@ pub struct Caches {
     pub meta: MetaCache,
     originals: Option<moka::future::Cache<String, Bytes>>,
     /// Variant keys that may sit in the memory tier, by original hash: what purge removes
-    /// actively. Entries from before a restart are on disk only and erased by key deletion.
+    /// actively, to free memory at once. Correctness does not depend on it: a lookup needs the
+    /// original's current data key, which purge deletes first, so a purged entry missing from
+    /// this index is never served and ages out of memory. Hence it is simply bounded.
     index: Mutex<HashMap<String, HashSet<VariantKey>>>,
+    index_limit: usize,
     buster: String,
 }
 
@@ -80,6 +83,7 @@ impl Caches {
             ),
             originals,
             index: Mutex::new(HashMap::new()),
+            index_limit: usize::try_from(settings.metadata_entries).unwrap_or(usize::MAX),
             buster: settings.buster.clone(),
         })
     }
@@ -107,8 +111,16 @@ impl Caches {
 
     /// Remembers that `key` (a variant of `hash`) may now sit in memory.
     pub fn note_cached(&self, hash: &str, key: VariantKey) {
+        /// Variants of one original tracked for active removal; more are left to age out.
+        const PER_ORIGINAL: usize = 1024;
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.entry(hash.to_string()).or_default().insert(key);
+        if !index.contains_key(hash) && index.len() >= self.index_limit {
+            index.clear();
+        }
+        let keys = index.entry(hash.to_string()).or_default();
+        if keys.len() < PER_ORIGINAL {
+            keys.insert(key);
+        }
     }
 
     /// Purges every variant of these originals: their data keys are deleted first (nothing on

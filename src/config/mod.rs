@@ -109,6 +109,7 @@ pub struct CpuConfig {
     pub queue: usize,
     pub transform_timeout: Duration,
     pub avif_concurrency: usize,
+    pub nice: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +341,7 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         queue: c.queue,
         transform_timeout: p.duration("cpu.transform_timeout", &c.transform_timeout),
         avif_concurrency: p.positive("cpu.avif_concurrency", c.avif_concurrency as u64) as usize,
+        nice: c.nice,
     };
 
     let auth_prefix = raw.auth.key_prefix.clone();
@@ -355,6 +357,7 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
     if usage_flush.is_zero() {
         p.push("auth.usage_flush_interval: must be greater than 0".into());
     }
+    p.range("cpu.nice", c.nice.into(), 0, 19);
     let json = match raw.log.format.as_str() {
         "text" => false,
         "json" => true,

@@ -228,6 +228,8 @@ pub struct RawCpu {
     pub transform_timeout: String,
     /// AVIF encodes running at once (each takes about a core for a long time).
     pub avif_concurrency: usize,
+    /// OS niceness of render threads (0 = normal, up to 19), so cache hits preempt renders.
+    pub nice: u8,
 }
 
 impl Default for RawCpu {
@@ -237,6 +239,7 @@ impl Default for RawCpu {
             queue: 64,
             transform_timeout: "30s".into(),
             avif_concurrency: 1,
+            nice: 10,
         }
     }
 }

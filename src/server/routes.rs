@@ -167,8 +167,17 @@ fn finish(
     match res {
         Ok(res) => res,
         Err(e) => {
-            if e.status().is_server_error() {
-                tracing::error!(path, error = %e, "request failed");
+            // Our faults are logged with their detail; load shedding (503) is expected under
+            // overload and counted in metrics: a line per refusal would turn an overload into
+            // a logging storm that slows the node further.
+            match e.code {
+                ErrorCode::Internal => tracing::error!(path, error = %e, "request failed"),
+                ErrorCode::OriginUnavailable
+                | ErrorCode::OriginTimeout
+                | ErrorCode::TransformTimeout => {
+                    tracing::warn!(path, error = %e, "request failed");
+                }
+                _ => {}
             }
             response::error(&e, path, head_only, state.config.cache.not_found_max_age)
         }

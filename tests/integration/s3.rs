@@ -124,3 +124,57 @@ async fn originals_live_in_s3_and_render_from_there() {
     let (status, _, _) = node.fetch("/i/demo/dune.webp?w=10").await;
     assert!(status == 502 || status == 504, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_answers_is_504_origin_timeout() {
+    // An "S3 endpoint" that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    // Explicit credentials: without them the AWS client would look for instance credentials
+    // off the loopback.
+    let creds = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        creds.path(),
+        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start_with(&format!(
+        "[origin]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"{endpoint}\"\npath_style = true\nallow_http = true\ntimeout = \"1s\"\ncredentials_file = \"{}\"\n[demo]\nseed = false\n",
+        creds.path().display()
+    ))
+    .await;
+    // Metadata that points at an original the origin will never deliver.
+    let state = &node.app.state;
+    state.store.create_account("acme", "free").await.unwrap();
+    let hash = "ab".repeat(32);
+    state
+        .store
+        .put_image(
+            &imgnode::store::NewImage {
+                account: "acme".into(),
+                id: hash[..16].to_string(),
+                hash: hash.clone(),
+                format: imgnode::pipeline::SourceFormat::Jpeg,
+                width: 10,
+                height: 10,
+                size: 1000,
+                original_filename: "x.jpg".into(),
+                visibility: imgnode::store::Visibility::Public,
+            },
+            "x.jpg",
+            "x",
+        )
+        .await
+        .unwrap();
+    for path in ["/i/acme/x.png?w=5", "/i/acme/x.jpg"] {
+        let (status, h, body) = node.fetch(path).await;
+        crate::harness::assert_json_error(status, &h, &body, 504, "ORIGIN_TIMEOUT");
+    }
+    hold.abort();
+}
