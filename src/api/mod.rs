@@ -1,8 +1,10 @@
 //! The tenant API under `/api/v1` on the public listener, in the img-src shapes.
 //!
 //! Every route declares the scope it needs in the route table; every call is authenticated
-//! with an API key (`auth`). Today: API key management. Must never touch caches except
-//! through `cache` purge, and never answer anything but JSON.
+//! with an API key (`auth`). Today: settings and API key management. Must never touch caches
+//! except through `cache` purge and invalidation, and never answer anything but JSON.
+
+pub mod settings;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
@@ -23,6 +25,8 @@ const MAX_JSON_BODY: usize = 64 * 1024;
 /// Routes of the tenant API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiRoute {
+    GetSettings,
+    UpdateSettings,
     ListKeys,
     CreateKey,
     DeleteKey(String),
@@ -35,6 +39,14 @@ impl ApiRoute {
         let rest = path.strip_prefix("/api/v1/").unwrap_or("");
         let segments: Vec<&str> = rest.split('/').collect();
         let route = match (method, segments.as_slice()) {
+            (&Method::GET, ["settings"]) => ApiRoute::GetSettings,
+            (&Method::PUT, ["settings"]) => ApiRoute::UpdateSettings,
+            (_, ["settings"]) => {
+                return Err(HttpError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "method not allowed on this route",
+                ));
+            }
             (&Method::GET, ["settings", "api-keys"]) => ApiRoute::ListKeys,
             (&Method::POST, ["settings", "api-keys"]) => ApiRoute::CreateKey,
             (&Method::DELETE, ["settings", "api-keys", id]) if !id.is_empty() => {
@@ -54,13 +66,15 @@ impl ApiRoute {
     /// The scope a key needs for this route.
     fn scope(&self) -> Scope {
         match self {
-            ApiRoute::ListKeys | ApiRoute::NotFound => Scope::Read,
-            ApiRoute::CreateKey | ApiRoute::DeleteKey(_) => Scope::Write,
+            ApiRoute::GetSettings | ApiRoute::ListKeys | ApiRoute::NotFound => Scope::Read,
+            ApiRoute::UpdateSettings | ApiRoute::CreateKey | ApiRoute::DeleteKey(_) => Scope::Write,
         }
     }
 
     pub fn label(&self) -> &'static str {
         match self {
+            ApiRoute::GetSettings => "api_settings_get",
+            ApiRoute::UpdateSettings => "api_settings_update",
             ApiRoute::ListKeys => "api_keys_list",
             ApiRoute::CreateKey => "api_keys_create",
             ApiRoute::DeleteKey(_) => "api_keys_delete",
@@ -89,6 +103,10 @@ pub async fn handle(
         )));
     }
     match route {
+        ApiRoute::GetSettings => settings::get(state, &principal).await,
+        ApiRoute::UpdateSettings => {
+            settings::update(state, &principal, read_json(req).await?).await
+        }
         ApiRoute::ListKeys => list_keys(state, &principal).await,
         ApiRoute::CreateKey => create_key(state, &principal, read_json(req).await?).await,
         ApiRoute::DeleteKey(id) => delete_key(state, &principal, &id).await,

@@ -12,7 +12,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::variants::DataKey;
-use crate::store::{Account, ImageRecord, Store, StoreError};
+use crate::store::{Account, AccountSettings, ImageRecord, Store, StoreError};
 
 /// Positive answers live `positive`, absent ones `negative`.
 struct PresenceExpiry {
@@ -34,6 +34,7 @@ pub struct MetaCache {
     accounts: Cache<String, Option<Account>>,
     images: Cache<(String, String), Option<ImageRecord>>,
     data_keys: Cache<String, Option<Arc<DataKey>>>,
+    settings: Cache<String, Arc<AccountSettings>>,
 }
 
 impl MetaCache {
@@ -53,6 +54,10 @@ impl MetaCache {
             accounts: build(entries, positive, negative),
             images: build(entries, positive, negative),
             data_keys: build(entries, positive, negative),
+            settings: Cache::builder()
+                .max_capacity(entries)
+                .time_to_live(positive)
+                .build(),
         }
     }
 
@@ -115,6 +120,24 @@ impl MetaCache {
         Ok(key)
     }
 
+    /// The account's settings (defaults for delivery URLs).
+    pub async fn settings(
+        &self,
+        store: &Store,
+        account: &str,
+    ) -> Result<Arc<AccountSettings>, StoreError> {
+        self.settings
+            .try_get_with_by_ref(account, async {
+                Ok(Arc::new(store.account_settings(account).await?.settings))
+            })
+            .await
+            .map_err(unshare)
+    }
+
+    pub async fn invalidate_settings(&self, account: &str) {
+        self.settings.invalidate(account).await;
+    }
+
     pub async fn invalidate_path(&self, account: &str, stem: &str) {
         self.images
             .invalidate(&(account.to_string(), stem.to_string()))
@@ -123,6 +146,7 @@ impl MetaCache {
 
     pub async fn invalidate_account(&self, account: &str) {
         self.accounts.invalidate(account).await;
+        self.settings.invalidate(account).await;
         let owned = account.to_string();
         // Predicates run lazily inside moka; the entries stop being returned at once.
         let _ = self
@@ -140,6 +164,7 @@ impl MetaCache {
         self.accounts.invalidate_all();
         self.images.invalidate_all();
         self.data_keys.invalidate_all();
+        self.settings.invalidate_all();
     }
 }
 

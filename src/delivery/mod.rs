@@ -24,9 +24,9 @@ use crate::cache::variants::{Tier, Variant, VariantKey};
 use crate::cpu::JobClass;
 use crate::error::HttpError;
 use crate::origin::{OriginError, OriginGetError};
-use crate::pipeline::{self, OutputFormat, StageTimings, Transform};
+use crate::pipeline::{self, Fit, OutputFormat, StageTimings, Transform};
 use crate::server::{Body, empty, full, response::NOSNIFF};
-use crate::store::{AccountStatus, ImageRecord, Visibility};
+use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
 use url::{TransformDefaults, TransformParams};
 
 /// How the bytes of a response were obtained (the `X-Cache` header).
@@ -135,7 +135,8 @@ pub async fn handle(
         return Ok((meta.respond(state, bytes, head_only), CacheStatus::Original));
     }
 
-    let transform = params.resolve(&TransformDefaults::default(), &state.config.limits);
+    let settings = caches.meta.settings(&state.store, &account.name).await?;
+    let transform = params.resolve(&defaults_of(&settings), &state.config.limits);
     let canonical = url::canonical(&transform);
     let key = caches.variant_key(&image.hash, &canonical, output.extension());
     let etag = etag_of(&key);
@@ -194,6 +195,23 @@ pub async fn handle(
         meta.respond(state, outcome.variant.bytes, head_only),
         meta.cache,
     ))
+}
+
+/// The account's delivery defaults: quality, fit and maximum size for URLs that do not set
+/// them. They change the resolved transform, so they are part of the cache key.
+fn defaults_of(settings: &AccountSettings) -> TransformDefaults {
+    let fit = match settings.default_fit_mode.as_str() {
+        "contain" => Fit::Contain,
+        "fill" => Fit::Fill,
+        "scale-down" => Fit::ScaleDown,
+        _ => Fit::Cover,
+    };
+    TransformDefaults {
+        quality: settings.default_quality.clamp(1, 100),
+        fit,
+        max_width: settings.default_max_width,
+        max_height: settings.default_max_height,
+    }
 }
 
 /// The original's bytes, through the originals cache when the origin is remote.

@@ -79,6 +79,18 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX api_keys_account ON api_keys (account)",
         ],
     ),
+    (
+        4,
+        &[
+            // Tenant settings as one JSON document (img-src's UserSettings fields that the
+            // tenant can change); absent row = defaults.
+            "CREATE TABLE account_settings (
+            account TEXT PRIMARY KEY REFERENCES accounts (name) ON DELETE CASCADE,
+            settings TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+        ],
+    ),
 ];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 mod keys;
 mod migrations;
 mod model;
+mod settings;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub use keys::{ApiKeyRecord, NewApiKey};
 pub use model::{
     Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Visibility, validate_account_name,
 };
+pub use settings::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, StoredSettings, THEMES};
 
 use crate::pipeline::SourceFormat;
 

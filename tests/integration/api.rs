@@ -316,3 +316,125 @@ async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
     assert_eq!(status, 200);
     assert_eq!(list_keys(&node, &key).await.0, 401);
 }
+
+#[tokio::test]
+async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
+    let node = node().await;
+    let key = account(&node, "acme").await;
+    let (status, _, body) = api(&node, reqwest::Method::GET, "/api/v1/settings", &key, None).await;
+    assert_eq!(status, 200);
+    let s = &body["settings"];
+    assert_eq!(
+        (s["id"].as_str(), s["plan"].as_str()),
+        (Some("acme"), Some("pro"))
+    );
+    assert_eq!(
+        (
+            s["default_quality"].as_i64(),
+            s["default_fit_mode"].as_str()
+        ),
+        (Some(80), Some("cover"))
+    );
+    assert_eq!(s["total_uploads"], 0);
+    assert!(s["default_max_width"].is_null());
+
+    let photo = crate::harness::fixture("photos/ladybird.jpg");
+    node.add_image(
+        "acme",
+        "pic.jpg",
+        &photo,
+        imgnode::store::Visibility::Public,
+    )
+    .await;
+    let before = node.fetch("/i/acme/pic.webp?w=200").await.1["etag"].clone();
+    let (_, _, plain_before) = node.fetch("/i/acme/pic.png").await;
+    assert_eq!(crate::harness::decode(&plain_before).width(), 1200);
+
+    let (status, _, body) = api(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/settings",
+        &key,
+        Some(json!({"default_quality": 30, "default_max_width": 300, "theme": "dark"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Settings updated");
+    let s = &body["settings"];
+    assert_eq!(
+        (
+            s["default_quality"].as_i64(),
+            s["default_max_width"].as_i64()
+        ),
+        (Some(30), Some(300))
+    );
+    assert_eq!(s["theme"], "dark");
+    assert_eq!(s["total_uploads"], 1);
+    assert_eq!(s["storage_used_bytes"].as_u64(), Some(photo.len() as u64));
+
+    // No size in the URL: bounded by the account's maximum (never enlarged).
+    let (_, _, plain) = node.fetch("/i/acme/pic.png").await;
+    assert_eq!(crate::harness::decode(&plain).width(), 300);
+    // An explicit size wins; the default quality is part of the cache key.
+    let after = node.fetch("/i/acme/pic.webp?w=200").await;
+    assert_ne!(after.1["etag"], before);
+    let low = node.fetch("/i/acme/pic.jpg?w=600").await.2;
+    let high = node.fetch("/i/acme/pic.jpg?w=600&q=95").await.2;
+    assert_eq!(crate::harness::decode(&low).width(), 600);
+    assert!(
+        low.len() * 2 < high.len(),
+        "{} vs {}",
+        low.len(),
+        high.len()
+    );
+
+    // Validation and scopes.
+    let (status, _, body) = api(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/settings",
+        &key,
+        Some(json!({"default_fit_mode": "squash"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default_fit_mode")
+    );
+    let (_, _, created) = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/settings/api-keys",
+        &key,
+        Some(json!({"name": "ro", "scopes": "read"})),
+    )
+    .await;
+    let reader = created["key"].as_str().unwrap();
+    assert_eq!(
+        api(
+            &node,
+            reqwest::Method::GET,
+            "/api/v1/settings",
+            reader,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api(
+            &node,
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            reader,
+            Some(json!({"theme": "light"}))
+        )
+        .await
+        .0,
+        403
+    );
+}

@@ -50,7 +50,12 @@ impl TestNode {
         let text = test_config(dir.path(), extra);
         // A small disk tier: the default (10 GiB) is sized for production, not for dozens of
         // nodes in one test run.
-        let env = vec![("IMGNODE_CACHE__DISK".to_string(), "128MiB".to_string())];
+        // Render threads at normal priority: tests assert behaviour, not scheduling, and a
+        // shared CI box must not starve a test's render (the niceness has its own unit test).
+        let env = vec![
+            ("IMGNODE_CACHE__DISK".to_string(), "128MiB".to_string()),
+            ("IMGNODE_CPU__NICE".to_string(), "0".to_string()),
+        ];
         let config = imgnode::config::parse(&text, env).expect("test config is valid");
         let app = start(config).await.expect("node starts");
         TestNode {

@@ -1,0 +1,234 @@
+//! `GET /api/v1/settings` and `PUT /api/v1/settings` (partial update), in img-src's
+//! `UserSettings` shape.
+
+use http::{Response, StatusCode};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::HttpError;
+use crate::server::{Body, response};
+use crate::store::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, THEMES};
+
+/// `PUT /api/v1/settings`: every field optional; only those given change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettings {
+    pub email: Option<String>,
+    pub delivery_formats: Option<Vec<String>>,
+    pub default_quality: Option<i64>,
+    pub default_fit_mode: Option<String>,
+    pub default_max_width: Option<i64>,
+    pub default_max_height: Option<i64>,
+    pub theme: Option<String>,
+    pub language: Option<String>,
+}
+
+impl UpdateSettings {
+    /// Applies the update to `current`, or names the first bad field.
+    pub fn apply(self, mut current: AccountSettings) -> Result<AccountSettings, HttpError> {
+        let bad = |m: String| Err(HttpError::validation(m));
+        if let Some(email) = self.email {
+            let email = email.trim().to_string();
+            let plausible = email.len() <= 254
+                && email
+                    .split_once('@')
+                    .is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !plausible {
+                return bad("email must be an address like name@example.com".into());
+            }
+            current.email = Some(email);
+        }
+        if let Some(formats) = self.delivery_formats {
+            let mut chosen: Vec<String> = Vec::new();
+            for f in formats {
+                if !DELIVERY_FORMATS.contains(&f.as_str()) {
+                    return bad(format!(
+                        "delivery_formats entries must be among {}",
+                        DELIVERY_FORMATS.join(", ")
+                    ));
+                }
+                if !chosen.contains(&f) {
+                    chosen.push(f);
+                }
+            }
+            if chosen.is_empty() {
+                return bad("delivery_formats must name at least one format".into());
+            }
+            current.delivery_formats = chosen;
+        }
+        if let Some(q) = self.default_quality {
+            match u8::try_from(q) {
+                Ok(q) if (1..=100).contains(&q) => current.default_quality = q,
+                _ => return bad("default_quality must be an integer from 1 to 100".into()),
+            }
+        }
+        if let Some(fit) = self.default_fit_mode {
+            if !FIT_MODES.contains(&fit.as_str()) {
+                return bad(format!(
+                    "default_fit_mode must be one of {}",
+                    FIT_MODES.join(", ")
+                ));
+            }
+            current.default_fit_mode = fit;
+        }
+        for (name, value, slot) in [
+            (
+                "default_max_width",
+                self.default_max_width,
+                &mut current.default_max_width,
+            ),
+            (
+                "default_max_height",
+                self.default_max_height,
+                &mut current.default_max_height,
+            ),
+        ] {
+            if let Some(v) = value {
+                match u32::try_from(v) {
+                    Ok(v) if (1..=10_000).contains(&v) => *slot = Some(v),
+                    _ => return bad(format!("{name} must be an integer from 1 to 10000")),
+                }
+            }
+        }
+        if let Some(theme) = self.theme {
+            if !THEMES.contains(&theme.as_str()) {
+                return bad(format!("theme must be one of {}", THEMES.join(", ")));
+            }
+            current.theme = theme;
+        }
+        if let Some(language) = self.language {
+            let ok = (2..=10).contains(&language.len())
+                && language
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'-');
+            if !ok {
+                return bad("language must be a tag like \"en\" or \"pt-BR\"".into());
+            }
+            current.language = language;
+        }
+        Ok(current)
+    }
+}
+
+/// The `UserSettings` object of the img-src API.
+async fn settings_json(state: &AppState, account: &str) -> Result<serde_json::Value, HttpError> {
+    let stored = state.store.account_settings(account).await?;
+    let record = state
+        .store
+        .account(account)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    let (uploads, bytes) = state.store.account_totals(account).await?;
+    let s = &stored.settings;
+    Ok(serde_json::json!({
+        "id": record.name,
+        "username": record.name,
+        "email": s.email,
+        "plan": record.plan,
+        "delivery_formats": s.delivery_formats,
+        "default_quality": s.default_quality,
+        "default_fit_mode": s.default_fit_mode,
+        "default_max_width": s.default_max_width,
+        "default_max_height": s.default_max_height,
+        "theme": s.theme,
+        "language": s.language,
+        "created_at": record.created_at,
+        "updated_at": stored.updated_at.unwrap_or(record.created_at),
+        "total_uploads": uploads,
+        "storage_used_bytes": bytes,
+    }))
+}
+
+pub async fn get(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
+    let settings = settings_json(state, &who.account).await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({ "settings": settings }),
+    ))
+}
+
+pub async fn update(
+    state: &AppState,
+    who: &Principal,
+    body: UpdateSettings,
+) -> Result<Response<Body>, HttpError> {
+    let current = state.store.account_settings(&who.account).await?.settings;
+    let updated = body.apply(current)?;
+    state
+        .store
+        .put_account_settings(&who.account, &updated)
+        .await?;
+    // Delivery reads the defaults from the metadata cache: drop them before answering.
+    state.caches.meta.invalidate_settings(&who.account).await;
+    tracing::info!(
+        target: "imgnode::audit",
+        action = "settings.update",
+        account = %who.account,
+        actor = %who.key_id,
+    );
+    let settings = settings_json(state, &who.account).await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({ "settings": settings, "message": "Settings updated" }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(json: serde_json::Value) -> Result<AccountSettings, HttpError> {
+        serde_json::from_value::<UpdateSettings>(json)
+            .map_err(|e| HttpError::validation(e.to_string()))?
+            .apply(AccountSettings::default())
+    }
+
+    #[test]
+    fn partial_updates_change_only_what_is_given() {
+        let s = update(serde_json::json!({"default_quality": 55, "theme": "dark"})).unwrap();
+        assert_eq!(s.default_quality, 55);
+        assert_eq!(s.theme, "dark");
+        assert_eq!(s.default_fit_mode, "cover");
+        assert_eq!(s.language, "en");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (body, field) in [
+            (serde_json::json!({"default_quality": 0}), "default_quality"),
+            (
+                serde_json::json!({"default_quality": 101}),
+                "default_quality",
+            ),
+            (
+                serde_json::json!({"default_fit_mode": "squash"}),
+                "default_fit_mode",
+            ),
+            (
+                serde_json::json!({"default_max_width": 0}),
+                "default_max_width",
+            ),
+            (
+                serde_json::json!({"default_max_height": 20000}),
+                "default_max_height",
+            ),
+            (serde_json::json!({"theme": "neon"}), "theme"),
+            (serde_json::json!({"language": "x"}), "language"),
+            (
+                serde_json::json!({"delivery_formats": ["gif"]}),
+                "delivery_formats",
+            ),
+            (
+                serde_json::json!({"delivery_formats": []}),
+                "delivery_formats",
+            ),
+            (serde_json::json!({"email": "nope"}), "email"),
+        ] {
+            let err = update(body.clone()).unwrap_err();
+            assert!(err.message.contains(field), "{body}: {}", err.message);
+        }
+        assert!(update(serde_json::json!({"unknown": 1})).is_err());
+    }
+}

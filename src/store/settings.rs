@@ -1,0 +1,108 @@
+//! Tenant settings: the img-src `UserSettings` fields a tenant can change, stored as one JSON
+//! document per account. Delivery reads `default_quality`, `default_fit_mode` and the default
+//! maximum size for URLs that do not set them.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Store, StoreError, now_unix};
+
+pub const FIT_MODES: &[&str] = &["cover", "contain", "fill", "scale-down"];
+pub const THEMES: &[&str] = &["light", "dark", "system"];
+pub const DELIVERY_FORMATS: &[&str] = &["webp", "avif", "jpeg", "png", "jxl"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountSettings {
+    pub email: Option<String>,
+    pub delivery_formats: Vec<String>,
+    pub default_quality: u8,
+    pub default_fit_mode: String,
+    pub default_max_width: Option<u32>,
+    pub default_max_height: Option<u32>,
+    pub theme: String,
+    pub language: String,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        AccountSettings {
+            email: None,
+            delivery_formats: DELIVERY_FORMATS[..4]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            default_quality: 80,
+            default_fit_mode: "cover".into(),
+            default_max_width: None,
+            default_max_height: None,
+            theme: "system".into(),
+            language: "en".into(),
+        }
+    }
+}
+
+/// Settings with their bookkeeping, as the API answers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSettings {
+    pub settings: AccountSettings,
+    /// Unix seconds of the last change; `None` while the defaults were never changed.
+    pub updated_at: Option<i64>,
+}
+
+impl Store {
+    pub async fn account_settings(&self, account: &str) -> Result<StoredSettings, StoreError> {
+        let row =
+            sqlx::query("SELECT settings, updated_at FROM account_settings WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Ok(StoredSettings {
+                settings: AccountSettings::default(),
+                updated_at: None,
+            }),
+            Some(r) => {
+                let text: String = r.try_get("settings")?;
+                let settings = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::CorruptRow(format!("settings of {account}: {e}")))?;
+                Ok(StoredSettings {
+                    settings,
+                    updated_at: Some(r.try_get("updated_at")?),
+                })
+            }
+        }
+    }
+
+    pub async fn put_account_settings(
+        &self,
+        account: &str,
+        settings: &AccountSettings,
+    ) -> Result<i64, StoreError> {
+        let now = now_unix();
+        let text = serde_json::to_string(settings)
+            .map_err(|e| StoreError::CorruptRow(format!("settings: {e}")))?;
+        sqlx::query(
+            "INSERT INTO account_settings (account, settings, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (account) DO UPDATE SET settings = $2, updated_at = $3",
+        )
+        .bind(account)
+        .bind(text)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(now)
+    }
+
+    /// Number of images and bytes of originals an account holds.
+    pub async fn account_totals(&self, account: &str) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes
+             FROM images WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("bytes")?))
+    }
+}
