@@ -106,55 +106,48 @@ pub async fn handle(
     };
     let head_only = req.method == Method::HEAD;
 
-    // The original's own format and nothing to do: its bytes, untouched.
+    // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL).
     let transforms = !TransformParams {
         format_auto: false,
         ..params.clone()
     }
     .is_empty();
-    if !transforms && image.format.as_output() == Some(output) {
-        let key = caches.variant_key(&image.hash, "", "original");
-        let etag = etag_of(&key);
-        let mut meta = ResponseMeta {
-            format: output,
-            etag: &etag,
-            image: &image,
-            vary_accept: negotiated,
-            cache: CacheStatus::Original,
-            timing: None,
-        };
-        if not_modified(req.headers, &etag) {
-            return Ok((
-                meta.build(state, StatusCode::NOT_MODIFIED, None),
-                CacheStatus::Original,
-            ));
-        }
-        let started = Instant::now();
-        let bytes = fetch_original(state, &image.hash).await?;
-        meta.timing = Some((started.elapsed(), StageTimings::default()));
-        return Ok((meta.respond(state, bytes, head_only), CacheStatus::Original));
-    }
-
-    let settings = caches.meta.settings(&state.store, &account.name).await?;
-    let transform = params.resolve(&defaults_of(&settings), &state.config.limits);
-    let canonical = url::canonical(&transform);
-    let key = caches.variant_key(&image.hash, &canonical, output.extension());
+    let passthrough = !transforms && image.format.as_output() == Some(output);
+    let (key, transform) = if passthrough {
+        (caches.variant_key(&image.hash, "", "original"), None)
+    } else {
+        let settings = caches.meta.settings(&state.store, &account.name).await?;
+        let transform = params.resolve(&defaults_of(&settings), &state.config.limits);
+        let canonical = url::canonical(&transform);
+        let key = caches.variant_key(&image.hash, &canonical, output.extension());
+        (key, Some(transform))
+    };
     let etag = etag_of(&key);
     let mut meta = ResponseMeta {
         format: output,
         etag: &etag,
         image: &image,
         vary_accept: negotiated,
-        cache: CacheStatus::Miss,
+        cache: if passthrough {
+            CacheStatus::Original
+        } else {
+            CacheStatus::Miss
+        },
         timing: None,
     };
     // Revalidation needs no bytes at all: the ETag is derived from the request alone.
     if not_modified(req.headers, &etag) {
         return Ok((
             meta.build(state, StatusCode::NOT_MODIFIED, None),
-            CacheStatus::Miss,
+            meta.cache,
         ));
     }
+    let Some(transform) = transform else {
+        let started = Instant::now();
+        let bytes = fetch_original(state, &image.hash).await?;
+        meta.timing = Some((started.elapsed(), StageTimings::default()));
+        return Ok((meta.respond(state, bytes, head_only), meta.cache));
+    };
 
     if let Some(data_key) = caches.meta.data_key(&state.store, &image.hash).await?
         && let Some((variant, tier)) = caches.variants.get(&key, &data_key).await

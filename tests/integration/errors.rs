@@ -205,7 +205,9 @@ async fn a_broken_origin_is_502_without_internal_detail() {
 
 #[tokio::test]
 async fn a_full_queue_is_503_with_retry_after_and_the_node_keeps_serving() {
-    let node = TestNode::start_with("[cpu]\nthreads = 1\nqueue = 0\n").await;
+    // A generous deadline: the slow render must finish (200) however busy the machine is.
+    let node =
+        TestNode::start_with("[cpu]\nthreads = 1\nqueue = 0\ntransform_timeout = \"600s\"\n").await;
     // A slow render (a large AVIF) holds the only thread.
     let slow = {
         let client = node.client.clone();
