@@ -29,6 +29,21 @@ const FORMATS: &[&str] = &[
     "bmp_rgb24.bmp",
 ];
 
+/// Asserts that pixel (x, y) is within `tolerance` of `want` on every channel.
+fn assert_pixel(
+    img: &image::RgbImage,
+    (x, y): (u32, u32),
+    want: [u8; 3],
+    tolerance: u8,
+    what: &str,
+) {
+    let p = img.get_pixel(x, y).0;
+    assert!(
+        close(p, want, tolerance),
+        "{what}: pixel ({x},{y}) is {p:?}, expected about {want:?}"
+    );
+}
+
 fn close(p: [u8; 3], want: [u8; 3], tolerance: u8) -> bool {
     p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= tolerance)
 }
@@ -117,27 +132,16 @@ async fn gray_and_cmyk_jpegs_come_out_as_rgb() {
     // CMYK without a profile: cyan, magenta / yellow, black.
     for stem in ["cmyk", "ycck"] {
         let img = decode(&node.fetch(&format!("/i/acme/{stem}.png")).await.2).to_rgb8();
-        let at = |x, y| img.get_pixel(x, y).0;
-        assert!(
-            close(at(12, 10), [0, 255, 255], 40),
-            "{stem} cyan {:?}",
-            at(12, 10)
+        assert_pixel(&img, (12, 10), [0, 255, 255], 40, &format!("{stem} cyan"));
+        assert_pixel(
+            &img,
+            (52, 10),
+            [255, 0, 255],
+            40,
+            &format!("{stem} magenta"),
         );
-        assert!(
-            close(at(52, 10), [255, 0, 255], 40),
-            "{stem} magenta {:?}",
-            at(52, 10)
-        );
-        assert!(
-            close(at(12, 38), [255, 255, 0], 40),
-            "{stem} yellow {:?}",
-            at(12, 38)
-        );
-        assert!(
-            close(at(52, 38), [0, 0, 0], 40),
-            "{stem} black {:?}",
-            at(52, 38)
-        );
+        assert_pixel(&img, (12, 38), [255, 255, 0], 40, &format!("{stem} yellow"));
+        assert_pixel(&img, (52, 38), [0, 0, 0], 40, &format!("{stem} black"));
     }
 }
 
@@ -224,26 +228,27 @@ async fn all_eight_exif_orientations_come_out_upright() {
         assert_eq!(status, 200, "{file}");
         let img = decode(&body).to_rgb8();
         assert_eq!(img.dimensions(), (48, 32), "{file}");
-        let at = |x, y| img.get_pixel(x, y).0;
-        assert!(
-            close(at(4, 4), [255, 0, 0], 60),
-            "{file}: top-left {:?}",
-            at(4, 4)
+        assert_pixel(&img, (4, 4), [255, 0, 0], 60, &format!("{file}: top-left"));
+        assert_pixel(
+            &img,
+            (43, 4),
+            [0, 0, 255],
+            60,
+            &format!("{file}: top-right"),
         );
-        assert!(
-            close(at(43, 4), [0, 0, 255], 60),
-            "{file}: top-right {:?}",
-            at(43, 4)
+        assert_pixel(
+            &img,
+            (24, 26),
+            [255, 255, 255],
+            60,
+            &format!("{file}: bottom"),
         );
-        assert!(
-            close(at(24, 26), [255, 255, 255], 60),
-            "{file}: bottom {:?}",
-            at(24, 26)
-        );
-        assert!(
-            close(at(4, 28), [255, 255, 255], 60),
-            "{file}: bottom-left {:?}",
-            at(4, 28)
+        assert_pixel(
+            &img,
+            (4, 28),
+            [255, 255, 255],
+            60,
+            &format!("{file}: bottom-left"),
         );
     }
     // Dimensions recorded at import are the displayed ones.

@@ -45,6 +45,18 @@ impl Drop for Moto {
     }
 }
 
+/// A credentials file for `origin.credentials_file`. Every S3 test needs one: without explicit
+/// credentials the AWS client looks for instance credentials off the loopback.
+fn credentials() -> tempfile::NamedTempFile {
+    let creds = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        creds.path(),
+        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
+    )
+    .unwrap();
+    creds
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn originals_live_in_s3_and_render_from_there() {
     let moto = Moto::start().await;
@@ -57,12 +69,7 @@ async fn originals_live_in_s3_and_render_from_there() {
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
 
-    let creds = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        creds.path(),
-        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
-    )
-    .unwrap();
+    let creds = credentials();
     let node = TestNode::start_with(&format!(
         "[origin]\nkind = \"s3\"\nbucket = \"imgnode-test\"\nendpoint = \"{}\"\npath_style = true\nallow_http = true\nprefix = \"originals\"\ncredentials_file = \"{}\"\n",
         moto.endpoint,
@@ -136,14 +143,7 @@ async fn an_origin_that_never_answers_is_504_origin_timeout() {
             held.push(stream);
         }
     });
-    // Explicit credentials: without them the AWS client would look for instance credentials
-    // off the loopback.
-    let creds = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        creds.path(),
-        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
-    )
-    .unwrap();
+    let creds = credentials();
     let node = TestNode::start_with(&format!(
         "[origin]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"{endpoint}\"\npath_style = true\nallow_http = true\ntimeout = \"1s\"\ncredentials_file = \"{}\"\n[demo]\nseed = false\n",
         creds.path().display()
