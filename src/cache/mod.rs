@@ -7,6 +7,7 @@
 //! Must never decide HTTP status (errors flow back as the callers' errors).
 
 pub mod flight;
+mod foyer_metrics;
 pub mod meta;
 pub mod variants;
 

@@ -37,6 +37,8 @@ use prometheus::{
 };
 use zeroize::Zeroize;
 
+use super::foyer_metrics::FoyerMetrics;
+
 /// 128-bit digest naming one variant (computed by the caller from original hash + canonical
 /// transform + format + buster).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -406,8 +408,9 @@ impl SealedVariant {
 /// Pre-registered handles. `misses_total` counts every `get` that returns `None`, so
 /// hits + misses = lookups; `expired_total` and `rejected_total` break some misses down.
 ///
-/// foyer's own metrics are not bridged: mixtrics' prometheus registry keeps a process-global
-/// map and `unwrap`s registration, so a second cache on the same registry (a reopen) panics.
+/// foyer's own instrumentation reaches prometheus only through [`FoyerMetrics`] (block states,
+/// disk bytes in use, device latency). foyer keeps no count of disk-tier entries (its indexer
+/// is private and block reclamation drops entries silently), so none is published.
 #[derive(Clone)]
 struct VariantCacheMetrics {
     hits_memory: IntCounter,
@@ -428,6 +431,8 @@ struct VariantCacheMetrics {
     disk_read_bytes: IntCounter,
     /// foyer's device totals at the last scrape, to turn them into counter increments.
     disk_seen: Arc<std::sync::Mutex<[u64; 3]>>,
+    /// Block states, disk bytes in use and device latency, forwarded from foyer.
+    foyer: FoyerMetrics,
 }
 
 impl VariantCacheMetrics {
@@ -500,6 +505,7 @@ impl VariantCacheMetrics {
                 "Bytes read from the disk tier's device",
             )?,
             disk_seen: Arc::new(std::sync::Mutex::new([0; 3])),
+            foyer: FoyerMetrics::register(registry)?,
             disk_read_seconds: reg(
                 registry,
                 Histogram::with_opts(
@@ -669,6 +675,7 @@ impl VariantCache {
             // Written at insertion, so a variant rendered before a crash is found after it
             // (WriteOnEviction would lose everything still in memory).
             .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_metrics_registry(metrics.foyer.foyer_registry())
             .memory(to_usize(config.memory_bytes, "memory_bytes")?)
             .with_weighter(|_key: &VariantKey, value: &StoredVariant| value.weight())
             .storage()
@@ -903,6 +910,8 @@ impl VariantCache {
             counter.inc_by(now.saturating_sub(*seen));
             *seen = now.max(*seen);
         }
+        drop(seen);
+        self.metrics.foyer.refresh();
     }
 
     fn update_memory_gauges(&self) {
@@ -1069,6 +1078,65 @@ mod tests {
             1.0
         );
         assert!(counter(&registry, "imgnode_cache_memory_bytes", None) >= 10_000.0);
+        cache.close().await.expect("close");
+    }
+
+    fn histogram_count(registry: &Registry, name: &str, op: &str) -> u64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == op))
+            .map(|m| m.get_histogram().get_sample_count())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn disk_tier_metrics_follow_blocks_and_io_across_a_reopen() {
+        let h = Harness::new();
+        let dk = Arc::new(DataKey::generate());
+        {
+            let (cache, registry) = h.open().await;
+            cache.refresh_disk_metrics();
+            let block = counter(&registry, "imgnode_cache_disk_block_bytes", None);
+            assert!(block >= PAGE as f64, "block size published: {block}");
+            let total: f64 = ["clean", "writing", "evictable", "reclaiming"]
+                .iter()
+                .map(|s| counter(&registry, "imgnode_cache_disk_blocks", Some(("state", s))))
+                .sum();
+            assert!(
+                total >= MIN_BLOCKS as f64,
+                "every block has a state: {total}"
+            );
+            assert_eq!(counter(&registry, "imgnode_cache_disk_bytes", None), 0.0);
+            // Enough to fill more than one block, so one becomes evictable.
+            let blocks_worth = (block as usize / (200 << 10)) + 2;
+            for n in 0..blocks_worth as u32 {
+                cache.insert(key(n), variant(payload(n, 200 << 10), T0), dk.clone());
+            }
+            cache.hybrid.storage().wait().await;
+            cache.refresh_disk_metrics();
+            assert!(counter(&registry, "imgnode_cache_disk_bytes", None) >= block);
+            assert!(
+                counter(
+                    &registry,
+                    "imgnode_cache_disk_blocks",
+                    Some(("state", "evictable"))
+                ) >= 1.0
+            );
+            assert!(
+                histogram_count(&registry, "imgnode_cache_disk_io_duration_seconds", "write") >= 1
+            );
+            cache.close().await.expect("close");
+        }
+        // After a reopen, recovery reports the blocks that still hold entries.
+        let (cache, registry) = h.open().await;
+        cache.refresh_disk_metrics();
+        let block = counter(&registry, "imgnode_cache_disk_block_bytes", None);
+        assert!(counter(&registry, "imgnode_cache_disk_bytes", None) >= block);
+        assert!(cache.get(&key(0), &dk).await.is_some());
+        assert!(histogram_count(&registry, "imgnode_cache_disk_io_duration_seconds", "read") >= 1);
         cache.close().await.expect("close");
     }
 
