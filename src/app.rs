@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError};
 use crate::server::routes::{OpsHandler, PublicHandler};
 use crate::server::{self, ConnectionSettings};
+use crate::signing::SigningKeys;
 use crate::store::{Store, StoreError};
 
 /// Everything a request handler may use.
@@ -42,19 +43,42 @@ pub struct AppState {
     pub operator_token: Option<String>,
     /// True once start-up work is done; false again when draining.
     pub ready: AtomicBool,
+    /// URL signing keys (first signs, all verify).
+    pub signing: SigningKeys,
+    /// Renders per preset id since the last flush (written with the API key usage).
+    pub preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl AppState {
     /// Orderly close for offline commands and shutdown: the disk cache is flushed so what was
     /// rendered survives the restart.
     pub async fn close(&self) {
-        if let Err(e) = self.api_keys.flush_usage(&self.store).await {
-            tracing::warn!(error = %e, "flushing API key usage");
-        }
+        self.flush_usage().await;
         if let Err(e) = self.caches.close().await {
             tracing::warn!(error = %e, "closing the variant cache");
         }
         self.store.close().await;
+    }
+
+    /// Writes the usage counted in memory (API keys, presets). On failure the counts of this
+    /// interval are lost, never double counted.
+    pub async fn flush_usage(&self) {
+        if let Err(e) = self.api_keys.flush_usage(&self.store).await {
+            tracing::warn!(error = %e, "flushing API key usage");
+        }
+        let presets =
+            std::mem::take(&mut *self.preset_usage.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, renders) in presets {
+            if let Err(e) = self.store.add_preset_usage(&id, renders).await {
+                tracing::warn!(error = %e, "flushing preset usage");
+            }
+        }
+    }
+
+    /// Counts one render made with a preset.
+    pub fn count_preset_render(&self, preset_id: &str) {
+        let mut usage = self.preset_usage.lock().unwrap_or_else(|p| p.into_inner());
+        *usage.entry(preset_id.to_string()).or_default() += 1;
     }
 
     pub fn ingest(&self) -> Ingest<'_> {
@@ -86,6 +110,8 @@ pub enum AppError {
     Seed(#[from] IngestError),
     #[error("variant cache: {0}")]
     Cache(#[from] CacheError),
+    #[error("{0}")]
+    Signing(#[from] crate::signing::SigningError),
     #[error("operator token file {path}: {source}")]
     Token {
         path: std::path::PathBuf,
@@ -119,6 +145,10 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     .map_err(AppError::Cpu)?;
     let caches = Caches::open(&config.cache.settings, metrics.registry()).await?;
     let api_keys = ApiKeys::new(&config.auth.key_prefix);
+    let signing = SigningKeys::load(
+        config.delivery.signing_keys_file.as_deref(),
+        &config.data_dir,
+    )?;
     Ok(Arc::new(AppState {
         config,
         store,
@@ -130,6 +160,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         metrics,
         operator_token,
         ready: AtomicBool::new(false),
+        signing,
+        preset_usage: Default::default(),
     }))
 }
 
@@ -195,7 +227,8 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         settings,
         rx,
     ));
-    tasks.spawn(flush_usage_periodically(state.clone(), rx_usage));
+    tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
+    tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%public_addr, %ops_addr, "imgnode ready");
     Ok(RunningApp {
@@ -215,8 +248,28 @@ async fn flush_usage_periodically(state: Arc<AppState>, mut shutdown: watch::Rec
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = state.api_keys.flush_usage(&state.store).await {
-                    tracing::warn!(error = %e, "flushing API key usage");
+                state.flush_usage().await;
+            }
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+}
+
+/// Deletes unreferenced originals older than `upload.orphan_grace`, every
+/// `upload.sweep_interval` (first run one interval after start).
+async fn sweep_orphans_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let every = state.config.upload.sweep_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let grace = i64::try_from(state.config.upload.orphan_grace.as_secs()).unwrap_or(i64::MAX);
+                let before = crate::store::now_unix().saturating_sub(grace);
+                match state.ingest().sweep_orphans(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "orphan sweep"),
+                    Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
                 }
             }
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,

@@ -230,7 +230,12 @@ impl From<OriginGetError> for HttpError {
 
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> HttpError {
-        HttpError::internal(e.to_string())
+        match e {
+            StoreError::Conflict(m) => HttpError::new(ErrorCode::Conflict, m),
+            StoreError::Limit(m) => HttpError::validation(m),
+            StoreError::NotFound => HttpError::new(ErrorCode::NotFound, "not found"),
+            other => HttpError::internal(other.to_string()),
+        }
     }
 }
 

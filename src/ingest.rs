@@ -74,12 +74,15 @@ impl Ingest<'_> {
         }
         let bytes = original.bytes.clone();
         let limits = self.limits.clone();
-        let (info, hash) = self
+        let (info, hash, color) = self
             .cpu
             .run(JobClass::Normal, self.deadline, move || {
                 let info = pipeline::probe(&bytes, &limits)?;
                 let hash = hex::encode(Sha256::digest(&bytes));
-                Ok::<_, PipelineError>((info, hash))
+                // Also proves the whole file decodes: a truncated upload is refused here,
+                // not on its first delivery.
+                let color = pipeline::dominant_color(&bytes, &info, &limits)?;
+                Ok::<_, PipelineError>((info, hash, color))
             })
             .await??;
         let (width, height) = info.oriented_size();
@@ -93,9 +96,15 @@ impl Ingest<'_> {
             size: original.bytes.len() as u64,
             original_filename: original.original_filename,
             visibility: original.visibility,
+            dominant_color: Some(hex::encode(color.0)),
         };
-        self.origin.put(&image.hash, original.bytes).await?;
-        let outcome = self.store.put_image(&image, &original.path, &stem).await?;
+        let outcome = {
+            // Held from the object write to the commit: a concurrent delete of these bytes'
+            // last reference cannot remove the object in between.
+            let _guard = self.origin.lock(&image.hash).await;
+            self.origin.put(&image.hash, original.bytes).await?;
+            self.store.put_image(&image, &original.path, &stem).await?
+        };
         // The path may have pointed elsewhere: it must answer with the new image at once.
         self.caches
             .meta
@@ -105,12 +114,42 @@ impl Ingest<'_> {
             self.caches
                 .purge_hashes(self.store, std::slice::from_ref(old_hash))
                 .await?;
+            self.release_original(old_hash).await?;
         }
         Ok(Ingested {
             image,
             path: original.path,
             outcome,
         })
+    }
+}
+
+impl Ingest<'_> {
+    /// Deletes the object of `hash` when no image of any account references it any more
+    /// (checked under the hash's lock, so a concurrent upload of the same bytes wins).
+    /// Returns whether it was deleted.
+    pub async fn release_original(&self, hash: &str) -> Result<bool, IngestError> {
+        let _guard = self.origin.lock(hash).await;
+        if self.store.hash_referenced(hash).await? {
+            return Ok(false);
+        }
+        self.origin.delete(hash).await?;
+        self.caches.forget_original(hash).await;
+        Ok(true)
+    }
+
+    /// Deletes every stored object no image references that was written before
+    /// `before_unix`: the leftovers of uploads that crashed between writing the object and
+    /// committing the metadata (or of a delete whose object removal failed). Returns how many.
+    pub async fn sweep_orphans(&self, before_unix: i64) -> Result<usize, IngestError> {
+        let mut deleted = 0;
+        for hash in self.origin.hashes_older_than(before_unix).await? {
+            if self.release_original(&hash).await? {
+                tracing::info!(hash = %hash, "deleted an unreferenced original");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 

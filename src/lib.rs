@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod origin;
 pub mod pipeline;
 pub mod server;
+pub mod signing;
 pub mod store;

@@ -4,6 +4,8 @@
 //! with an API key (`auth`). Today: settings and API key management. Must never touch caches
 //! except through `cache` purge and invalidation, and never answer anything but JSON.
 
+pub mod images;
+pub mod presets;
 pub mod settings;
 
 use bytes::Bytes;
@@ -25,6 +27,20 @@ const MAX_JSON_BODY: usize = 64 * 1024;
 /// Routes of the tenant API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiRoute {
+    Upload,
+    ListImages,
+    SearchImages,
+    GetImage(String),
+    DeleteImage(String),
+    /// Everything after `images/path/`, still percent-encoded.
+    DeletePath(String),
+    SignedUrl(String),
+    SetVisibility(String),
+    ListPresets,
+    CreatePreset,
+    GetPreset(String),
+    UpdatePreset(String),
+    DeletePreset(String),
     GetSettings,
     UpdateSettings,
     ListKeys,
@@ -37,26 +53,49 @@ impl ApiRoute {
     /// Matches `path` (which starts with `/api/v1/`) and `method`.
     pub fn parse(method: &Method, path: &str) -> Result<ApiRoute, HttpError> {
         let rest = path.strip_prefix("/api/v1/").unwrap_or("");
+        if let Some(tail) = rest.strip_prefix("images/path/") {
+            return match *method {
+                Method::DELETE if !tail.is_empty() => Ok(ApiRoute::DeletePath(tail.to_string())),
+                _ => Err(not_allowed()),
+            };
+        }
         let segments: Vec<&str> = rest.split('/').collect();
+        let id = |s: &str| s.to_string();
         let route = match (method, segments.as_slice()) {
+            (&Method::POST, ["images"]) => ApiRoute::Upload,
+            (&Method::GET, ["images"]) => ApiRoute::ListImages,
+            (&Method::GET, ["images", "search"]) => ApiRoute::SearchImages,
+            (&Method::GET, ["images", i]) if !i.is_empty() => ApiRoute::GetImage(id(i)),
+            (&Method::DELETE, ["images", i]) if !i.is_empty() => ApiRoute::DeleteImage(id(i)),
+            (&Method::POST, ["images", i, "signed-url"]) => ApiRoute::SignedUrl(id(i)),
+            (&Method::PATCH, ["images", i, "visibility"]) => ApiRoute::SetVisibility(id(i)),
+            (_, ["images"])
+            | (_, ["images", _])
+            | (_, ["images", _, "signed-url" | "visibility"]) => return Err(not_allowed()),
+            (&Method::GET, ["settings", "presets"]) => ApiRoute::ListPresets,
+            (&Method::POST, ["settings", "presets"]) => ApiRoute::CreatePreset,
+            (&Method::GET, ["settings", "presets", p]) if !p.is_empty() => {
+                ApiRoute::GetPreset(id(p))
+            }
+            (&Method::PUT, ["settings", "presets", p]) if !p.is_empty() => {
+                ApiRoute::UpdatePreset(id(p))
+            }
+            (&Method::DELETE, ["settings", "presets", p]) if !p.is_empty() => {
+                ApiRoute::DeletePreset(id(p))
+            }
+            (_, ["settings", "presets"]) | (_, ["settings", "presets", _]) => {
+                return Err(not_allowed());
+            }
             (&Method::GET, ["settings"]) => ApiRoute::GetSettings,
             (&Method::PUT, ["settings"]) => ApiRoute::UpdateSettings,
-            (_, ["settings"]) => {
-                return Err(HttpError::new(
-                    ErrorCode::MethodNotAllowed,
-                    "method not allowed on this route",
-                ));
-            }
+            (_, ["settings"]) => return Err(not_allowed()),
             (&Method::GET, ["settings", "api-keys"]) => ApiRoute::ListKeys,
             (&Method::POST, ["settings", "api-keys"]) => ApiRoute::CreateKey,
             (&Method::DELETE, ["settings", "api-keys", id]) if !id.is_empty() => {
                 ApiRoute::DeleteKey((*id).to_string())
             }
             (_, ["settings", "api-keys"]) | (_, ["settings", "api-keys", _]) => {
-                return Err(HttpError::new(
-                    ErrorCode::MethodNotAllowed,
-                    "method not allowed on this route",
-                ));
+                return Err(not_allowed());
             }
             _ => ApiRoute::NotFound,
         };
@@ -66,13 +105,44 @@ impl ApiRoute {
     /// The scope a key needs for this route.
     fn scope(&self) -> Scope {
         match self {
-            ApiRoute::GetSettings | ApiRoute::ListKeys | ApiRoute::NotFound => Scope::Read,
-            ApiRoute::UpdateSettings | ApiRoute::CreateKey | ApiRoute::DeleteKey(_) => Scope::Write,
+            ApiRoute::ListImages
+            | ApiRoute::SearchImages
+            | ApiRoute::GetImage(_)
+            | ApiRoute::ListPresets
+            | ApiRoute::GetPreset(_)
+            | ApiRoute::GetSettings
+            | ApiRoute::ListKeys
+            | ApiRoute::NotFound => Scope::Read,
+            // A signed URL grants access to a private image: it is a write.
+            ApiRoute::Upload
+            | ApiRoute::DeleteImage(_)
+            | ApiRoute::DeletePath(_)
+            | ApiRoute::SignedUrl(_)
+            | ApiRoute::SetVisibility(_)
+            | ApiRoute::CreatePreset
+            | ApiRoute::UpdatePreset(_)
+            | ApiRoute::DeletePreset(_)
+            | ApiRoute::UpdateSettings
+            | ApiRoute::CreateKey
+            | ApiRoute::DeleteKey(_) => Scope::Write,
         }
     }
 
     pub fn label(&self) -> &'static str {
         match self {
+            ApiRoute::Upload => "api_images_upload",
+            ApiRoute::ListImages => "api_images_list",
+            ApiRoute::SearchImages => "api_images_search",
+            ApiRoute::GetImage(_) => "api_images_get",
+            ApiRoute::DeleteImage(_) => "api_images_delete",
+            ApiRoute::DeletePath(_) => "api_images_path_delete",
+            ApiRoute::SignedUrl(_) => "api_images_signed_url",
+            ApiRoute::SetVisibility(_) => "api_images_visibility",
+            ApiRoute::ListPresets => "api_presets_list",
+            ApiRoute::CreatePreset => "api_presets_create",
+            ApiRoute::GetPreset(_) => "api_presets_get",
+            ApiRoute::UpdatePreset(_) => "api_presets_update",
+            ApiRoute::DeletePreset(_) => "api_presets_delete",
             ApiRoute::GetSettings => "api_settings_get",
             ApiRoute::UpdateSettings => "api_settings_update",
             ApiRoute::ListKeys => "api_keys_list",
@@ -102,10 +172,34 @@ pub async fn handle(
             }
         )));
     }
+    let who = &principal;
+    let headers = req.headers().clone();
+    let query = req.uri().query().unwrap_or("").to_string();
     match route {
+        ApiRoute::Upload => images::upload(state, who, req).await,
+        ApiRoute::ListImages => images::list(state, who, &headers, &query).await,
+        ApiRoute::SearchImages => images::search(state, who, &headers, &query).await,
+        ApiRoute::GetImage(id) => images::metadata(state, who, &headers, &id).await,
+        ApiRoute::DeleteImage(id) => images::delete(state, who, &id).await,
+        ApiRoute::DeletePath(rest) => images::delete_path(state, who, &rest).await,
+        ApiRoute::SignedUrl(id) => {
+            let body = read_json_opt(req).await?.unwrap_or_default();
+            images::signed_url(state, who, &headers, &id, body).await
+        }
+        ApiRoute::SetVisibility(id) => {
+            images::set_visibility(state, who, &id, read_json(req).await?).await
+        }
+        ApiRoute::ListPresets => presets::list(state, who).await,
+        ApiRoute::CreatePreset => presets::create(state, who, read_json_opt(req).await?).await,
+        ApiRoute::GetPreset(id) => presets::get(state, who, &id).await,
+        ApiRoute::UpdatePreset(id) => {
+            presets::update(state, who, &id, read_json_opt(req).await?).await
+        }
+        ApiRoute::DeletePreset(id) => presets::delete(state, who, &id).await,
         ApiRoute::GetSettings => settings::get(state, &principal).await,
         ApiRoute::UpdateSettings => {
-            settings::update(state, &principal, read_json(req).await?).await
+            let body = read_json_opt(req).await?.unwrap_or_default();
+            settings::update(state, &principal, body).await
         }
         ApiRoute::ListKeys => list_keys(state, &principal).await,
         ApiRoute::CreateKey => create_key(state, &principal, read_json(req).await?).await,
@@ -225,13 +319,7 @@ async fn create_key(
         )
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?;
-    tracing::info!(
-        target: "imgnode::audit",
-        action = "api_key.create",
-        account = %who.account,
-        actor = %who.key_id,
-        target_id = %issued.record.id,
-    );
+    audit(who, "api_key.create", &issued.record.id);
     Ok(response::json(
         StatusCode::CREATED,
         &issued_json(&issued.record, &issued.secret),
@@ -263,29 +351,60 @@ async fn delete_key(
     {
         return Err(HttpError::new(ErrorCode::NotFound, "no such API key"));
     }
-    tracing::info!(
-        target: "imgnode::audit",
-        action = "api_key.revoke",
-        account = %who.account,
-        actor = %who.key_id,
-        target_id = %id,
-    );
+    audit(who, "api_key.revoke", id);
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({"success": true, "message": "API key revoked"}),
     ))
 }
 
+/// The audit line of a mutating tenant call (the `imgnode::audit` log target).
+pub(crate) fn audit(who: &Principal, action: &str, target: &str) {
+    tracing::info!(
+        target: "imgnode::audit",
+        action,
+        account = %who.account,
+        actor = %who.key_id,
+        target_id = %target,
+    );
+}
+
+fn not_allowed() -> HttpError {
+    HttpError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, HttpError> {
+    Ok(Limited::new(req.into_body(), MAX_JSON_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::new(ErrorCode::PayloadTooLarge, "request body too large"))?
+        .to_bytes())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::validation(format!("invalid JSON: {e}")))
+}
+
 /// Reads a JSON body of at most 64 KiB.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, HttpError> {
-    let body: Bytes = Limited::new(req.into_body(), MAX_JSON_BODY)
-        .collect()
-        .await
-        .map_err(|_| HttpError::new(ErrorCode::PayloadTooLarge, "request body too large"))?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| HttpError::validation(format!("invalid JSON: {e}")))
+    parse_json(&read_body(req).await?)
+}
+
+/// Like [`read_json`] for optional bodies: an empty body or `null` (what the img-src SDKs send
+/// for an omitted body) is `None`.
+pub async fn read_json_opt<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<Option<T>, HttpError> {
+    let body = read_body(req).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json::<Option<T>>(&body)
 }
 
 #[cfg(test)]

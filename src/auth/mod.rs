@@ -236,6 +236,15 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// `bytes` random bytes from the OS generator, hex-encoded (ids of presets and the like).
+pub fn random_hex(bytes: usize) -> Result<String, crate::error::HttpError> {
+    let mut random = vec![0u8; bytes];
+    OsRng
+        .try_fill_bytes(&mut random)
+        .map_err(|_| crate::error::HttpError::internal("the OS random source failed"))?;
+    Ok(hex::encode(random))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

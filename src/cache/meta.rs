@@ -12,7 +12,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::variants::DataKey;
-use crate::store::{Account, AccountSettings, ImageRecord, Store, StoreError};
+use crate::store::{Account, AccountSettings, ImageRecord, PresetRecord, Store, StoreError};
 
 /// Positive answers live `positive`, absent ones `negative`.
 struct PresenceExpiry {
@@ -35,6 +35,8 @@ pub struct MetaCache {
     images: Cache<(String, String), Option<ImageRecord>>,
     data_keys: Cache<String, Option<Arc<DataKey>>>,
     settings: Cache<String, Arc<AccountSettings>>,
+    /// `(account, preset name)`.
+    presets: Cache<(String, String), Option<Arc<PresetRecord>>>,
 }
 
 impl MetaCache {
@@ -54,6 +56,7 @@ impl MetaCache {
             accounts: build(entries, positive, negative),
             images: build(entries, positive, negative),
             data_keys: build(entries, positive, negative),
+            presets: build(entries, positive, negative),
             settings: Cache::builder()
                 .max_capacity(entries)
                 .time_to_live(positive)
@@ -134,6 +137,42 @@ impl MetaCache {
             .map_err(unshare)
     }
 
+    /// The account's preset with this name (by name only: delivery URLs name presets).
+    pub async fn preset(
+        &self,
+        store: &Store,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<Arc<PresetRecord>>, StoreError> {
+        let key = (account.to_string(), name.to_string());
+        self.presets
+            .try_get_with(key, async {
+                Ok(store
+                    .preset(account, name)
+                    .await?
+                    .filter(|p| p.name == name)
+                    .map(Arc::new))
+            })
+            .await
+            .map_err(unshare)
+    }
+
+    /// After any preset write of the account (a rename changes two names).
+    pub fn invalidate_presets(&self, account: &str) {
+        let owned = account.to_string();
+        let _ = self
+            .presets
+            .invalidate_entries_if(move |(a, _), _| *a == owned);
+    }
+
+    /// Every path lookup that answers with this image (after a delete or visibility change).
+    pub fn invalidate_image(&self, account: &str, id: &str) {
+        let (account, id) = (account.to_string(), id.to_string());
+        let _ = self.images.invalidate_entries_if(move |(a, _), image| {
+            *a == account && image.as_ref().is_some_and(|i| i.id == id)
+        });
+    }
+
     pub async fn invalidate_settings(&self, account: &str) {
         self.settings.invalidate(account).await;
     }
@@ -152,6 +191,7 @@ impl MetaCache {
         let _ = self
             .images
             .invalidate_entries_if(move |(a, _), _| *a == owned);
+        self.invalidate_presets(account);
     }
 
     pub async fn invalidate_data_keys(&self, hashes: &[String]) {
@@ -165,6 +205,7 @@ impl MetaCache {
         self.images.invalidate_all();
         self.data_keys.invalidate_all();
         self.settings.invalidate_all();
+        self.presets.invalidate_all();
     }
 }
 

@@ -110,6 +110,13 @@ impl Caches {
         }
     }
 
+    /// Drops a deleted original's bytes from the originals cache.
+    pub async fn forget_original(&self, hash: &str) {
+        if let Some(cache) = &self.originals {
+            cache.invalidate(hash).await;
+        }
+    }
+
     /// Remembers that `key` (a variant of `hash`) may now sit in memory.
     pub fn note_cached(&self, hash: &str, key: VariantKey) {
         /// Variants of one original tracked for active removal; more are left to age out.

@@ -32,6 +32,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub auth: AuthConfig,
     pub delivery: DeliveryConfig,
+    pub upload: UploadConfig,
     pub limits: Limits,
     pub encode: EncodeSettings,
     pub cpu: CpuConfig,
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     pub public_listen: SocketAddr,
     pub ops_listen: SocketAddr,
     pub drain_timeout: Duration,
+    /// Base of the absolute URLs the API returns (`https://img.example.com`, no trailing
+    /// slash); `None` means "from the request's `Host`".
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +105,23 @@ pub struct AdminConfig {
 pub struct DeliveryConfig {
     pub cdn_hosts: Vec<String>,
     pub bare_paths: bool,
+    /// Every transform URL must carry a valid signature.
+    pub require_signature: bool,
+    /// With `require_signature`, untransformed originals need one too.
+    pub sign_originals: bool,
+    /// One signing key per line, the first signs; `None` means `{data_dir}/signing.keys`,
+    /// generated on first start.
+    pub signing_keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Largest upload, in bytes (413 beyond, without reading the rest).
+    pub max_bytes: u64,
+    /// Unreferenced originals younger than this are left alone by the sweeper (an upload may
+    /// be between writing the object and committing its metadata on another node).
+    pub orphan_grace: Duration,
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +255,7 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         public_listen: p.addr("server.public_listen", &raw.server.public_listen),
         ops_listen: p.addr("server.ops_listen", &raw.server.ops_listen),
         drain_timeout: p.duration("server.drain_timeout", &raw.server.drain_timeout),
+        public_url: public_url(&mut p, &raw.server.public_url),
     };
 
     let o = &raw.origin;
@@ -394,6 +416,15 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             bare_paths: raw.delivery.bare_paths,
+            require_signature: raw.delivery.require_signature,
+            sign_originals: raw.delivery.sign_originals,
+            signing_keys_file: (!raw.delivery.signing_keys_file.is_empty())
+                .then(|| PathBuf::from(&raw.delivery.signing_keys_file)),
+        },
+        upload: UploadConfig {
+            max_bytes: p.bytes("upload.max_bytes", &raw.upload.max_bytes),
+            orphan_grace: p.duration("upload.orphan_grace", &raw.upload.orphan_grace),
+            sweep_interval: p.duration("upload.sweep_interval", &raw.upload.sweep_interval),
         },
         limits,
         encode,
@@ -404,6 +435,26 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         },
         demo_seed: raw.demo.seed,
     }
+}
+
+/// `server.public_url`: empty, or `http(s)://host[:port][/prefix]` without a trailing slash.
+fn public_url(p: &mut Problems<'_>, value: &str) -> Option<String> {
+    let value = value.trim_end_matches('/');
+    if value.is_empty() {
+        return None;
+    }
+    let ok = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains(['?', '#', ' ']) && !rest.starts_with('/')
+        });
+    if !ok {
+        p.push(format!(
+            "server.public_url: `{value}` is not a URL like \"https://img.example.com\""
+        ));
+    }
+    Some(value.to_string())
 }
 
 /// Hides a password in a `scheme://user:password@host` URL before it is printed.

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub auth: RawAuth,
     pub delivery: RawDelivery,
+    pub upload: RawUpload,
     pub limits: RawLimits,
     pub encode: RawEncode,
     pub cpu: RawCpu,
@@ -32,6 +33,7 @@ pub struct RawServer {
     pub public_listen: String,
     pub ops_listen: String,
     pub drain_timeout: String,
+    pub public_url: String,
 }
 
 impl Default for RawServer {
@@ -40,6 +42,7 @@ impl Default for RawServer {
             public_listen: "127.0.0.1:8080".into(),
             ops_listen: "127.0.0.1:9090".into(),
             drain_timeout: "10s".into(),
+            public_url: String::new(),
         }
     }
 }
@@ -164,11 +167,44 @@ pub struct RawAdmin {
     pub token_file: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RawDelivery {
     pub cdn_hosts: Vec<String>,
     pub bare_paths: bool,
+    pub require_signature: bool,
+    pub sign_originals: bool,
+    pub signing_keys_file: String,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            cdn_hosts: Vec::new(),
+            bare_paths: false,
+            require_signature: false,
+            sign_originals: true,
+            signing_keys_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawUpload {
+    pub max_bytes: String,
+    pub orphan_grace: String,
+    pub sweep_interval: String,
+}
+
+impl Default for RawUpload {
+    fn default() -> Self {
+        RawUpload {
+            max_bytes: "5MiB".into(),
+            orphan_grace: "1h".into(),
+            sweep_interval: "1h".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

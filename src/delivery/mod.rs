@@ -6,6 +6,7 @@
 //! run SQL directly.
 
 pub mod negotiate;
+pub mod preset;
 pub mod url;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ use crate::error::HttpError;
 use crate::origin::{OriginError, OriginGetError};
 use crate::pipeline::{self, Fit, OutputFormat, StageTimings, Transform};
 use crate::server::{Body, empty, full, response::NOSNIFF};
+use crate::signing::Refusal;
 use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
 use url::{TransformDefaults, TransformParams};
 
@@ -73,17 +75,13 @@ pub async fn handle(
     state: &Arc<AppState>,
     req: DeliveryRequest<'_>,
 ) -> Result<(Response<Body>, CacheStatus), HttpError> {
-    let (account, path, ext) = url::parse_path(req.target)?;
-    let params = url::parse_query(req.query)?.params;
-    if let Some(name) = &params.preset {
-        // Presets arrive with the management API; until then every name is unknown.
-        return Err(HttpError::validation(format!("unknown preset `{name}`")));
-    }
+    let url = url::DeliveryUrl::parse(req.target, req.query)?;
+    let signed = check_signature(state, &url)?;
 
     let caches = &state.caches;
     let account = caches
         .meta
-        .account(&state.store, &account)
+        .account(&state.store, &url.account)
         .await?
         .ok_or_else(HttpError::not_found)?;
     if account.status == AccountStatus::Suspended {
@@ -91,13 +89,34 @@ pub async fn handle(
     }
     let image = caches
         .meta
-        .image(&state.store, &account.name, &path)
+        .image(&state.store, &account.name, &url.path)
         .await?
         .ok_or_else(HttpError::not_found)?;
-    if image.visibility == Visibility::Private {
-        // Same answer whether or not the image exists: signed URLs come with the API.
-        return Err(HttpError::forbidden("this image needs a valid signature"));
+    if image.visibility == Visibility::Private && !signed {
+        // The same answer as a bad signature: nothing says the image is private.
+        return Err(HttpError::forbidden(SIGNATURE_REQUIRED));
     }
+
+    let (mut params, ext, preset_id) = match &url.query.params.preset {
+        None => (url.query.params.clone(), url.ext, None),
+        Some(name) => {
+            let preset = caches
+                .meta
+                .preset(&state.store, &account.name, name)
+                .await?
+                .ok_or_else(|| HttpError::validation(format!("unknown preset `{name}`")))?;
+            let stored: serde_json::Value = serde_json::from_str(&preset.params)
+                .map_err(|e| HttpError::internal(format!("preset {}: {e}", preset.id)))?;
+            let values = preset::parse(&stored)
+                .map_err(|e| HttpError::internal(format!("preset {}: {e}", preset.id)))?;
+            (
+                values.params.overlay(&url.query.params),
+                values.output.unwrap_or(url.ext),
+                Some(preset.id.clone()),
+            )
+        }
+    };
+    params.preset = None;
 
     let (output, negotiated) = if params.format_auto {
         (negotiate::best(req.headers, ext), true)
@@ -174,6 +193,9 @@ pub async fn handle(
             .await
     };
     let outcome = outcome?;
+    if let (Role::Leader, Some(id)) = (role, &preset_id) {
+        state.count_preset_render(id);
+    }
     meta.cache = match role {
         Role::Leader => CacheStatus::Miss,
         Role::Follower => {
@@ -188,6 +210,34 @@ pub async fn handle(
         meta.respond(state, outcome.variant.bytes, head_only),
         meta.cache,
     ))
+}
+
+const SIGNATURE_REQUIRED: &str = "a valid, unexpired signature is required";
+
+/// Whether the URL carries a valid signature. A signature that is present but wrong or
+/// expired is a 403 before any lookup (so it tells nothing about the image); a missing one is
+/// a 403 only when `delivery.require_signature` asks for it.
+fn check_signature(state: &AppState, url: &url::DeliveryUrl) -> Result<bool, HttpError> {
+    let delivery = &state.config.delivery;
+    let now = crate::store::now_unix();
+    match state.signing.verify(
+        &url.signing_message(),
+        url.query.signature.as_deref(),
+        url.query.expires,
+        now,
+    ) {
+        Ok(()) => Ok(true),
+        Err(Refusal::Missing) => {
+            let needed = delivery.require_signature
+                && (delivery.sign_originals || !url.query.params.is_empty());
+            if needed {
+                Err(HttpError::forbidden(SIGNATURE_REQUIRED))
+            } else {
+                Ok(false)
+            }
+        }
+        Err(Refusal::Expired | Refusal::Invalid) => Err(HttpError::forbidden(SIGNATURE_REQUIRED)),
+    }
 }
 
 /// The account's delivery defaults: quality, fit and maximum size for URLs that do not set

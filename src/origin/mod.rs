@@ -33,6 +33,18 @@ pub struct Origin {
     timeout: Duration,
     /// `fs` or `s3`, for logs and metrics.
     kind: &'static str,
+    /// Striped per-hash locks: an upload holds its hash's lock from writing the object to
+    /// committing the metadata, and a delete of an unreferenced object takes it too, so on one
+    /// node a delete never removes an object an upload is about to reference.
+    locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+const LOCK_STRIPES: usize = 64;
+
+fn new_locks() -> Arc<[tokio::sync::Mutex<()>]> {
+    (0..LOCK_STRIPES)
+        .map(|_| tokio::sync::Mutex::new(()))
+        .collect()
 }
 
 impl std::fmt::Debug for Origin {
@@ -89,6 +101,7 @@ impl Origin {
                     store,
                     timeout: *timeout,
                     kind: "s3",
+                    locks: new_locks(),
                 })
             }
         }
@@ -105,6 +118,7 @@ impl Origin {
             store: Arc::new(fs),
             timeout: Duration::from_secs(30),
             kind: "fs",
+            locks: new_locks(),
         })
     }
 
@@ -164,6 +178,32 @@ impl Origin {
         match tokio::time::timeout(self.timeout, self.store.delete(&key)).await {
             Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
             Ok(Err(e)) => Err(map_err(e, hash)),
+            Err(_) => Err(OriginError::Timeout),
+        }
+    }
+
+    /// The lock of `hash`'s stripe (see `locks`).
+    pub async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = hash
+            .get(..2)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+            % LOCK_STRIPES;
+        self.locks[stripe].lock().await
+    }
+
+    /// Hashes of the stored objects last written before `before_unix` (seconds) (the sweeper's candidates).
+    /// Names that are not content hashes (temporary files, strangers) are skipped.
+    pub async fn hashes_older_than(&self, before_unix: i64) -> Result<Vec<String>, OriginError> {
+        use futures_util::TryStreamExt;
+        let work = self.store.list(None).try_filter_map(|meta| async move {
+            let name = meta.location.filename().unwrap_or_default();
+            let is_hash = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            Ok((is_hash && meta.last_modified.timestamp() < before_unix).then(|| name.to_string()))
+        });
+        match tokio::time::timeout(self.timeout * 10, work.try_collect::<Vec<String>>()).await {
+            Ok(Ok(hashes)) => Ok(hashes),
+            Ok(Err(e)) => Err(map_err(e, "list")),
             Err(_) => Err(OriginError::Timeout),
         }
     }

@@ -126,3 +126,87 @@ pub fn encode_image(
 ) -> Result<Vec<u8>, PipelineError> {
     encode::encode(image, output, quality, settings)
 }
+
+/// Side of the thumbnail [`dominant_color`] counts colours on.
+const PALETTE_SIDE: u32 = 64;
+
+/// The most common colour of `source`: decoded small (shrink-on-load where the codec can),
+/// reduced to fit 64×64, bucketed at 4 bits per channel; the answer is the mean of the fullest
+/// bucket, so it is a colour the image really has (not a muddy average of everything).
+/// Transparent pixels do not count; a fully transparent image answers white.
+pub fn dominant_color(
+    source: &[u8],
+    info: &ImageInfo,
+    limits: &Limits,
+) -> Result<Rgb, PipelineError> {
+    let (w, h) = info.oriented_size();
+    let scale = f64::from(PALETTE_SIDE) / f64::from(w.max(h).max(1));
+    let small = |side: u32| ((f64::from(side) * scale).round() as u32).clamp(1, side.max(1));
+    let box_size = if scale < 1.0 {
+        (small(w), small(h))
+    } else {
+        (w, h)
+    };
+    let hint = DecodeHint {
+        min_size: Some(box_size),
+    };
+    let image = decode_upright(source, info, limits, hint)?;
+    let image = if scale < 1.0 {
+        let fit = Transform {
+            width: Some(box_size.0),
+            height: Some(box_size.1),
+            fit: Fit::Fill,
+            ..Transform::default()
+        };
+        resize_image(image, &fit, limits)?
+    } else {
+        image
+    };
+    Ok(fullest_bucket_mean(&image))
+}
+
+fn fullest_bucket_mean(image: &Image) -> Rgb {
+    // Per bucket: pixel count and channel sums.
+    let mut buckets = vec![(0u32, [0u64; 3]); 4096];
+    let channels = image.channels();
+    for px in image.data.chunks_exact(channels) {
+        if channels == 4 && px[3] < 128 {
+            continue;
+        }
+        let index = (usize::from(px[0] >> 4) << 8)
+            | (usize::from(px[1] >> 4) << 4)
+            | usize::from(px[2] >> 4);
+        let bucket = &mut buckets[index];
+        bucket.0 += 1;
+        for (sum, value) in bucket.1.iter_mut().zip(px) {
+            *sum += u64::from(*value);
+        }
+    }
+    let Some((count, sums)) = buckets.iter().max_by_key(|b| b.0).filter(|b| b.0 > 0) else {
+        return Rgb::WHITE;
+    };
+    let mean = |c: usize| (sums[c] / u64::from(*count)) as u8;
+    Rgb([mean(0), mean(1), mean(2)])
+}
+
+#[cfg(test)]
+mod palette_tests {
+    use super::*;
+
+    #[test]
+    fn fullest_bucket_wins_over_the_average() {
+        // 70 % pure red, 30 % blue: the average would be purple; the answer is red.
+        let mut data = Vec::new();
+        for i in 0..100 {
+            data.extend_from_slice(if i < 70 {
+                &[250, 10, 10]
+            } else {
+                &[10, 10, 250]
+            });
+        }
+        let image = Image::new(10, 10, PixelLayout::Rgb8, data);
+        assert_eq!(fullest_bucket_mean(&image), Rgb([250, 10, 10]));
+        let clear = Image::new(1, 1, PixelLayout::Rgba8, vec![0, 0, 0, 0]);
+        assert_eq!(fullest_bucket_mean(&clear), Rgb::WHITE);
+    }
+}

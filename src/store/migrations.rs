@@ -91,6 +91,27 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        5,
+        &[
+            // 6 hex digits, computed at upload; NULL for images stored before this version.
+            "ALTER TABLE images ADD COLUMN dominant_color TEXT",
+            "CREATE INDEX paths_path ON paths (account, path)",
+            // Presets: named transform parameter sets (`p:name` on delivery URLs). `params` is
+            // the JSON object of delivery keys; `usage_count` is flushed from memory.
+            "CREATE TABLE presets (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT,
+            params TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            usage_count BIGINT NOT NULL DEFAULT 0,
+            UNIQUE (account, name)
+        )",
+        ],
+    ),
 ];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {

@@ -5,9 +5,11 @@
 //! application), and runs through sqlx's `Any` driver, so the PostgreSQL backend is a matter
 //! of a URL. Must never know about HTTP types or object storage.
 
+mod images;
 mod keys;
 mod migrations;
 mod model;
+mod presets;
 mod settings;
 
 use std::str::FromStr;
@@ -16,10 +18,12 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use images::{DeletedImage, DeletedPath, FolderListing, ImageWithPaths};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use model::{
     Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Visibility, validate_account_name,
 };
+pub use presets::{MAX_PRESETS, PresetChange, PresetRecord};
 pub use settings::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, StoredSettings, THEMES};
 
 use crate::pipeline::SourceFormat;
@@ -30,6 +34,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    /// A per-account limit (presets) is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("corrupt row: {0}")]
@@ -185,7 +192,7 @@ impl Store {
     ) -> Result<Option<ImageRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
-                    i.original_filename, i.uploaded_at, i.visibility
+                    i.original_filename, i.uploaded_at, i.visibility, i.dominant_color
              FROM paths p JOIN images i ON i.account = p.account AND i.id = p.image_id
              WHERE p.account = $1 AND p.stem = $2",
         )
@@ -199,7 +206,7 @@ impl Store {
     pub async fn image(&self, account: &str, id: &str) -> Result<Option<ImageRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT account, id, hash, format, width, height, size, original_filename,
-                    uploaded_at, visibility
+                    uploaded_at, visibility, dominant_color
              FROM images WHERE account = $1 AND id = $2",
         )
         .bind(account)
@@ -226,8 +233,8 @@ impl Store {
         let now = now_unix();
         let inserted = sqlx::query(
             "INSERT INTO images (account, id, hash, format, width, height, size,
-                                 original_filename, uploaded_at, visibility)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                 original_filename, uploaded_at, visibility, dominant_color)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (account, id) DO NOTHING",
         )
         .bind(&image.account)
@@ -240,6 +247,7 @@ impl Store {
         .bind(&image.original_filename)
         .bind(now)
         .bind(image.visibility.as_str())
+        .bind(image.dominant_color.as_deref())
         .execute(&mut *tx)
         .await?;
         let is_new = inserted.rows_affected() == 1;
@@ -383,7 +391,7 @@ impl Store {
     }
 }
 
-fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
+pub(crate) fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
     let format: String = r.try_get("format")?;
     Ok(ImageRecord {
         account: r.try_get("account")?,
@@ -398,6 +406,7 @@ fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
         original_filename: r.try_get("original_filename")?,
         uploaded_at: r.try_get("uploaded_at")?,
         visibility: parse_col(r, "visibility")?,
+        dominant_color: r.try_get("dominant_color")?,
     })
 }
 

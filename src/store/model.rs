@@ -88,6 +88,8 @@ pub struct ImageRecord {
     /// Unix seconds.
     pub uploaded_at: i64,
     pub visibility: Visibility,
+    /// `rrggbb`, computed at upload; `None` for images stored before it was.
+    pub dominant_color: Option<String>,
 }
 
 /// What `Store::put_image` records.
@@ -102,6 +104,7 @@ pub struct NewImage {
     pub size: u64,
     pub original_filename: String,
     pub visibility: Visibility,
+    pub dominant_color: Option<String>,
 }
 
 /// What `Store::put_image` did.

@@ -12,6 +12,7 @@ fn image(account: &str, id_byte: char) -> NewImage {
         size: 1234,
         original_filename: "cat.jpg".into(),
         visibility: Visibility::Public,
+        dominant_color: None,
     }
 }
 

@@ -2,20 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestNode, assert_json_error};
-
-const OPERATOR: &str = "op-token-for-tests-91c2";
-
-async fn node() -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("operator.token");
-    std::fs::write(&token, OPERATOR).unwrap();
-    TestNode::start_in(
-        dir,
-        &format!("[admin]\ntoken_file = \"{}\"\n", token.display()),
-    )
-    .await
-}
+use crate::harness::{OPERATOR, TestNode, assert_json_error};
 
 async fn ops(
     node: &TestNode,
@@ -42,17 +29,7 @@ async fn api(
     key: &str,
     body: Option<Value>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = node
-        .client
-        .request(method, format!("{}{path}", node.base))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    (status, headers, res.json().await.unwrap_or(Value::Null))
+    node.api(method, path, key, body).await
 }
 
 /// `GET /api/v1/settings/api-keys` with `key`.
@@ -83,7 +60,7 @@ async fn account(node: &TestNode, name: &str) -> String {
 
 #[tokio::test]
 async fn operator_creates_accounts_with_a_first_key() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     let key = account(&node, "acme").await;
     assert!(key.starts_with("imgsrc_"));
     let (status, body) = ops(
@@ -127,7 +104,7 @@ async fn operator_creates_accounts_with_a_first_key() {
 
 #[tokio::test]
 async fn keys_are_listed_without_secrets_created_with_scopes_and_revoked_at_once() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     let key = account(&node, "acme").await;
     let (status, headers, body) = list_keys(&node, &key).await;
     assert_eq!(status, 200);
@@ -199,7 +176,7 @@ async fn keys_are_listed_without_secrets_created_with_scopes_and_revoked_at_once
 
 #[tokio::test]
 async fn one_account_cannot_touch_anothers_keys() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     let acme = account(&node, "acme").await;
     let other = account(&node, "other").await;
     let (_, _, listed) = list_keys(&node, &acme).await;
@@ -221,7 +198,7 @@ async fn one_account_cannot_touch_anothers_keys() {
 
 #[tokio::test]
 async fn missing_and_invalid_keys_are_401_json() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     for auth in [None, Some("Bearer imgsrc_0000"), Some("Basic dXNlcjpwYXNz")] {
         let mut req = node
             .client
@@ -237,7 +214,7 @@ async fn missing_and_invalid_keys_are_401_json() {
 
 #[tokio::test]
 async fn suspension_stops_the_api_and_delivery_without_deleting_anything() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     let key = account(&node, "acme").await;
     node.add_image(
         "acme",
@@ -271,7 +248,7 @@ async fn suspension_stops_the_api_and_delivery_without_deleting_anything() {
 
 #[tokio::test]
 async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     account(&node, "acme").await;
     let (status, issued) = ops(
         &node,
@@ -319,7 +296,7 @@ async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
 
 #[tokio::test]
 async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
-    let node = node().await;
+    let node = TestNode::start_operated("").await;
     let key = account(&node, "acme").await;
     let (status, _, body) = api(&node, reqwest::Method::GET, "/api/v1/settings", &key, None).await;
     assert_eq!(status, 200);

@@ -35,6 +35,9 @@ data_dir = "{}"
     )
 }
 
+/// The operator token of nodes started with [`TestNode::start_operated`].
+pub const OPERATOR: &str = "op-token-for-tests-91c2";
+
 impl TestNode {
     pub async fn start() -> TestNode {
         TestNode::start_with("").await
@@ -44,6 +47,15 @@ impl TestNode {
     pub async fn start_with(extra: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         TestNode::start_in(dir, extra).await
+    }
+
+    /// A node whose operator API is on, with [`OPERATOR`] as its token.
+    pub async fn start_operated(extra: &str) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("operator.token");
+        std::fs::write(&token, OPERATOR).expect("token file");
+        let admin = format!("[admin]\ntoken_file = \"{}\"\n", token.display());
+        TestNode::start_in(dir, &format!("{admin}{extra}")).await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
@@ -98,18 +110,61 @@ impl TestNode {
         (status, headers, res.bytes().await.expect("body"))
     }
 
-    /// The value of one sample in the ops listener's /metrics (sum over matching label sets).
-    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self
-            .client
+    /// The ops listener's /metrics text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.ops))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
-        metric_value(&text, name, labels)
+            .expect("metrics text")
+    }
+
+    /// The value of one sample in the ops listener's /metrics (sum over matching label sets).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics_text().await, name, labels)
+    }
+
+    /// A tenant API call with `key`; every answer, errors included, must be JSON.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("API request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("API body");
+        assert_eq!(headers["content-type"], "application/json", "{path}");
+        let value = serde_json::from_slice(&bytes).expect("API answers JSON");
+        (status, headers, value)
+    }
+
+    /// Creates `account` (plan `pro`) if missing and issues it a key with `scopes`
+    /// (`"read"`, `"write"`, `"read,write"`); returns the secret.
+    pub async fn account_key(&self, account: &str, scopes: &str) -> String {
+        let state = &self.app.state;
+        if state.store.account(account).await.unwrap().is_none() {
+            state.store.create_account(account, "pro").await.unwrap();
+        }
+        let scopes = imgnode::auth::Scopes::parse(scopes).expect("scopes");
+        state
+            .api_keys
+            .issue(&state.store, account, "test", scopes, None)
+            .await
+            .expect("issue key")
+            .secret
     }
 
     /// Adds an image through the same ingestion path as `imgnode import`.
@@ -160,6 +215,7 @@ impl TestNode {
             size: bytes.len() as u64,
             original_filename: format!("{stem}.{}", declared.extension()),
             visibility: Visibility::Public,
+            dominant_color: None,
         };
         let path = format!("{stem}.{}", declared.extension());
         state.store.put_image(&image, &path, stem).await.unwrap();

@@ -8,5 +8,7 @@ mod config;
 mod delivery;
 mod errors;
 mod formats;
+mod images;
 mod ops;
 mod s3;
+mod sdk;

@@ -166,6 +166,7 @@ async fn an_origin_that_never_answers_is_504_origin_timeout() {
                 size: 1000,
                 original_filename: "x.jpg".into(),
                 visibility: imgnode::store::Visibility::Public,
+                dominant_color: None,
             },
             "x.jpg",
             "x",

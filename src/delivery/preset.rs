@@ -1,0 +1,134 @@
+//! Preset parameters: the JSON object a preset stores (`{"w": 400, "fit": "cover",
+//! "format": "webp"}`), validated with the delivery URL grammar itself so a preset can hold
+//! exactly what a URL can.
+//!
+//! Keys are the delivery keys plus `format`, which takes `auto` (negotiate) or an output
+//! format (`jpeg`/`jpg`, `png`, `webp`, `avif`) that replaces the URL extension's format.
+//! Unknown keys are refused (a typo in a stored preset must not be silently ignored), as are
+//! nested presets and signatures. Pure and allocation-light; no I/O.
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use super::url::{self, TransformParams};
+use crate::pipeline::OutputFormat;
+
+/// Keys a preset may set.
+pub const PRESET_KEYS: &[&str] = &[
+    "w",
+    "h",
+    "fit",
+    "aspect",
+    "q",
+    "dpr",
+    "crop",
+    "grayscale",
+    "blur",
+    "sharpen",
+    "rotate",
+    "flip",
+    "bg",
+    "format",
+];
+
+/// A preset's parameters, ready to be overlaid by a URL's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresetParams {
+    pub params: TransformParams,
+    /// An explicit output format, replacing the extension's.
+    pub output: Option<OutputFormat>,
+}
+
+/// Validates a preset's `params` object; the error names the key and the accepted values.
+pub fn parse(value: &Value) -> Result<PresetParams, String> {
+    let Value::Object(map) = value else {
+        return Err("params must be a JSON object of delivery parameters".into());
+    };
+    let mut query = String::new();
+    let mut output = None;
+    for (key, value) in map {
+        if !PRESET_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "params.{key} is not a preset parameter; use {}",
+                PRESET_KEYS.join(", ")
+            ));
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(format!("params.{key} must be a string, number or boolean")),
+        };
+        if key == "format" {
+            match text.as_str() {
+                "auto" => {}
+                "jpeg" | "jpg" => output = Some(OutputFormat::Jpeg),
+                "png" => output = Some(OutputFormat::Png),
+                "webp" => output = Some(OutputFormat::Webp),
+                "avif" => output = Some(OutputFormat::Avif),
+                _ => {
+                    return Err(
+                        "params.format must be one of auto, jpeg, jpg, png, webp, avif".into(),
+                    );
+                }
+            }
+            if output.is_some() {
+                continue;
+            }
+        }
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(key);
+        query.push('=');
+        query.extend(utf8_percent_encode(&text, NON_ALPHANUMERIC));
+    }
+    let parsed =
+        url::parse_query(&query).map_err(|e| format!("params.{}: {}", e.key, e.message))?;
+    Ok(PresetParams {
+        params: parsed.params,
+        output,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn presets_hold_what_urls_hold() {
+        let p = parse(&json!({"w": 400, "fit": "contain", "grayscale": true, "dpr": 1.5})).unwrap();
+        assert_eq!(p.params.w, Some(400));
+        assert_eq!(p.params.grayscale, Some(true));
+        assert_eq!(p.params.dpr.map(|d| d.hundredths()), Some(150));
+        assert_eq!(p.output, None);
+        let p = parse(&json!({"format": "webp", "q": "60"})).unwrap();
+        assert_eq!(p.output, Some(OutputFormat::Webp));
+        assert_eq!(p.params.q, Some(60));
+        assert!(
+            parse(&json!({"format": "auto"}))
+                .unwrap()
+                .params
+                .format_auto
+        );
+        assert_eq!(parse(&json!({})).unwrap(), PresetParams::default());
+    }
+
+    #[test]
+    fn bad_presets_name_the_key() {
+        for (bad, key) in [
+            (json!({"w": 0}), "params.w"),
+            (json!({"width": 10}), "params.width"),
+            (json!({"p:other": ""}), "params.p:other"),
+            (json!({"sig": "x"}), "params.sig"),
+            (json!({"format": "gif"}), "params.format"),
+            (json!({"fit": ["cover"]}), "params.fit"),
+            (json!({"bg": "zz"}), "params.bg"),
+        ] {
+            let e = parse(&bad).unwrap_err();
+            assert!(e.starts_with(key), "{bad}: {e}");
+        }
+        assert!(parse(&json!([1])).is_err());
+    }
+}

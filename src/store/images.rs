@@ -1,0 +1,290 @@
+//! Image queries of the tenant API: folder listing, search, delete, path delete, visibility.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::Row;
+
+use super::{ImageRecord, Store, StoreError, Visibility, image_from_row, now_unix};
+
+const IMAGE_COLUMNS: &str = "i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
+     i.original_filename, i.uploaded_at, i.visibility, i.dominant_color";
+
+/// One image with every path (with extension) that points at it, sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageWithPaths {
+    pub image: ImageRecord,
+    pub paths: Vec<String>,
+}
+
+/// One level of an account's folder tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderListing {
+    /// Images with a path directly in the folder, ordered by that path; each image once.
+    pub images: Vec<ImageWithPaths>,
+    /// Immediate subfolders and the number of images anywhere beneath each.
+    pub folders: Vec<(String, u64)>,
+}
+
+/// What deleting an image removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedImage {
+    pub hash: String,
+    /// Paths with extension.
+    pub paths: Vec<String>,
+}
+
+/// What removing one path did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedPath {
+    pub image_id: String,
+    pub hash: String,
+    /// The path removed, with extension.
+    pub path: String,
+    pub remaining: Vec<String>,
+    /// The removed path was the last one, so the image went with it.
+    pub image_deleted: bool,
+}
+
+/// `%` and `_` are LIKE wildcards; `\` is the escape character declared in the queries.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Store {
+    /// Every path (with extension) of one image, sorted.
+    pub async fn image_paths(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT path FROM paths WHERE account = $1 AND image_id = $2 ORDER BY path",
+        )
+        .bind(account)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("path").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The images whose paths sit directly in `folder` (`""` = the account's root) and the
+    /// immediate subfolders with their image counts (an image with two paths counts once).
+    pub async fn list_folder(
+        &self,
+        account: &str,
+        folder: &str,
+    ) -> Result<FolderListing, StoreError> {
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.path, {IMAGE_COLUMNS}
+             FROM paths p JOIN images i ON i.account = p.account AND i.id = p.image_id
+             WHERE p.account = $1 AND p.path LIKE $2 ESCAPE '\\'
+             ORDER BY p.path"
+        )))
+        .bind(account)
+        .bind(format!("{}%", like_escape(&prefix)))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut here: Vec<ImageRecord> = Vec::new();
+        for row in &rows {
+            let path: String = row.try_get("path")?;
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((sub, _)) => {
+                    let id: String = row.try_get("id")?;
+                    folders.entry(sub.to_string()).or_default().insert(id);
+                }
+                None => {
+                    let image = image_from_row(row)?;
+                    if !here.iter().any(|i| i.id == image.id) {
+                        here.push(image);
+                    }
+                }
+            }
+        }
+        let mut images = Vec::with_capacity(here.len());
+        for image in here {
+            let paths = self.image_paths(account, &image.id).await?;
+            images.push(ImageWithPaths { image, paths });
+        }
+        Ok(FolderListing {
+            images,
+            folders: folders
+                .into_iter()
+                .map(|(name, ids)| (name, ids.len() as u64))
+                .collect(),
+        })
+    }
+
+    /// Images whose path or original filename contains `query` (case-insensitive), newest
+    /// first; returns one page and the total.
+    pub async fn search_images(
+        &self,
+        account: &str,
+        query: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<ImageWithPaths>, u64), StoreError> {
+        let pattern = format!("%{}%", like_escape(&query.to_lowercase()));
+        let matching = "FROM images i
+             WHERE i.account = $1 AND (LOWER(i.original_filename) LIKE $2 ESCAPE '\\'
+                OR EXISTS (SELECT 1 FROM paths p WHERE p.account = i.account
+                           AND p.image_id = i.id AND LOWER(p.path) LIKE $2 ESCAPE '\\'))";
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n {matching}"
+        )))
+        .bind(account)
+        .bind(&pattern)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {IMAGE_COLUMNS} {matching}
+             ORDER BY i.uploaded_at DESC, i.id LIMIT $3 OFFSET $4"
+        )))
+        .bind(account)
+        .bind(&pattern)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let image = image_from_row(row)?;
+            let paths = self.image_paths(account, &image.id).await?;
+            out.push(ImageWithPaths { image, paths });
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// Deletes an image and every path to it.
+    pub async fn delete_image(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<DeletedImage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let paths: Vec<String> = sqlx::query(
+            "SELECT path FROM paths WHERE account = $1 AND image_id = $2 ORDER BY path",
+        )
+        .bind(account)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("path"))
+        .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM paths WHERE account = $1 AND image_id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let hash: Option<String> =
+            sqlx::query("DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash")
+                .bind(account)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("hash"))
+                .transpose()?;
+        tx.commit().await?;
+        Ok(hash.map(|hash| DeletedImage { hash, paths }))
+    }
+
+    /// Removes the path with this stem; the image goes too when it was its last path.
+    pub async fn delete_path(
+        &self,
+        account: &str,
+        stem: &str,
+    ) -> Result<Option<DeletedPath>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "DELETE FROM paths WHERE account = $1 AND stem = $2 RETURNING image_id, path",
+        )
+        .bind(account)
+        .bind(stem)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let image_id: String = row.try_get("image_id")?;
+        let path: String = row.try_get("path")?;
+        let remaining: Vec<String> = sqlx::query(
+            "SELECT path FROM paths WHERE account = $1 AND image_id = $2 ORDER BY path",
+        )
+        .bind(account)
+        .bind(&image_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("path"))
+        .collect::<Result<_, _>>()?;
+        let hash: String = if remaining.is_empty() {
+            sqlx::query("DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash")
+                .bind(account)
+                .bind(&image_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("hash")?
+        } else {
+            sqlx::query("SELECT hash FROM images WHERE account = $1 AND id = $2")
+                .bind(account)
+                .bind(&image_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("hash")?
+        };
+        tx.commit().await?;
+        Ok(Some(DeletedPath {
+            image_deleted: remaining.is_empty(),
+            image_id,
+            hash,
+            path,
+            remaining,
+        }))
+    }
+
+    /// Sets an image's visibility; `false` when there is no such image.
+    pub async fn set_visibility(
+        &self,
+        account: &str,
+        id: &str,
+        visibility: Visibility,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE images SET visibility = $1 WHERE account = $2 AND id = $3")
+            .bind(visibility.as_str())
+            .bind(account)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Unix seconds now, for answers that report a deletion time.
+    pub fn now(&self) -> i64 {
+        now_unix()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_escapes() {
+        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
+    }
+}

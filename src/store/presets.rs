@@ -1,0 +1,199 @@
+//! Presets: named transform parameter sets of an account.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_unix};
+
+/// Most presets one account may have.
+pub const MAX_PRESETS: i64 = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetRecord {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// The JSON object of delivery keys, as validated by the API.
+    pub params: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub usage_count: i64,
+}
+
+/// A change to a preset: `None` keeps the field; `Some(None)` clears the description.
+#[derive(Debug, Clone, Default)]
+pub struct PresetChange {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub params: Option<String>,
+}
+
+const COLUMNS: &str = "id, account, name, description, params, created_at, updated_at, usage_count";
+
+fn preset_from_row(r: &AnyRow) -> Result<PresetRecord, StoreError> {
+    Ok(PresetRecord {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        params: r.try_get("params")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        usage_count: r.try_get("usage_count")?,
+    })
+}
+
+/// A unique-name violation, whatever the backend calls it.
+fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(format!("a preset named `{name}` already exists"))
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+impl Store {
+    pub async fn presets(&self, account: &str) -> Result<Vec<PresetRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM presets WHERE account = $1 ORDER BY name"
+        )))
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(preset_from_row).collect()
+    }
+
+    /// By id, or by name when no id matches (`DELETE` accepts either).
+    pub async fn preset(
+        &self,
+        account: &str,
+        id_or_name: &str,
+    ) -> Result<Option<PresetRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM presets WHERE account = $1 AND (id = $2 OR name = $2)
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
+        )))
+        .bind(account)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| preset_from_row(&r)).transpose()
+    }
+
+    /// Creates a preset; `Conflict` for a taken name or when the account is at its limit.
+    pub async fn create_preset(
+        &self,
+        id: &str,
+        account: &str,
+        name: &str,
+        description: Option<&str>,
+        params: &str,
+    ) -> Result<PresetRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM presets WHERE account = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count >= MAX_PRESETS {
+            return Err(StoreError::Limit(format!(
+                "an account may have at most {MAX_PRESETS} presets"
+            )));
+        }
+        let now = now_unix();
+        sqlx::query(
+            "INSERT INTO presets (id, account, name, description, params, created_at,
+                                  updated_at, usage_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(name)
+        .bind(description)
+        .bind(params)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| name_taken(e, name))?;
+        tx.commit().await?;
+        Ok(PresetRecord {
+            id: id.to_string(),
+            account: account.to_string(),
+            name: name.to_string(),
+            description: description.map(str::to_string),
+            params: params.to_string(),
+            created_at: now,
+            updated_at: now,
+            usage_count: 0,
+        })
+    }
+
+    /// Applies `change` to the preset with this id; `None` when there is none.
+    pub async fn update_preset(
+        &self,
+        account: &str,
+        id: &str,
+        change: PresetChange,
+    ) -> Result<Option<PresetRecord>, StoreError> {
+        let Some(mut preset) = self.preset(account, id).await? else {
+            return Ok(None);
+        };
+        if preset.id != id {
+            return Ok(None);
+        }
+        if let Some(name) = change.name {
+            preset.name = name;
+        }
+        if let Some(description) = change.description {
+            preset.description = description;
+        }
+        if let Some(params) = change.params {
+            preset.params = params;
+        }
+        preset.updated_at = now_unix();
+        sqlx::query(
+            "UPDATE presets SET name = $1, description = $2, params = $3, updated_at = $4
+             WHERE account = $5 AND id = $6",
+        )
+        .bind(&preset.name)
+        .bind(preset.description.as_deref())
+        .bind(&preset.params)
+        .bind(preset.updated_at)
+        .bind(account)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| name_taken(e, &preset.name))?;
+        Ok(Some(preset))
+    }
+
+    /// Deletes by id or name; returns the deleted preset.
+    pub async fn delete_preset(
+        &self,
+        account: &str,
+        id_or_name: &str,
+    ) -> Result<Option<PresetRecord>, StoreError> {
+        let Some(preset) = self.preset(account, id_or_name).await? else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM presets WHERE account = $1 AND id = $2")
+            .bind(account)
+            .bind(&preset.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(preset))
+    }
+
+    /// Adds renders to a preset's `usage_count`.
+    pub async fn add_preset_usage(&self, id: &str, renders: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE presets SET usage_count = usage_count + $1 WHERE id = $2")
+            .bind(renders)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
