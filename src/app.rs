@@ -28,6 +28,16 @@ use crate::server::{self, ConnectionSettings};
 use crate::signing::SigningKeys;
 use crate::store::{Store, StoreError};
 
+/// Only if every plan were removed from the config, which validation does not allow.
+static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
+    max_uploads_per_month: Some(0),
+    max_storage_bytes: Some(0),
+    max_bandwidth_per_month: Some(0),
+    max_api_requests_per_month: Some(0),
+    max_transformations_per_month: Some(0),
+    requests_per_minute: 1,
+};
+
 /// Everything a request handler may use.
 pub struct AppState {
     pub config: Config,
@@ -45,6 +55,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// URL signing keys (first signs, all verify).
     pub signing: SigningKeys,
+    /// Monthly usage per account, counted in memory.
+    pub usage: crate::usage::UsageMeter,
+    pub rate_limits: crate::ratelimit::RateLimits,
     /// Renders per preset id since the last flush (written with the API key usage).
     pub preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
@@ -73,6 +86,21 @@ impl AppState {
                 tracing::warn!(error = %e, "flushing preset usage");
             }
         }
+        if let Err(e) = self.usage.flush(&self.store).await {
+            tracing::warn!(error = %e, "flushing account usage (kept for the next flush)");
+        }
+        self.rate_limits.shrink();
+    }
+
+    /// The plan named `name`; an account on a plan the config no longer defines gets `free`'s
+    /// limits (the built-in plans always exist).
+    pub fn plan(&self, name: &str) -> &crate::config::Plan {
+        self.config
+            .plans
+            .get(name)
+            .or_else(|| self.config.plans.get("free"))
+            .or_else(|| self.config.plans.values().next())
+            .unwrap_or(&FALLBACK_PLAN)
     }
 
     /// Counts one render made with a preset.
@@ -162,6 +190,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         ready: AtomicBool::new(false),
         signing,
         preset_usage: Default::default(),
+        usage: Default::default(),
+        rate_limits: Default::default(),
     }))
 }
 
@@ -218,6 +248,11 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         settings.clone(),
         rx.clone(),
     ));
+    match crate::account::resume_erasures(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(accounts = n, "finished interrupted erasures"),
+        Err(e) => tracing::error!(error = %e, "resuming interrupted erasures failed"),
+    }
     if state.config.demo_seed && crate::demo::seed(&state.ingest()).await? {
         tracing::info!(account = crate::demo::ACCOUNT, "seeded the demo account");
     }
@@ -228,7 +263,8 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         rx,
     ));
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
-    tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage));
+    tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
+    tasks.spawn(retention_periodically(state.clone(), rx_usage));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%public_addr, %ops_addr, "imgnode ready");
     Ok(RunningApp {
@@ -275,6 +311,44 @@ async fn sweep_orphans_periodically(state: Arc<AppState>, mut shutdown: watch::R
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         }
     }
+}
+
+/// Deletes monthly usage rows older than `retention.usage_logs` and audit records older than
+/// `retention.audit`, every `retention.interval` (first run at start).
+async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.retention.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = apply_retention(&state).await {
+                    tracing::warn!(error = %e, "retention task failed");
+                }
+            }
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+}
+
+/// One retention pass. A month's usage is kept until the whole month is older than
+/// `retention.usage_logs`.
+pub async fn apply_retention(state: &AppState) -> Result<(u64, u64), StoreError> {
+    let now = crate::store::now_unix();
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let usage_cutoff = now.saturating_sub(secs(state.config.retention.usage_logs));
+    // Rows of months that ended before the cutoff go: keep the cutoff's own month.
+    let usage = state
+        .store
+        .delete_usage_before(&crate::usage::period_of(usage_cutoff))
+        .await?;
+    let audit = state
+        .store
+        .delete_audit_before(now.saturating_sub(secs(state.config.retention.audit)))
+        .await?;
+    if usage + audit > 0 {
+        tracing::info!(usage, audit, "retention removed old records");
+    }
+    Ok((usage, audit))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -10,6 +10,9 @@ use crate::store::{StoreError, Visibility};
 
 pub const ACCOUNT: &str = "demo";
 
+/// No quota: the demo serves the README's URLs and the benchmarks.
+pub const PLAN: &str = "unlimited";
+
 const PHOTOS: &[(&str, &[u8])] = &[
     (
         "ladybird.jpg",
@@ -32,7 +35,7 @@ const PHOTOS: &[(&str, &[u8])] = &[
 /// Creates the `demo` account with its photos unless the account exists. Returns whether it
 /// seeded anything.
 pub async fn seed(ingest: &Ingest<'_>) -> Result<bool, IngestError> {
-    match ingest.store.create_account(ACCOUNT, "free").await {
+    match ingest.store.create_account(ACCOUNT, PLAN).await {
         Ok(_) => {}
         Err(StoreError::Conflict(_)) => return Ok(false),
         Err(e) => return Err(e.into()),

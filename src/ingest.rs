@@ -111,10 +111,18 @@ impl Ingest<'_> {
             .invalidate_path(&image.account, &stem)
             .await;
         if let Some((_, old_hash)) = &outcome.orphaned {
-            self.caches
+            // The upload has committed: a failed cleanup must not turn it into an error (a
+            // retry would then be a 409). What is left is unreachable and swept later.
+            if let Err(e) = self
+                .caches
                 .purge_hashes(self.store, std::slice::from_ref(old_hash))
-                .await?;
-            self.release_original(old_hash).await?;
+                .await
+            {
+                tracing::warn!(error = %e, "purging a replaced image's variants failed");
+            }
+            if let Err(e) = self.release_original(old_hash).await {
+                tracing::warn!(error = %e, "deleting a replaced image's original failed");
+            }
         }
         Ok(Ingested {
             image,

@@ -44,6 +44,11 @@ enum AccountCommand {
         #[arg(long, default_value = "free")]
         plan: String,
     },
+    /// Move an account to another plan.
+    Plan { name: String, plan: String },
+    /// Erase an account and everything of it (metadata, keys, presets, usage, cached
+    /// variants, originals no other account uses). Asks for nothing: it is the CLI.
+    Erase { name: String },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +119,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             action: AccountCommand::Create { name, plan },
         } => {
             imgnode::store::validate_account_name(&name).map_err(anyhow::Error::msg)?;
+            known_plan(&config, &plan)?;
             let state = imgnode::app::build_state(config).await?;
             let account = state.store.create_account(&name, &plan).await?;
             let key = state
@@ -130,6 +136,32 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             // The key goes to stdout once; it is stored only as a hash.
             println!("api key: {}", key.secret);
             state.close().await;
+            Ok(())
+        }
+        Command::Account {
+            action: AccountCommand::Plan { name, plan },
+        } => {
+            known_plan(&config, &plan)?;
+            let state = imgnode::app::build_state(config).await?;
+            let changed = state.store.set_account_plan(&name, &plan).await?;
+            state.close().await;
+            if !changed {
+                anyhow::bail!("no account named {name}");
+            }
+            println!("account {name} is now on plan {plan}");
+            Ok(())
+        }
+        Command::Account {
+            action: AccountCommand::Erase { name },
+        } => {
+            let state = imgnode::app::build_state(config).await?;
+            let erased = imgnode::account::erase(&state, &name).await;
+            state.close().await;
+            let erased = erased.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!(
+                "erased account {name}: {} images, {} originals deleted",
+                erased.images, erased.originals_deleted
+            );
             Ok(())
         }
     }
@@ -174,4 +206,12 @@ fn init_logging(config: &Config) {
     } else {
         builder.init();
     }
+}
+
+fn known_plan(config: &imgnode::config::Config, plan: &str) -> anyhow::Result<()> {
+    if config.plans.contains_key(plan) {
+        return Ok(());
+    }
+    let known: Vec<&str> = config.plans.keys().map(String::as_str).collect();
+    anyhow::bail!("unknown plan {plan}; plans: {}", known.join(", "))
 }

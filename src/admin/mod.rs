@@ -29,6 +29,10 @@ pub enum OpsRoute {
     Accounts,
     CreateAccount,
     Account(String),
+    SetPlan(String),
+    EraseAccount(String),
+    ExportAccount(String),
+    Audit,
     SetStatus(String, AccountStatus),
     CreateKey(String),
     RevokeKey(String, String),
@@ -55,7 +59,17 @@ impl OpsRoute {
                 (OpsRoute::CreateAccount, Method::POST)
             }
             ["admin", "v1", "accounts"] => (OpsRoute::Accounts, Method::GET),
+            ["admin", "v1", "accounts", name] if method == Method::PATCH => {
+                (OpsRoute::SetPlan((*name).into()), Method::PATCH)
+            }
+            ["admin", "v1", "accounts", name] if method == Method::DELETE => {
+                (OpsRoute::EraseAccount((*name).into()), Method::DELETE)
+            }
             ["admin", "v1", "accounts", name] => (OpsRoute::Account((*name).into()), Method::GET),
+            ["admin", "v1", "accounts", name, "export"] => {
+                (OpsRoute::ExportAccount((*name).into()), Method::GET)
+            }
+            ["admin", "v1", "audit"] => (OpsRoute::Audit, Method::GET),
             ["admin", "v1", "accounts", name, "suspend"] => (
                 OpsRoute::SetStatus((*name).into(), AccountStatus::Suspended),
                 Method::POST,
@@ -90,6 +104,10 @@ impl OpsRoute {
             | OpsRoute::Accounts
             | OpsRoute::CreateAccount
             | OpsRoute::Account(_)
+            | OpsRoute::SetPlan(_)
+            | OpsRoute::EraseAccount(_)
+            | OpsRoute::ExportAccount(_)
+            | OpsRoute::Audit
             | OpsRoute::SetStatus(..)
             | OpsRoute::CreateKey(_)
             | OpsRoute::RevokeKey(..) => Auth::Operator,
@@ -105,6 +123,10 @@ impl OpsRoute {
             OpsRoute::Accounts => "admin_accounts_list",
             OpsRoute::CreateAccount => "admin_accounts_create",
             OpsRoute::Account(_) => "admin_accounts_get",
+            OpsRoute::SetPlan(_) => "admin_accounts_plan",
+            OpsRoute::EraseAccount(_) => "admin_accounts_erase",
+            OpsRoute::ExportAccount(_) => "admin_accounts_export",
+            OpsRoute::Audit => "admin_audit",
             OpsRoute::SetStatus(..) => "admin_accounts_status",
             OpsRoute::CreateKey(_) => "admin_keys_create",
             OpsRoute::RevokeKey(..) => "admin_keys_revoke",
@@ -113,15 +135,79 @@ impl OpsRoute {
     }
 }
 
-/// Answers one ops request; errors come back for the router to render.
+impl OpsRoute {
+    /// Operator calls that change something, with the account they act on (audit log).
+    fn audited(&self) -> Option<Option<&str>> {
+        match self {
+            OpsRoute::Purge => Some(None),
+            OpsRoute::CreateAccount => Some(None),
+            OpsRoute::SetPlan(a)
+            | OpsRoute::EraseAccount(a)
+            | OpsRoute::SetStatus(a, _)
+            | OpsRoute::CreateKey(a)
+            | OpsRoute::RevokeKey(a, _) => Some(Some(a)),
+            _ => None,
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        match self {
+            OpsRoute::RevokeKey(_, id) => Some(id),
+            OpsRoute::SetPlan(a)
+            | OpsRoute::EraseAccount(a)
+            | OpsRoute::SetStatus(a, _)
+            | OpsRoute::CreateKey(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// Answers one ops request; errors come back for the router to render. Every operator call
+/// that changes something is written to the audit log with its outcome.
 pub async fn handle(
     state: &AppState,
     route: OpsRoute,
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<Body>, HttpError> {
     if route.auth() == Auth::Operator {
         authorize_operator(state, req.headers())?;
     }
+    let audited = route.audited().map(|account| {
+        (
+            account.map(str::to_string),
+            route.target().map(str::to_string),
+        )
+    });
+    let action = route.label();
+    let result = run(state, route, req).await;
+    if let Some((account, target)) = audited {
+        let outcome = match &result {
+            Ok(res) => res.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        let record = crate::store::AuditRecord {
+            id: crate::api::audit_id(),
+            at: crate::store::now_unix(),
+            account,
+            actor: "operator".into(),
+            action: action.to_string(),
+            target,
+            client_ip: Some(peer.ip().to_string()),
+            outcome: i64::from(outcome),
+        };
+        if let Err(e) = state.store.append_audit(&record).await {
+            tracing::error!(error = %e, action, "writing an audit record failed");
+        }
+    }
+    result
+}
+
+async fn run(
+    state: &AppState,
+    route: OpsRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
     match route {
         OpsRoute::Metrics => {
             state.caches.variants.refresh_disk_metrics();
@@ -163,6 +249,34 @@ pub async fn handle(
             ))
         }
         OpsRoute::CreateAccount => create_account(state, read_json(req).await?).await,
+        OpsRoute::SetPlan(name) => {
+            let body: SetPlanRequest = read_json(req).await?;
+            check_plan(state, &body.plan)?;
+            if !state.store.set_account_plan(&name, &body.plan).await? {
+                return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
+            }
+            state.caches.meta.invalidate_account(&name).await;
+            let account = state
+                .store
+                .account(&name)
+                .await?
+                .ok_or_else(HttpError::not_found)?;
+            Ok(response::json(StatusCode::OK, &account_json(&account)))
+        }
+        OpsRoute::EraseAccount(name) => {
+            let erased = crate::account::erase(state, &name).await?;
+            Ok(response::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "success": true,
+                    "account": name,
+                    "images_deleted": erased.images,
+                    "originals_deleted": erased.originals_deleted,
+                }),
+            ))
+        }
+        OpsRoute::ExportAccount(name) => crate::account::export(state, &name).await,
+        OpsRoute::Audit => audit_log(state, req.uri().query().unwrap_or("")).await,
         OpsRoute::Account(name) => {
             let account = state
                 .store
@@ -176,7 +290,6 @@ pub async fn handle(
                 return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
             }
             state.caches.meta.invalidate_account(&name).await;
-            audit("account.status", &name, status.as_str());
             let account = state
                 .store
                 .account(&name)
@@ -201,7 +314,6 @@ pub async fn handle(
                 )
                 .await
                 .map_err(|e| HttpError::internal(e.to_string()))?;
-            audit("api_key.create", &name, &issued.record.id);
             Ok(response::json(
                 StatusCode::CREATED,
                 &crate::api::issued_json(&issued.record, &issued.secret),
@@ -211,7 +323,6 @@ pub async fn handle(
             if !state.api_keys.revoke(&state.store, &name, &id).await? {
                 return Err(HttpError::new(ErrorCode::NotFound, "no such API key"));
             }
-            audit("api_key.revoke", &name, &id);
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({"success": true, "message": "API key revoked"}),
@@ -230,8 +341,73 @@ fn account_json(a: &Account) -> serde_json::Value {
     })
 }
 
-fn audit(action: &str, account: &str, target: &str) {
-    tracing::info!(target: "imgnode::audit", action, account, target, actor = "operator");
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPlanRequest {
+    plan: String,
+}
+
+/// A plan must be defined in the config (`[plans.<name>]` or built in).
+fn check_plan(state: &AppState, plan: &str) -> Result<(), HttpError> {
+    if state.config.plans.contains_key(plan) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = state.config.plans.keys().map(String::as_str).collect();
+        Err(HttpError::validation(format!(
+            "plan must be one of {}",
+            known.join(", ")
+        )))
+    }
+}
+
+/// `GET /admin/v1/audit?account=&action=&since=&until=&limit=` (unix seconds; limit 1–1000,
+/// default 100), newest first.
+async fn audit_log(state: &AppState, query: &str) -> Result<Response<Body>, HttpError> {
+    let mut filter = crate::store::AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        let int = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| HttpError::validation(format!("{k} must be unix seconds")))
+        };
+        match k {
+            "account" => filter.account = Some(v),
+            "action" => filter.action = Some(v),
+            "since" => filter.since = Some(int(&v)?),
+            "until" => filter.until = Some(int(&v)?),
+            "limit" => {
+                filter.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| HttpError::validation("limit must be 1 to 1000"))?;
+            }
+            _ => {}
+        }
+    }
+    let records: Vec<serde_json::Value> = state
+        .store
+        .audit(&filter)
+        .await?
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "at": r.at, "account": r.account, "actor": r.actor,
+                "action": r.action, "target": r.target, "client_ip": r.client_ip,
+                "outcome": r.outcome,
+            })
+        })
+        .collect();
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({"records": records, "total": records.len()}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +424,7 @@ async fn create_account(
 ) -> Result<Response<Body>, HttpError> {
     validate_account_name(&req.name).map_err(HttpError::validation)?;
     let plan = req.plan.unwrap_or_else(|| "free".to_string());
+    check_plan(state, &plan)?;
     let account = match state.store.create_account(&req.name, &plan).await {
         Ok(a) => a,
         Err(StoreError::Conflict(m)) => return Err(HttpError::new(ErrorCode::Conflict, m)),
@@ -259,7 +436,6 @@ async fn create_account(
         .issue(&state.store, &account.name, "default", Scopes::ALL, None)
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?;
-    audit("account.create", &account.name, &account.name);
     Ok(response::json(
         StatusCode::CREATED,
         &serde_json::json!({
@@ -311,7 +487,6 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
             ));
         }
     };
-    tracing::info!(target: "imgnode::audit", action = "purge", %purged, actor = "operator");
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({"success": true, "purged": purged}),

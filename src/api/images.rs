@@ -13,7 +13,6 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::audit;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ErrorCode, HttpError};
@@ -21,6 +20,7 @@ use crate::ingest::{IngestError, Original, path_stem};
 use crate::pipeline::{self, PipelineError, SourceFormat};
 use crate::server::{Body, response};
 use crate::store::{ImageRecord, ImageWithPaths, Visibility};
+use crate::usage::{self, Quota};
 
 /// Multipart framing and the small text fields, on top of `upload.max_bytes` for the file.
 const MULTIPART_SLACK: u64 = 64 * 1024;
@@ -57,13 +57,15 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Absolute URL base: `server.public_url`, else `http://{Host}` of the request (a Host with
 /// anything but host characters is ignored in favour of the listen address).
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub fn base_url(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> String {
     if let Some(url) = &state.config.server.public_url {
         return url.clone();
     }
+    // HTTP/2 carries the host in the `:authority` pseudo-header (the URI), not in `Host`.
     let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
@@ -85,6 +87,15 @@ fn encode_path(path: &str) -> String {
 /// `{base}/i/{account}/{path}` for a stored path (with its extension).
 pub fn delivery_url(base: &str, account: &str, path: &str) -> String {
     format!("{base}/i/{account}/{}", encode_path(path))
+}
+
+/// The path to hand out for a stored path: as stored when the node can serve the original's
+/// format as it is, else the stem as PNG (GIF and BMP originals are delivered converted).
+fn servable(path: &str, format: SourceFormat) -> String {
+    match format.as_output() {
+        Some(_) => path.to_string(),
+        None => format!("{}.png", stem(path)),
+    }
 }
 
 fn stem(path: &str) -> &str {
@@ -194,7 +205,7 @@ fn list_item(base: &str, item: &ImageWithPaths) -> Value {
         "size": image.size,
         "uploaded_at": rfc3339(image.uploaded_at),
         "url": format!("/api/v1/images/{}", image.id),
-        "cdn_url": delivery_url(base, &image.account, first),
+        "cdn_url": delivery_url(base, &image.account, &servable(first, image.format)),
         "paths": item.paths,
     })
 }
@@ -304,7 +315,13 @@ pub async fn upload(
     who: &Principal,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let base = base_url(state, req.headers());
+    let base = base_url(state, req.headers(), req.uri());
+    let plan = state.plan(&who.plan);
+    let used = state.usage.current(&state.store, &who.account).await?;
+    if let Err(e) = usage::check(plan, Quota::Uploads, &used) {
+        super::drain(req).await;
+        return Err(e);
+    }
     let form = read_form(state, req).await?;
     let (filename, bytes) = form
         .file
@@ -329,6 +346,8 @@ pub async fn upload(
     })?;
     let path = upload_path(form.target_path.as_deref(), &filename, format)?;
     let size = bytes.len() as u64;
+    let (_, stored_bytes) = state.store.account_totals(&who.account).await?;
+    usage::check_storage(plan, u64::try_from(stored_bytes).unwrap_or(0), size)?;
     let ingested = state
         .ingest()
         .add(Original {
@@ -340,6 +359,7 @@ pub async fn upload(
         })
         .await
         .map_err(ingest_error)?;
+    state.usage.record(&who.account, |u| u.uploads += 1);
     let image = &ingested.image;
     let paths = state.store.image_paths(&who.account, &image.id).await?;
     // A dedup keeps the stored record (its visibility and upload time).
@@ -349,13 +369,12 @@ pub async fn upload(
         .map_or((visibility, crate::store::now_unix()), |r| {
             (r.visibility, r.uploaded_at)
         });
-    audit(who, "image.upload", &image.id);
     Ok(response::json(
         StatusCode::CREATED,
         &json!({
             "id": image.id,
             "hash": image.hash,
-            "url": delivery_url(&base, &who.account, &path),
+            "url": delivery_url(&base, &who.account, &servable(&path, image.format)),
             "paths": paths,
             "is_new": ingested.outcome.is_new,
             "visibility": visibility.as_str(),
@@ -432,7 +451,7 @@ fn int_param(
 pub async fn list(
     state: &AppState,
     who: &Principal,
-    headers: &HeaderMap,
+    base: &str,
     query: &str,
 ) -> Result<Response<Body>, HttpError> {
     let params = query_params(query);
@@ -455,14 +474,13 @@ pub async fn list(
         .store
         .list_folder(&who.account, folder.as_deref().unwrap_or(""))
         .await?;
-    let base = base_url(state, headers);
     let total = listing.images.len();
     let page: Vec<Value> = listing
         .images
         .iter()
         .skip(offset as usize)
         .take(limit as usize)
-        .map(|item| list_item(&base, item))
+        .map(|item| list_item(base, item))
         .collect();
     let folders: Vec<Value> = listing
         .folders
@@ -486,7 +504,7 @@ pub async fn list(
 pub async fn search(
     state: &AppState,
     who: &Principal,
-    headers: &HeaderMap,
+    base: &str,
     query: &str,
 ) -> Result<Response<Body>, HttpError> {
     let params = query_params(query);
@@ -500,8 +518,7 @@ pub async fn search(
         .store
         .search_images(&who.account, &q, limit, offset)
         .await?;
-    let base = base_url(state, headers);
-    let results: Vec<Value> = found.iter().map(|item| list_item(&base, item)).collect();
+    let results: Vec<Value> = found.iter().map(|item| list_item(base, item)).collect();
     Ok(response::json(
         StatusCode::OK,
         &json!({"results": results, "total": total, "query": q}),
@@ -526,17 +543,20 @@ async fn owned_image(
 pub async fn metadata(
     state: &AppState,
     who: &Principal,
-    headers: &HeaderMap,
+    base: &str,
     id: &str,
 ) -> Result<Response<Body>, HttpError> {
     let image = owned_image(state, who, id).await?;
     let paths = state.store.image_paths(&who.account, id).await?;
-    let base = base_url(state, headers);
     let first = paths.first().map(String::as_str).unwrap_or("");
-    let mut urls = format_urls(&base, &who.account, first);
+    let mut urls = format_urls(base, &who.account, first);
     urls.insert(
         "original".into(),
-        Value::String(delivery_url(&base, &who.account, first)),
+        Value::String(delivery_url(
+            base,
+            &who.account,
+            &servable(first, image.format),
+        )),
     );
     Ok(response::json(
         StatusCode::OK,
@@ -560,8 +580,8 @@ pub async fn metadata(
 }
 
 /// After metadata is gone: lookups invalidated, variants purged, the original released.
-async fn forget(state: &AppState, account: &str, id: &str, hash: &str) -> Result<(), HttpError> {
-    state.caches.meta.invalidate_image(account, id);
+async fn forget(state: &AppState, account: &str, hash: &str) -> Result<(), HttpError> {
+    state.caches.meta.bump(account);
     state
         .caches
         .purge_hashes(&state.store, &[hash.to_string()])
@@ -583,8 +603,7 @@ pub async fn delete(
         .delete_image(&who.account, id)
         .await?
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
-    forget(state, &who.account, id, &deleted.hash).await?;
-    audit(who, "image.delete", id);
+    forget(state, &who.account, &deleted.hash).await?;
     Ok(response::json(
         StatusCode::OK,
         &json!({
@@ -620,25 +639,33 @@ pub async fn delete_path(
     }
     let filepath = decode(filepath)?;
     let filepath = filepath.trim_matches('/');
-    // A path with an extension names the file; without one it is taken as the stem.
-    let stem = match path_stem(filepath) {
-        Ok(stem) => stem.to_string(),
-        Err(_) => {
-            path_stem(&format!("{filepath}.x"))
-                .map_err(|e| HttpError::validation(e.to_string()))?;
-            filepath.to_string()
+    // Validated as a stored path would be (traversal, control characters: 400).
+    path_stem(&format!("{filepath}.x")).map_err(|e| HttpError::validation(e.to_string()))?;
+    // The path exactly as stored first; then as a stem (`photo.v2` may be the stem of
+    // `photo.v2.jpg`); then the stem of what was given (`a.png` for a stored `a.jpg`).
+    let mut candidates = Vec::new();
+    if let Some(stem) = state.store.stem_for_path(&who.account, filepath).await? {
+        candidates.push(stem);
+    }
+    candidates.push(filepath.to_string());
+    if let Ok(stem) = path_stem(filepath) {
+        candidates.push(stem.to_string());
+    }
+    let mut removed = None;
+    let mut stem = String::new();
+    for candidate in candidates {
+        if let Some(done) = state.store.delete_path(&who.account, &candidate).await? {
+            removed = Some(done);
+            stem = candidate;
+            break;
         }
-    };
-    let removed = state
-        .store
-        .delete_path(&who.account, &stem)
-        .await?
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no image at this path"))?;
+    }
+    let removed =
+        removed.ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no image at this path"))?;
     state.caches.meta.invalidate_path(&who.account, &stem).await;
     if removed.image_deleted {
-        forget(state, &who.account, &removed.image_id, &removed.hash).await?;
+        forget(state, &who.account, &removed.hash).await?;
     }
-    audit(who, "image.path_delete", &removed.image_id);
     Ok(response::json(
         StatusCode::OK,
         &json!({
@@ -674,15 +701,7 @@ pub async fn set_visibility(
     {
         return Err(HttpError::new(ErrorCode::NotFound, "no such image"));
     }
-    state.caches.meta.invalidate_image(&who.account, id);
-    audit(
-        who,
-        match visibility {
-            Visibility::Public => "image.visibility.public",
-            Visibility::Private => "image.visibility.private",
-        },
-        id,
-    );
+    state.caches.meta.bump(&who.account);
     Ok(response::json(
         StatusCode::OK,
         &json!({
@@ -703,7 +722,7 @@ pub struct SignedUrlRequest {
 pub async fn signed_url(
     state: &AppState,
     who: &Principal,
-    headers: &HeaderMap,
+    base: &str,
     id: &str,
     body: SignedUrlRequest,
 ) -> Result<Response<Body>, HttpError> {
@@ -717,7 +736,9 @@ pub async fn signed_url(
     let paths = state.store.image_paths(&who.account, id).await?;
     let path = paths
         .first()
+        .map(|p| servable(p, image.format))
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
+    let path = &path;
     let expires_at = crate::store::now_unix() + ttl;
     let url = crate::delivery::url::DeliveryUrl::parse(
         &format!("{}/{}", image.account, encode_path(path)),
@@ -727,7 +748,7 @@ pub async fn signed_url(
     let sig = state.signing.sign(&url.signing_message());
     let signed = format!(
         "{}?exp={expires_at}&sig={sig}",
-        delivery_url(&base_url(state, headers), &who.account, path)
+        delivery_url(base, &who.account, path)
     );
     Ok(response::json(
         StatusCode::OK,

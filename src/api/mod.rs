@@ -15,11 +15,16 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use std::net::SocketAddr;
+
 use crate::app::AppState;
 use crate::auth::{AuthError, MAX_EXPIRY_DAYS, Principal, Scope, Scopes};
 use crate::error::{ErrorCode, HttpError};
+use crate::ratelimit::RateState;
 use crate::server::{Body, response};
 use crate::store::ApiKeyRecord;
+use crate::store::AuditRecord;
+use crate::usage::{self, Quota};
 
 /// Largest JSON request body of the tenant API.
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -41,6 +46,9 @@ pub enum ApiRoute {
     GetPreset(String),
     UpdatePreset(String),
     DeletePreset(String),
+    GetUsage,
+    ExportAccount,
+    EraseAccount,
     GetSettings,
     UpdateSettings,
     ListKeys,
@@ -86,6 +94,11 @@ impl ApiRoute {
             (_, ["settings", "presets"]) | (_, ["settings", "presets", _]) => {
                 return Err(not_allowed());
             }
+            (&Method::GET, ["usage"]) => ApiRoute::GetUsage,
+            (&Method::GET, ["account", "export"]) => ApiRoute::ExportAccount,
+            (&Method::DELETE, ["account"]) => ApiRoute::EraseAccount,
+            (_, ["account"]) | (_, ["account", "export"]) => return Err(not_allowed()),
+            (_, ["usage"]) => return Err(not_allowed()),
             (&Method::GET, ["settings"]) => ApiRoute::GetSettings,
             (&Method::PUT, ["settings"]) => ApiRoute::UpdateSettings,
             (_, ["settings"]) => return Err(not_allowed()),
@@ -110,6 +123,8 @@ impl ApiRoute {
             | ApiRoute::GetImage(_)
             | ApiRoute::ListPresets
             | ApiRoute::GetPreset(_)
+            | ApiRoute::GetUsage
+            | ApiRoute::ExportAccount
             | ApiRoute::GetSettings
             | ApiRoute::ListKeys
             | ApiRoute::NotFound => Scope::Read,
@@ -123,8 +138,25 @@ impl ApiRoute {
             | ApiRoute::UpdatePreset(_)
             | ApiRoute::DeletePreset(_)
             | ApiRoute::UpdateSettings
+            | ApiRoute::EraseAccount
             | ApiRoute::CreateKey
             | ApiRoute::DeleteKey(_) => Scope::Write,
+        }
+    }
+
+    /// The id or name the route acts on, for the audit log.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ApiRoute::GetImage(t)
+            | ApiRoute::DeleteImage(t)
+            | ApiRoute::DeletePath(t)
+            | ApiRoute::SignedUrl(t)
+            | ApiRoute::SetVisibility(t)
+            | ApiRoute::GetPreset(t)
+            | ApiRoute::UpdatePreset(t)
+            | ApiRoute::DeletePreset(t)
+            | ApiRoute::DeleteKey(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -143,6 +175,9 @@ impl ApiRoute {
             ApiRoute::GetPreset(_) => "api_presets_get",
             ApiRoute::UpdatePreset(_) => "api_presets_update",
             ApiRoute::DeletePreset(_) => "api_presets_delete",
+            ApiRoute::GetUsage => "api_usage_get",
+            ApiRoute::ExportAccount => "api_account_export",
+            ApiRoute::EraseAccount => "api_account_erase",
             ApiRoute::GetSettings => "api_settings_get",
             ApiRoute::UpdateSettings => "api_settings_update",
             ApiRoute::ListKeys => "api_keys_list",
@@ -153,17 +188,123 @@ impl ApiRoute {
     }
 }
 
-/// Authenticates, checks the route's scope, and runs it.
+/// What a tenant API call answered with, and its rate-limit state for the headers.
+pub struct ApiOutcome {
+    pub result: Result<Response<Body>, HttpError>,
+    pub rate: Option<RateState>,
+}
+
+/// Authenticates (a failure counts against the client IP's allowance), applies the caller's
+/// rate limit and monthly API quota, runs the route, counts it, and audits it when it changes
+/// anything.
 pub async fn handle(
     state: &AppState,
     route: ApiRoute,
     req: Request<Incoming>,
+    peer: SocketAddr,
+) -> ApiOutcome {
+    let principal = match authenticate(state, &req).await {
+        Ok(p) => p,
+        Err(e) => {
+            drain(req).await;
+            let rate = state.rate_limits.auth_failure(peer.ip());
+            let result = if rate.retry_after.is_some() && e.code == ErrorCode::Unauthorized {
+                Err(rate_limited(
+                    &rate,
+                    "too many failed authentications from this address",
+                ))
+            } else {
+                Err(e)
+            };
+            return ApiOutcome {
+                result,
+                rate: Some(rate),
+            };
+        }
+    };
+    let plan = state.plan(&principal.plan);
+    let rate = state
+        .rate_limits
+        .check(&principal.key_id, plan.requests_per_minute);
+    if rate.retry_after.is_some() {
+        drain(req).await;
+        return ApiOutcome {
+            result: Err(rate_limited(&rate, "rate limit exceeded")),
+            rate: Some(rate),
+        };
+    }
+    let mutating = route.scope() == Scope::Write;
+    let action = route.label();
+    let target = route.target().map(str::to_string);
+    // Counted before it runs, so an erasure's own request does not re-create usage after it.
+    state
+        .usage
+        .record(&principal.account, |u| u.api_requests += 1);
+    let result = run(state, &principal, route, req).await;
+    if mutating {
+        let outcome = match &result {
+            Ok(res) => res.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        let record = AuditRecord {
+            id: audit_id(),
+            at: crate::store::now_unix(),
+            account: Some(principal.account.clone()),
+            actor: principal.key_id.clone(),
+            action: action.to_string(),
+            target,
+            client_ip: Some(peer.ip().to_string()),
+            outcome: i64::from(outcome),
+        };
+        if let Err(e) = state.store.append_audit(&record).await {
+            tracing::error!(error = %e, action, "writing an audit record failed");
+        }
+    }
+    ApiOutcome {
+        result,
+        rate: Some(rate),
+    }
+}
+
+fn rate_limited(rate: &RateState, message: &str) -> HttpError {
+    HttpError {
+        retry_after: rate.retry_after,
+        ..HttpError::new(ErrorCode::RateLimited, message)
+    }
+}
+
+/// Unique and ordered: unix microseconds, strictly increasing within this process (two
+/// records in one microsecond still sort in the order they were made), then random bits so
+/// ids of several nodes never collide.
+pub fn audit_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    let micros = now.max(prev + 1);
+    let random = crate::auth::random_hex(4).unwrap_or_default();
+    format!("{micros:016}-{random}")
+}
+
+/// Scope, monthly quota, then the route.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    route: ApiRoute,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let principal = authenticate(state, &req).await?;
     if route == ApiRoute::NotFound {
+        drain(req).await;
         return Err(HttpError::new(ErrorCode::NotFound, "no such route"));
     }
     if !principal.scopes.allows(route.scope()) {
+        drain(req).await;
         return Err(HttpError::forbidden(format!(
             "this API key lacks the `{}` scope",
             match route.scope() {
@@ -172,19 +313,30 @@ pub async fn handle(
             }
         )));
     }
-    let who = &principal;
-    let headers = req.headers().clone();
+    let mut used = state
+        .usage
+        .current(&state.store, &principal.account)
+        .await?;
+    // This request is already counted: the quota is about the ones before it.
+    used.api_requests = used.api_requests.saturating_sub(1);
+    if let Err(e) = usage::check(state.plan(&principal.plan), Quota::ApiRequests, &used) {
+        drain(req).await;
+        return Err(e);
+    }
+    let who = principal;
+    let base = images::base_url(state, req.headers(), req.uri());
+    let base = base.as_str();
     let query = req.uri().query().unwrap_or("").to_string();
     match route {
         ApiRoute::Upload => images::upload(state, who, req).await,
-        ApiRoute::ListImages => images::list(state, who, &headers, &query).await,
-        ApiRoute::SearchImages => images::search(state, who, &headers, &query).await,
-        ApiRoute::GetImage(id) => images::metadata(state, who, &headers, &id).await,
+        ApiRoute::ListImages => images::list(state, who, base, &query).await,
+        ApiRoute::SearchImages => images::search(state, who, base, &query).await,
+        ApiRoute::GetImage(id) => images::metadata(state, who, base, &id).await,
         ApiRoute::DeleteImage(id) => images::delete(state, who, &id).await,
         ApiRoute::DeletePath(rest) => images::delete_path(state, who, &rest).await,
         ApiRoute::SignedUrl(id) => {
             let body = read_json_opt(req).await?.unwrap_or_default();
-            images::signed_url(state, who, &headers, &id, body).await
+            images::signed_url(state, who, base, &id, body).await
         }
         ApiRoute::SetVisibility(id) => {
             images::set_visibility(state, who, &id, read_json(req).await?).await
@@ -196,14 +348,36 @@ pub async fn handle(
             presets::update(state, who, &id, read_json_opt(req).await?).await
         }
         ApiRoute::DeletePreset(id) => presets::delete(state, who, &id).await,
-        ApiRoute::GetSettings => settings::get(state, &principal).await,
+        ApiRoute::GetUsage => settings::usage(state, who).await,
+        ApiRoute::ExportAccount => crate::account::export(state, &who.account).await,
+        ApiRoute::EraseAccount => {
+            let body: EraseRequest = read_json_opt(req).await?.ok_or_else(|| {
+                HttpError::validation("send {\"confirm\": \"<account name>\"} to erase the account")
+            })?;
+            if body.confirm != who.account {
+                return Err(HttpError::validation(
+                    "confirm must be exactly this account's name",
+                ));
+            }
+            let erased = crate::account::erase(state, &who.account).await?;
+            Ok(response::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "success": true,
+                    "message": "account erased",
+                    "images_deleted": erased.images,
+                    "originals_deleted": erased.originals_deleted,
+                }),
+            ))
+        }
+        ApiRoute::GetSettings => settings::get(state, principal).await,
         ApiRoute::UpdateSettings => {
             let body = read_json_opt(req).await?.unwrap_or_default();
-            settings::update(state, &principal, body).await
+            settings::update(state, principal, body).await
         }
-        ApiRoute::ListKeys => list_keys(state, &principal).await,
-        ApiRoute::CreateKey => create_key(state, &principal, read_json(req).await?).await,
-        ApiRoute::DeleteKey(id) => delete_key(state, &principal, &id).await,
+        ApiRoute::ListKeys => list_keys(state, principal).await,
+        ApiRoute::CreateKey => create_key(state, principal, read_json(req).await?).await,
+        ApiRoute::DeleteKey(id) => delete_key(state, principal, &id).await,
         ApiRoute::NotFound => Err(HttpError::new(ErrorCode::NotFound, "no such route")),
     }
 }
@@ -213,7 +387,7 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = state
+    let mut principal = state
         .api_keys
         .authenticate(&state.store, header)
         .await
@@ -230,9 +404,15 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
         .account(&state.store, &principal.account)
         .await?;
     match account {
-        Some(a) if a.status == crate::store::AccountStatus::Active => Ok(principal),
-        Some(_) => Err(HttpError::forbidden("account suspended")),
-        None => Err(HttpError::new(
+        Some(a) if a.status == crate::store::AccountStatus::Active => {
+            principal.plan = a.plan;
+            Ok(principal)
+        }
+        Some(a) if a.status == crate::store::AccountStatus::Suspended => {
+            Err(HttpError::forbidden("account suspended"))
+        }
+        // Gone, or being erased: its keys are as good as revoked.
+        _ => Err(HttpError::new(
             ErrorCode::Unauthorized,
             "invalid, expired or revoked API key",
         )),
@@ -260,6 +440,13 @@ async fn list_keys(state: &AppState, who: &Principal) -> Result<Response<Body>, 
         StatusCode::OK,
         &serde_json::json!({"api_keys": items, "total": items.len()}),
     ))
+}
+
+/// `DELETE /api/v1/account` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    pub confirm: String,
 }
 
 /// `POST /api/v1/settings/api-keys` body.
@@ -319,7 +506,6 @@ async fn create_key(
         )
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?;
-    audit(who, "api_key.create", &issued.record.id);
     Ok(response::json(
         StatusCode::CREATED,
         &issued_json(&issued.record, &issued.secret),
@@ -351,22 +537,27 @@ async fn delete_key(
     {
         return Err(HttpError::new(ErrorCode::NotFound, "no such API key"));
     }
-    audit(who, "api_key.revoke", id);
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({"success": true, "message": "API key revoked"}),
     ))
 }
 
-/// The audit line of a mutating tenant call (the `imgnode::audit` log target).
-pub(crate) fn audit(who: &Principal, action: &str, target: &str) {
-    tracing::info!(
-        target: "imgnode::audit",
-        action,
-        account = %who.account,
-        actor = %who.key_id,
-        target_id = %target,
-    );
+/// Reads and drops a small request body that is refused before it was read (bad key, scope,
+/// rate, quota), so the client gets the answer instead of a reset while it is still sending.
+/// Bodies over 1 MiB, or slower than 5 s, are not waited for: the connection is closed.
+pub(crate) async fn drain(req: Request<Incoming>) {
+    const LIMIT: usize = 1 << 20;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > LIMIT) {
+        return;
+    }
+    let body = Limited::new(req.into_body(), LIMIT).collect();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), body).await;
 }
 
 fn not_allowed() -> HttpError {

@@ -9,7 +9,6 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::audit;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::delivery::preset;
@@ -113,8 +112,7 @@ pub async fn create(
             &params,
         )
         .await?;
-    state.caches.meta.invalidate_presets(&who.account);
-    audit(who, "preset.create", &preset.id);
+    state.caches.meta.bump(&who.account);
     Ok(response::json(StatusCode::CREATED, &preset_json(&preset)))
 }
 
@@ -160,8 +158,7 @@ pub async fn update(
         )
         .await?
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such preset"))?;
-    state.caches.meta.invalidate_presets(&who.account);
-    audit(who, "preset.update", &preset.id);
+    state.caches.meta.bump(&who.account);
     Ok(response::json(StatusCode::OK, &preset_json(&preset)))
 }
 
@@ -175,8 +172,7 @@ pub async fn delete(
         .delete_preset(&who.account, id_or_name)
         .await?
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such preset"))?;
-    state.caches.meta.invalidate_presets(&who.account);
-    audit(who, "preset.delete", &preset.id);
+    state.caches.meta.bump(&who.account);
     Ok(response::json(
         StatusCode::OK,
         &json!({"success": true, "message": format!("preset {} deleted", preset.name)}),

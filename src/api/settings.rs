@@ -113,7 +113,10 @@ impl UpdateSettings {
 }
 
 /// The `UserSettings` object of the img-src API.
-async fn settings_json(state: &AppState, account: &str) -> Result<serde_json::Value, HttpError> {
+pub async fn settings_json(
+    state: &AppState,
+    account: &str,
+) -> Result<serde_json::Value, HttpError> {
     let stored = state.store.account_settings(account).await?;
     let record = state
         .store
@@ -172,6 +175,51 @@ pub async fn update(
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({ "settings": settings, "message": "Settings updated" }),
+    ))
+}
+
+/// `GET /api/v1/usage`: the plan, its limits (`null` = unlimited) and this month's counts,
+/// including what is counted in memory and not flushed yet.
+pub async fn usage(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
+    let plan = state.plan(&who.plan);
+    let used = state.usage.current(&state.store, &who.account).await?;
+    let (images, bytes) = state.store.account_totals(&who.account).await?;
+    let period = crate::usage::period_of(crate::store::now_unix());
+    let (start, end) = crate::usage::period_bounds(&period);
+    let mut plan_name = who.plan.clone();
+    if let Some(first) = plan_name.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let bytes_f = bytes as f64;
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "plan": who.plan,
+            "plan_name": plan_name,
+            "plan_status": "active",
+            "subscription_ends_at": null,
+            "plan_limits": {
+                "max_uploads_per_month": plan.max_uploads_per_month,
+                "max_storage_bytes": plan.max_storage_bytes,
+                "max_bandwidth_per_month": plan.max_bandwidth_per_month,
+                "max_api_requests_per_month": plan.max_api_requests_per_month,
+                "max_transformations_per_month": plan.max_transformations_per_month,
+            },
+            "total_images": images,
+            "storage_used_bytes": bytes,
+            "storage_used_mb": (bytes_f / 1_048_576.0 * 100.0).round() / 100.0,
+            "storage_used_gb": (bytes_f / 1_073_741_824.0 * 1000.0).round() / 1000.0,
+            "current_period": {
+                "period": period,
+                "period_start": start,
+                "period_end": end,
+                "uploads": used.uploads,
+                "bandwidth_bytes": used.bandwidth_bytes,
+                "api_requests": used.api_requests,
+                "transformations": used.transformations,
+            },
+            "credits": {"storage_bytes": 0, "api_requests": 0, "transformations": 0},
+        }),
     ))
 }
 

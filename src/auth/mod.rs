@@ -78,8 +78,11 @@ impl Scopes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub account: String,
+    /// The API key id, or `jwt:{subject}`: what the audit log names and rate limits key on.
     pub key_id: String,
     pub scopes: Scopes,
+    /// The account's plan (filled in by the API once the account is looked up).
+    pub plan: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,10 +190,17 @@ impl ApiKeys {
             account: record.account.clone(),
             key_id: record.id.clone(),
             scopes,
+            plan: String::new(),
         })
     }
 
     /// Revokes one of an account's keys and forgets it here at once.
+    /// After an account's erasure: no cached lookup of its keys may survive (its keys are
+    /// already refused through the account's status; this frees the memory).
+    pub fn forget_account(&self, _account: &str) {
+        self.cache.invalidate_all();
+    }
+
     pub async fn revoke(&self, store: &Store, account: &str, id: &str) -> Result<bool, StoreError> {
         match store.revoke_api_key(account, id).await? {
             Some(hash) => {

@@ -30,21 +30,39 @@ impl<K, T> Expiry<K, Option<T>> for PresenceExpiry {
     }
 }
 
+impl<K, T> Expiry<K, Stamped<T>> for PresenceExpiry {
+    fn expire_after_create(&self, key: &K, value: &Stamped<T>, now: Instant) -> Option<Duration> {
+        self.expire_after_create(key, &value.value, now)
+    }
+}
+
+/// A cached answer and the account's write generation read *before* it was loaded. A write
+/// bumps the generation after it commits, so an answer loaded concurrently with the write
+/// (and inserted after its invalidation) is recognised as stale on its first read.
+#[derive(Clone)]
+struct Stamped<T> {
+    generation: u64,
+    value: Option<T>,
+}
+
 pub struct MetaCache {
     accounts: Cache<String, Option<Account>>,
-    images: Cache<(String, String), Option<ImageRecord>>,
+    images: Cache<(String, String), Stamped<ImageRecord>>,
     data_keys: Cache<String, Option<Arc<DataKey>>>,
     settings: Cache<String, Arc<AccountSettings>>,
     /// `(account, preset name)`.
-    presets: Cache<(String, String), Option<Arc<PresetRecord>>>,
+    presets: Cache<(String, String), Stamped<Arc<PresetRecord>>>,
+    /// Write generation per account (images, paths, presets); absent = 0.
+    generations: std::sync::RwLock<std::collections::HashMap<String, u64>>,
 }
 
 impl MetaCache {
     pub fn new(entries: u64, positive: Duration, negative: Duration) -> MetaCache {
-        fn build<K, T>(entries: u64, positive: Duration, negative: Duration) -> Cache<K, Option<T>>
+        fn build<K, V>(entries: u64, positive: Duration, negative: Duration) -> Cache<K, V>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
-            T: Clone + Send + Sync + 'static,
+            V: Clone + Send + Sync + 'static,
+            PresenceExpiry: Expiry<K, V>,
         {
             Cache::builder()
                 .max_capacity(entries)
@@ -57,6 +75,7 @@ impl MetaCache {
             images: build(entries, positive, negative),
             data_keys: build(entries, positive, negative),
             presets: build(entries, positive, negative),
+            generations: Default::default(),
             settings: Cache::builder()
                 .max_capacity(entries)
                 .time_to_live(positive)
@@ -78,10 +97,64 @@ impl MetaCache {
         stem: &str,
     ) -> Result<Option<ImageRecord>, StoreError> {
         let key = (account.to_string(), stem.to_string());
-        self.images
-            .try_get_with(key, store.image_by_stem(account, stem))
-            .await
-            .map_err(unshare)
+        self.fresh(&self.images, key, account, || {
+            store.image_by_stem(account, stem)
+        })
+        .await
+    }
+
+    fn generation(&self, account: &str) -> u64 {
+        self.generations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Makes every cached image and preset answer of `account` stale. Call after the write
+    /// commits.
+    pub fn bump(&self, account: &str) {
+        *self
+            .generations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(account.to_string())
+            .or_default() += 1;
+    }
+
+    /// A cached answer unless a write of the account happened since it was loaded; then a
+    /// fresh one (loaded once however many requests ask).
+    async fn fresh<T, F, Fut>(
+        &self,
+        cache: &Cache<(String, String), Stamped<T>>,
+        key: (String, String),
+        account: &str,
+        load: F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        for _ in 0..2 {
+            let generation = self.generation(account);
+            let got = cache
+                .try_get_with(key.clone(), async {
+                    Ok(Stamped {
+                        generation,
+                        value: load().await?,
+                    })
+                })
+                .await
+                .map_err(unshare)?;
+            if got.generation >= self.generation(account) {
+                return Ok(got.value);
+            }
+            cache.invalidate(&key).await;
+        }
+        // Writes keep racing this read: answer from the database without caching.
+        load().await
     }
 
     /// The data key of an original's cached variants; `None` when it has none (so nothing of
@@ -145,32 +218,14 @@ impl MetaCache {
         name: &str,
     ) -> Result<Option<Arc<PresetRecord>>, StoreError> {
         let key = (account.to_string(), name.to_string());
-        self.presets
-            .try_get_with(key, async {
-                Ok(store
-                    .preset(account, name)
-                    .await?
-                    .filter(|p| p.name == name)
-                    .map(Arc::new))
-            })
-            .await
-            .map_err(unshare)
-    }
-
-    /// After any preset write of the account (a rename changes two names).
-    pub fn invalidate_presets(&self, account: &str) {
-        let owned = account.to_string();
-        let _ = self
-            .presets
-            .invalidate_entries_if(move |(a, _), _| *a == owned);
-    }
-
-    /// Every path lookup that answers with this image (after a delete or visibility change).
-    pub fn invalidate_image(&self, account: &str, id: &str) {
-        let (account, id) = (account.to_string(), id.to_string());
-        let _ = self.images.invalidate_entries_if(move |(a, _), image| {
-            *a == account && image.as_ref().is_some_and(|i| i.id == id)
-        });
+        self.fresh(&self.presets, key, account, || async {
+            Ok(store
+                .preset(account, name)
+                .await?
+                .filter(|p| p.name == name)
+                .map(Arc::new))
+        })
+        .await
     }
 
     pub async fn invalidate_settings(&self, account: &str) {
@@ -181,6 +236,7 @@ impl MetaCache {
         self.images
             .invalidate(&(account.to_string(), stem.to_string()))
             .await;
+        self.bump(account);
     }
 
     pub async fn invalidate_account(&self, account: &str) {
@@ -191,7 +247,7 @@ impl MetaCache {
         let _ = self
             .images
             .invalidate_entries_if(move |(a, _), _| *a == owned);
-        self.invalidate_presets(account);
+        self.bump(account);
     }
 
     pub async fn invalidate_data_keys(&self, hashes: &[String]) {

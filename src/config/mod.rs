@@ -7,6 +7,7 @@
 
 pub mod raw;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +39,82 @@ pub struct Config {
     pub cpu: CpuConfig,
     pub log: LogConfig,
     pub demo_seed: bool,
+    pub plans: BTreeMap<String, Plan>,
+    pub retention: RetentionConfig,
+}
+
+/// A plan's monthly limits (`None` = unlimited) and tenant API rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub max_uploads_per_month: Option<u64>,
+    pub max_storage_bytes: Option<u64>,
+    pub max_bandwidth_per_month: Option<u64>,
+    pub max_api_requests_per_month: Option<u64>,
+    pub max_transformations_per_month: Option<u64>,
+    pub requests_per_minute: u32,
+}
+
+impl Plan {
+    fn from_raw(raw: &raw::RawPlan) -> Plan {
+        Plan {
+            max_uploads_per_month: raw.max_uploads_per_month,
+            max_storage_bytes: raw.max_storage_bytes,
+            max_bandwidth_per_month: raw.max_bandwidth_per_month,
+            max_api_requests_per_month: raw.max_api_requests_per_month,
+            max_transformations_per_month: raw.max_transformations_per_month,
+            requests_per_minute: raw.requests_per_minute,
+        }
+    }
+}
+
+/// The plans every node knows, which `[plans.<name>]` sections add to or redefine.
+pub fn builtin_plans() -> BTreeMap<String, raw::RawPlan> {
+    const GIB: u64 = 1 << 30;
+    let plan = |uploads, storage, bandwidth, api, transforms, rpm| raw::RawPlan {
+        max_uploads_per_month: uploads,
+        max_storage_bytes: storage,
+        max_bandwidth_per_month: bandwidth,
+        max_api_requests_per_month: api,
+        max_transformations_per_month: transforms,
+        requests_per_minute: rpm,
+    };
+    BTreeMap::from([
+        (
+            "free".to_string(),
+            plan(
+                Some(500),
+                Some(GIB),
+                Some(10 * GIB),
+                Some(10_000),
+                Some(5_000),
+                100,
+            ),
+        ),
+        (
+            "pro".to_string(),
+            plan(
+                Some(10_000),
+                Some(100 * GIB),
+                Some(1024 * GIB),
+                Some(1_000_000),
+                Some(100_000),
+                500,
+            ),
+        ),
+        (
+            "unlimited".to_string(),
+            plan(None, None, None, None, None, 6000),
+        ),
+    ])
+}
+
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Monthly usage records whose month ended longer ago than this are deleted.
+    pub usage_logs: Duration,
+    pub audit: Duration,
+    /// How often the retention task runs.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +186,8 @@ pub struct DeliveryConfig {
     pub require_signature: bool,
     /// With `require_signature`, untransformed originals need one too.
     pub sign_originals: bool,
+    /// What delivery answers for a suspended account: 403 or 404.
+    pub suspended_status: u16,
     /// One signing key per line, the first signs; `None` means `{data_dir}/signing.keys`,
     /// generated on first start.
     pub signing_keys_file: Option<PathBuf>,
@@ -366,6 +445,26 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         nice: c.nice,
     };
 
+    let mut plans = BTreeMap::new();
+    let mut raw_plans = builtin_plans();
+    raw_plans.extend(raw.plans.clone());
+    for (name, plan) in &raw_plans {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            p.push(format!("plans.{name}: plan names are [a-z0-9_-]{{1,64}}"));
+        }
+        if plan.requests_per_minute == 0 {
+            p.push(format!(
+                "plans.{name}.requests_per_minute: must be greater than 0"
+            ));
+        }
+        plans.insert(name.clone(), Plan::from_raw(plan));
+    }
+
     let auth_prefix = raw.auth.key_prefix.clone();
     if auth_prefix.is_empty()
         || auth_prefix.len() > 32
@@ -418,13 +517,22 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             bare_paths: raw.delivery.bare_paths,
             require_signature: raw.delivery.require_signature,
             sign_originals: raw.delivery.sign_originals,
+            suspended_status: match raw.delivery.suspended_status {
+                s @ (403 | 404) => s,
+                other => {
+                    p.push(format!(
+                        "delivery.suspended_status: {other} is not 403 or 404"
+                    ));
+                    403
+                }
+            },
             signing_keys_file: (!raw.delivery.signing_keys_file.is_empty())
                 .then(|| PathBuf::from(&raw.delivery.signing_keys_file)),
         },
         upload: UploadConfig {
             max_bytes: p.bytes("upload.max_bytes", &raw.upload.max_bytes),
-            orphan_grace: p.duration("upload.orphan_grace", &raw.upload.orphan_grace),
-            sweep_interval: p.duration("upload.sweep_interval", &raw.upload.sweep_interval),
+            orphan_grace: p.nonzero_duration("upload.orphan_grace", &raw.upload.orphan_grace),
+            sweep_interval: p.nonzero_duration("upload.sweep_interval", &raw.upload.sweep_interval),
         },
         limits,
         encode,
@@ -434,6 +542,12 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             json,
         },
         demo_seed: raw.demo.seed,
+        plans,
+        retention: RetentionConfig {
+            usage_logs: p.duration("retention.usage_logs", &raw.retention.usage_logs),
+            audit: p.duration("retention.audit", &raw.retention.audit),
+            interval: p.nonzero_duration("retention.interval", &raw.retention.interval),
+        },
     }
 }
 
@@ -488,6 +602,15 @@ impl Problems<'_> {
             ));
             Duration::ZERO
         })
+    }
+
+    fn nonzero_duration(&mut self, key: &str, value: &str) -> Duration {
+        let d = self.duration(key, value);
+        if d.is_zero() {
+            self.push(format!("{key}: must be longer than 0s"));
+            return Duration::from_secs(1);
+        }
+        d
     }
 
     fn bytes(&mut self, key: &str, value: &str) -> u64 {

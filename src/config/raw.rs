@@ -25,6 +25,39 @@ pub struct RawConfig {
     pub cpu: RawCpu,
     pub log: RawLog,
     pub demo: RawDemo,
+    /// Merged over the built-in `free`, `pro` and `unlimited` plans.
+    pub plans: std::collections::BTreeMap<String, RawPlan>,
+    pub retention: RawRetention,
+}
+
+/// One plan: monthly limits (absent = unlimited) and a tenant API rate.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPlan {
+    pub max_uploads_per_month: Option<u64>,
+    pub max_storage_bytes: Option<u64>,
+    pub max_bandwidth_per_month: Option<u64>,
+    pub max_api_requests_per_month: Option<u64>,
+    pub max_transformations_per_month: Option<u64>,
+    pub requests_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawRetention {
+    pub usage_logs: String,
+    pub audit: String,
+    pub interval: String,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            usage_logs: "90d".into(),
+            audit: "730d".into(),
+            interval: "1h".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -175,6 +208,7 @@ pub struct RawDelivery {
     pub require_signature: bool,
     pub sign_originals: bool,
     pub signing_keys_file: String,
+    pub suspended_status: u16,
 }
 
 impl Default for RawDelivery {
@@ -185,6 +219,7 @@ impl Default for RawDelivery {
             require_signature: false,
             sign_originals: true,
             signing_keys_file: String::new(),
+            suspended_status: 403,
         }
     }
 }

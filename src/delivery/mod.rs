@@ -29,6 +29,7 @@ use crate::pipeline::{self, Fit, OutputFormat, StageTimings, Transform};
 use crate::server::{Body, empty, full, response::NOSNIFF};
 use crate::signing::Refusal;
 use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
+use crate::usage::{self, Quota};
 use url::{TransformDefaults, TransformParams};
 
 /// How the bytes of a response were obtained (the `X-Cache` header).
@@ -84,8 +85,14 @@ pub async fn handle(
         .account(&state.store, &url.account)
         .await?
         .ok_or_else(HttpError::not_found)?;
-    if account.status == AccountStatus::Suspended {
-        return Err(HttpError::forbidden("account suspended"));
+    match account.status {
+        AccountStatus::Active => {}
+        AccountStatus::Suspended if state.config.delivery.suspended_status == 404 => {
+            return Err(HttpError::not_found());
+        }
+        AccountStatus::Suspended => return Err(HttpError::forbidden("account suspended")),
+        // Being erased: already gone as far as delivery is concerned.
+        AccountStatus::Erasing => return Err(HttpError::not_found()),
     }
     let image = caches
         .meta
@@ -132,6 +139,10 @@ pub async fn handle(
     }
     .is_empty();
     let passthrough = !transforms && image.format.as_output() == Some(output);
+    if state.config.delivery.require_signature && !signed && !passthrough {
+        // A bare format conversion (`photo.avif` of a JPEG) is a render like any other.
+        return Err(HttpError::forbidden(SIGNATURE_REQUIRED));
+    }
     let (key, transform) = if passthrough {
         (caches.variant_key(&image.hash, "", "original"), None)
     } else {
@@ -147,6 +158,11 @@ pub async fn handle(
         etag: &etag,
         image: &image,
         vary_accept: negotiated,
+        private_until: (image.visibility == Visibility::Private).then(|| {
+            url.query
+                .expires
+                .unwrap_or_else(|| crate::store::now_unix() + PRIVATE_MAX_AGE)
+        }),
         cache: if passthrough {
             CacheStatus::Original
         } else {
@@ -182,6 +198,9 @@ pub async fn handle(
         return Ok((meta.respond(state, variant.bytes, head_only), meta.cache));
     }
 
+    // Renders count against the monthly quota; cached variants above are served regardless.
+    let used = state.usage.current(&state.store, &account.name).await?;
+    usage::check(state.plan(&account.plan), Quota::Transformations, &used)?;
     let (outcome, role) = {
         let owned = state.clone();
         let hash = image.hash.clone();
@@ -193,8 +212,13 @@ pub async fn handle(
             .await
     };
     let outcome = outcome?;
-    if let (Role::Leader, Some(id)) = (role, &preset_id) {
-        state.count_preset_render(id);
+    if role == Role::Leader {
+        state
+            .usage
+            .record(&account.name, |u| u.transformations += 1);
+        if let Some(id) = &preset_id {
+            state.count_preset_render(id);
+        }
     }
     meta.cache = match role {
         Role::Leader => CacheStatus::Miss,
@@ -353,20 +377,31 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
+/// Browser cache lifetime of a private image fetched with a signature that has no expiry.
+const PRIVATE_MAX_AGE: i64 = 3600;
+
 struct ResponseMeta<'a> {
     format: OutputFormat,
     etag: &'a str,
     image: &'a ImageRecord,
     vary_accept: bool,
+    /// For a private image, when its signature expires: only the client may cache it, and no
+    /// longer than that (never a shared cache or CDN).
+    private_until: Option<i64>,
     cache: CacheStatus,
     /// Fetch duration and the render's stage durations, on a miss.
     timing: Option<(Duration, StageTimings)>,
 }
 
 impl ResponseMeta<'_> {
-    /// A 200 with `bytes` (or only their length, for HEAD).
+    /// A 200 with `bytes` (or only their length, for HEAD); delivered bytes are metered.
     fn respond(&self, state: &AppState, bytes: Bytes, head_only: bool) -> Response<Body> {
         let len = bytes.len();
+        if !head_only {
+            state
+                .usage
+                .record(&self.image.account, |u| u.bandwidth_bytes += len as u64);
+        }
         let mut res = self.build(state, StatusCode::OK, (!head_only).then_some(bytes));
         res.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -381,10 +416,15 @@ impl ResponseMeta<'_> {
             CONTENT_TYPE,
             HeaderValue::from_static(self.format.media_type()),
         );
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "public, max-age={}",
-            state.config.cache.http_max_age().as_secs()
-        )) {
+        let max_age = state.config.cache.http_max_age().as_secs();
+        let cache_control = match self.private_until {
+            None => format!("public, max-age={max_age}"),
+            Some(until) => {
+                let left = until.saturating_sub(crate::store::now_unix()).max(0) as u64;
+                format!("private, max-age={}", left.min(max_age))
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&cache_control) {
             h.insert(CACHE_CONTROL, v);
         }
         if let Ok(v) = HeaderValue::from_str(self.etag) {

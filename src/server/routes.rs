@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, HOST};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Body, Handler, response};
@@ -83,11 +83,14 @@ impl Handler for PublicHandler {
         let head_only = method == Method::HEAD;
         let get_like = method == Method::GET || head_only;
 
+        let mut rate = None;
         let (res, cache, label) = match route {
             PublicRoute::Api => match crate::api::ApiRoute::parse(&method, &path) {
                 Ok(api) => {
                     let label = api.label();
-                    (crate::api::handle(state, api, req).await, None, label)
+                    let outcome = crate::api::handle(state, api, req, peer).await;
+                    rate = outcome.rate;
+                    (outcome.result, None, label)
                 }
                 Err(e) => (Err(e), None, "api_bad_method"),
             },
@@ -129,7 +132,13 @@ impl Handler for PublicHandler {
                 route.label(),
             ),
         };
-        let res = finish(state, res, &path, head_only);
+        let mut res = finish(state, res, &path, head_only);
+        if let Some(rate) = rate {
+            let h = res.headers_mut();
+            h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
+            h.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+        }
         record(state, &method, &path, peer, label, cache, &res, started);
         res
     }
@@ -148,7 +157,7 @@ impl Handler for OpsHandler {
         let (res, label) = match crate::admin::OpsRoute::parse(&method, &path) {
             Ok(route) => {
                 let label = route.label();
-                (crate::admin::handle(state, route, req).await, label)
+                (crate::admin::handle(state, route, req, peer).await, label)
             }
             Err(e) => (Err(e), "ops_bad_method"),
         };

@@ -128,6 +128,23 @@ impl Store {
         })
     }
 
+    /// Every image of an account with its paths, by id (export).
+    pub async fn list_all_images(&self, account: &str) -> Result<Vec<ImageWithPaths>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.account = $1 ORDER BY i.id"
+        )))
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let image = image_from_row(row)?;
+            let paths = self.image_paths(account, &image.id).await?;
+            out.push(ImageWithPaths { image, paths });
+        }
+        Ok(out)
+    }
+
     /// Images whose path or original filename contains `query` (case-insensitive), newest
     /// first; returns one page and the total.
     pub async fn search_images(
@@ -201,6 +218,20 @@ impl Store {
                 .transpose()?;
         tx.commit().await?;
         Ok(hash.map(|hash| DeletedImage { hash, paths }))
+    }
+
+    /// The stem of the path stored exactly as `path` (with its extension).
+    pub async fn stem_for_path(
+        &self,
+        account: &str,
+        path: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT stem FROM paths WHERE account = $1 AND path = $2")
+            .bind(account)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("stem")).transpose()?)
     }
 
     /// Removes the path with this stem; the image goes too when it was its last path.

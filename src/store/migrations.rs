@@ -112,6 +112,35 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        6,
+        &[
+            // Usage per account and calendar month (UTC), added to on each flush.
+            "CREATE TABLE usage (
+            account TEXT NOT NULL,
+            period TEXT NOT NULL,
+            uploads BIGINT NOT NULL DEFAULT 0,
+            api_requests BIGINT NOT NULL DEFAULT 0,
+            bandwidth_bytes BIGINT NOT NULL DEFAULT 0,
+            transformations BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (account, period)
+        )",
+            // Every mutating tenant and operator call. Kept apart from accounts (no foreign
+            // key) so an erased account's record of the erasure survives until retention.
+            "CREATE TABLE audit (
+            id TEXT PRIMARY KEY,
+            at BIGINT NOT NULL,
+            account TEXT,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            client_ip TEXT,
+            outcome BIGINT NOT NULL
+        )",
+            "CREATE INDEX audit_at ON audit (at)",
+            "CREATE INDEX audit_account ON audit (account, at)",
+        ],
+    ),
 ];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {

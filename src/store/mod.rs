@@ -11,6 +11,7 @@ mod migrations;
 mod model;
 mod presets;
 mod settings;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use model::{
 };
 pub use presets::{MAX_PRESETS, PresetChange, PresetRecord};
 pub use settings::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, StoredSettings, THEMES};
+pub use usage::{AuditFilter, AuditRecord, UsageCounts};
 
 use crate::pipeline::SourceFormat;
 
@@ -176,6 +178,59 @@ impl Store {
         let done = sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE name = $3")
             .bind(status.as_str())
             .bind(now_unix())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_account_plan(&self, name: &str, plan: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE accounts SET plan = $1, updated_at = $2 WHERE name = $3")
+            .bind(plan)
+            .bind(now_unix())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Names of the accounts in `status` (erasures to resume at start-up).
+    pub async fn accounts_in(&self, status: AccountStatus) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM accounts WHERE status = $1 ORDER BY name")
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("name").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Deletes everything stored about an account except the account row itself (its
+    /// `erasing` status is what makes an interrupted erasure resume), in one transaction.
+    /// Audit records stay until retention removes them.
+    pub async fn delete_account_data(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "paths",
+            "images",
+            "api_keys",
+            "presets",
+            "account_settings",
+            "usage",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE account = $1"
+            )))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;

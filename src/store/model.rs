@@ -18,6 +18,9 @@ pub struct Account {
 pub enum AccountStatus {
     Active,
     Suspended,
+    /// Erasure started and not finished: nothing of the account is served, and a restart
+    /// resumes the erasure.
+    Erasing,
 }
 
 impl AccountStatus {
@@ -25,6 +28,7 @@ impl AccountStatus {
         match self {
             AccountStatus::Active => "active",
             AccountStatus::Suspended => "suspended",
+            AccountStatus::Erasing => "erasing",
         }
     }
 }
@@ -35,6 +39,7 @@ impl FromStr for AccountStatus {
         match s {
             "active" => Ok(AccountStatus::Active),
             "suspended" => Ok(AccountStatus::Suspended),
+            "erasing" => Ok(AccountStatus::Erasing),
             _ => Err(()),
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use imgnode::store::Visibility;
 
-use crate::harness::{TestNode, decode, fixture};
+use crate::harness::{TestNode, decode, dir_contains, fixture};
 
 const OPERATOR_TOKEN: &str = "test-operator-token-7f3a";
 
@@ -33,23 +33,6 @@ async fn purge(node: &TestNode, body: serde_json::Value, token: Option<&str>) ->
         req = req.bearer_auth(token);
     }
     req.send().await.unwrap()
-}
-
-/// Whether any file under `dir` contains `needle`.
-fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let path = e.path();
-        if path.is_dir() {
-            dir_contains(&path, needle)
-        } else {
-            std::fs::read(&path)
-                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-                .unwrap_or(false)
-        }
-    })
 }
 
 #[tokio::test]

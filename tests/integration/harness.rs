@@ -261,6 +261,23 @@ pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
     (s.width as u32, s.height as u32)
 }
 
+/// Whether any file under `dir` contains `needle`.
+pub fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            dir_contains(&path, needle)
+        } else {
+            std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        }
+    })
+}
+
 pub fn assert_json_error(
     status: u16,
     headers: &reqwest::header::HeaderMap,

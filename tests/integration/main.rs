@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod accounts;
 mod api;
 mod cache;
 mod config;

@@ -1,0 +1,286 @@
+//! The privacy operations on a whole account: export (access and portability) and erasure.
+//!
+//! Owns their order. Erasure first marks the account `erasing` (from then on nothing of it is
+//! served and its keys are refused), purges its cached variants (data keys first), deletes its
+//! metadata in one transaction, deletes the originals no other account references, and only
+//! then deletes the account row; an erasure interrupted by a crash is resumed at start-up
+//! because the row is still there, marked. Export streams a tar archive: one JSON document,
+//! then each original, read one at a time, so memory stays flat whatever the account's size.
+//! Must never decide HTTP routes or authentication.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::error::{ErrorCode, HttpError};
+use crate::origin::Origin;
+use crate::server::Body;
+use crate::store::{AccountStatus, ImageRecord};
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub images: usize,
+    /// Originals deleted from object storage (those no other account references).
+    pub originals_deleted: usize,
+}
+
+/// Erases `name` completely (see the module doc for the order). Idempotent: running it again
+/// on a half-erased account finishes the job.
+pub async fn erase(state: &AppState, name: &str) -> Result<Erased, HttpError> {
+    if !state
+        .store
+        .set_account_status(name, AccountStatus::Erasing)
+        .await?
+    {
+        return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
+    }
+    state.caches.meta.invalidate_account(name).await;
+    let hashes = state.store.account_hashes(name).await?;
+    state.caches.purge_account(&state.store, name).await?;
+    state.store.delete_account_data(name).await?;
+    state.caches.meta.invalidate_account(name).await;
+    state.api_keys.forget_account(name);
+    state.usage.forget(name);
+    let mut originals_deleted = 0;
+    for hash in &hashes {
+        // A failure here leaves an unreferenced object, which the orphan sweep deletes.
+        match state.ingest().release_original(hash).await {
+            Ok(true) => originals_deleted += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "erasure: deleting an original failed"),
+        }
+    }
+    state.store.delete_account(name).await?;
+    state.caches.meta.invalidate_account(name).await;
+    tracing::info!(
+        account = name,
+        images = hashes.len(),
+        originals_deleted,
+        "account erased"
+    );
+    Ok(Erased {
+        images: hashes.len(),
+        originals_deleted,
+    })
+}
+
+/// Finishes every erasure a crash interrupted; run at start-up before serving.
+pub async fn resume_erasures(state: &AppState) -> Result<usize, HttpError> {
+    let pending = state.store.accounts_in(AccountStatus::Erasing).await?;
+    for name in &pending {
+        tracing::warn!(account = %name, "resuming an interrupted account erasure");
+        erase(state, name).await?;
+    }
+    Ok(pending.len())
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The archive name of an image's original.
+fn original_entry(image: &ImageRecord) -> String {
+    format!("originals/{}.{}", image.id, image.format.extension())
+}
+
+/// The metadata document of an export: everything stored about the account but secrets.
+async fn document(state: &AppState, name: &str) -> Result<(Value, Vec<ImageRecord>), HttpError> {
+    let account = state
+        .store
+        .account(name)
+        .await?
+        .filter(|a| a.status != AccountStatus::Erasing)
+        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such account"))?;
+    let settings = crate::api::settings::settings_json(state, name).await?;
+    let presets: Vec<Value> = state
+        .store
+        .presets(name)
+        .await?
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "name": p.name, "description": p.description,
+                "params": serde_json::from_str::<Value>(&p.params).unwrap_or(Value::Null),
+                "created_at": p.created_at, "updated_at": p.updated_at, "usage_count": p.usage_count,
+            })
+        })
+        .collect();
+    let keys: Vec<Value> = state
+        .store
+        .api_keys(name)
+        .await?
+        .iter()
+        .map(crate::api::key_json)
+        .collect();
+    let usage: Vec<Value> = state
+        .store
+        .usage_history(name)
+        .await?
+        .iter()
+        .map(|(period, u)| {
+            json!({
+                "period": period, "uploads": u.uploads, "api_requests": u.api_requests,
+                "bandwidth_bytes": u.bandwidth_bytes, "transformations": u.transformations,
+            })
+        })
+        .collect();
+    let listing = state.store.list_all_images(name).await?;
+    let images: Vec<Value> = listing
+        .iter()
+        .map(|item| {
+            let i = &item.image;
+            json!({
+                "id": i.id, "hash": i.hash, "format": i.format.extension(),
+                "mime_type": i.format.media_type(), "width": i.width, "height": i.height,
+                "size": i.size, "original_filename": i.original_filename,
+                "uploaded_at": rfc3339(i.uploaded_at), "visibility": i.visibility.as_str(),
+                "dominant_color": i.dominant_color, "paths": item.paths,
+                "archive_entry": original_entry(i),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "format": "imgnode-account-export/1",
+        "exported_at": rfc3339(crate::store::now_unix()),
+        "account": {
+            "name": account.name, "plan": account.plan,
+            "status": account.status.as_str(), "created_at": account.created_at,
+        },
+        "settings": settings,
+        "presets": presets,
+        "api_keys": keys,
+        "usage": usage,
+        "images": images,
+    });
+    Ok((doc, listing.into_iter().map(|item| item.image).collect()))
+}
+
+/// One tar entry: header, data, padding to the 512-byte block.
+fn tar_entry(path: &str, data: &[u8], mtime: u64) -> io::Result<Bytes> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(path)?;
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let padding = (512 - data.len() % 512) % 512;
+    let mut out = BytesMut::with_capacity(512 + data.len() + padding);
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len() + padding, 0);
+    Ok(out.freeze())
+}
+
+/// `GET .../export`: `application/x-tar` with `account.json` and `originals/{id}.{ext}`.
+/// A failure mid-stream aborts the response (the client sees a truncated transfer, never a
+/// well-formed archive with entries missing).
+pub async fn export(state: &AppState, name: &str) -> Result<Response<Body>, HttpError> {
+    let (doc, images) = document(state, name).await?;
+    let json = serde_json::to_vec_pretty(&doc)
+        .map_err(|e| HttpError::internal(format!("export document: {e}")))?;
+    let now = u64::try_from(crate::store::now_unix()).unwrap_or(0);
+    let first = tar_entry("account.json", &json, now)
+        .map_err(|e| HttpError::internal(format!("export header: {e}")))?;
+    let origin = state.origin.clone();
+    let max = state.config.limits.max_source_bytes;
+    let body = export_stream(first, images, origin, max, now);
+    let mut res =
+        Response::new(StreamBody::new(body.map(|chunk| chunk.map(Frame::data))).boxed_unsync());
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"imgnode-export-{name}.tar\""
+    )) {
+        h.insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+fn export_stream(
+    first: Bytes,
+    images: Vec<ImageRecord>,
+    origin: Origin,
+    max: u64,
+    mtime: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    enum Step {
+        First(Bytes, std::vec::IntoIter<ImageRecord>),
+        Next(std::vec::IntoIter<ImageRecord>),
+        Done,
+    }
+    futures_util::stream::unfold(Step::First(first, images.into_iter()), move |step| {
+        let origin = origin.clone();
+        async move {
+            match step {
+                Step::First(bytes, rest) => Some((Ok(bytes), Step::Next(rest))),
+                Step::Next(mut rest) => match rest.next() {
+                    // Two zero blocks end a tar archive.
+                    None => Some((Ok(Bytes::from(vec![0u8; 1024])), Step::Done)),
+                    Some(image) => {
+                        let entry = match origin.get(&image.hash, max).await {
+                            Ok(data) => tar_entry(&original_entry(&image), &data, mtime),
+                            Err(e) => Err(io::Error::other(format!(
+                                "export: original {} unavailable: {e}",
+                                image.id
+                            ))),
+                        };
+                        match entry {
+                            Ok(bytes) => Some((Ok(bytes), Step::Next(rest))),
+                            Err(e) => {
+                                tracing::error!(error = %e, "account export aborted");
+                                Some((Err(e), Step::Done))
+                            }
+                        }
+                    }
+                },
+                Step::Done => None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_entries_are_block_aligned_and_readable() {
+        let mut archive = Vec::new();
+        archive.extend_from_slice(&tar_entry("account.json", b"{}", 1).unwrap());
+        archive.extend_from_slice(&tar_entry("originals/a.jpg", &[7u8; 700], 1).unwrap());
+        archive.extend_from_slice(&[0u8; 1024]);
+        assert_eq!(archive.len() % 512, 0);
+        let mut reader = tar::Archive::new(archive.as_slice());
+        let names: Vec<(String, u64)> = reader
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().display().to_string(), e.size())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("account.json".to_string(), 2),
+                ("originals/a.jpg".to_string(), 700)
+            ]
+        );
+    }
+}

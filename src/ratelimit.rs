@@ -1,0 +1,168 @@
+//! Rate limits: GCRA (governor) per API key or JWT subject at the rate of the account's plan,
+//! and per client IP for failed authentications (brute force of keys).
+//!
+//! Owns the limiters and the `X-RateLimit-*` numbers. Per node: with N nodes behind a
+//! balancer a client can reach N times the rate (documented in the README). Must never block
+//! a request: a check is a few atomic operations.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+/// A keyed limiter that reports the remaining allowance.
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
+
+fn keyed<K: std::hash::Hash + Eq + Clone>(quota: Quota) -> Keyed<K> {
+    RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()
+}
+
+/// Failed authentications a client IP may make per minute (with this burst) before 429s.
+const AUTH_FAILURES_PER_MINUTE: u32 = 20;
+
+/// The numbers of the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Unix seconds at which the full limit is available again.
+    pub reset: i64,
+    /// Set when the request is refused: seconds until one more is allowed.
+    pub retry_after: Option<u64>,
+}
+
+pub struct RateLimits {
+    clock: DefaultClock,
+    /// One keyed limiter per distinct plan rate.
+    by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
+    auth_failures: Keyed<IpAddr>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            clock: DefaultClock::default(),
+            by_rate: Mutex::new(HashMap::new()),
+            auth_failures: keyed(per_minute(AUTH_FAILURES_PER_MINUTE)),
+        }
+    }
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
+}
+
+fn now_unix() -> i64 {
+    crate::store::now_unix()
+}
+
+impl RateLimits {
+    /// Takes one request from `who`'s allowance at `per_minute`.
+    pub fn check(&self, who: &str, per_minute_limit: u32) -> RateState {
+        let limiter = {
+            let mut by_rate = self.by_rate.lock().unwrap_or_else(|p| p.into_inner());
+            by_rate
+                .entry(per_minute_limit)
+                .or_insert_with(|| Arc::new(keyed(per_minute(per_minute_limit))))
+                .clone()
+        };
+        let key = who.to_string();
+        let outcome = limiter.check_key(&key);
+        state(&self.clock, per_minute_limit, outcome)
+    }
+
+    /// Counts one failed authentication from `ip`; a refusal means "answer 429 instead".
+    pub fn auth_failure(&self, ip: IpAddr) -> RateState {
+        let outcome = self.auth_failures.check_key(&ip);
+        state(&self.clock, AUTH_FAILURES_PER_MINUTE, outcome)
+    }
+
+    /// Forgets keys whose allowance is full again (bounded memory); run periodically.
+    pub fn shrink(&self) {
+        for limiter in self
+            .by_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.auth_failures.retain_recent();
+        self.auth_failures.shrink_to_fit();
+    }
+}
+
+fn state(
+    clock: &DefaultClock,
+    limit: u32,
+    outcome: Result<
+        governor::middleware::StateSnapshot,
+        governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    >,
+) -> RateState {
+    let interval = Duration::from_secs(60) / limit.max(1);
+    match outcome {
+        Ok(snapshot) => {
+            let remaining = snapshot.remaining_burst_capacity();
+            let refill = interval * (limit.saturating_sub(remaining));
+            RateState {
+                limit,
+                remaining,
+                reset: now_unix() + refill.as_secs_f64().ceil() as i64,
+                retry_after: None,
+            }
+        }
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(clock.now());
+            let full = interval * limit;
+            RateState {
+                limit,
+                remaining: 0,
+                reset: now_unix() + full.as_secs_f64().ceil() as i64,
+                retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_gets_its_plan_rate_then_429s() {
+        let limits = RateLimits::default();
+        for n in 0..5 {
+            let s = limits.check("key_a", 5);
+            assert_eq!((s.limit, s.remaining, s.retry_after), (5, 4 - n, None));
+        }
+        let refused = limits.check("key_a", 5);
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.retry_after.is_some_and(|s| (1..=12).contains(&s)));
+        // Another key has its own allowance.
+        assert_eq!(limits.check("key_b", 5).remaining, 4);
+    }
+
+    #[test]
+    fn failed_authentications_are_limited_per_ip() {
+        let limits = RateLimits::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..AUTH_FAILURES_PER_MINUTE {
+            assert!(limits.auth_failure(ip).retry_after.is_none());
+        }
+        assert!(limits.auth_failure(ip).retry_after.is_some());
+        assert!(
+            limits
+                .auth_failure("192.0.2.8".parse().unwrap())
+                .retry_after
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! Usage metering and quotas: per account and calendar month (UTC), counted in memory and
+//! added to the database on an interval (`auth.usage_flush_interval`) and at shutdown.
+//!
+//! Owns the counters (uploads, API requests, delivered bytes, renders), the quota checks of
+//! the account's plan, and the flush. No request waits for a database write: a crash loses at
+//! most one interval of counts; a failed flush puts its counts back to be retried, so nothing
+//! is counted twice. Must never decide anything but quota answers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::Plan;
+use crate::error::{ErrorCode, HttpError};
+use crate::store::{Store, StoreError, UsageCounts, now_unix};
+
+/// `YYYY-MM` of a unix time (UTC).
+pub fn period_of(unix: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
+}
+
+/// First second of `period`'s month and first second of the next one (unix).
+pub fn period_bounds(period: &str) -> (i64, i64) {
+    let parse = || -> Option<(i32, u8)> {
+        let (y, m) = period.split_once('-')?;
+        Some((y.parse().ok()?, m.parse().ok()?))
+    };
+    let (year, month) = parse().unwrap_or((1970, 1));
+    let start = |y: i32, m: u8| {
+        time::Month::try_from(m)
+            .ok()
+            .and_then(|m| time::Date::from_calendar_date(y, m, 1).ok())
+            .map_or(0, |d| d.midnight().assume_utc().unix_timestamp())
+    };
+    let (ny, nm) = if month >= 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    (start(year, month), start(ny, nm))
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Counted since the last flush, by (account, period).
+    pending: HashMap<(String, String), UsageCounts>,
+    /// What the database held at the last read or flush, by (account, period).
+    base: HashMap<(String, String), UsageCounts>,
+}
+
+#[derive(Default)]
+pub struct UsageMeter {
+    inner: Mutex<Inner>,
+    /// Held by a flush for its whole run, and by a load of a month from the database, so a
+    /// load never sees the database half-way through a flush (counted twice, or not at all).
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl UsageMeter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts something for `account` in the current month.
+    pub fn record(&self, account: &str, count: impl FnOnce(&mut UsageCounts)) {
+        let key = (account.to_string(), period_of(now_unix()));
+        count(self.lock().pending.entry(key).or_default());
+    }
+
+    /// The account's counts this month: the database's plus what is not flushed yet.
+    pub async fn current(&self, store: &Store, account: &str) -> Result<UsageCounts, StoreError> {
+        let key = (account.to_string(), period_of(now_unix()));
+        if !self.lock().base.contains_key(&key) {
+            let _flush = self.flushing.lock().await;
+            if !self.lock().base.contains_key(&key) {
+                let loaded = store.usage(account, &key.1).await?;
+                self.lock().base.insert(key.clone(), loaded);
+            }
+        }
+        let inner = self.lock();
+        let mut total = inner.base.get(&key).copied().unwrap_or_default();
+        if let Some(pending) = inner.pending.get(&key) {
+            total.add(pending);
+        }
+        Ok(total)
+    }
+
+    /// Adds what was counted to the database. A count moves from `pending` to `base` only
+    /// once its write succeeded, in one step, so readers never miss or double it; counts of a
+    /// failed write stay pending for the next flush.
+    pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let _flush = self.flushing.lock().await;
+        let snapshot: Vec<_> = self
+            .lock()
+            .pending
+            .iter()
+            .filter(|(_, delta)| !delta.is_zero())
+            .map(|(key, delta)| (key.clone(), *delta))
+            .collect();
+        let mut first_error = None;
+        for (key, delta) in snapshot {
+            match store.add_usage(&key.0, &key.1, &delta).await {
+                Ok(()) => {
+                    let mut inner = self.lock();
+                    if let Some(pending) = inner.pending.get_mut(&key) {
+                        pending.sub(&delta);
+                        if pending.is_zero() {
+                            inner.pending.remove(&key);
+                        }
+                    }
+                    // Only months already read are kept; others load fresh when asked.
+                    if let Some(base) = inner.base.get_mut(&key) {
+                        base.add(&delta);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Past months are not needed in memory any more.
+        let now = period_of(now_unix());
+        self.lock().base.retain(|(_, period), _| *period == now);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Drops an erased account's counters (its rows are deleted by the caller).
+    pub fn forget(&self, account: &str) {
+        let mut inner = self.lock();
+        inner.pending.retain(|(a, _), _| a != account);
+        inner.base.retain(|(a, _), _| a != account);
+    }
+}
+
+/// Which monthly limit a request is about to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    Uploads,
+    ApiRequests,
+    Transformations,
+}
+
+/// `429 QUOTA_EXCEEDED` when `used` has reached the plan's limit for `quota`.
+pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), HttpError> {
+    let (limit, used, what) = match quota {
+        Quota::Uploads => (plan.max_uploads_per_month, used.uploads, "uploads"),
+        Quota::ApiRequests => (
+            plan.max_api_requests_per_month,
+            used.api_requests,
+            "API requests",
+        ),
+        Quota::Transformations => (
+            plan.max_transformations_per_month,
+            used.transformations,
+            "transformations",
+        ),
+    };
+    match limit {
+        Some(limit) if used >= limit => Err(HttpError::new(
+            ErrorCode::QuotaExceeded,
+            format!("the monthly quota of {limit} {what} is used up"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `413 PAYLOAD_TOO_LARGE` when storing `adding` more bytes would exceed the plan's storage.
+pub fn check_storage(plan: &Plan, used_bytes: u64, adding: u64) -> Result<(), HttpError> {
+    match plan.max_storage_bytes {
+        Some(limit) if used_bytes.saturating_add(adding) > limit => Err(HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("this upload would exceed the storage quota of {limit} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        assert_eq!(period_of(0), "1970-01");
+        assert_eq!(period_of(1_795_987_515), "2026-11");
+        let (start, end) = period_bounds("2026-12");
+        assert_eq!(period_of(start), "2026-12");
+        assert_eq!(period_of(start - 1), "2026-11");
+        assert_eq!(period_of(end), "2027-01");
+        assert_eq!(period_of(end - 1), "2026-12");
+    }
+
+    #[test]
+    fn quotas() {
+        let plan = Plan {
+            max_uploads_per_month: Some(2),
+            max_storage_bytes: Some(100),
+            max_bandwidth_per_month: None,
+            max_api_requests_per_month: None,
+            max_transformations_per_month: Some(0),
+            requests_per_minute: 1,
+        };
+        let mut used = UsageCounts::default();
+        assert!(check(&plan, Quota::Uploads, &used).is_ok());
+        used.uploads = 2;
+        let e = check(&plan, Quota::Uploads, &used).unwrap_err();
+        assert_eq!(
+            (e.status().as_u16(), e.code),
+            (429, ErrorCode::QuotaExceeded)
+        );
+        assert!(check(&plan, Quota::ApiRequests, &used).is_ok());
+        assert!(check(&plan, Quota::Transformations, &UsageCounts::default()).is_err());
+        assert!(check_storage(&plan, 60, 40).is_ok());
+        assert_eq!(
+            check_storage(&plan, 60, 41).unwrap_err().status().as_u16(),
+            413
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_survive_a_flush_and_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let meter = UsageMeter::default();
+        meter.record("a", |u| u.uploads += 2);
+        meter.record("a", |u| u.bandwidth_bytes += 1000);
+        assert_eq!(meter.current(&store, "a").await.unwrap().uploads, 2);
+        meter.flush(&store).await.unwrap();
+        meter.record("a", |u| u.uploads += 1);
+        let now = meter.current(&store, "a").await.unwrap();
+        assert_eq!((now.uploads, now.bandwidth_bytes), (3, 1000));
+        meter.flush(&store).await.unwrap();
+        // A fresh meter (a restart) reads the same from the database.
+        let fresh = UsageMeter::default();
+        assert_eq!(fresh.current(&store, "a").await.unwrap().uploads, 3);
+        store.close().await;
+    }
+}
