@@ -55,6 +55,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// URL signing keys (first signs, all verify).
     pub signing: SigningKeys,
+    /// JWT verification, when `auth.jwt.jwks_url` is set.
+    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
     /// Monthly usage per account, counted in memory.
     pub usage: crate::usage::UsageMeter,
     pub rate_limits: crate::ratelimit::RateLimits,
@@ -140,6 +142,8 @@ pub enum AppError {
     Cache(#[from] CacheError),
     #[error("{0}")]
     Signing(#[from] crate::signing::SigningError),
+    #[error("auth.jwt: {0}")]
+    Jwt(String),
     #[error("operator token file {path}: {source}")]
     Token {
         path: std::path::PathBuf,
@@ -173,6 +177,13 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     .map_err(AppError::Cpu)?;
     let caches = Caches::open(&config.cache.settings, metrics.registry()).await?;
     let api_keys = ApiKeys::new(&config.auth.key_prefix);
+    let jwt = match &config.auth.jwt {
+        None => None,
+        Some(c) => Some(
+            crate::auth::jwt::JwtVerifier::new(c.clone())
+                .map_err(|e| AppError::Jwt(e.to_string()))?,
+        ),
+    };
     let signing = SigningKeys::load(
         config.delivery.signing_keys_file.as_deref(),
         &config.data_dir,
@@ -189,6 +200,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         operator_token,
         ready: AtomicBool::new(false),
         signing,
+        jwt,
         preset_usage: Default::default(),
         usage: Default::default(),
         rate_limits: Default::default(),

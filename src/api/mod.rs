@@ -18,6 +18,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use crate::app::AppState;
+use crate::auth::jwt::{JwtError, JwtVerifier};
 use crate::auth::{AuthError, MAX_EXPIRY_DAYS, Principal, Scope, Scopes};
 use crate::error::{ErrorCode, HttpError};
 use crate::ratelimit::RateState;
@@ -387,16 +388,38 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let mut principal = state
-        .api_keys
-        .authenticate(&state.store, header)
-        .await
-        .map_err(|e| match e {
-            AuthError::Missing | AuthError::Invalid => {
-                HttpError::new(ErrorCode::Unauthorized, e.to_string())
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let mut principal = match (&state.jwt, token) {
+        (Some(jwt), Some(token)) if JwtVerifier::looks_like_jwt(token) => {
+            let claims = jwt.verify(token).await.map_err(|e| {
+                if let JwtError::Unavailable(why) = &e {
+                    tracing::warn!(why, "JWT refused: the JWKS is unavailable");
+                }
+                HttpError::new(ErrorCode::Unauthorized, "invalid or expired token")
+            })?;
+            Principal {
+                account: claims.account,
+                key_id: format!("jwt:{}", claims.subject),
+                scopes: crate::auth::Scopes {
+                    read: claims.read,
+                    write: claims.write,
+                },
+                plan: String::new(),
             }
-            other => HttpError::internal(other.to_string()),
-        })?;
+        }
+        _ => state
+            .api_keys
+            .authenticate(&state.store, header)
+            .await
+            .map_err(|e| match e {
+                AuthError::Missing | AuthError::Invalid => {
+                    HttpError::new(ErrorCode::Unauthorized, e.to_string())
+                }
+                other => HttpError::internal(other.to_string()),
+            })?,
+    };
     // A suspended account's keys stop working with it.
     let account = state
         .caches

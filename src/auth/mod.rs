@@ -7,6 +7,8 @@
 //! `flush_usage` on an interval and at shutdown: no database write per request.
 //! Must never log or store a key in clear.
 
+pub mod jwt;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -171,6 +171,8 @@ impl CacheConfig {
 pub struct AuthConfig {
     pub key_prefix: String,
     pub usage_flush_interval: Duration,
+    /// `None`: JWTs are not accepted.
+    pub jwt: Option<crate::auth::jwt::JwtConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +289,8 @@ pub fn parse(
     }
 }
 
-/// `IMGNODE_SECTION__KEY=value` sets `[section] key = value`. The value is read as a TOML
+/// `IMGNODE_SECTION__KEY=value` sets `[section] key = value` (`IMGNODE_A__B__KEY` sets
+/// `[a.b] key`). The value is read as a TOML
 /// value when it parses as one (numbers, booleans, arrays), else as a plain string.
 fn apply_env(
     table: &mut toml::Table,
@@ -301,28 +304,42 @@ fn apply_env(
         if name == ENV_CONFIG_FILE {
             continue;
         }
-        let Some((section, key)) = rest.split_once("__") else {
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.len() < 2 || parts.iter().any(String::is_empty) {
             problems.push(format!(
-                "environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+                "environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY> \
+                 (or <SECTION>__<TABLE>__<KEY>)"
             ));
             continue;
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        }
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.clone()));
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => {
-                t.insert(key, parsed);
-            }
-            _ => problems.push(format!(
+        if let Err(section) = insert_path(table, &parts, parsed) {
+            problems.push(format!(
                 "environment variable {name}: `{section}` is not a section"
-            )),
+            ));
         }
+    }
+}
+
+/// Sets `path` (tables then key) in `table`, creating tables on the way; `Err(name)` when a
+/// name on the way is a value, not a table.
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => match table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => insert_path(t, rest, value),
+            _ => Err(section.clone()),
+        },
     }
 }
 
@@ -502,6 +519,7 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         auth: AuthConfig {
             key_prefix: auth_prefix,
             usage_flush_interval: usage_flush,
+            jwt: jwt_config(&mut p, &raw.auth.jwt),
         },
         admin: AdminConfig {
             token_file: (!raw.admin.token_file.is_empty())
@@ -549,6 +567,36 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             interval: p.nonzero_duration("retention.interval", &raw.retention.interval),
         },
     }
+}
+
+fn jwt_config(p: &mut Problems<'_>, raw: &raw::RawJwt) -> Option<crate::auth::jwt::JwtConfig> {
+    if raw.jwks_url.is_empty() {
+        return None;
+    }
+    for (key, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
+        if value.is_empty() {
+            p.push(format!(
+                "auth.jwt.{key}: required when auth.jwt.jwks_url is set"
+            ));
+        }
+    }
+    if raw.account_claim.is_empty() {
+        p.push("auth.jwt.account_claim: must not be empty".into());
+    }
+    let config = crate::auth::jwt::JwtConfig {
+        jwks_url: raw.jwks_url.clone(),
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+        leeway: p.duration("auth.jwt.leeway", &raw.leeway),
+        account_claim: raw.account_claim.clone(),
+        min_refresh_interval: p
+            .duration("auth.jwt.min_refresh_interval", &raw.min_refresh_interval),
+        fetch_timeout: p.nonzero_duration("auth.jwt.fetch_timeout", &raw.fetch_timeout),
+    };
+    if let Err(e) = crate::auth::jwt::JwtVerifier::new(config.clone()) {
+        p.push(format!("auth.jwt: {e}"));
+    }
+    Some(config)
 }
 
 /// `server.public_url`: empty, or `http(s)://host[:port][/prefix]` without a trailing slash.

@@ -181,6 +181,34 @@ pub struct RawAuth {
     pub key_prefix: String,
     /// How often aggregated API key usage is written to the database.
     pub usage_flush_interval: String,
+    pub jwt: RawJwt,
+}
+
+/// JWT bearer tokens from an identity provider; an empty `jwks_url` turns them off.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawJwt {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: String,
+    pub account_claim: String,
+    pub min_refresh_interval: String,
+    pub fetch_timeout: String,
+}
+
+impl Default for RawJwt {
+    fn default() -> Self {
+        RawJwt {
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: "60s".into(),
+            account_claim: "account".into(),
+            min_refresh_interval: "30s".into(),
+            fetch_timeout: "5s".into(),
+        }
+    }
 }
 
 impl Default for RawAuth {
@@ -188,6 +216,7 @@ impl Default for RawAuth {
         RawAuth {
             key_prefix: crate::auth::DEFAULT_KEY_PREFIX.into(),
             usage_flush_interval: "30s".into(),
+            jwt: RawJwt::default(),
         }
     }
 }

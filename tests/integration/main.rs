@@ -10,6 +10,7 @@ mod delivery;
 mod errors;
 mod formats;
 mod images;
+mod jwt;
 mod ops;
 mod s3;
 mod sdk;
