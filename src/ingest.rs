@@ -152,9 +152,14 @@ impl Ingest<'_> {
     pub async fn sweep_orphans(&self, before_unix: i64) -> Result<usize, IngestError> {
         let mut deleted = 0;
         for hash in self.origin.hashes_older_than(before_unix).await? {
-            if self.release_original(&hash).await? {
-                tracing::info!(hash = %hash, "deleted an unreferenced original");
-                deleted += 1;
+            // One failure must not stop the sweep; the next run retries it.
+            match self.release_original(&hash).await {
+                Ok(true) => {
+                    tracing::info!(hash = %hash, "deleted an unreferenced original");
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(hash = %hash, error = %e, "orphan sweep: skipped"),
             }
         }
         Ok(deleted)

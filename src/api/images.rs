@@ -472,14 +472,17 @@ pub async fn list(
     }
     let listing = state
         .store
-        .list_folder(&who.account, folder.as_deref().unwrap_or(""))
+        .list_folder(
+            &who.account,
+            folder.as_deref().unwrap_or(""),
+            limit as usize,
+            offset as usize,
+        )
         .await?;
-    let total = listing.images.len();
+    let total = listing.total as usize;
     let page: Vec<Value> = listing
         .images
         .iter()
-        .skip(offset as usize)
-        .take(limit as usize)
         .map(|item| list_item(base, item))
         .collect();
     let folders: Vec<Value> = listing

@@ -19,8 +19,11 @@ pub struct ImageWithPaths {
 /// One level of an account's folder tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderListing {
-    /// Images with a path directly in the folder, ordered by that path; each image once.
+    /// One page of the images with a path directly in the folder, ordered by that path; each
+    /// image once.
     pub images: Vec<ImageWithPaths>,
+    /// Images directly in the folder, all pages.
+    pub total: u64,
     /// Immediate subfolders and the number of images anywhere beneath each.
     pub folders: Vec<(String, u64)>,
 }
@@ -72,55 +75,62 @@ impl Store {
             .collect()
     }
 
-    /// The images whose paths sit directly in `folder` (`""` = the account's root) and the
-    /// immediate subfolders with their image counts (an image with two paths counts once).
+    /// One page of the images whose paths sit directly in `folder` (`""` = the account's
+    /// root), ordered by path, with their total, and the immediate subfolders with their image
+    /// counts (an image with two paths counts once). Only the page's images are loaded in
+    /// full; the rest of the folder costs one light row per path.
     pub async fn list_folder(
         &self,
         account: &str,
         folder: &str,
+        limit: usize,
+        offset: usize,
     ) -> Result<FolderListing, StoreError> {
         let prefix = if folder.is_empty() {
             String::new()
         } else {
             format!("{folder}/")
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT p.path, {IMAGE_COLUMNS}
-             FROM paths p JOIN images i ON i.account = p.account AND i.id = p.image_id
-             WHERE p.account = $1 AND p.path LIKE $2 ESCAPE '\\'
-             ORDER BY p.path"
-        )))
+        let rows = sqlx::query(
+            "SELECT path, image_id FROM paths
+             WHERE account = $1 AND path LIKE $2 ESCAPE '\\' ORDER BY path",
+        )
         .bind(account)
         .bind(format!("{}%", like_escape(&prefix)))
         .fetch_all(&self.pool)
         .await?;
         let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut here: Vec<ImageRecord> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut here: Vec<String> = Vec::new();
         for row in &rows {
             let path: String = row.try_get("path")?;
+            let id: String = row.try_get("image_id")?;
+            // LIKE is case-insensitive on SQLite: the prefix is checked exactly here.
             let Some(rest) = path.strip_prefix(&prefix) else {
                 continue;
             };
             match rest.split_once('/') {
                 Some((sub, _)) => {
-                    let id: String = row.try_get("id")?;
                     folders.entry(sub.to_string()).or_default().insert(id);
                 }
                 None => {
-                    let image = image_from_row(row)?;
-                    if !here.iter().any(|i| i.id == image.id) {
-                        here.push(image);
+                    if seen.insert(id.clone()) {
+                        here.push(id);
                     }
                 }
             }
         }
-        let mut images = Vec::with_capacity(here.len());
-        for image in here {
-            let paths = self.image_paths(account, &image.id).await?;
-            images.push(ImageWithPaths { image, paths });
+        let total = here.len() as u64;
+        let mut images = Vec::new();
+        for id in here.iter().skip(offset).take(limit) {
+            if let Some(image) = self.image(account, id).await? {
+                let paths = self.image_paths(account, id).await?;
+                images.push(ImageWithPaths { image, paths });
+            }
         }
         Ok(FolderListing {
             images,
+            total,
             folders: folders
                 .into_iter()
                 .map(|(name, ids)| (name, ids.len() as u64))
