@@ -169,8 +169,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = imgnode::app::start(config).await?;
+    // `start` returns once the disk cache has recovered and both listeners accept.
+    systemd_notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    spawn_watchdog();
     wait_for_signal().await?;
     tracing::info!("shutting down: draining in-flight requests");
+    systemd_notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+    ]);
     app.shutdown();
     // A second signal while draining exits at once.
     tokio::select! {
@@ -182,6 +192,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about the lifecycle; a no-op without `$NOTIFY_SOCKET`.
+fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "systemd notification failed");
+    }
+}
+
+/// With `WatchdogSec=`, pings systemd at half the interval from a task on the request
+/// runtime: if the runtime stops making progress, the pings stop and systemd restarts us.
+fn spawn_watchdog() {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        loop {
+            tick.tick().await;
+            systemd_notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    });
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

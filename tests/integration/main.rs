@@ -11,6 +11,7 @@ mod errors;
 mod formats;
 mod images;
 mod jwt;
+mod lifecycle;
 mod ops;
 mod s3;
 mod sdk;
