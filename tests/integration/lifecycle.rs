@@ -39,6 +39,10 @@ async fn next_notification(socket: &UnixDatagram) -> String {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the child's stderr pipe and its exit are read with blocking std calls"
+)]
 async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
