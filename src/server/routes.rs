@@ -71,6 +71,7 @@ impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
+        let request_id = request_id(req.headers());
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let host = req
@@ -139,7 +140,18 @@ impl Handler for PublicHandler {
             h.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
             h.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
         }
-        record(state, &method, &path, peer, label, cache, &res, started);
+        echo_request_id(&mut res, &request_id);
+        record(
+            state,
+            &method,
+            &path,
+            peer,
+            label,
+            cache,
+            &res,
+            started,
+            &request_id,
+        );
         res
     }
 }
@@ -151,6 +163,7 @@ impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
+        let request_id = request_id(req.headers());
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let head_only = method == Method::HEAD;
@@ -161,8 +174,19 @@ impl Handler for OpsHandler {
             }
             Err(e) => (Err(e), "ops_bad_method"),
         };
-        let res = finish(state, res, &path, head_only);
-        record(state, &method, &path, peer, label, None, &res, started);
+        let mut res = finish(state, res, &path, head_only);
+        echo_request_id(&mut res, &request_id);
+        record(
+            state,
+            &method,
+            &path,
+            peer,
+            label,
+            None,
+            &res,
+            started,
+            &request_id,
+        );
         res
     }
 }
@@ -193,6 +217,23 @@ fn finish(
     }
 }
 
+/// The client's `X-Request-Id` when it is a sane token (1–128 visible ASCII characters, so
+/// it cannot forge log lines), else a fresh random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::auth::random_hex(8).unwrap_or_default())
+}
+
+fn echo_request_id(res: &mut Response<Body>, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+}
+
 /// Metrics and the access log line. The query string is left out of the log: it can carry
 /// signatures.
 #[expect(clippy::too_many_arguments, reason = "one access-log line's fields")]
@@ -205,6 +246,7 @@ fn record(
     cache: Option<&'static str>,
     res: &Response<Body>,
     started: Instant,
+    request_id: &str,
 ) {
     let elapsed = started.elapsed();
     let status = res.status();
@@ -237,6 +279,7 @@ fn record(
         cache = cache.unwrap_or("-"),
         ms = elapsed.as_secs_f64() * 1000.0,
         %peer,
+        request_id,
     );
 }
 

@@ -1,6 +1,10 @@
 //! The real binary as systemd runs it: `Type=notify` messages on `$NOTIFY_SOCKET`, a request
 //! in flight when SIGTERM arrives completes, exit 0; and the shipped unit file verifies and
 //! is hardened.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the child's stderr pipe and its exit are read with blocking std calls"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,19 +18,39 @@ use crate::harness::fixture;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgnode");
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("imgnode.toml");
     std::fs::write(
         &path,
         format!(
             "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
              drain_timeout = \"20s\"\n[storage]\ndata_dir = \"{}\"\n[cache]\ndisk = \"128MiB\"\n\
-             [cpu]\nnice = 0\n[log]\nformat = \"json\"\n[demo]\nseed = false\n",
+             [cpu]\nnice = 0\n{extra}",
             dir.join("data").display()
         ),
     )
     .unwrap();
     path
+}
+
+/// `imgnode account create` through the CLI; returns the printed key.
+fn create_account(config: &Path, name: &str) -> String {
+    let created = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "account",
+            "create",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: "))
+        .expect("the CLI prints a key")
+        .to_string()
 }
 
 async fn next_notification(socket: &UnixDatagram) -> String {
@@ -39,13 +63,9 @@ async fn next_notification(socket: &UnixDatagram) -> String {
 }
 
 #[tokio::test]
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the child's stderr pipe and its exit are read with blocking std calls"
-)]
 async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), "[log]\nformat = \"json\"\n[demo]\nseed = false\n");
     let created = Command::new(BIN)
         .args([
             "--config",
@@ -134,6 +154,143 @@ async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Every secret the node handles goes through it at debug level; none may reach the log.
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = "operator-secret-4f9c2a7e1b";
+    let signing = "signing-secret-0123456789abcdefghijklmnop";
+    std::fs::write(dir.path().join("op.token"), operator).unwrap();
+    std::fs::write(dir.path().join("signing.keys"), signing).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[admin]\ntoken_file = \"{}\"\n[delivery]\nsigning_keys_file = \"{}\"\n\
+             [log]\nlevel = \"debug\"\nformat = \"json\"\n",
+            dir.path().join("op.token").display(),
+            dir.path().join("signing.keys").display()
+        ),
+    );
+    let key = create_account(&config, "acme");
+    let log_path = dir.path().join("node.log");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(next_notification(&socket).await.contains("READY=1"));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let field = |name: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v["fields"][name].as_str().map(str::to_string))
+            .unwrap()
+    };
+    let (base, ops) = (
+        format!("http://{}", field("public_addr")),
+        format!("http://{}", field("ops_addr")),
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let res = client
+        .get(format!("{base}/api/v1/settings"))
+        .bearer_auth(&key)
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "req-abc-123");
+    let wrong = "imgsrc_0000wrongwrongwrongwrong0000";
+    let res = client
+        .get(format!("{base}/api/v1/settings"))
+        .bearer_auth(wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["x-request-id"].len(),
+        16,
+        "generated when not given"
+    );
+    let id = client
+        .get(format!("{base}/api/v1/images"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let _ = id;
+    let signed: serde_json::Value = client
+        .post(format!(
+            "{base}/api/v1/images/{}/signed-url",
+            "0000000000000000"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(signed["error"]["code"], "NOT_FOUND");
+    // A signed delivery URL of the demo image, made with the node's key.
+    let keys = imgnode::signing::SigningKeys::from_keys([signing.as_bytes().to_vec()]);
+    let url =
+        imgnode::delivery::url::DeliveryUrl::parse("demo/ladybird.webp", "w=64&exp=4000000000")
+            .unwrap();
+    let sig = keys.sign(&url.signing_message());
+    let res = client
+        .get(format!(
+            "{base}/i/demo/ladybird.webp?w=64&exp=4000000000&sig={sig}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .get(format!("{ops}/admin/v1/accounts"))
+        .bearer_auth(operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("imgnode::access") && log.contains("req-abc-123"),
+        "access lines are logged"
+    );
+    assert!(log.contains("DEBUG"), "the log really is at debug level");
+    let secret_part = key.trim_start_matches("imgsrc_");
+    for (what, secret) in [
+        ("API key", secret_part),
+        ("wrong API key", wrong),
+        ("operator token", operator),
+        ("signing key", signing),
+        ("signature", sig.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} appears in the log");
+    }
 }
 
 /// `systemd-analyze` is part of systemd; on a machine without it this test says so and
