@@ -43,12 +43,14 @@ pub async fn erase(state: &AppState, name: &str) -> Result<Erased, HttpError> {
         return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
     }
     state.caches.meta.invalidate_account(name).await;
-    let hashes = state.store.account_hashes(name).await?;
     state.caches.purge_account(&state.store, name).await?;
+    // Saves the hashes to release in the same transaction: a resume after this point still
+    // finds them.
     state.store.delete_account_data(name).await?;
     state.caches.meta.invalidate_account(name).await;
     state.api_keys.forget_account(name);
     state.usage.forget(name);
+    let hashes = state.store.erasure_originals(name).await?;
     let mut originals_deleted = 0;
     for hash in &hashes {
         // A failure here leaves an unreferenced object, which the orphan sweep deletes.
@@ -72,7 +74,8 @@ pub async fn erase(state: &AppState, name: &str) -> Result<Erased, HttpError> {
     })
 }
 
-/// Finishes every erasure a crash interrupted; run at start-up before serving.
+/// Finishes every erasure a crash (or a cancelled request) interrupted; run at start-up
+/// before serving, and with every retention pass.
 pub async fn resume_erasures(state: &AppState) -> Result<usize, HttpError> {
     let pending = state.store.accounts_in(AccountStatus::Erasing).await?;
     for name in &pending {

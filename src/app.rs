@@ -336,6 +336,9 @@ async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Recei
                 if let Err(e) = apply_retention(&state).await {
                     tracing::warn!(error = %e, "retention task failed");
                 }
+                if let Err(e) = crate::account::resume_erasures(&state).await {
+                    tracing::warn!(error = %e, "resuming interrupted erasures failed");
+                }
             }
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         }

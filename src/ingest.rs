@@ -143,6 +143,10 @@ impl Ingest<'_> {
         }
         self.origin.delete(hash).await?;
         self.caches.forget_original(hash).await;
+        // No image has these bytes: nothing may decrypt a variant of them any more.
+        self.caches
+            .purge_hashes(self.store, &[hash.to_string()])
+            .await?;
         Ok(true)
     }
 

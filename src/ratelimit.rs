@@ -39,6 +39,9 @@ pub struct RateState {
 
 pub struct RateLimits {
     clock: DefaultClock,
+    /// Addresses over their failed-authentication allowance, until it refills: refused before
+    /// any key lookup or signature check.
+    blocked: std::sync::Mutex<HashMap<IpAddr, (std::time::Instant, RateState)>>,
     /// One keyed limiter per distinct plan rate.
     by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
     auth_failures: Keyed<IpAddr>,
@@ -48,6 +51,7 @@ impl Default for RateLimits {
     fn default() -> Self {
         RateLimits {
             clock: DefaultClock::default(),
+            blocked: std::sync::Mutex::new(HashMap::new()),
             by_rate: Mutex::new(HashMap::new()),
             auth_failures: keyed(per_minute(AUTH_FAILURES_PER_MINUTE)),
         }
@@ -77,10 +81,36 @@ impl RateLimits {
         state(&self.clock, per_minute_limit, outcome)
     }
 
-    /// Counts one failed authentication from `ip`; a refusal means "answer 429 instead".
+    /// Counts one failed authentication from `ip` (an IPv6 address counts for its /64); a
+    /// refusal means "answer 429 instead", and the address is blocked until it may try again.
     pub fn auth_failure(&self, ip: IpAddr) -> RateState {
+        let ip = network_of(ip);
         let outcome = self.auth_failures.check_key(&ip);
-        state(&self.clock, AUTH_FAILURES_PER_MINUTE, outcome)
+        let rate = state(&self.clock, AUTH_FAILURES_PER_MINUTE, outcome);
+        if let Some(secs) = rate.retry_after {
+            let until = std::time::Instant::now() + Duration::from_secs(secs);
+            self.blocked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ip, (until, rate));
+        }
+        rate
+    }
+
+    /// The refusal to answer when `ip` is blocked for failed authentications.
+    pub fn blocked(&self, ip: IpAddr) -> Option<RateState> {
+        let ip = network_of(ip);
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, rate) = *blocked.get(&ip)?;
+        let now = std::time::Instant::now();
+        if now >= until {
+            blocked.remove(&ip);
+            return None;
+        }
+        Some(RateState {
+            retry_after: Some((until - now).as_secs().max(1)),
+            ..rate
+        })
     }
 
     /// Forgets keys whose allowance is full again (bounded memory); run periodically.
@@ -96,6 +126,23 @@ impl RateLimits {
         }
         self.auth_failures.retain_recent();
         self.auth_failures.shrink_to_fit();
+        let now = std::time::Instant::now();
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (until, _)| *until > now);
+    }
+}
+
+/// The unit a client controls: its IPv4 address, or the /64 of its IPv6 address.
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
     }
 }
 

@@ -253,7 +253,7 @@ async fn run(
             let body: SetPlanRequest = read_json(req).await?;
             check_plan(state, &body.plan)?;
             if !state.store.set_account_plan(&name, &body.plan).await? {
-                return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
+                return Err(missing_or_erasing(state, &name).await);
             }
             state.caches.meta.invalidate_account(&name).await;
             let account = state
@@ -286,8 +286,13 @@ async fn run(
             Ok(response::json(StatusCode::OK, &account_json(&account)))
         }
         OpsRoute::SetStatus(name, status) => {
+            if status == AccountStatus::Erasing {
+                return Err(HttpError::validation(
+                    "erase with DELETE /admin/v1/accounts/{name}",
+                ));
+            }
             if !state.store.set_account_status(&name, status).await? {
-                return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
+                return Err(missing_or_erasing(state, &name).await);
             }
             state.caches.meta.invalidate_account(&name).await;
             let account = state
@@ -300,8 +305,9 @@ async fn run(
         OpsRoute::CreateKey(name) => {
             let body: crate::api::CreateKeyRequest = read_json(req).await?;
             let scopes = body.validate()?;
-            if state.store.account(&name).await?.is_none() {
-                return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
+            match state.store.account(&name).await? {
+                Some(a) if a.status != AccountStatus::Erasing => {}
+                _ => return Err(missing_or_erasing(state, &name).await),
             }
             let issued = state
                 .api_keys
@@ -339,6 +345,18 @@ fn account_json(a: &Account) -> serde_json::Value {
         "status": a.status.as_str(),
         "created_at": a.created_at,
     })
+}
+
+/// Why a change to `name` was refused: it does not exist (404) or it is being erased (409).
+async fn missing_or_erasing(state: &AppState, name: &str) -> HttpError {
+    match state.store.account(name).await {
+        Ok(Some(a)) if a.status == AccountStatus::Erasing => HttpError::new(
+            ErrorCode::Conflict,
+            "the account is being erased; nothing can change it any more",
+        ),
+        Ok(_) => HttpError::new(ErrorCode::NotFound, "no such account"),
+        Err(e) => e.into(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

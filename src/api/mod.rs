@@ -204,6 +204,17 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> ApiOutcome {
+    // An address that keeps failing to authenticate is turned away before any lookup.
+    if let Some(rate) = state.rate_limits.blocked(peer.ip()) {
+        drain(req).await;
+        return ApiOutcome {
+            result: Err(rate_limited(
+                &rate,
+                "too many failed authentications from this address",
+            )),
+            rate: Some(rate),
+        };
+    }
     let principal = match authenticate(state, &req).await {
         Ok(p) => p,
         Err(e) => {

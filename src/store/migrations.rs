@@ -141,6 +141,18 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX audit_account ON audit (account, at)",
         ],
     ),
+    (
+        7,
+        &[
+            // Originals of an account being erased, saved in the transaction that deletes its
+            // images, so an erasure interrupted after that point still knows what to release.
+            "CREATE TABLE erasure_originals (
+            account TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (account, hash)
+        )",
+        ],
+    ),
 ];
 
 pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {

@@ -170,22 +170,30 @@ impl Store {
     }
 
     /// Sets an account's status; `false` when there is no such account.
+    /// `false` when there is no such account, or it is being erased: an erasure is final, so
+    /// only `Erasing` itself may be set again (to resume it).
     pub async fn set_account_status(
         &self,
         name: &str,
         status: AccountStatus,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE name = $3")
-            .bind(status.as_str())
-            .bind(now_unix())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE accounts SET status = $1, updated_at = $2
+             WHERE name = $3 AND (status <> 'erasing' OR $1 = 'erasing')",
+        )
+        .bind(status.as_str())
+        .bind(now_unix())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    /// `false` when there is no such account or it is being erased (nothing may revive it).
     pub async fn set_account_plan(&self, name: &str, plan: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE accounts SET plan = $1, updated_at = $2 WHERE name = $3")
+        let done = sqlx::query(
+            "UPDATE accounts SET plan = $1, updated_at = $2 WHERE name = $3 AND status <> 'erasing'",
+        )
             .bind(plan)
             .bind(now_unix())
             .bind(name)
@@ -206,10 +214,19 @@ impl Store {
     }
 
     /// Deletes everything stored about an account except the account row itself (its
-    /// `erasing` status is what makes an interrupted erasure resume), in one transaction.
+    /// `erasing` status is what makes an interrupted erasure resume), in one transaction that
+    /// also saves the account's content hashes in `erasure_originals` for the release step.
     /// Audit records stay until retention removes them.
     pub async fn delete_account_data(&self, name: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO erasure_originals (account, hash)
+             SELECT DISTINCT account, hash FROM images WHERE account = $1
+             ON CONFLICT (account, hash) DO NOTHING",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         for table in [
             "paths",
             "images",
@@ -229,11 +246,29 @@ impl Store {
         Ok(())
     }
 
+    /// Hashes saved by [`Store::delete_account_data`] and not released yet.
+    pub async fn erasure_originals(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT hash FROM erasure_originals WHERE account = $1")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("hash").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The last step of an erasure: the saved hashes and the account row.
     pub async fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM erasure_originals WHERE account = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -285,6 +320,16 @@ impl Store {
         stem: &str,
     ) -> Result<PathOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // An upload that raced an erasure must not re-create what the erasure deletes.
+        let status: Option<String> = sqlx::query("SELECT status FROM accounts WHERE name = $1")
+            .bind(&image.account)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("status"))
+            .transpose()?;
+        if status.is_none_or(|s| s == AccountStatus::Erasing.as_str()) {
+            return Err(StoreError::NotFound);
+        }
         let now = now_unix();
         let inserted = sqlx::query(
             "INSERT INTO images (account, id, hash, format, width, height, size,

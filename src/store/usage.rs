@@ -68,7 +68,8 @@ fn to_u64(r: &AnyRow, col: &str) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// Adds `delta` to the account's row of `period` (`YYYY-MM`).
+    /// Adds `delta` to the account's row of `period` (`YYYY-MM`). Nothing is written for an
+    /// account that is gone or being erased (late counts must not re-create its usage).
     pub async fn add_usage(
         &self,
         account: &str,
@@ -78,7 +79,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO usage (account, period, uploads, api_requests, bandwidth_bytes,
                                 transformations)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, $3, $4, $5, $6 FROM accounts
+             WHERE name = $1 AND status <> 'erasing'
              ON CONFLICT (account, period) DO UPDATE SET
                 uploads = usage.uploads + excluded.uploads,
                 api_requests = usage.api_requests + excluded.api_requests,

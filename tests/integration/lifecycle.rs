@@ -65,7 +65,10 @@ async fn next_notification(socket: &UnixDatagram) -> String {
 #[tokio::test]
 async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[log]\nformat = \"json\"\n[demo]\nseed = false\n");
+    let config = write_config(
+        dir.path(),
+        "[log]\nformat = \"json\"\n[demo]\nseed = false\n",
+    );
     let created = Command::new(BIN)
         .args([
             "--config",
