@@ -248,16 +248,26 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
 
     let (shutdown, rx) = watch::channel(false);
     let rx_usage = rx.clone();
-    let settings = ConnectionSettings {
-        header_read_timeout: Duration::from_secs(10),
-        drain_timeout: state.config.server.drain_timeout,
+    let server_config = &state.config.server;
+    let http = &state.metrics.http;
+    let settings_for = |listener: &str| ConnectionSettings {
+        header_read_timeout: server_config.header_read_timeout,
+        drain_timeout: server_config.drain_timeout,
+        max_header_bytes: server_config.max_header_bytes,
+        max_connections: server_config.max_connections,
+        h2_max_concurrent_streams: server_config.h2_max_concurrent_streams,
+        h2_keep_alive: server_config.h2_keep_alive,
+        open_connections: http.open_connections.with_label_values(&[listener]),
+        refused_connections: http
+            .refused_connections_total
+            .with_label_values(&[listener]),
     };
     let mut tasks = JoinSet::new();
     // Ops first, so /live answers (and /ready says "starting") while seeding runs.
     tasks.spawn(server::serve(
         ops,
         OpsHandler(state.clone()),
-        settings.clone(),
+        settings_for("ops"),
         rx.clone(),
     ));
     match crate::account::resume_erasures(&state).await {
@@ -271,7 +281,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(server::serve(
         public,
         PublicHandler(state.clone()),
-        settings,
+        settings_for("public"),
         rx,
     ));
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));

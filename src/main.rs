@@ -51,6 +51,10 @@ enum AccountCommand {
     Erase { name: String },
 }
 
+/// mimalloc (see Cargo.toml for why not glibc malloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = cli

@@ -5,8 +5,8 @@
 //! process keep separate numbers. Names follow `imgnode_<subsystem>_<thing>_<unit>`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 100 µs (cache hits) to 30 s (large AVIF renders).
@@ -21,10 +21,13 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub cpu: CpuMetrics,
     pub render: RenderMetrics,
-    /// Labels: outcome (ok, not_found, error). Originals cache hits are not fetches.
+    /// Labels: outcome (ok, not_found, timeout, unavailable, too_large). Originals cache
+    /// hits are not fetches.
     pub origin_fetches_total: IntCounterVec,
     /// Requests that waited for another request's identical render.
     pub coalesced_total: IntCounter,
+    /// Set at each scrape from /proc.
+    process_resident_memory_bytes: IntGauge,
 }
 
 #[derive(Clone)]
@@ -35,6 +38,10 @@ pub struct HttpMetrics {
     pub request_duration_seconds: HistogramVec,
     /// Labels: route.
     pub response_bytes_total: IntCounterVec,
+    /// Labels: listener (public, ops).
+    pub open_connections: IntGaugeVec,
+    /// Labels: listener. Connections refused at `server.max_connections`.
+    pub refused_connections_total: IntCounterVec,
 }
 
 #[derive(Clone)]
@@ -75,6 +82,21 @@ impl Metrics {
                 "Response body bytes sent, by route",
                 &["route"],
             ),
+            open_connections: r.register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "imgnode_http_open_connections",
+                        "Client connections open, by listener",
+                    ),
+                    &["listener"],
+                )
+                .expect("valid metric"),
+            ),
+            refused_connections_total: r.counter_vec(
+                "imgnode_http_refused_connections_total",
+                "Connections refused with 503 at server.max_connections, by listener",
+                &["listener"],
+            ),
         };
         let cpu = CpuMetrics {
             queue_depth: r.gauge(
@@ -110,12 +132,16 @@ impl Metrics {
         };
         let origin_fetches_total = r.counter_vec(
             "imgnode_origin_fetches_total",
-            "Originals fetched from the object store, by outcome",
+            "Originals fetched from the object store, by outcome (ok, not_found, timeout, unavailable, too_large)",
             &["outcome"],
         );
         let coalesced_total = r.counter(
             "imgnode_cache_coalesced_total",
             "Requests answered by waiting for another request's identical render",
+        );
+        let process_resident_memory_bytes = r.gauge(
+            "imgnode_process_resident_memory_bytes",
+            "Resident set size of the process",
         );
         Metrics {
             registry,
@@ -124,6 +150,7 @@ impl Metrics {
             render,
             origin_fetches_total,
             coalesced_total,
+            process_resident_memory_bytes,
         }
     }
 
@@ -133,11 +160,24 @@ impl Metrics {
 
     /// The text exposition format for `/metrics`.
     pub fn render_text(&self) -> String {
+        if let Some(rss) = resident_bytes() {
+            self.process_resident_memory_bytes
+                .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding our own registry into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The process's resident set size, from `/proc/self/status` (`VmRSS`, in kB); `None` off
+/// Linux.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Default for Metrics {

@@ -6,6 +6,8 @@
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
+#   prometheus      for `promtool check metrics` on the scraped /metrics text
+#   systemd         for `systemd-analyze verify/security` on the shipped unit
 set -euo pipefail
 
 sudo=""
@@ -24,6 +26,15 @@ fi
 if [ "${1:-}" = "build" ]; then
   echo "build prerequisites ready"
   exit 0
+fi
+
+test_packages=()
+command -v promtool >/dev/null 2>&1 || test_packages+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || test_packages+=(systemd)
+if [ ${#test_packages[@]} -gt 0 ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${test_packages[@]}" >/dev/null
 fi
 
 if ! command -v moto_server >/dev/null 2>&1; then

@@ -125,6 +125,11 @@ pub struct ServerConfig {
     /// Base of the absolute URLs the API returns (`https://img.example.com`, no trailing
     /// slash); `None` means "from the request's `Host`".
     pub public_url: Option<String>,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_keep_alive: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,7 +357,25 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         ops_listen: p.addr("server.ops_listen", &raw.server.ops_listen),
         drain_timeout: p.duration("server.drain_timeout", &raw.server.drain_timeout),
         public_url: public_url(&mut p, &raw.server.public_url),
+        header_read_timeout: p.nonzero_duration(
+            "server.header_read_timeout",
+            &raw.server.header_read_timeout,
+        ),
+        max_header_bytes: usize::try_from(
+            p.bytes("server.max_header_bytes", &raw.server.max_header_bytes),
+        )
+        .unwrap_or(usize::MAX),
+        max_connections: p.positive("server.max_connections", raw.server.max_connections as u64)
+            as usize,
+        h2_max_concurrent_streams: p.positive(
+            "server.h2_max_concurrent_streams",
+            u64::from(raw.server.h2_max_concurrent_streams),
+        ) as u32,
+        h2_keep_alive: p.nonzero_duration("server.h2_keep_alive", &raw.server.h2_keep_alive),
     };
+    if server.max_header_bytes < 8192 {
+        p.push("server.max_header_bytes: must be at least 8KiB".into());
+    }
 
     let o = &raw.origin;
     let origin = match o.kind.as_str() {

@@ -67,6 +67,11 @@ pub struct RawServer {
     pub ops_listen: String,
     pub drain_timeout: String,
     pub public_url: String,
+    pub header_read_timeout: String,
+    pub max_header_bytes: String,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_keep_alive: String,
 }
 
 impl Default for RawServer {
@@ -76,6 +81,11 @@ impl Default for RawServer {
             ops_listen: "127.0.0.1:9090".into(),
             drain_timeout: "10s".into(),
             public_url: String::new(),
+            header_read_timeout: "10s".into(),
+            max_header_bytes: "16KiB".into(),
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 256,
+            h2_keep_alive: "60s".into(),
         }
     }
 }

@@ -289,7 +289,9 @@ async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError
         let outcome = match &got {
             Ok(_) => "ok",
             Err(OriginGetError::Origin(OriginError::NotFound(_))) => "not_found",
-            Err(_) => "error",
+            Err(OriginGetError::Origin(OriginError::Timeout)) => "timeout",
+            Err(OriginGetError::Origin(OriginError::Unavailable(_))) => "unavailable",
+            Err(OriginGetError::TooLarge(_)) => "too_large",
         };
         state
             .metrics

@@ -48,13 +48,41 @@ pub trait Handler: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// Connection settings shared by both listeners.
+/// Connection settings of one listener.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    /// A client must send its whole request head within this (slowloris defence).
+    /// A client must send its whole request head within this (slowloris defence); on HTTP/1.1
+    /// it also bounds how long an idle keep-alive connection waits for its next request.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may finish once shutdown begins.
     pub drain_timeout: Duration,
+    /// Largest request head (HTTP/1.1 buffer; HTTP/2 header list); larger: 431 / reset.
+    pub max_header_bytes: usize,
+    /// Open connections beyond this are answered `503` and closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive: ping an idle connection this often, close it when a ping is not
+    /// answered within the same time.
+    pub h2_keep_alive: Duration,
+    /// Gauge of open connections and counter of refusals for this listener.
+    pub open_connections: prometheus::IntGauge,
+    pub refused_connections: prometheus::IntCounter,
+}
+
+/// The whole answer to a connection over `max_connections`: a complete HTTP/1.1 response, so
+/// a client sees a clean 503 rather than a reset.
+const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 94\r\n\r\n\
+{\"error\":{\"code\":\"OVERLOADED\",\"message\":\"too many open connections\",\"status\":503,\"path\":\"*\"}}\n";
+
+/// Decrements the open-connection gauge when a connection task ends, however it ends.
+struct OpenConnection(prometheus::IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets open requests
@@ -70,11 +98,15 @@ pub async fn serve<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(settings.h2_keep_alive)
+        .keep_alive_timeout(settings.h2_keep_alive);
     let graceful = GracefulShutdown::new();
 
     loop {
@@ -90,6 +122,19 @@ pub async fn serve<H: Handler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if settings.open_connections.get() >= settings.max_connections as i64 {
+                    settings.refused_connections.inc();
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut stream = stream;
+                        let write = stream.write_all(OVERLOADED_RESPONSE);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                }
+                settings.open_connections.inc();
+                let open = OpenConnection(settings.open_connections.clone());
                 let handler = handler.clone();
                 let service = service_fn(move |req| {
                     let handler = handler.clone();
@@ -100,6 +145,7 @@ pub async fn serve<H: Handler>(
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }

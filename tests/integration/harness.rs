@@ -59,15 +59,30 @@ impl TestNode {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
+        TestNode::start_with_env(dir, extra, &[]).await
+    }
+
+    /// With `IMGNODE_*` overrides too (for keys of the `[server]` section the test config
+    /// already opens).
+    pub async fn start_with_env(
+        dir: tempfile::TempDir,
+        extra: &str,
+        overrides: &[(&str, &str)],
+    ) -> TestNode {
         let text = test_config(dir.path(), extra);
         // A small disk tier: the default (10 GiB) is sized for production, not for dozens of
         // nodes in one test run.
         // Render threads at normal priority: tests assert behaviour, not scheduling, and a
         // shared CI box must not starve a test's render (the niceness has its own unit test).
-        let env = vec![
+        let mut env = vec![
             ("IMGNODE_CACHE__DISK".to_string(), "128MiB".to_string()),
             ("IMGNODE_CPU__NICE".to_string(), "0".to_string()),
         ];
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
         let config = imgnode::config::parse(&text, env).expect("test config is valid");
         let app = start(config).await.expect("node starts");
         TestNode {

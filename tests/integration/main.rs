@@ -6,6 +6,7 @@ mod accounts;
 mod api;
 mod cache;
 mod config;
+mod connections;
 mod delivery;
 mod errors;
 mod formats;

@@ -124,3 +124,56 @@ async fn a_restart_on_the_same_data_dir_keeps_accounts_and_images() {
     assert_eq!(before.2, after.2);
     assert_eq!(before.1["etag"], after.1["etag"]);
 }
+
+/// The scraped text passes `promtool check metrics` (naming, units, types, help), and has the
+/// series the README's table promises, after traffic of every kind.
+#[tokio::test]
+async fn the_metrics_text_passes_promtool() {
+    use std::io::Write;
+    let node = TestNode::start().await;
+    assert_eq!(node.fetch("/i/demo/ladybird.webp?w=90").await.0, 200);
+    assert_eq!(node.fetch("/i/demo/ladybird.webp?w=90").await.0, 200);
+    assert_eq!(node.fetch("/i/demo/nothing.webp").await.0, 404);
+    let text = node.metrics_text().await;
+    for name in [
+        "imgnode_http_requests_total",
+        "imgnode_http_request_duration_seconds_bucket",
+        "imgnode_http_open_connections",
+        "imgnode_cache_hits_total",
+        "imgnode_cache_disk_bytes",
+        "imgnode_cache_disk_io_duration_seconds_bucket",
+        "imgnode_cpu_queue_depth",
+        "imgnode_cpu_queue_wait_seconds_bucket",
+        "imgnode_render_stage_duration_seconds_bucket",
+        "imgnode_origin_fetches_total",
+        "imgnode_process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "{name} is missing");
+    }
+    assert!(
+        node.metric("imgnode_process_resident_memory_bytes", &[])
+            .await
+            > 1_000_000.0
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run `bash tests/setup.sh`");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.stop().await;
+}
