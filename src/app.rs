@@ -144,6 +144,8 @@ pub enum AppError {
     Signing(#[from] crate::signing::SigningError),
     #[error("auth.jwt: {0}")]
     Jwt(String),
+    #[error("{0}")]
+    Tls(#[from] crate::server::tls::TlsError),
     #[error("operator token file {path}: {source}")]
     Token {
         path: std::path::PathBuf,
@@ -214,6 +216,7 @@ pub struct RunningApp {
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    tls: Option<Arc<crate::server::tls::Tls>>,
 }
 
 impl RunningApp {
@@ -222,6 +225,15 @@ impl RunningApp {
     pub fn shutdown(&self) {
         self.state.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP). Open connections keep theirs; new
+    /// ones get the new certificate. On failure the old one stays in force.
+    pub fn reload_tls(&self) -> Result<bool, crate::server::tls::TlsError> {
+        match &self.tls {
+            None => Ok(false),
+            Some(tls) => tls.reload().map(|()| true),
+        }
     }
 
     /// Waits until both listeners have drained, then flushes the cache and closes the store.
@@ -249,25 +261,32 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     let (shutdown, rx) = watch::channel(false);
     let rx_usage = rx.clone();
     let server_config = &state.config.server;
-    let http = &state.metrics.http;
-    let settings_for = |listener: &str| ConnectionSettings {
-        header_read_timeout: server_config.header_read_timeout,
-        drain_timeout: server_config.drain_timeout,
-        max_header_bytes: server_config.max_header_bytes,
-        max_connections: server_config.max_connections,
-        h2_max_concurrent_streams: server_config.h2_max_concurrent_streams,
-        h2_keep_alive: server_config.h2_keep_alive,
-        open_connections: http.open_connections.with_label_values(&[listener]),
-        refused_connections: http
-            .refused_connections_total
-            .with_label_values(&[listener]),
+    let tls = match &server_config.tls {
+        None => None,
+        Some((cert, key)) => Some(Arc::new(crate::server::tls::Tls::load(cert, key)?)),
     };
+    let http = &state.metrics.http;
+    let settings_for =
+        |listener: &str, tls: Option<Arc<crate::server::tls::Tls>>| ConnectionSettings {
+            tls,
+            h2c: server_config.h2c,
+            header_read_timeout: server_config.header_read_timeout,
+            drain_timeout: server_config.drain_timeout,
+            max_header_bytes: server_config.max_header_bytes,
+            max_connections: server_config.max_connections,
+            h2_max_concurrent_streams: server_config.h2_max_concurrent_streams,
+            h2_keep_alive: server_config.h2_keep_alive,
+            open_connections: http.open_connections.with_label_values(&[listener]),
+            refused_connections: http
+                .refused_connections_total
+                .with_label_values(&[listener]),
+        };
     let mut tasks = JoinSet::new();
     // Ops first, so /live answers (and /ready says "starting") while seeding runs.
     tasks.spawn(server::serve(
         ops,
         OpsHandler(state.clone()),
-        settings_for("ops"),
+        settings_for("ops", None),
         rx.clone(),
     ));
     match crate::account::resume_erasures(&state).await {
@@ -281,7 +300,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(server::serve(
         public,
         PublicHandler(state.clone()),
-        settings_for("public"),
+        settings_for("public", tls.clone()),
         rx,
     ));
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
@@ -295,6 +314,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         state,
         shutdown,
         tasks,
+        tls,
     })
 }
 

@@ -179,6 +179,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status("serving"),
     ]);
     spawn_watchdog();
+    let app = std::sync::Arc::new(app);
+    spawn_tls_reloader(app.clone())?;
     wait_for_signal().await?;
     tracing::info!("shutting down: draining in-flight requests");
     systemd_notify(&[
@@ -186,6 +188,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status("draining"),
     ]);
     app.shutdown();
+    let app = match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app,
+        Err(_) => anyhow::bail!("the node is still referenced at shutdown"),
+    };
     // A second signal while draining exits at once.
     tokio::select! {
         () = app.wait() => {}
@@ -195,6 +201,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP reloads the TLS certificate and key (logrotate-style renewals, certbot hooks).
+fn spawn_tls_reloader(app: std::sync::Arc<imgnode::app::RunningApp>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let app = std::sync::Arc::downgrade(&app);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(app) = app.upgrade() else { break };
+            match app.reload_tls() {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the old certificate stays")
+                }
+            }
+        }
+    });
     Ok(())
 }
 

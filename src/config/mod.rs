@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: Duration,
+    /// Plain HTTP/2 with prior knowledge on the public listener.
+    pub h2c: bool,
+    /// `(certificate chain, key)` PEM files: TLS on the public listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -372,6 +376,21 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             u64::from(raw.server.h2_max_concurrent_streams),
         ) as u32,
         h2_keep_alive: p.nonzero_duration("server.h2_keep_alive", &raw.server.h2_keep_alive),
+        h2c: raw.server.h2c,
+        tls: match (
+            raw.server.tls_cert_file.is_empty(),
+            raw.server.tls_key_file.is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((
+                PathBuf::from(&raw.server.tls_cert_file),
+                PathBuf::from(&raw.server.tls_key_file),
+            )),
+            _ => {
+                p.push("server.tls_cert_file and server.tls_key_file: set both or neither".into());
+                None
+            }
+        },
     };
     if server.max_header_bytes < 8192 {
         p.push("server.max_header_bytes: must be at least 8KiB".into());

@@ -72,6 +72,9 @@ pub struct RawServer {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: String,
+    pub h2c: bool,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for RawServer {
@@ -86,6 +89,9 @@ impl Default for RawServer {
             max_connections: 10_000,
             h2_max_concurrent_streams: 256,
             h2_keep_alive: "60s".into(),
+            h2c: true,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }

@@ -5,10 +5,12 @@
 
 pub mod response;
 pub mod routes;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -68,6 +70,10 @@ pub struct ConnectionSettings {
     /// Gauge of open connections and counter of refusals for this listener.
     pub open_connections: prometheus::IntGauge,
     pub refused_connections: prometheus::IntCounter,
+    /// TLS on this listener (ALPN h2 and http/1.1); `None` is plain HTTP.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// Accept HTTP/2 with prior knowledge on plain connections (h2c).
+    pub h2c: bool,
 }
 
 /// The whole answer to a connection over `max_connections`: a complete HTTP/1.1 response, so
@@ -140,13 +146,42 @@ pub async fn serve<H: Handler>(
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
                 });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let acceptor = settings.tls.as_ref().map(|tls| tls.acceptor());
+                let handshake_timeout = settings.header_read_timeout;
+                let h2c = settings.h2c;
                 tokio::spawn(async move {
                     let _open = open;
-                    if let Err(e) = conn.await {
+                    let result = match acceptor {
+                        None if h2c => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        None => {
+                            let http1 = builder.http1_only();
+                            let conn = http1.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            // A handshake is a request head too: the same deadline.
+                            let handshake = acceptor.accept(stream);
+                            let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(tls), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

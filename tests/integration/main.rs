@@ -16,3 +16,4 @@ mod lifecycle;
 mod ops;
 mod s3;
 mod sdk;
+mod tls;
