@@ -5,7 +5,8 @@
 //! metadata in one transaction, deletes the originals no other account references, and only
 //! then deletes the account row; an erasure interrupted by a crash is resumed at start-up
 //! because the row is still there, marked. Export streams a tar archive: one JSON document,
-//! then each original, read one at a time, so memory stays flat whatever the account's size.
+//! then each image's metadata and original, read a page at a time, so memory stays flat
+//! whatever the account's size.
 //! Must never decide HTTP routes or authentication.
 
 use std::io;
@@ -101,7 +102,7 @@ fn original_entry(image: &ImageRecord) -> String {
 }
 
 /// The metadata document of an export: everything stored about the account but secrets.
-async fn document(state: &AppState, name: &str) -> Result<(Value, Vec<ImageRecord>), HttpError> {
+async fn document(state: &AppState, name: &str) -> Result<Value, HttpError> {
     let account = state
         .store
         .account(name)
@@ -141,21 +142,7 @@ async fn document(state: &AppState, name: &str) -> Result<(Value, Vec<ImageRecor
             })
         })
         .collect();
-    let listing = state.store.list_all_images(name).await?;
-    let images: Vec<Value> = listing
-        .iter()
-        .map(|item| {
-            let i = &item.image;
-            json!({
-                "id": i.id, "hash": i.hash, "format": i.format.extension(),
-                "mime_type": i.format.media_type(), "width": i.width, "height": i.height,
-                "size": i.size, "original_filename": i.original_filename,
-                "uploaded_at": rfc3339(i.uploaded_at), "visibility": i.visibility.as_str(),
-                "dominant_color": i.dominant_color, "paths": item.paths,
-                "archive_entry": original_entry(i),
-            })
-        })
-        .collect();
+    let (image_count, _) = state.store.account_totals(name).await?;
     let doc = json!({
         "format": "imgnode-account-export/1",
         "exported_at": rfc3339(crate::store::now_unix()),
@@ -167,9 +154,10 @@ async fn document(state: &AppState, name: &str) -> Result<(Value, Vec<ImageRecor
         "presets": presets,
         "api_keys": keys,
         "usage": usage,
-        "images": images,
+        "image_count": image_count,
+        "images": "one images/{id}.json per image (metadata and paths), beside originals/{id}.{ext}",
     });
-    Ok((doc, listing.into_iter().map(|item| item.image).collect()))
+    Ok(doc)
 }
 
 /// One tar entry: header, data, padding to the 512-byte block.
@@ -193,15 +181,23 @@ fn tar_entry(path: &str, data: &[u8], mtime: u64) -> io::Result<Bytes> {
 /// A failure mid-stream aborts the response (the client sees a truncated transfer, never a
 /// well-formed archive with entries missing).
 pub async fn export(state: &AppState, name: &str) -> Result<Response<Body>, HttpError> {
-    let (doc, images) = document(state, name).await?;
+    let doc = document(state, name).await?;
     let json = serde_json::to_vec_pretty(&doc)
         .map_err(|e| HttpError::internal(format!("export document: {e}")))?;
     let now = u64::try_from(crate::store::now_unix()).unwrap_or(0);
     let first = tar_entry("account.json", &json, now)
         .map_err(|e| HttpError::internal(format!("export header: {e}")))?;
-    let origin = state.origin.clone();
-    let max = state.config.limits.max_source_bytes;
-    let body = export_stream(first, images, origin, max, now);
+    let cursor = Cursor {
+        store: state.store.clone(),
+        origin: state.origin.clone(),
+        account: name.to_string(),
+        after: String::new(),
+        queue: std::collections::VecDeque::new(),
+        listed_all: false,
+        max: state.config.limits.max_source_bytes,
+        mtime: now,
+    };
+    let body = export_stream(first, cursor);
     let mut res =
         Response::new(StreamBody::new(body.map(|chunk| chunk.map(Frame::data))).boxed_unsync());
     *res.status_mut() = StatusCode::OK;
@@ -215,45 +211,86 @@ pub async fn export(state: &AppState, name: &str) -> Result<Response<Body>, Http
     Ok(res)
 }
 
-fn export_stream(
-    first: Bytes,
-    images: Vec<ImageRecord>,
+/// Images of an export read a page at a time (by id), so memory does not grow with the
+/// account: at most one page of metadata and one original are held.
+struct Cursor {
+    store: crate::store::Store,
     origin: Origin,
+    account: String,
+    /// The last image id sent.
+    after: String,
+    queue: std::collections::VecDeque<crate::store::ImageWithPaths>,
+    listed_all: bool,
     max: u64,
     mtime: u64,
+}
+
+const EXPORT_PAGE: u32 = 100;
+
+impl Cursor {
+    /// The next image's two entries (`images/{id}.json`, `originals/{id}.{ext}`), or `None`
+    /// at the end.
+    async fn next_entries(&mut self) -> io::Result<Option<Bytes>> {
+        if self.queue.is_empty() && !self.listed_all {
+            let page = self
+                .store
+                .images_after(&self.account, &self.after, EXPORT_PAGE)
+                .await
+                .map_err(|e| io::Error::other(format!("export: listing images: {e}")))?;
+            self.listed_all = page.len() < EXPORT_PAGE as usize;
+            self.queue.extend(page);
+        }
+        let Some(item) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        let image = &item.image;
+        self.after = image.id.clone();
+        let meta = json!({
+            "id": image.id, "hash": image.hash, "format": image.format.extension(),
+            "mime_type": image.format.media_type(), "width": image.width,
+            "height": image.height, "size": image.size,
+            "original_filename": image.original_filename,
+            "uploaded_at": rfc3339(image.uploaded_at), "visibility": image.visibility.as_str(),
+            "dominant_color": image.dominant_color, "paths": item.paths,
+            "archive_entry": original_entry(image),
+        });
+        let meta = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
+        let data = self.origin.get(&image.hash, self.max).await.map_err(|e| {
+            io::Error::other(format!("export: original {} unavailable: {e}", image.id))
+        })?;
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&tar_entry(
+            &format!("images/{}.json", image.id),
+            &meta,
+            self.mtime,
+        )?);
+        out.extend_from_slice(&tar_entry(&original_entry(image), &data, self.mtime)?);
+        Ok(Some(out.freeze()))
+    }
+}
+
+fn export_stream(
+    first: Bytes,
+    cursor: Cursor,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     enum Step {
-        First(Bytes, std::vec::IntoIter<ImageRecord>),
-        Next(std::vec::IntoIter<ImageRecord>),
+        First(Bytes, Cursor),
+        Next(Cursor),
         Done,
     }
-    futures_util::stream::unfold(Step::First(first, images.into_iter()), move |step| {
-        let origin = origin.clone();
-        async move {
-            match step {
-                Step::First(bytes, rest) => Some((Ok(bytes), Step::Next(rest))),
-                Step::Next(mut rest) => match rest.next() {
-                    // Two zero blocks end a tar archive.
-                    None => Some((Ok(Bytes::from(vec![0u8; 1024])), Step::Done)),
-                    Some(image) => {
-                        let entry = match origin.get(&image.hash, max).await {
-                            Ok(data) => tar_entry(&original_entry(&image), &data, mtime),
-                            Err(e) => Err(io::Error::other(format!(
-                                "export: original {} unavailable: {e}",
-                                image.id
-                            ))),
-                        };
-                        match entry {
-                            Ok(bytes) => Some((Ok(bytes), Step::Next(rest))),
-                            Err(e) => {
-                                tracing::error!(error = %e, "account export aborted");
-                                Some((Err(e), Step::Done))
-                            }
-                        }
-                    }
-                },
-                Step::Done => None,
-            }
+    futures_util::stream::unfold(Step::First(first, cursor), |step| async move {
+        match step {
+            Step::First(bytes, cursor) => Some((Ok(bytes), Step::Next(cursor))),
+            Step::Next(mut cursor) => match cursor.next_entries().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Step::Next(cursor))),
+                // Two zero blocks end a tar archive.
+                Ok(None) => Some((Ok(Bytes::from(vec![0u8; 1024])), Step::Done)),
+                Err(e) => {
+                    tracing::error!(error = %e, "account export aborted");
+                    Some((Err(e), Step::Done))
+                }
+            },
+            Step::Done => None,
         }
     })
 }

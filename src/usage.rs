@@ -223,6 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("u.db").display());
         let store = Store::open(&url).await.unwrap();
+        store.create_account("a", "free").await.unwrap();
         let meter = UsageMeter::default();
         meter.record("a", |u| u.uploads += 2);
         meter.record("a", |u| u.bandwidth_bytes += 1000);
@@ -235,6 +236,10 @@ mod tests {
         // A fresh meter (a restart) reads the same from the database.
         let fresh = UsageMeter::default();
         assert_eq!(fresh.current(&store, "a").await.unwrap().uploads, 3);
+        // Counts of an account that is gone are dropped, not written.
+        meter.record("gone", |u| u.uploads += 1);
+        meter.flush(&store).await.unwrap();
+        assert_eq!(store.usage_history("gone").await.unwrap(), []);
         store.close().await;
     }
 }

@@ -138,12 +138,21 @@ impl Store {
         })
     }
 
-    /// Every image of an account with its paths, by id (export).
-    pub async fn list_all_images(&self, account: &str) -> Result<Vec<ImageWithPaths>, StoreError> {
+    /// Up to `limit` images of an account with ids after `after` (`""` = from the start),
+    /// by id, with their paths: the export's pages.
+    pub async fn images_after(
+        &self,
+        account: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ImageWithPaths>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.account = $1 ORDER BY i.id"
+            "SELECT {IMAGE_COLUMNS} FROM images i WHERE i.account = $1 AND i.id > $2
+             ORDER BY i.id LIMIT $3"
         )))
         .bind(account)
+        .bind(after)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());

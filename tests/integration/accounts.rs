@@ -108,6 +108,9 @@ async fn quotas_stop_uploads_and_renders_but_not_cached_variants() {
     // Usage: exact, before any flush (memory counts are included).
     let (status, _, usage) = node.api(Method::GET, "/api/v1/usage", &key, None).await;
     assert_eq!(status, 200, "{usage}");
+    // The official SDK's model reads it (every required field, the right types).
+    let typed: img_src::models::UsageResponse = serde_json::from_value(usage.clone()).unwrap();
+    assert_eq!(typed.current_period.transformations, 3);
     assert_eq!(usage["plan"], "tiny");
     assert_eq!(usage["plan_status"], "active");
     assert_eq!(usage["subscription_ends_at"], Value::Null);
@@ -358,9 +361,14 @@ async fn export_streams_metadata_and_every_original() {
             !String::from_utf8_lossy(&entries["account.json"]).contains(&key[8..]),
             "no secret in the export"
         );
-        let images = doc["images"].as_array().unwrap();
+        assert_eq!(doc["image_count"], 2);
+        let images: Vec<Value> = entries
+            .iter()
+            .filter(|(name, _)| name.starts_with("images/"))
+            .map(|(_, data)| serde_json::from_slice(data).unwrap())
+            .collect();
         assert_eq!(images.len(), 2, "one entry per image, however many paths");
-        for image in images {
+        for image in &images {
             let entry = image["archive_entry"].as_str().unwrap();
             let expected = if image["id"] == second["id"] {
                 &png
@@ -369,7 +377,9 @@ async fn export_streams_metadata_and_every_original() {
             };
             assert_eq!(&entries[entry], expected, "{entry}");
         }
-        assert_eq!(entries.len(), 3);
+        let photo_meta = images.iter().find(|i| i["id"] != second["id"]).unwrap();
+        assert_eq!(photo_meta["paths"], json!(["copies/a.jpg", "trips/a.jpg"]));
+        assert_eq!(entries.len(), 5);
     }
     node.stop().await;
 }

@@ -101,3 +101,74 @@ async fn connections_over_the_limit_get_a_clean_503() {
     drop(held);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let node = server_node(("IMGNODE_SERVER__HEADER_READ_TIMEOUT", "1s")).await;
+    let mut stream = TcpStream::connect(node.app.public_addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    // One full answer, then the idle connection is closed by the server, not kept forever.
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1);
+    node.stop().await;
+}
+
+/// The HTTP/2 SETTINGS the node sends on an h2c (prior knowledge) connection, as
+/// `(id, value)` pairs.
+async fn h2c_settings(node: &TestNode) -> Vec<(u16, u32)> {
+    let mut stream = TcpStream::connect(node.app.public_addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    stream.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[3], 4, "the server's first frame is SETTINGS");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks_exact(6)
+        .map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn h2c_is_served_with_the_configured_stream_limit() {
+    let node = server_node(("IMGNODE_SERVER__H2_MAX_CONCURRENT_STREAMS", "7")).await;
+    // SETTINGS_MAX_CONCURRENT_STREAMS is id 3.
+    assert!(h2c_settings(&node).await.contains(&(3, 7)));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("{}/health", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    node.stop().await;
+    // With h2c off, the same preface is not HTTP/2.
+    let node = server_node(("IMGNODE_SERVER__H2C", "false")).await;
+    assert!(
+        client
+            .get(format!("{}/health", node.base))
+            .send()
+            .await
+            .is_err()
+    );
+    node.stop().await;
+}

@@ -177,3 +177,19 @@ async fn the_metrics_text_passes_promtool() {
     );
     node.stop().await;
 }
+
+/// The shipped alerting rules parse and use valid PromQL.
+#[test]
+fn the_alerting_rules_pass_promtool() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus-alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool is missing: run `bash tests/setup.sh`");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
