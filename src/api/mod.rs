@@ -217,10 +217,18 @@ pub async fn handle(
     }
     let principal = match authenticate(state, &req).await {
         Ok(p) => p,
+        Err(e) if e.code != ErrorCode::Unauthorized => {
+            // Suspended accounts, store failures: not a guess at a key.
+            drain(req).await;
+            return ApiOutcome {
+                result: Err(e),
+                rate: None,
+            };
+        }
         Err(e) => {
             drain(req).await;
             let rate = state.rate_limits.auth_failure(peer.ip());
-            let result = if rate.retry_after.is_some() && e.code == ErrorCode::Unauthorized {
+            let result = if rate.retry_after.is_some() {
                 Err(rate_limited(
                     &rate,
                     "too many failed authentications from this address",
