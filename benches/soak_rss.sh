@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory under a long mixed load: does RSS level off? Runs a release node on a temp dir and
-# drives it with wrk for DURATION (default 10 minutes) with a mix of cache hits (80 %), cold
-# renders of unique sizes (15 %, WebP and JPEG) and untouched originals (5 %), sampling the
+# drives it with wrk for DURATION (default 10 minutes) with a mix of cache hits (80 %), renders
+# of many sizes (15 %, WebP and JPEG) and untouched originals (5 %), sampling the
 # node's RSS every SAMPLE seconds. Traffic stays on 127.0.0.1.
 #
 #   bash benches/soak_rss.sh                    # 10 minutes, 32 connections
@@ -36,7 +36,9 @@ for _ in $(seq 1 400); do
 done
 curl -fsS "http://127.0.0.1:$OPS_PORT/ready" >/dev/null
 
-# 80 % hits over 20 warm URLs, 15 % renders at a size never asked before, 5 % originals.
+# 80 % hits over 60 warm URLs (3 photos x 20 widths), 15 % renders over 9 600 variants
+# (3 photos x 1 600 widths x 2 formats; `v=` is ignored by the cache key, so they turn into
+# hits as the run goes on), 5 % originals.
 cat > "$script" <<'LUA'
 local images = {"ladybird", "dune", "elephants"}
 local counter = 0

@@ -227,6 +227,11 @@ impl RunningApp {
         let _ = self.shutdown.send(true);
     }
 
+    /// The public listener's certificate store, when TLS is on.
+    pub fn tls(&self) -> Option<Arc<crate::server::tls::Tls>> {
+        self.tls.clone()
+    }
+
     /// Reads the TLS certificate and key again (SIGHUP). Open connections keep theirs; new
     /// ones get the new certificate. On failure the old one stays in force.
     pub fn reload_tls(&self) -> Result<bool, crate::server::tls::TlsError> {

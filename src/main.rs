@@ -92,7 +92,22 @@ fn main() -> ExitCode {
             // Each error level already includes its cause's message.
             tracing::error!("{e}");
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            // Files the config names that cannot be used are config errors: systemd must not
+            // restart-loop on them (RestartPreventExitStatus=78).
+            let config_error = e.downcast_ref::<imgnode::app::AppError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    imgnode::app::AppError::Tls(_)
+                        | imgnode::app::AppError::Token { .. }
+                        | imgnode::app::AppError::Signing(_)
+                        | imgnode::app::AppError::Jwt(_)
+                )
+            });
+            if config_error {
+                ExitCode::from(EXIT_CONFIG as u8)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -172,56 +187,64 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before start-up work, so a SIGHUP or SIGTERM during a long recovery does not
+    // take the default action (termination) on a half-started node.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
     let app = imgnode::app::start(config).await?;
     // `start` returns once the disk cache has recovered and both listeners accept.
     systemd_notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
-    spawn_watchdog();
-    let app = std::sync::Arc::new(app);
-    spawn_tls_reloader(app.clone())?;
-    wait_for_signal().await?;
+    spawn_watchdog(app.state.clone());
+    spawn_tls_reloader(app.tls(), hup);
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     tracing::info!("shutting down: draining in-flight requests");
     systemd_notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("draining"),
     ]);
     app.shutdown();
-    let app = match std::sync::Arc::try_unwrap(app) {
-        Ok(app) => app,
-        Err(_) => anyhow::bail!("the node is still referenced at shutdown"),
-    };
     // A second signal while draining exits at once.
     tokio::select! {
         () = app.wait() => {}
-        _ = wait_for_signal() => {
-            tracing::warn!("second signal: exiting without draining");
-            std::process::exit(1);
-        }
+        _ = term.recv() => second_signal(),
+        _ = int.recv() => second_signal(),
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGHUP reloads the TLS certificate and key (logrotate-style renewals, certbot hooks).
-fn spawn_tls_reloader(app: std::sync::Arc<imgnode::app::RunningApp>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let app = std::sync::Arc::downgrade(&app);
+fn second_signal() {
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(1);
+}
+
+/// SIGHUP reloads the TLS certificate and key (certbot deploy hooks, `systemctl reload`).
+/// The task holds only the certificate store, never the node, so shutdown is unaffected.
+fn spawn_tls_reloader(
+    tls: Option<std::sync::Arc<imgnode::server::tls::Tls>>,
+    mut hup: tokio::signal::unix::Signal,
+) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let Some(app) = app.upgrade() else { break };
-            match app.reload_tls() {
-                Ok(true) => tracing::info!("TLS certificate reloaded"),
-                Ok(false) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS reload failed; the old certificate stays")
-                }
+            match &tls {
+                None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload failed; the old certificate stays");
+                    }
+                },
             }
         }
     });
-    Ok(())
 }
 
 /// Tells systemd (`Type=notify`) about the lifecycle; a no-op without `$NOTIFY_SOCKET`.
@@ -231,9 +254,10 @@ fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// With `WatchdogSec=`, pings systemd at half the interval from a task on the request
-/// runtime: if the runtime stops making progress, the pings stop and systemd restarts us.
-fn spawn_watchdog() {
+/// With `WatchdogSec=`, pings systemd at half the interval, but only after the metadata
+/// store answered a query within that time: a wedged runtime or a dead database stops the
+/// pings, and systemd restarts the node.
+fn spawn_watchdog(state: std::sync::Arc<imgnode::app::AppState>) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -241,20 +265,13 @@ fn spawn_watchdog() {
         let mut tick = tokio::time::interval(interval / 2);
         loop {
             tick.tick().await;
-            systemd_notify(&[sd_notify::NotifyState::Watchdog]);
+            match tokio::time::timeout(interval / 2, state.store.ping()).await {
+                Ok(Ok(())) => systemd_notify(&[sd_notify::NotifyState::Watchdog]),
+                Ok(Err(e)) => tracing::warn!(error = %e, "watchdog: the store does not answer"),
+                Err(_) => tracing::warn!("watchdog: the store did not answer in time"),
+            }
         }
     });
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 fn init_logging(config: &Config) {

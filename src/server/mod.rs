@@ -130,6 +130,11 @@ pub async fn serve<H: Handler>(
                 let _ = stream.set_nodelay(true);
                 if settings.open_connections.get() >= settings.max_connections as i64 {
                     settings.refused_connections.inc();
+                    if settings.tls.is_some() {
+                        // A plaintext answer would be a protocol error to a TLS client.
+                        drop(stream);
+                        continue;
+                    }
                     tokio::spawn(async move {
                         use tokio::io::AsyncWriteExt;
                         let mut stream = stream;
@@ -153,8 +158,15 @@ pub async fn serve<H: Handler>(
                 let h2c = settings.h2c;
                 tokio::spawn(async move {
                     let _open = open;
+                    // Until the first byte arrives hyper has no timer running (it is still
+                        // choosing between HTTP/1 and HTTP/2): a silent client is cut off here.
                     let result = match acceptor {
                         None if h2c => {
+                            let mut first = [0u8; 1];
+                            match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+                                Ok(Ok(n)) if n > 0 => {}
+                                _ => return,
+                            }
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn.into_owned()).await
                         }

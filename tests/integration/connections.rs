@@ -172,3 +172,12 @@ async fn h2c_is_served_with_the_configured_stream_limit() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_cut_off() {
+    let node = server_node(("IMGNODE_SERVER__HEADER_READ_TIMEOUT", "1s")).await;
+    // Connects and sends nothing at all (before hyper knows HTTP/1 from HTTP/2).
+    let mut stream = TcpStream::connect(node.app.public_addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut stream).await, "");
+    node.stop().await;
+}

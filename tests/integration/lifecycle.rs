@@ -346,3 +346,25 @@ fn the_unit_file_verifies_and_is_hardened() {
         .expect("an exposure score");
     assert!(score <= 2.0, "exposure {score}:\n{text}");
 }
+
+/// A certificate file that cannot be read is a config error: exit 78, so systemd does not
+/// restart-loop on it.
+#[test]
+fn an_unusable_certificate_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[demo]\nseed = false\n");
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env(
+            "IMGNODE_SERVER__TLS_CERT_FILE",
+            dir.path().join("missing.pem"),
+        )
+        .env(
+            "IMGNODE_SERVER__TLS_KEY_FILE",
+            dir.path().join("missing.key"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
