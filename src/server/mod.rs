@@ -158,12 +158,14 @@ pub async fn serve<H: Handler>(
                 let h2c = settings.h2c;
                 tokio::spawn(async move {
                     let _open = open;
-                    // Until the first byte arrives hyper has no timer running (it is still
-                        // choosing between HTTP/1 and HTTP/2): a silent client is cut off here.
                     let result = match acceptor {
                         None if h2c => {
+                            // Until the first byte arrives hyper has no timer running (it is
+                            // still choosing between HTTP/1 and HTTP/2): a silent client is
+                            // cut off here.
                             let mut first = [0u8; 1];
-                            match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+                            let peek = stream.peek(&mut first);
+                            match tokio::time::timeout(handshake_timeout, peek).await {
                                 Ok(Ok(n)) if n > 0 => {}
                                 _ => return,
                             }
@@ -178,7 +180,8 @@ pub async fn serve<H: Handler>(
                         Some(acceptor) => {
                             // A handshake is a request head too: the same deadline.
                             let handshake = acceptor.accept(stream);
-                            let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+                            let handshake = tokio::time::timeout(handshake_timeout, handshake);
+                            let tls = match handshake.await {
                                 Ok(Ok(tls)) => tls,
                                 Ok(Err(e)) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
