@@ -361,9 +361,11 @@ async fn sweep_orphans_periodically(state: Arc<AppState>, mut shutdown: watch::R
 }
 
 /// Deletes monthly usage rows older than `retention.usage_logs` and audit records older than
-/// `retention.audit`, every `retention.interval` (first run at start).
+/// `retention.audit`, every `retention.interval` (first run one interval after start; start-up
+/// itself resumes interrupted erasures).
 async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(state.config.retention.interval);
+    let every = state.config.retention.interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

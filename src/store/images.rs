@@ -212,21 +212,17 @@ impl Store {
         id: &str,
     ) -> Result<Option<DeletedImage>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let paths: Vec<String> = sqlx::query(
-            "SELECT path FROM paths WHERE account = $1 AND image_id = $2 ORDER BY path",
-        )
-        .bind(account)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("path"))
-        .collect::<Result<_, _>>()?;
-        sqlx::query("DELETE FROM paths WHERE account = $1 AND image_id = $2")
-            .bind(account)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // Writes first (see `put_image`): the paths go, and say what they were.
+        let mut paths: Vec<String> =
+            sqlx::query("DELETE FROM paths WHERE account = $1 AND image_id = $2 RETURNING path")
+                .bind(account)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("path"))
+                .collect::<Result<_, _>>()?;
+        paths.sort();
         let hash: Option<String> =
             sqlx::query("DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash")
                 .bind(account)

@@ -320,14 +320,16 @@ impl Store {
         stem: &str,
     ) -> Result<PathOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // An upload that raced an erasure must not re-create what the erasure deletes.
-        let status: Option<String> = sqlx::query("SELECT status FROM accounts WHERE name = $1")
-            .bind(&image.account)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("status"))
-            .transpose()?;
-        if status.is_none_or(|s| s == AccountStatus::Erasing.as_str()) {
+        // An upload that raced an erasure must not re-create what the erasure deletes. A write
+        // as the first statement: SQLite takes the write lock now (waiting out the busy
+        // timeout) instead of failing to upgrade a read snapshot later.
+        let live = sqlx::query(
+            "UPDATE accounts SET updated_at = updated_at WHERE name = $1 AND status <> 'erasing'",
+        )
+        .bind(&image.account)
+        .execute(&mut *tx)
+        .await?;
+        if live.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         let now = now_unix();
