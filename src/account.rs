@@ -86,16 +86,6 @@ pub async fn resume_erasures(state: &AppState) -> Result<usize, HttpError> {
     Ok(pending.len())
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// The archive name of an image's original.
 fn original_entry(image: &ImageRecord) -> String {
     format!("originals/{}.{}", image.id, image.format.extension())
@@ -145,7 +135,7 @@ async fn document(state: &AppState, name: &str) -> Result<Value, HttpError> {
     let (image_count, _) = state.store.account_totals(name).await?;
     let doc = json!({
         "format": "imgnode-account-export/1",
-        "exported_at": rfc3339(crate::store::now_unix()),
+        "exported_at": crate::store::rfc3339(crate::store::now_unix()),
         "account": {
             "name": account.name, "plan": account.plan,
             "status": account.status.as_str(), "created_at": account.created_at,
@@ -250,7 +240,7 @@ impl Cursor {
             "mime_type": image.format.media_type(), "width": image.width,
             "height": image.height, "size": image.size,
             "original_filename": image.original_filename,
-            "uploaded_at": rfc3339(image.uploaded_at), "visibility": image.visibility.as_str(),
+            "uploaded_at": crate::store::rfc3339(image.uploaded_at), "visibility": image.visibility.as_str(),
             "dominant_color": image.dominant_color, "paths": item.paths,
             "archive_entry": original_entry(image),
         });

@@ -102,16 +102,6 @@ fn stem(path: &str) -> &str {
     path_stem(path).unwrap_or(path)
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 fn format_urls(base: &str, account: &str, path: &str) -> serde_json::Map<String, Value> {
     FORMAT_KEYS
         .iter()
@@ -203,7 +193,7 @@ fn list_item(base: &str, item: &ImageWithPaths) -> Value {
         "sanitized_filename": sanitize_filename(&image.original_filename),
         "visibility": image.visibility.as_str(),
         "size": image.size,
-        "uploaded_at": rfc3339(image.uploaded_at),
+        "uploaded_at": crate::store::rfc3339(image.uploaded_at),
         "url": format!("/api/v1/images/{}", image.id),
         "cdn_url": delivery_url(base, &image.account, &servable(first, image.format)),
         "paths": item.paths,
@@ -382,7 +372,7 @@ pub async fn upload(
             "format": image.format.extension(),
             "dimensions": {"width": image.width, "height": image.height},
             "available_formats": format_urls(&base, &who.account, &path),
-            "uploaded_at": rfc3339(uploaded_at),
+            "uploaded_at": crate::store::rfc3339(uploaded_at),
             "_links": links(&image.id),
         }),
     ))
@@ -570,7 +560,7 @@ pub async fn metadata(
                 "hash": image.hash,
                 "original_filename": image.original_filename,
                 "size": image.size,
-                "uploaded_at": rfc3339(image.uploaded_at),
+                "uploaded_at": crate::store::rfc3339(image.uploaded_at),
                 "mime_type": image.format.media_type(),
                 "width": image.width,
                 "height": image.height,
@@ -613,7 +603,7 @@ pub async fn delete(
             "success": true,
             "message": "image deleted",
             "deleted_paths": deleted.paths,
-            "deleted_at": rfc3339(crate::store::now_unix()),
+            "deleted_at": crate::store::rfc3339(crate::store::now_unix()),
         }),
     ))
 }
@@ -676,7 +666,7 @@ pub async fn delete_path(
             "message": if removed.image_deleted { "path removed; it was the last, so the image was deleted" } else { "path removed" },
             "remaining_paths": removed.remaining,
             "image_deleted": removed.image_deleted,
-            "deleted_at": rfc3339(crate::store::now_unix()),
+            "deleted_at": crate::store::rfc3339(crate::store::now_unix()),
         }),
     ))
 }

@@ -138,6 +138,21 @@ impl Store {
         })
     }
 
+    /// Image rows (selected with `IMAGE_COLUMNS`) with every path of each.
+    async fn with_paths(
+        &self,
+        account: &str,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<ImageWithPaths>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let image = image_from_row(row)?;
+            let paths = self.image_paths(account, &image.id).await?;
+            out.push(ImageWithPaths { image, paths });
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` images of an account with ids after `after` (`""` = from the start),
     /// by id, with their paths: the export's pages.
     pub async fn images_after(
@@ -155,13 +170,7 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let image = image_from_row(row)?;
-            let paths = self.image_paths(account, &image.id).await?;
-            out.push(ImageWithPaths { image, paths });
-        }
-        Ok(out)
+        self.with_paths(account, &rows).await
     }
 
     /// Images whose path or original filename contains `query` (case-insensitive), newest
@@ -196,12 +205,7 @@ impl Store {
         .bind(i64::from(offset))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let image = image_from_row(row)?;
-            let paths = self.image_paths(account, &image.id).await?;
-            out.push(ImageWithPaths { image, paths });
-        }
+        let out = self.with_paths(account, &rows).await?;
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 

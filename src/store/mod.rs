@@ -529,6 +529,17 @@ fn parse_col<T: FromStr>(r: &AnyRow, col: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::CorruptRow(format!("{col} = {s}")))
 }
 
+/// A unix time as RFC 3339 (the API's image times); empty if out of range.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
