@@ -17,6 +17,7 @@ use crate::cache::Caches;
 use crate::cache::flight::SingleFlight;
 use crate::cache::variants::CacheError;
 use crate::cache::variants::VariantKey;
+use crate::cluster::Broadcaster;
 use crate::config::Config;
 use crate::cpu::Pool;
 use crate::delivery::RenderOutcome;
@@ -26,7 +27,7 @@ use crate::origin::{Origin, OriginError};
 use crate::server::routes::{OpsHandler, PublicHandler};
 use crate::server::{self, ConnectionSettings};
 use crate::signing::SigningKeys;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError, locks};
 
 /// Only if every plan were removed from the config, which validation does not allow.
 static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
@@ -62,6 +63,10 @@ pub struct AppState {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Renders per preset id since the last flush (written with the API key usage).
     pub preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// This process among the nodes sharing the database (random per start).
+    pub node_id: String,
+    /// Cache invalidations for the other nodes (PostgreSQL); disabled on SQLite.
+    pub cluster: Broadcaster,
 }
 
 impl AppState {
@@ -69,6 +74,14 @@ impl AppState {
     /// rendered survives the restart.
     pub async fn close(&self) {
         self.flush_usage().await;
+        // Invalidations published by the last requests (or an offline command) reach the
+        // other nodes before the store closes; not waiting long on a database that is gone.
+        if tokio::time::timeout(Duration::from_secs(5), self.cluster.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cache invalidations for other nodes not all sent before closing");
+        }
         if let Err(e) = self.caches.close().await {
             tracing::warn!(error = %e, "closing the variant cache");
         }
@@ -177,8 +190,19 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         metrics.cpu.clone(),
     )
     .map_err(AppError::Cpu)?;
-    let caches = Caches::open(&config.cache.settings, metrics.registry()).await?;
-    let api_keys = ApiKeys::new(&config.auth.key_prefix);
+    let node_id = crate::cluster::node_id();
+    let cluster = match store.backend() {
+        Backend::Sqlite => Broadcaster::disabled(),
+        Backend::Postgres => {
+            let sent = metrics.cluster_notices_total.with_label_values(&["sent"]);
+            let (cluster, sender) = Broadcaster::for_store(&store, node_id.clone(), sent);
+            // Ends when the last clone of the broadcaster is dropped with the state.
+            tokio::spawn(sender);
+            cluster
+        }
+    };
+    let caches = Caches::open(&config.cache.settings, metrics.registry(), cluster.clone()).await?;
+    let api_keys = ApiKeys::new(&config.auth.key_prefix).clustered(cluster.clone());
     let jwt = match &config.auth.jwt {
         None => None,
         Some(c) => Some(
@@ -206,6 +230,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         preset_usage: Default::default(),
         usage: Default::default(),
         rate_limits: Default::default(),
+        node_id,
+        cluster,
     }))
 }
 
@@ -310,7 +336,14 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     ));
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
-    tasks.spawn(retention_periodically(state.clone(), rx_usage));
+    tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
+    if state.store.backend() == Backend::Postgres {
+        tasks.spawn(crate::cluster::listen(
+            state.clone(),
+            state.config.store.url.clone(),
+            rx_usage,
+        ));
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%public_addr, %ops_addr, "imgnode ready");
     Ok(RunningApp {
@@ -349,11 +382,14 @@ async fn sweep_orphans_periodically(state: Arc<AppState>, mut shutdown: watch::R
             _ = tick.tick() => {
                 let grace = i64::try_from(state.config.upload.orphan_grace.as_secs()).unwrap_or(i64::MAX);
                 let before = crate::store::now_unix().saturating_sub(grace);
+                // One node at a time lists the bucket; the others skip this round.
+                let Some(lock) = task_lock(&state, locks::ORPHAN_SWEEP).await else { continue };
                 match state.ingest().sweep_orphans(before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "orphan sweep"),
                     Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
                 }
+                lock.release().await;
             }
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         }
@@ -370,14 +406,32 @@ async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Recei
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                let Some(lock) = task_lock(&state, locks::RETENTION).await else { continue };
                 if let Err(e) = apply_retention(&state).await {
                     tracing::warn!(error = %e, "retention task failed");
                 }
                 if let Err(e) = crate::account::resume_erasures(&state).await {
                     tracing::warn!(error = %e, "resuming interrupted erasures failed");
                 }
+                lock.release().await;
             }
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+}
+
+/// The lock of a background task shared by every node (PostgreSQL advisory lock); `None`
+/// when another node holds it, or the database cannot be asked (then the next round retries).
+async fn task_lock(state: &AppState, key: i64) -> Option<locks::NodeLock> {
+    match state.store.try_lock_task(key).await {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            tracing::debug!(key, "another node runs this task now");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take a background task's lock");
+            None
         }
     }
 }

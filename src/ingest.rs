@@ -100,10 +100,20 @@ impl Ingest<'_> {
         };
         let outcome = {
             // Held from the object write to the commit: a concurrent delete of these bytes'
-            // last reference cannot remove the object in between.
+            // last reference cannot remove the object in between, on this node (the
+            // in-process lock) or any other (the database's).
             let _guard = self.origin.lock(&image.hash).await;
-            self.origin.put(&image.hash, original.bytes).await?;
-            self.store.put_image(&image, &original.path, &stem).await?
+            let node_lock = self.store.lock_hash(&image.hash).await?;
+            let written = match self.origin.put(&image.hash, original.bytes).await {
+                Ok(()) => self
+                    .store
+                    .put_image(&image, &original.path, &stem)
+                    .await
+                    .map_err(IngestError::from),
+                Err(e) => Err(e.into()),
+            };
+            node_lock.release().await;
+            written?
         };
         // The path may have pointed elsewhere: it must answer with the new image at once.
         self.caches
@@ -138,15 +148,27 @@ impl Ingest<'_> {
     /// Returns whether it was deleted.
     pub async fn release_original(&self, hash: &str) -> Result<bool, IngestError> {
         let _guard = self.origin.lock(hash).await;
+        let node_lock = self.store.lock_hash(hash).await?;
+        let deleted = self.delete_if_unreferenced(hash).await;
+        node_lock.release().await;
+        if !deleted? {
+            return Ok(false);
+        }
+        self.caches.forget_original(hash).await;
+        // No image has these bytes: nothing may decrypt a variant of them any more (here or on
+        // another node: the purge is published).
+        self.caches
+            .purge_hashes(self.store, &[hash.to_string()])
+            .await?;
+        Ok(true)
+    }
+
+    /// Under the hash's locks: deletes the object when no image references it.
+    async fn delete_if_unreferenced(&self, hash: &str) -> Result<bool, IngestError> {
         if self.store.hash_referenced(hash).await? {
             return Ok(false);
         }
         self.origin.delete(hash).await?;
-        self.caches.forget_original(hash).await;
-        // No image has these bytes: nothing may decrypt a variant of them any more.
-        self.caches
-            .purge_hashes(self.store, &[hash.to_string()])
-            .await?;
         Ok(true)
     }
 

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub coalesced_total: IntCounter,
     /// Set at each scrape from /proc.
     process_resident_memory_bytes: IntGauge,
+    /// 1 while this node listens for other nodes' invalidations (PostgreSQL store).
+    pub cluster_listening: IntGauge,
+    /// Labels: direction (sent, received, resync). Cache invalidations between nodes.
+    pub cluster_notices_total: IntCounterVec,
 }
 
 #[derive(Clone)]
@@ -98,6 +102,16 @@ impl Metrics {
                 &["listener"],
             ),
         };
+        let cluster_listening = r.gauge(
+            "imgnode_cluster_listening",
+            "1 while the node receives other nodes' cache invalidations (PostgreSQL LISTEN)",
+        );
+        let cluster_notices_total = r.counter_vec(
+            "imgnode_cluster_notices_total",
+            "Cache invalidations sent to and received from other nodes; resync = caches \
+             cleared after the listening connection was (re)opened",
+            &["direction"],
+        );
         let cpu = CpuMetrics {
             queue_depth: r.gauge(
                 "imgnode_cpu_queue_depth",
@@ -151,6 +165,8 @@ impl Metrics {
             origin_fetches_total,
             coalesced_total,
             process_resident_memory_bytes,
+            cluster_listening,
+            cluster_notices_total,
         }
     }
 

@@ -88,7 +88,8 @@ impl UsageMeter {
 
     /// Adds what was counted to the database. A count moves from `pending` to `base` only
     /// once its write succeeded, in one step, so readers never miss or double it; counts of a
-    /// failed write stay pending for the next flush.
+    /// failed write stay pending for the next flush. `base` becomes the database's totals, so
+    /// with several nodes each one sees the others' flushed counts after its next flush.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
         let _flush = self.flushing.lock().await;
         let snapshot: Vec<_> = self
@@ -99,9 +100,10 @@ impl UsageMeter {
             .map(|(key, delta)| (key.clone(), *delta))
             .collect();
         let mut first_error = None;
+        let mut written = std::collections::HashSet::new();
         for (key, delta) in snapshot {
             match store.add_usage(&key.0, &key.1, &delta).await {
-                Ok(()) => {
+                Ok(totals) => {
                     let mut inner = self.lock();
                     if let Some(pending) = inner.pending.get_mut(&key) {
                         pending.sub(&delta);
@@ -111,17 +113,38 @@ impl UsageMeter {
                     }
                     // Only months already read are kept; others load fresh when asked.
                     if let Some(base) = inner.base.get_mut(&key) {
-                        base.add(&delta);
+                        *base = totals.unwrap_or_default();
                     }
+                    written.insert(key);
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        // Past months are not needed in memory any more.
+        // Past months are not needed in memory any more; the months kept but not written
+        // just now are read again (other nodes may have added to them).
         let now = period_of(now_unix());
-        self.lock().base.retain(|(_, period), _| *period == now);
+        let stale: Vec<_> = {
+            let mut inner = self.lock();
+            inner.base.retain(|(_, period), _| *period == now);
+            inner
+                .base
+                .keys()
+                .filter(|k| !written.contains(*k))
+                .cloned()
+                .collect()
+        };
+        for key in stale {
+            match store.usage(&key.0, &key.1).await {
+                Ok(counts) => {
+                    self.lock().base.insert(key, counts);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -221,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn counts_survive_a_flush_and_add_up() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        let url = crate::store::testing::store_url(dir.path(), "u.db").await;
         let store = Store::open(&url).await.unwrap();
         store.create_account("a", "free").await.unwrap();
         let meter = UsageMeter::default();

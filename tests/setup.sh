@@ -8,6 +8,7 @@
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
+#   postgresql      started on 127.0.0.1:55432 by tests/pg.sh (multi-node tests, PostgreSQL pass)
 set -euo pipefail
 
 sudo=""
@@ -42,4 +43,6 @@ if ! command -v moto_server >/dev/null 2>&1; then
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 command -v moto_server >/dev/null 2>&1 || { echo "moto_server not on PATH after install" >&2; exit 1; }
+# PostgreSQL on 127.0.0.1:55432 for the multi-node tests and the suite's PostgreSQL pass.
+bash "$(dirname "$0")/pg.sh"
 echo "test prerequisites ready"

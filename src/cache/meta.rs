@@ -12,6 +12,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::variants::DataKey;
+use crate::cluster::{Broadcaster, Notice};
 use crate::store::{Account, AccountSettings, ImageRecord, PresetRecord, Store, StoreError};
 
 /// Positive answers live `positive`, absent ones `negative`.
@@ -54,10 +55,19 @@ pub struct MetaCache {
     presets: Cache<(String, String), Stamped<Arc<PresetRecord>>>,
     /// Write generation per account (images, paths, presets); absent = 0.
     generations: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    /// Added to every account's generation; bumped when everything is invalidated.
+    epoch: std::sync::atomic::AtomicU64,
+    /// Tells the other nodes what this one invalidates (see `cluster`).
+    cluster: Broadcaster,
 }
 
 impl MetaCache {
-    pub fn new(entries: u64, positive: Duration, negative: Duration) -> MetaCache {
+    pub fn new(
+        entries: u64,
+        positive: Duration,
+        negative: Duration,
+        cluster: Broadcaster,
+    ) -> MetaCache {
         fn build<K, V>(entries: u64, positive: Duration, negative: Duration) -> Cache<K, V>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
@@ -76,6 +86,8 @@ impl MetaCache {
             data_keys: build(entries, positive, negative),
             presets: build(entries, positive, negative),
             generations: Default::default(),
+            epoch: Default::default(),
+            cluster,
             settings: Cache::builder()
                 .max_capacity(entries)
                 .time_to_live(positive)
@@ -104,17 +116,24 @@ impl MetaCache {
     }
 
     fn generation(&self, account: &str) -> u64 {
-        self.generations
+        let own = self
+            .generations
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(account)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.epoch.load(std::sync::atomic::Ordering::Acquire) + own
     }
 
-    /// Makes every cached image and preset answer of `account` stale. Call after the write
-    /// commits.
+    /// Makes every cached image and preset answer of `account` stale, here and (through the
+    /// other nodes' whole account entry) everywhere. Call after the write commits.
     pub fn bump(&self, account: &str) {
+        self.bump_local(account);
+        self.cluster.publish(Notice::Account(account.to_string()));
+    }
+
+    fn bump_local(&self, account: &str) {
         *self
             .generations
             .write()
@@ -230,6 +249,7 @@ impl MetaCache {
 
     pub async fn invalidate_settings(&self, account: &str) {
         self.settings.invalidate(account).await;
+        self.cluster.publish(Notice::Account(account.to_string()));
     }
 
     pub async fn invalidate_path(&self, account: &str, stem: &str) {
@@ -240,6 +260,12 @@ impl MetaCache {
     }
 
     pub async fn invalidate_account(&self, account: &str) {
+        self.invalidate_account_local(account).await;
+        self.cluster.publish(Notice::Account(account.to_string()));
+    }
+
+    /// Everything about `account`, on this node only (another node's notice).
+    pub async fn invalidate_account_local(&self, account: &str) {
         self.accounts.invalidate(account).await;
         self.settings.invalidate(account).await;
         let owned = account.to_string();
@@ -247,16 +273,24 @@ impl MetaCache {
         let _ = self
             .images
             .invalidate_entries_if(move |(a, _), _| *a == owned);
-        self.bump(account);
+        self.bump_local(account);
     }
 
+    /// On this node only: callers publish the hashes themselves (see `Caches`).
     pub async fn invalidate_data_keys(&self, hashes: &[String]) {
         for hash in hashes {
             self.data_keys.invalidate(hash).await;
         }
     }
 
-    pub fn invalidate_all(&self) {
+    /// Every cached answer, on this node only (callers publish when other nodes must follow).
+    pub fn invalidate_all_local(&self) {
+        // Loads in flight were stamped with the old generations: make them stale too.
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.invalidate_all_entries();
+    }
+
+    fn invalidate_all_entries(&self) {
         self.accounts.invalidate_all();
         self.images.invalidate_all();
         self.data_keys.invalidate_all();

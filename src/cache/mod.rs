@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::cluster::{Broadcaster, Notice};
 use crate::store::{Store, StoreError};
 use meta::MetaCache;
 use variants::{CacheError, VariantCache, VariantCacheConfig, VariantKey};
@@ -50,12 +51,14 @@ pub struct Caches {
     index: Mutex<HashMap<String, HashSet<VariantKey>>>,
     index_limit: usize,
     buster: String,
+    cluster: Broadcaster,
 }
 
 impl Caches {
     pub async fn open(
         settings: &CacheSettings,
         registry: &prometheus::Registry,
+        cluster: Broadcaster,
     ) -> Result<Caches, CacheError> {
         let variants = VariantCache::open(
             &VariantCacheConfig {
@@ -81,11 +84,13 @@ impl Caches {
                 settings.metadata_entries,
                 settings.metadata_ttl,
                 settings.negative_ttl,
+                cluster.clone(),
             ),
             originals,
             index: Mutex::new(HashMap::new()),
             index_limit: usize::try_from(settings.metadata_entries).unwrap_or(usize::MAX),
             buster: settings.buster.clone(),
+            cluster,
         })
     }
 
@@ -132,9 +137,21 @@ impl Caches {
     }
 
     /// Purges every variant of these originals: their data keys are deleted first (nothing on
-    /// disk can be decrypted from then on), then the entries leave memory and disk.
+    /// disk can be decrypted from then on), then the entries leave memory and disk, here and
+    /// on the other nodes.
     pub async fn purge_hashes(&self, store: &Store, hashes: &[String]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
         store.delete_cache_keys(hashes).await?;
+        self.forget_hashes(hashes).await;
+        self.cluster.publish(Notice::Hashes(hashes.to_vec()));
+        Ok(())
+    }
+
+    /// What this node holds of these originals (their data keys, variants and bytes), after
+    /// their data keys were deleted from the database (here or by another node).
+    pub async fn forget_hashes(&self, hashes: &[String]) {
         self.meta.invalidate_data_keys(hashes).await;
         let keys: Vec<VariantKey> = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,7 +169,6 @@ impl Caches {
                 originals.invalidate(hash).await;
             }
         }
-        Ok(())
     }
 
     /// Purges every variant of every image of an account.
@@ -166,7 +182,8 @@ impl Caches {
     /// Purges everything.
     pub async fn purge_all(&self, store: &Store) -> Result<(), StoreError> {
         store.delete_all_cache_keys().await?;
-        self.meta.invalidate_all();
+        self.meta.invalidate_all_local();
+        self.cluster.publish(Notice::All);
         self.index.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.variants.clear().await;
         if let Some(originals) = &self.originals {

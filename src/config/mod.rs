@@ -436,9 +436,12 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
     } else {
         raw.store.url.clone()
     };
-    if !store_url.starts_with("sqlite://") {
+    if !["sqlite://", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| store_url.starts_with(scheme))
+    {
         p.push(format!(
-            "store.url: `{}` must start with sqlite:// (PostgreSQL comes with the scale-out release)",
+            "store.url: `{}` must start with sqlite://, postgres:// or postgresql://",
             redact_url(&store_url)
         ));
     }
@@ -767,6 +770,19 @@ mod tests {
         let raw: RawConfig = toml::Value::Table(documented).try_into().unwrap();
         assert_eq!(raw, RawConfig::default());
         parse(text, no_env()).unwrap();
+    }
+
+    #[test]
+    fn the_scale_out_examples_are_valid_and_differ_only_in_their_addresses() {
+        let a = parse(include_str!("../../config/scale-out/node-a.toml"), no_env()).unwrap();
+        let b = parse(include_str!("../../config/scale-out/node-b.toml"), no_env()).unwrap();
+        assert!(a.store.url.starts_with("postgres://"));
+        assert!(matches!(a.origin, OriginConfig::S3 { .. }));
+        assert_ne!(a.server.public_listen, b.server.public_listen);
+        let mut b = b;
+        b.server.public_listen = a.server.public_listen;
+        b.server.ops_listen = a.server.ops_listen;
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]

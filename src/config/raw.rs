@@ -149,7 +149,9 @@ impl Default for RawOrigin {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct RawStore {
-    /// `sqlite://PATH`; empty means `sqlite://{data_dir}/imgnode.db`.
+    /// `sqlite://PATH` (one node) or `postgres://USER@HOST/DB` (several nodes); empty means
+    /// `sqlite://{data_dir}/imgnode.db`. A password is best given through the environment
+    /// (`IMGNODE_STORE__URL`) or `PGPASSWORD`, not in a file others read.
     pub url: String,
 }
 

@@ -216,7 +216,8 @@ impl Store {
         id: &str,
     ) -> Result<Option<DeletedImage>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Writes first (see `put_image`): the paths go, and say what they were.
+        lock_account(&mut tx, account).await?;
+        // The paths go, and say what they were.
         let mut paths: Vec<String> =
             sqlx::query("DELETE FROM paths WHERE account = $1 AND image_id = $2 RETURNING path")
                 .bind(account)
@@ -260,6 +261,9 @@ impl Store {
         stem: &str,
     ) -> Result<Option<DeletedPath>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Two paths of one image deleted at once must not each see the other still there
+        // (and leave the image without a path).
+        lock_account(&mut tx, account).await?;
         let Some(row) = sqlx::query(
             "DELETE FROM paths WHERE account = $1 AND stem = $2 RETURNING image_id, path",
         )
@@ -327,6 +331,21 @@ impl Store {
     pub fn now(&self) -> i64 {
         now_unix()
     }
+}
+
+/// The first statement of a transaction that changes an account's images or paths: a write
+/// to the account's row. PostgreSQL then holds that row's lock to the commit, so such
+/// transactions of one account run one after the other on every node (what SQLite does for
+/// every writer); SQLite takes its write lock here rather than failing to upgrade a read.
+pub(super) async fn lock_account(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    account: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE name = $1")
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! Append only: a released migration is never edited. SQL must run unchanged on SQLite and
 //! PostgreSQL.
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
-use super::{StoreError, now_unix};
+use super::{Backend, StoreError, now_unix};
 
 /// `(version, statements)`.
 const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -155,17 +155,41 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     ),
 ];
 
-pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {
+/// Applies pending migrations. On PostgreSQL several nodes may start at once: a session
+/// advisory lock makes one of them migrate while the others wait, then find nothing to do.
+pub(super) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(super::locks::MIGRATIONS)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let applied = apply_on(&mut conn).await;
+    if backend == Backend::Postgres {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(super::locks::MIGRATIONS)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // Closing the session releases the lock whatever state it is in.
+            drop(conn.detach());
+        }
+    }
+    applied
+}
+
+async fn apply_on(conn: &mut AnyConnection) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY,
             applied_at BIGINT NOT NULL
         )",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?
         .try_get("v")?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
@@ -175,7 +199,7 @@ pub(super) async fn apply(pool: &AnyPool) -> Result<(), StoreError> {
         )));
     }
     for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         for statement in *statements {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }

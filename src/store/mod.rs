@@ -7,10 +7,13 @@
 
 mod images;
 mod keys;
+pub mod locks;
 mod migrations;
 mod model;
 mod presets;
 mod settings;
+#[doc(hidden)]
+pub mod testing;
 mod usage;
 
 use std::str::FromStr;
@@ -52,6 +55,19 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
+    /// PostgreSQL: connections that hold advisory locks (see `locks`); none on SQLite.
+    lock_pool: Option<AnyPool>,
+}
+
+/// Which database a [`Store`] runs on. The SQL is the same; what differs is what several
+/// processes sharing the database need (locks across nodes, change notifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One node: a file, writers serialised by SQLite itself.
+    Sqlite,
+    /// Any number of nodes: advisory locks and LISTEN/NOTIFY coordinate them.
+    Postgres,
 }
 
 impl Store {
@@ -59,6 +75,11 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        let backend = if sqlite {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
         if let Some(file) = url.strip_prefix("sqlite://") {
             // SQLite creates the file but not its folder (`./data` on a fresh clone).
             let file = file.split('?').next().unwrap_or(file);
@@ -90,19 +111,56 @@ impl Store {
                         // Deleted rows (cache data keys above all) are overwritten, not left
                         // in free pages.
                         conn.execute("PRAGMA secure_delete = ON").await?;
+                    } else {
+                        // Not the server's notices ("... already exists, skipping") in our log.
+                        conn.execute("SET client_min_messages = warning").await?;
                     }
                     Ok(())
                 })
             })
             .connect(&url)
             .await?;
-        let store = Store { pool };
-        migrations::apply(&store.pool).await?;
+        let lock_pool = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    // Uploads writing objects at once, plus the background tasks.
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(&url)?,
+            ),
+        };
+        let store = Store {
+            pool,
+            backend,
+            lock_pool,
+        };
+        migrations::apply(&store.pool, backend).await?;
         Ok(store)
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub async fn close(&self) {
+        if let Some(locks) = &self.lock_pool {
+            locks.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// Tells every node listening on `channel` (PostgreSQL LISTEN/NOTIFY); nothing on SQLite,
+    /// where there is one node.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A cheap round trip, for readiness.

@@ -92,12 +92,8 @@ impl Store {
         params: &str,
     ) -> Result<PresetRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // A write first, so SQLite takes the write lock before the count (see `put_image`);
-        // it also serialises concurrent creates of one account around the limit.
-        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE name = $1")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        // Serialises concurrent creates of one account around the limit.
+        super::images::lock_account(&mut tx, account).await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM presets WHERE account = $1")
             .bind(account)
             .fetch_one(&mut *tx)

@@ -67,16 +67,26 @@ fn to_u64(r: &AnyRow, col: &str) -> Result<u64, StoreError> {
     Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
 }
 
+fn counts_from_row(r: &AnyRow) -> Result<UsageCounts, StoreError> {
+    Ok(UsageCounts {
+        uploads: to_u64(r, "uploads")?,
+        api_requests: to_u64(r, "api_requests")?,
+        bandwidth_bytes: to_u64(r, "bandwidth_bytes")?,
+        transformations: to_u64(r, "transformations")?,
+    })
+}
+
 impl Store {
-    /// Adds `delta` to the account's row of `period` (`YYYY-MM`). Nothing is written for an
-    /// account that is gone or being erased (late counts must not re-create its usage).
+    /// Adds `delta` to the account's row of `period` (`YYYY-MM`) and returns the row's totals
+    /// (every node's flushes included). Nothing is written for an account that is gone or
+    /// being erased (late counts must not re-create its usage): then `None`.
     pub async fn add_usage(
         &self,
         account: &str,
         period: &str,
         delta: &UsageCounts,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<Option<UsageCounts>, StoreError> {
+        let row = sqlx::query(
             "INSERT INTO usage (account, period, uploads, api_requests, bandwidth_bytes,
                                 transformations)
              SELECT $1, $2, $3, $4, $5, $6 FROM accounts
@@ -85,7 +95,8 @@ impl Store {
                 uploads = usage.uploads + excluded.uploads,
                 api_requests = usage.api_requests + excluded.api_requests,
                 bandwidth_bytes = usage.bandwidth_bytes + excluded.bandwidth_bytes,
-                transformations = usage.transformations + excluded.transformations",
+                transformations = usage.transformations + excluded.transformations
+             RETURNING uploads, api_requests, bandwidth_bytes, transformations",
         )
         .bind(account)
         .bind(period)
@@ -93,9 +104,9 @@ impl Store {
         .bind(to_i64(delta.api_requests))
         .bind(to_i64(delta.bandwidth_bytes))
         .bind(to_i64(delta.transformations))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        row.map(|r| counts_from_row(&r)).transpose()
     }
 
     pub async fn usage(&self, account: &str, period: &str) -> Result<UsageCounts, StoreError> {
@@ -107,15 +118,7 @@ impl Store {
         .bind(period)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            None => Ok(UsageCounts::default()),
-            Some(r) => Ok(UsageCounts {
-                uploads: to_u64(&r, "uploads")?,
-                api_requests: to_u64(&r, "api_requests")?,
-                bandwidth_bytes: to_u64(&r, "bandwidth_bytes")?,
-                transformations: to_u64(&r, "transformations")?,
-            }),
-        }
+        row.map_or(Ok(UsageCounts::default()), |r| counts_from_row(&r))
     }
 
     /// Every usage row of an account, oldest first: `(period, counts)`.
@@ -131,17 +134,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("period")?,
-                    UsageCounts {
-                        uploads: to_u64(r, "uploads")?,
-                        api_requests: to_u64(r, "api_requests")?,
-                        bandwidth_bytes: to_u64(r, "bandwidth_bytes")?,
-                        transformations: to_u64(r, "transformations")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("period")?, counts_from_row(r)?)))
             .collect()
     }
 

@@ -4,7 +4,6 @@
 use std::io::Read;
 
 use reqwest::Method;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::harness::{OPERATOR, TestNode, assert_json_error, dir_contains, fixture};
@@ -16,43 +15,14 @@ const TINY: &str = "[plans.tiny]\nmax_uploads_per_month = 2\nmax_storage_bytes =
 max_transformations_per_month = 3\nmax_api_requests_per_month = 1000\nrequests_per_minute = 1000\n\
 [plans.slow]\nrequests_per_minute = 3\n[demo]\nseed = false\n";
 
-async fn upload(node: &TestNode, key: &str, bytes: Vec<u8>, target: &str) -> (u16, Value) {
-    let form = Form::new()
-        .part("file", Part::bytes(bytes).file_name("f.bin"))
-        .text("target_path", target.to_string());
-    let res = node
-        .client
-        .post(format!("{}/api/v1/images", node.base))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
-}
-
-async fn ops(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = node
-        .client
-        .request(method, format!("{}{path}", node.ops))
-        .bearer_auth(OPERATOR);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 async fn set_plan(node: &TestNode, account: &str, plan: &str) {
-    let (status, body) = ops(
-        node,
-        Method::PATCH,
-        &format!("/admin/v1/accounts/{account}"),
-        Some(json!({"plan": plan})),
-    )
-    .await;
+    let (status, body) = node
+        .ops_call(
+            Method::PATCH,
+            &format!("/admin/v1/accounts/{account}"),
+            Some(json!({"plan": plan})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["plan"], plan);
 }
@@ -62,26 +32,26 @@ async fn quotas_stop_uploads_and_renders_but_not_cached_variants() {
     let node = TestNode::start_operated(TINY).await;
     let key = node.account_key("acme", "read,write").await;
     set_plan(&node, "acme", "tiny").await;
-    let (status, err) = ops(
-        &node,
-        Method::PATCH,
-        "/admin/v1/accounts/acme",
-        Some(json!({"plan": "platinum"})),
-    )
-    .await;
+    let (status, err) = node
+        .ops_call(
+            Method::PATCH,
+            "/admin/v1/accounts/acme",
+            Some(json!({"plan": "platinum"})),
+        )
+        .await;
     assert_eq!(status, 400, "{err}");
 
     // Storage: the 70 KB photo fits 120 000 bytes once, not twice.
-    let (status, first) = upload(&node, &key, fixture(PHOTO), "a.jpg").await;
+    let (status, first) = node.upload(&key, fixture(PHOTO), "a.jpg").await;
     assert_eq!(status, 201, "{first}");
-    let (status, err) = upload(&node, &key, fixture("photos/dune.jpg"), "b.jpg").await;
+    let (status, err) = node.upload(&key, fixture("photos/dune.jpg"), "b.jpg").await;
     assert_eq!(status, 413, "{err}");
     assert_eq!(err["error"]["code"], "PAYLOAD_TOO_LARGE");
     // Uploads: the second upload counts (refused ones do not), the third is over.
     let small = fixture("formats/png_palette.png");
-    let (status, body) = upload(&node, &key, small.clone(), "c.png").await;
+    let (status, body) = node.upload(&key, small.clone(), "c.png").await;
     assert_eq!(status, 201, "{body}");
-    let (status, err) = upload(&node, &key, small, "d.png").await;
+    let (status, err) = node.upload(&key, small, "d.png").await;
     assert_eq!(status, 429, "{err}");
     assert_eq!(err["error"]["code"], "QUOTA_EXCEEDED");
 
@@ -207,13 +177,13 @@ async fn rate_limits_by_plan_and_for_failed_authentication() {
 #[tokio::test]
 async fn mutating_calls_are_audited_and_retention_removes_old_records() {
     let node = TestNode::start_operated("[demo]\nseed = false\n").await;
-    let (status, created) = ops(
-        &node,
-        Method::POST,
-        "/admin/v1/accounts",
-        Some(json!({"name": "acme", "plan": "pro"})),
-    )
-    .await;
+    let (status, created) = node
+        .ops_call(
+            Method::POST,
+            "/admin/v1/accounts",
+            Some(json!({"name": "acme", "plan": "pro"})),
+        )
+        .await;
     assert_eq!(status, 201);
     let key = created["api_key"]["key"].as_str().unwrap().to_string();
     let key_id = created["api_key"]["id"].as_str().unwrap().to_string();
@@ -238,9 +208,12 @@ async fn mutating_calls_are_audited_and_retention_removes_old_records() {
     assert_eq!(status, 404);
     node.api(Method::GET, "/api/v1/settings/presets", &key, None)
         .await;
-    ops(&node, Method::POST, "/admin/v1/accounts/acme/suspend", None).await;
+    node.ops_call(Method::POST, "/admin/v1/accounts/acme/suspend", None)
+        .await;
 
-    let (status, audit) = ops(&node, Method::GET, "/admin/v1/audit?account=acme", None).await;
+    let (status, audit) = node
+        .ops_call(Method::GET, "/admin/v1/audit?account=acme", None)
+        .await;
     assert_eq!(status, 200, "{audit}");
     let records = audit["records"].as_array().unwrap();
     let actions: Vec<(&str, &str, i64)> = records
@@ -264,13 +237,13 @@ async fn mutating_calls_are_audited_and_retention_removes_old_records() {
     );
     assert!(records.iter().all(|r| r["client_ip"] == "127.0.0.1"));
     assert_eq!(records[2]["account"], "acme");
-    let (_, created_only) = ops(
-        &node,
-        Method::GET,
-        "/admin/v1/audit?action=admin_accounts_create",
-        None,
-    )
-    .await;
+    let (_, created_only) = node
+        .ops_call(
+            Method::GET,
+            "/admin/v1/audit?action=admin_accounts_create",
+            None,
+        )
+        .await;
     assert_eq!(created_only["total"], 1);
     let _ = preset;
 
@@ -308,7 +281,9 @@ async fn mutating_calls_are_audited_and_retention_removes_old_records() {
     let (usage_removed, audit_removed) = imgnode::app::apply_retention(state).await.unwrap();
     assert_eq!((usage_removed, audit_removed), (1, 1));
     assert_eq!(state.store.usage("acme", &today).await.unwrap().uploads, 1);
-    let (_, audit) = ops(&node, Method::GET, "/admin/v1/audit?account=acme", None).await;
+    let (_, audit) = node
+        .ops_call(Method::GET, "/admin/v1/audit?account=acme", None)
+        .await;
     assert_eq!(audit["total"], 3);
     node.stop().await;
 }
@@ -319,9 +294,9 @@ async fn export_streams_metadata_and_every_original() {
     let key = node.account_key("acme", "read,write").await;
     let photo = fixture(PHOTO);
     let png = fixture("formats/png_rgba.png");
-    upload(&node, &key, photo.clone(), "trips/a.jpg").await;
-    upload(&node, &key, photo.clone(), "copies/a.jpg").await;
-    let (_, second) = upload(&node, &key, png.clone(), "b.png").await;
+    node.upload(&key, photo.clone(), "trips/a.jpg").await;
+    node.upload(&key, photo.clone(), "copies/a.jpg").await;
+    let (_, second) = node.upload(&key, png.clone(), "b.png").await;
     node.api(
         Method::POST,
         "/api/v1/settings/presets",
@@ -391,10 +366,10 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     let other = node.account_key("bravo", "read,write").await;
     let photo = fixture(PHOTO);
     let png = fixture("formats/png_rgba.png");
-    upload(&node, &key, photo.clone(), "a.jpg").await;
-    upload(&node, &key, png.clone(), "b.png").await;
+    node.upload(&key, photo.clone(), "a.jpg").await;
+    node.upload(&key, png.clone(), "b.png").await;
     // Bravo shares the PNG's bytes: they must survive acme's erasure.
-    upload(&node, &other, png.clone(), "shared.png").await;
+    node.upload(&other, png.clone(), "shared.png").await;
     node.api(
         Method::POST,
         "/api/v1/settings/presets",
@@ -448,7 +423,9 @@ async fn erasure_leaves_nothing_servable_or_readable() {
             .0,
         401
     );
-    let (status, _) = ops(&node, Method::GET, "/admin/v1/accounts/acme", None).await;
+    let (status, _) = node
+        .ops_call(Method::GET, "/admin/v1/accounts/acme", None)
+        .await;
     assert_eq!(status, 404);
     // Bravo's copy of the shared bytes is untouched.
     assert_eq!(node.fetch("/i/bravo/shared.webp?w=50").await.0, 200);
@@ -468,7 +445,7 @@ async fn erasure_leaves_nothing_servable_or_readable() {
 async fn an_interrupted_erasure_resumes_at_start_up() {
     let node = TestNode::start_with("[demo]\nseed = false\n").await;
     let key = node.account_key("acme", "read,write").await;
-    let (_, up) = upload(&node, &key, fixture(PHOTO), "a.jpg").await;
+    let (_, up) = node.upload(&key, fixture(PHOTO), "a.jpg").await;
     let hash = up["hash"].as_str().unwrap().to_string();
     // What a crash (or a cancelled request) in the middle of an erasure leaves: marked, the
     // metadata gone, the original not released yet.
@@ -498,10 +475,12 @@ async fn an_interrupted_erasure_resumes_at_start_up() {
 #[tokio::test]
 async fn suspended_accounts_can_answer_404_on_delivery() {
     let node = TestNode::start_operated("[delivery]\nsuspended_status = 404\n").await;
-    ops(&node, Method::POST, "/admin/v1/accounts/demo/suspend", None).await;
+    node.ops_call(Method::POST, "/admin/v1/accounts/demo/suspend", None)
+        .await;
     let (code, headers, body) = node.fetch("/i/demo/ladybird.webp?w=50").await;
     assert_json_error(code, &headers, &body, 404, "NOT_FOUND");
-    ops(&node, Method::POST, "/admin/v1/accounts/demo/resume", None).await;
+    node.ops_call(Method::POST, "/admin/v1/accounts/demo/resume", None)
+        .await;
     assert_eq!(node.fetch("/i/demo/ladybird.webp?w=50").await.0, 200);
     node.stop().await;
 }

@@ -2,25 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{OPERATOR, TestNode, assert_json_error};
-
-async fn ops(
-    node: &TestNode,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = node
-        .client
-        .request(method, format!("{}{path}", node.ops))
-        .bearer_auth(OPERATOR);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
+use crate::harness::{TestNode, assert_json_error};
 
 async fn api(
     node: &TestNode,
@@ -46,13 +28,13 @@ async fn list_keys(node: &TestNode, key: &str) -> (u16, reqwest::header::HeaderM
 
 /// Creates an account through the operator API and returns its first key.
 async fn account(node: &TestNode, name: &str) -> String {
-    let (status, body) = ops(
-        node,
-        reqwest::Method::POST,
-        "/admin/v1/accounts",
-        Some(json!({"name": name, "plan": "pro"})),
-    )
-    .await;
+    let (status, body) = node
+        .ops_call(
+            reqwest::Method::POST,
+            "/admin/v1/accounts",
+            Some(json!({"name": name, "plan": "pro"})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["account"]["plan"], "pro");
     body["api_key"]["key"].as_str().unwrap().to_string()
@@ -63,25 +45,27 @@ async fn operator_creates_accounts_with_a_first_key() {
     let node = TestNode::start_operated("").await;
     let key = account(&node, "acme").await;
     assert!(key.starts_with("imgsrc_"));
-    let (status, body) = ops(
-        &node,
-        reqwest::Method::POST,
-        "/admin/v1/accounts",
-        Some(json!({"name": "acme"})),
-    )
-    .await;
-    assert_eq!(status, 409, "{body}");
-    for bad in ["Acme", "api", "a b", ""] {
-        let (status, _) = ops(
-            &node,
+    let (status, body) = node
+        .ops_call(
             reqwest::Method::POST,
             "/admin/v1/accounts",
-            Some(json!({"name": bad})),
+            Some(json!({"name": "acme"})),
         )
         .await;
+    assert_eq!(status, 409, "{body}");
+    for bad in ["Acme", "api", "a b", ""] {
+        let (status, _) = node
+            .ops_call(
+                reqwest::Method::POST,
+                "/admin/v1/accounts",
+                Some(json!({"name": bad})),
+            )
+            .await;
         assert_eq!(status, 400, "{bad}");
     }
-    let (status, body) = ops(&node, reqwest::Method::GET, "/admin/v1/accounts", None).await;
+    let (status, body) = node
+        .ops_call(reqwest::Method::GET, "/admin/v1/accounts", None)
+        .await;
     assert_eq!(status, 200);
     let names: Vec<&str> = body["accounts"]
         .as_array()
@@ -90,7 +74,9 @@ async fn operator_creates_accounts_with_a_first_key() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["acme", "demo"]);
-    let (status, body) = ops(&node, reqwest::Method::GET, "/admin/v1/accounts/acme", None).await;
+    let (status, body) = node
+        .ops_call(reqwest::Method::GET, "/admin/v1/accounts/acme", None)
+        .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("active")));
     // No token, wrong token: refused.
     let res = node
@@ -224,23 +210,23 @@ async fn suspension_stops_the_api_and_delivery_without_deleting_anything() {
     )
     .await;
     assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 200);
-    let (status, body) = ops(
-        &node,
-        reqwest::Method::POST,
-        "/admin/v1/accounts/acme/suspend",
-        None,
-    )
-    .await;
+    let (status, body) = node
+        .ops_call(
+            reqwest::Method::POST,
+            "/admin/v1/accounts/acme/suspend",
+            None,
+        )
+        .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("suspended")));
     assert_eq!(list_keys(&node, &key).await.0, 403);
     assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 403);
-    let (status, _) = ops(
-        &node,
-        reqwest::Method::POST,
-        "/admin/v1/accounts/acme/resume",
-        None,
-    )
-    .await;
+    let (status, _) = node
+        .ops_call(
+            reqwest::Method::POST,
+            "/admin/v1/accounts/acme/resume",
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list_keys(&node, &key).await.0, 200);
     assert_eq!(node.fetch("/i/acme/pic.webp?w=50").await.0, 200);
@@ -250,13 +236,13 @@ async fn suspension_stops_the_api_and_delivery_without_deleting_anything() {
 async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
     let node = TestNode::start_operated("").await;
     account(&node, "acme").await;
-    let (status, issued) = ops(
-        &node,
-        reqwest::Method::POST,
-        "/admin/v1/accounts/acme/keys",
-        Some(json!({"name": "deploy", "scopes": "read,write"})),
-    )
-    .await;
+    let (status, issued) = node
+        .ops_call(
+            reqwest::Method::POST,
+            "/admin/v1/accounts/acme/keys",
+            Some(json!({"name": "deploy", "scopes": "read,write"})),
+        )
+        .await;
     assert_eq!(status, 201);
     let key = issued["key"].as_str().unwrap().to_string();
     for _ in 0..3 {
@@ -283,13 +269,13 @@ async fn operator_issues_and_revokes_keys_and_usage_survives_a_restart() {
         &format!("[admin]\ntoken_file = \"{}\"\n", token.display()),
     )
     .await;
-    let (status, _) = ops(
-        &node,
-        reqwest::Method::DELETE,
-        &format!("/admin/v1/accounts/acme/keys/{id}"),
-        None,
-    )
-    .await;
+    let (status, _) = node
+        .ops_call(
+            reqwest::Method::DELETE,
+            &format!("/admin/v1/accounts/acme/keys/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list_keys(&node, &key).await.0, 401);
 }

@@ -76,9 +76,13 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
     // The same bytes twice: stored once, two paths.
     std::fs::write(photos.path().join("copy.jpg"), fixture("photos/dune.jpg")).unwrap();
     std::fs::write(photos.path().join("notes.txt"), b"not an image at all, long enough to sniff.......................................................").unwrap();
+    // The node below keeps its metadata where the harness puts it (SQLite in the directory,
+    // or PostgreSQL): the CLI must use the same store.
+    let store = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
     let env = [
         ("IMGNODE_STORAGE__DATA_DIR", dir.path().to_str().unwrap()),
         ("IMGNODE_DEMO__SEED", "false"),
+        ("IMGNODE_STORE__URL", store.as_str()),
     ];
 
     let out = imgnode()

@@ -78,6 +78,12 @@ impl TestNode {
             ("IMGNODE_CACHE__DISK".to_string(), "128MiB".to_string()),
             ("IMGNODE_CPU__NICE".to_string(), "0".to_string()),
         ];
+        // The same suite on PostgreSQL with TEST_IMGNODE_STORE=postgres: a database per data
+        // directory (see imgnode::store::testing).
+        if imgnode::store::testing::postgres_selected() {
+            let url = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
+            env.push(("IMGNODE_STORE__URL".to_string(), url));
+        }
         env.extend(
             overrides
                 .iter()
@@ -236,6 +242,50 @@ impl TestNode {
         state.store.put_image(&image, &path, stem).await.unwrap();
     }
 
+    /// An operator API call (token [`OPERATOR`]) on the ops listener.
+    pub async fn ops_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.ops))
+            .bearer_auth(OPERATOR);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A multipart upload of `bytes` to `target_path` through the tenant API.
+    pub async fn upload(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        target: &str,
+    ) -> (u16, serde_json::Value) {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
+            )
+            .text("target_path", target.to_string());
+        let res = self
+            .client
+            .post(format!("{}/api/v1/images", self.base))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn stop(self) -> tempfile::TempDir {
         self.app.shutdown();
         self.app.wait().await;
@@ -338,5 +388,83 @@ impl TestNode {
             .unwrap_or(0);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         (status, body)
+    }
+}
+
+/// A moto server (a real S3-compatible server) on a free loopback port, killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run does it");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        // Wait for the external process to listen: bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Moto { child, endpoint }
+    }
+
+    /// A credentials file for `origin.credentials_file`. Every S3 test needs one: without
+    /// explicit credentials the AWS client looks for instance credentials off the loopback.
+    pub fn credentials() -> tempfile::NamedTempFile {
+        let creds = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            creds.path(),
+            "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
+        )
+        .unwrap();
+        creds
+    }
+
+    /// Creates `bucket` (moto accepts unsigned bucket creation).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let created = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success(), "{}", created.status());
+    }
+
+    /// The `[origin]` section of a node using `bucket` with `creds`.
+    pub fn origin_config(&self, bucket: &str, creds: &Path) -> String {
+        format!(
+            "[origin]\nkind = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\n\
+             allow_http = true\ncredentials_file = \"{}\"\n",
+            self.endpoint,
+            creds.display()
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -543,12 +543,8 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     // usage_count counts renders (3 spellings share one, the override, the edit: 3), written
     // at the usage flush: stop the node (which flushes) and read the database.
     let dir = node.stop().await;
-    let store = imgnode::store::Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("imgnode.db").display()
-    ))
-    .await
-    .unwrap();
+    let url = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
+    let store = imgnode::store::Store::open(&url).await.unwrap();
     let presets = store.presets("acme").await.unwrap();
     assert_eq!(presets.len(), 1);
     assert_eq!(presets[0].usage_count, 3);

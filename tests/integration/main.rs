@@ -5,6 +5,7 @@ mod harness;
 mod accounts;
 mod api;
 mod cache;
+mod cluster;
 mod config;
 mod connections;
 mod delivery;

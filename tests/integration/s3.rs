@@ -1,61 +1,6 @@
 //! The S3 origin against a real S3-compatible server (moto) started on 127.0.0.1 by the test.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::harness::{TestNode, dimensions};
-
-/// A moto server on a free loopback port, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run does it");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        // Wait for the external process to listen: the one poll loop in the suite, bounded.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Moto { child, endpoint }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A credentials file for `origin.credentials_file`. Every S3 test needs one: without explicit
-/// credentials the AWS client looks for instance credentials off the loopback.
-fn credentials() -> tempfile::NamedTempFile {
-    let creds = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        creds.path(),
-        "access_key_id = \"testing\"\nsecret_access_key = \"testing-secret\"\n",
-    )
-    .unwrap();
-    creds
-}
+use crate::harness::{Moto, TestNode, dimensions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn originals_live_in_s3_and_render_from_there() {
@@ -69,7 +14,7 @@ async fn originals_live_in_s3_and_render_from_there() {
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
 
-    let creds = credentials();
+    let creds = Moto::credentials();
     let node = TestNode::start_with(&format!(
         "[origin]\nkind = \"s3\"\nbucket = \"imgnode-test\"\nendpoint = \"{}\"\npath_style = true\nallow_http = true\nprefix = \"originals\"\ncredentials_file = \"{}\"\n",
         moto.endpoint,
@@ -143,7 +88,7 @@ async fn an_origin_that_never_answers_is_504_origin_timeout() {
             held.push(stream);
         }
     });
-    let creds = credentials();
+    let creds = Moto::credentials();
     let node = TestNode::start_with(&format!(
         "[origin]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"{endpoint}\"\npath_style = true\nallow_http = true\ntimeout = \"1s\"\ncredentials_file = \"{}\"\n[demo]\nseed = false\n",
         creds.path().display()

@@ -1,0 +1,118 @@
+//! Locks that hold across every node sharing the database.
+//!
+//! On PostgreSQL these are session advisory locks, each held on a connection of a small pool
+//! of its own (so a holder waiting for a query connection cannot starve the pool it holds a
+//! connection of); a node that dies releases its locks with its sessions. On SQLite there is
+//! one node and the locks are no-ops: the in-process locks the callers also take suffice.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Row};
+
+use super::{Store, StoreError};
+
+/// Advisory lock keys of whole tasks. Content-hash locks use the rest of the key space
+/// ([`hash_key`] keeps the top bit clear, these set it).
+pub(super) const MIGRATIONS: i64 = i64::MIN + 1;
+/// The orphan sweep: one node at a time lists the bucket.
+pub const ORPHAN_SWEEP: i64 = i64::MIN + 2;
+/// Retention and erasure resumption.
+pub const RETENTION: i64 = i64::MIN + 3;
+
+/// A held lock; give it back with [`NodeLock::release`]. Dropped without that, its session is
+/// closed, which releases it too.
+pub struct NodeLock {
+    held: Option<(PoolConnection<Any>, i64)>,
+}
+
+impl NodeLock {
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.held.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for NodeLock {
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.held.take() {
+            // Not unlocked: the connection must not go back to the pool still holding it.
+            drop(conn.detach());
+        }
+    }
+}
+
+/// The advisory lock key of an original: its content hash's first 63 bits.
+fn hash_key(hash: &str) -> i64 {
+    let prefix = hash.get(..16).unwrap_or(hash);
+    let bits = u64::from_str_radix(prefix, 16).unwrap_or_else(|_| {
+        // Not a hex hash (never stored by imgnode): still a stable key.
+        prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    });
+    (bits >> 1) as i64
+}
+
+impl Store {
+    fn lock_pool(&self) -> Option<&AnyPool> {
+        self.lock_pool.as_ref()
+    }
+
+    /// Locks the original with content hash `hash` on every node, waiting for it: held by an
+    /// upload from writing the object to committing its metadata, and by the release of an
+    /// unreferenced object from its check to its delete.
+    pub async fn lock_hash(&self, hash: &str) -> Result<NodeLock, StoreError> {
+        let Some(pool) = self.lock_pool() else {
+            return Ok(NodeLock { held: None });
+        };
+        let key = hash_key(hash);
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(NodeLock {
+            held: Some((conn, key)),
+        })
+    }
+
+    /// Takes the task lock `key` if no other node holds it; `None` when one does (that node
+    /// is doing the work).
+    pub async fn try_lock_task(&self, key: i64) -> Result<Option<NodeLock>, StoreError> {
+        let Some(pool) = self.lock_pool() else {
+            return Ok(Some(NodeLock { held: None }));
+        };
+        let mut conn = pool.acquire().await?;
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1) AS got")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("got")?;
+        Ok(got.then(|| NodeLock {
+            held: Some((conn, key)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_are_stable_and_apart_from_task_keys() {
+        let h = "ff".repeat(32);
+        assert_eq!(hash_key(&h), i64::MAX);
+        assert_eq!(hash_key(&"00".repeat(32)), 0);
+        assert!(hash_key("not-hex-at-all") >= 0);
+        assert_eq!(hash_key("not-hex-at-all"), hash_key("not-hex-at-all"));
+        for task in [MIGRATIONS, ORPHAN_SWEEP, RETENTION] {
+            assert!(task < 0);
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Several nodes on one PostgreSQL database and one S3 bucket (moto), as the scale-out guide
+//! runs them: a change through one node is honoured by the others within the documented
+//! bound, an erasure reaches all of them, usage adds up, background tasks take turns, and a
+//! node killed mid-render leaves the others serving.
+//!
+//! Needs the PostgreSQL server of `tests/pg.sh` (`.ci/run` starts it). Without it these tests
+//! say so loudly and return, except under `TEST_IMGNODE_REQUIRE_PG=1` (CI), where they fail.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the killed node's stderr pipe is read with blocking std calls"
+)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Moto, OPERATOR, TestNode, dimensions, fixture};
+use imgnode::store::testing;
+
+/// The bound the README promises: a change made through one node is honoured by the others
+/// within this time (one NOTIFY round trip; generous for a loaded CI machine).
+const BOUND: Duration = Duration::from_secs(3);
+
+/// Waits until `check` holds, at most [`BOUND`]: the propagation being tested is
+/// asynchronous by design, and its bound is what is asserted.
+async fn within_bound<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + BOUND;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not honoured by the other node within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh database shared by the nodes of one test, or `None` (after saying so loudly) when
+/// no test PostgreSQL server runs.
+async fn shared_database(test: &str) -> Option<String> {
+    let name = format!("imgnode_t_{test}_{}", imgnode::cluster::node_id());
+    match testing::postgres_database(&name).await {
+        Ok(url) => Some(url),
+        Err(e) if std::env::var("TEST_IMGNODE_REQUIRE_PG").is_ok_and(|v| v == "1") => {
+            panic!("PostgreSQL is required here: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "\n******** SKIPPED {test}: no PostgreSQL at {} ({e}).\n\
+                 ******** Start it with `bash tests/pg.sh` to run the multi-node tests.\n",
+                testing::admin_url()
+            );
+            None
+        }
+    }
+}
+
+/// The shared parts of a cluster: one database, one bucket.
+struct Shared {
+    url: String,
+    moto: Moto,
+    creds: tempfile::NamedTempFile,
+}
+
+impl Shared {
+    async fn start(test: &str) -> Option<Shared> {
+        let url = shared_database(test).await?;
+        let moto = Moto::start().await;
+        moto.create_bucket("shared").await;
+        Some(Shared {
+            url,
+            moto,
+            creds: Moto::credentials(),
+        })
+    }
+
+    /// The config of every node: the shared bucket, no demo seed.
+    fn extra(&self) -> String {
+        format!(
+            "{}[demo]\nseed = false\n",
+            self.moto.origin_config("shared", self.creds.path())
+        )
+    }
+
+    /// A node in this process, with the operator API on.
+    async fn node(&self) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("operator.token");
+        std::fs::write(&token, OPERATOR).unwrap();
+        let extra = format!(
+            "{}[admin]\ntoken_file = \"{}\"\n",
+            self.extra(),
+            token.display()
+        );
+        TestNode::start_with_env(dir, &extra, &[("IMGNODE_STORE__URL", &self.url)]).await
+    }
+
+    /// Names of the objects in the bucket.
+    async fn objects(&self) -> String {
+        reqwest::get(format!("{}/shared?list-type=2", self.moto.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+async fn status(node: &TestNode, target: &str) -> u16 {
+    node.fetch(target).await.0
+}
+
+/// The width of the `thumb` preset's rendering through `node`; 0 when it does not answer 200.
+async fn preset_width(node: &TestNode) -> u32 {
+    let (status, _, body) = node.fetch("/i/acme/shots/bug.png?p:thumb").await;
+    if status == 200 {
+        dimensions(&body).0
+    } else {
+        0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_one_node_are_honoured_by_the_others() {
+    let Some(shared) = Shared::start("changes").await else {
+        return;
+    };
+    let (a, b, c) = (
+        shared.node().await,
+        shared.node().await,
+        shared.node().await,
+    );
+    let key = a.account_key("acme", "read,write").await;
+    let url = "/i/acme/shots/bug.webp?w=64";
+
+    // B has looked for the path before it exists: a cached negative answer.
+    assert_eq!(status(&b, url).await, 404);
+    let (s, uploaded) = a
+        .upload(&key, fixture("photos/ladybird.jpg"), "shots/bug.jpg")
+        .await;
+    assert_eq!(s, 201, "{uploaded}");
+    within_bound("upload", || async { status(&b, url).await == 200 }).await;
+    let (_, headers, body) = b.fetch(url).await;
+    assert_eq!(headers["content-type"], "image/webp");
+    assert_eq!(dimensions(&body).0, 64);
+    assert_eq!(b.fetch(url).await.1["x-cache"], "HIT-MEMORY");
+
+    // A preset created, then edited, through A.
+    let (s, _, preset) = a
+        .api(
+            Method::POST,
+            "/api/v1/settings/presets",
+            &key,
+            Some(json!({"name": "thumb", "params": {"w": 40}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{preset}");
+    within_bound("preset creation", || async { preset_width(&b).await == 40 }).await;
+    let (s, _, _) = a
+        .api(
+            Method::PUT,
+            &format!(
+                "/api/v1/settings/presets/{}",
+                preset["id"].as_str().unwrap()
+            ),
+            &key,
+            Some(json!({"name": "thumb", "params": {"w": 30}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    within_bound("preset edit", || async { preset_width(&b).await == 30 }).await;
+
+    // A key revoked through A, after B has cached it.
+    let reader = a.account_key("acme", "read").await;
+    assert_eq!(
+        b.api(Method::GET, "/api/v1/images", &reader, None).await.0,
+        200
+    );
+    let records = a.app.state.store.api_keys("acme").await.unwrap();
+    let reader_id = &records
+        .iter()
+        .find(|r| reader.starts_with(&r.key_prefix) && r.scopes == "read")
+        .unwrap()
+        .id;
+    let path = format!("/api/v1/settings/api-keys/{reader_id}");
+    assert_eq!(a.api(Method::DELETE, &path, &key, None).await.0, 200);
+    within_bound("key revocation", || async {
+        b.api(Method::GET, "/api/v1/images", &reader, None).await.0 == 401
+    })
+    .await;
+
+    // Suspended and resumed through A's operator API; a plan change too.
+    let suspend = "/admin/v1/accounts/acme/suspend";
+    assert_eq!(a.ops_call(Method::POST, suspend, None).await.0, 200);
+    within_bound("suspension", || async { status(&b, url).await == 403 }).await;
+    let resume = "/admin/v1/accounts/acme/resume";
+    assert_eq!(a.ops_call(Method::POST, resume, None).await.0, 200);
+    within_bound("resumption", || async { status(&b, url).await == 200 }).await;
+    let plan = json!({"plan": "free"});
+    assert_eq!(
+        a.ops_call(Method::PATCH, "/admin/v1/accounts/acme", Some(plan))
+            .await
+            .0,
+        200
+    );
+    within_bound("plan change", || async {
+        let s = &b.app.state;
+        let account = s.caches.meta.account(&s.store, "acme").await.unwrap();
+        account.is_some_and(|a| a.plan == "free")
+    })
+    .await;
+
+    // Deleted through C: neither A nor B serves it (B had it in memory), and the object is
+    // gone from the bucket.
+    let id = uploaded["id"].as_str().unwrap();
+    let hash = a
+        .app
+        .state
+        .store
+        .image("acme", id)
+        .await
+        .unwrap()
+        .unwrap()
+        .hash;
+    assert!(shared.objects().await.contains(&hash));
+    let (s, _, _) = c
+        .api(Method::DELETE, &format!("/api/v1/images/{id}"), &key, None)
+        .await;
+    assert_eq!(s, 200);
+    within_bound("delete", || async {
+        status(&b, url).await == 404 && status(&a, url).await == 404
+    })
+    .await;
+    assert!(!shared.objects().await.contains(&hash));
+    // B received the others' notices and never lost its listening connection.
+    assert!(
+        b.metric(
+            "imgnode_cluster_notices_total",
+            &[("direction", "received")]
+        )
+        .await
+            >= 5.0
+    );
+    assert_eq!(b.metric("imgnode_cluster_listening", &[]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_through_one_node_reaches_every_node() {
+    let Some(shared) = Shared::start("erasure").await else {
+        return;
+    };
+    let (a, b) = (shared.node().await, shared.node().await);
+    let key = a.account_key("gone", "read,write").await;
+    assert_eq!(
+        a.upload(&key, fixture("photos/dune.jpg"), "dune.jpg")
+            .await
+            .0,
+        201
+    );
+    let url = "/i/gone/dune.jpg?w=50";
+    within_bound("upload", || async { status(&b, url).await == 200 }).await;
+    assert_eq!(status(&a, url).await, 200);
+    let hash = a
+        .app
+        .state
+        .store
+        .account_hashes("gone")
+        .await
+        .unwrap()
+        .remove(0);
+
+    assert_eq!(
+        b.ops_call(Method::DELETE, "/admin/v1/accounts/gone", None)
+            .await
+            .0,
+        200
+    );
+    within_bound("erasure", || async {
+        status(&a, url).await == 404 && status(&b, url).await == 404
+    })
+    .await;
+    assert!(a.app.state.store.account("gone").await.unwrap().is_none());
+    assert!(!shared.objects().await.contains(&hash));
+    assert_eq!(
+        a.api(Method::GET, "/api/v1/images", &key, None).await.0,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_adds_up_across_nodes_and_background_tasks_take_turns() {
+    let Some(shared) = Shared::start("usage").await else {
+        return;
+    };
+    let (a, b) = (shared.node().await, shared.node().await);
+    a.account_key("acme", "read").await;
+    let (sa, sb) = (&a.app.state, &b.app.state);
+    // Both nodes have read the month before either counts.
+    assert_eq!(
+        sa.usage.current(&sa.store, "acme").await.unwrap().uploads,
+        0
+    );
+    assert_eq!(
+        sb.usage.current(&sb.store, "acme").await.unwrap().uploads,
+        0
+    );
+    sa.usage.record("acme", |u| u.uploads += 2);
+    sb.usage.record("acme", |u| u.uploads += 3);
+    sa.usage.flush(&sa.store).await.unwrap();
+    sb.usage.flush(&sb.store).await.unwrap();
+    let period = imgnode::usage::period_of(imgnode::store::now_unix());
+    assert_eq!(sa.store.usage("acme", &period).await.unwrap().uploads, 5);
+    // B's flush came second and saw A's; A sees B's after its next flush.
+    assert_eq!(
+        sb.usage.current(&sb.store, "acme").await.unwrap().uploads,
+        5
+    );
+    sa.usage.flush(&sa.store).await.unwrap();
+    assert_eq!(
+        sa.usage.current(&sa.store, "acme").await.unwrap().uploads,
+        5
+    );
+
+    // One node at a time runs a background task.
+    use imgnode::store::locks::ORPHAN_SWEEP;
+    let held = sa.store.try_lock_task(ORPHAN_SWEEP).await.unwrap().unwrap();
+    assert!(
+        sb.store
+            .try_lock_task(ORPHAN_SWEEP)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    held.release().await;
+    let held = sb.store.try_lock_task(ORPHAN_SWEEP).await.unwrap().unwrap();
+    assert!(
+        sa.store
+            .try_lock_task(ORPHAN_SWEEP)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A lock dropped without release is freed with its session.
+    drop(held);
+    within_bound("lock freed with its session", || async {
+        match sa.store.try_lock_task(ORPHAN_SWEEP).await.unwrap() {
+            Some(lock) => {
+                lock.release().await;
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_imgnode");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_render_leaves_the_others_serving() {
+    let Some(shared) = Shared::start("kill").await else {
+        return;
+    };
+    let a = shared.node().await;
+    let key = a.account_key("acme", "read,write").await;
+    assert_eq!(
+        a.upload(&key, fixture("photos/elephants.jpg"), "big.jpg")
+            .await
+            .0,
+        201
+    );
+
+    // The victim: the real binary, same database and bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imgnode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{}\"\n[cache]\ndisk = \"128MiB\"\n\
+             [log]\nformat = \"json\"\n{}",
+            dir.path().join("data").display(),
+            shared.url,
+            shared.extra()
+        ),
+    )
+    .unwrap();
+    let mut victim = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = victim.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Shown only when the test fails.
+            eprintln!("victim: {line}");
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if let (Some(public), Some(ops)) = (
+                v["fields"]["public_addr"].as_str(),
+                v["fields"]["ops_addr"].as_str(),
+            ) && let Some(tx) = addr_tx.take()
+            {
+                let _ = tx.send((public.to_string(), ops.to_string()));
+            }
+        }
+    });
+    let (public, ops) = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+        .await
+        .expect("the victim node starts")
+        .unwrap();
+
+    // A slow render (AVIF of the largest photo) on the victim, killed while it runs.
+    let target = "/i/acme/big.avif?w=1200&q=90";
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let render = tokio::spawn({
+        let url = format!("http://{public}{target}");
+        let client = client.clone();
+        async move { client.get(url).send().await }
+    });
+    within_bound("render started on the victim", || async {
+        let text = match client.get(format!("http://{ops}/metrics")).send().await {
+            Ok(res) => res.text().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        crate::harness::metric_value(&text, "imgnode_cpu_in_flight", &[]) >= 1.0
+    })
+    .await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(render.await.unwrap().is_err(), "the killed node answered");
+
+    // The others serve on: the same variant renders on A, a second node starts and serves.
+    let (answered, headers, body) = a.fetch(target).await;
+    assert_eq!(answered, 200);
+    assert_eq!(headers["content-type"], "image/avif");
+    assert!(!body.is_empty());
+    let b = shared.node().await;
+    assert_eq!(status(&b, "/i/acme/big.jpg?w=100").await, 200);
+    // No lock of the dead node's is left: a task lock is free again at once.
+    let lock = a
+        .app
+        .state
+        .store
+        .try_lock_task(imgnode::store::locks::RETENTION)
+        .await
+        .unwrap();
+    assert!(lock.is_some());
+    lock.unwrap().release().await;
+}
