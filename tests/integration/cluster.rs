@@ -460,3 +460,50 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
     assert!(lock.is_some());
     lock.unwrap().release().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_its_listening_connection_clears_its_caches_and_listens_again() {
+    use sqlx::Connection;
+    let Some(shared) = Shared::start("deaf").await else {
+        return;
+    };
+    let (a, b) = (shared.node().await, shared.node().await);
+    let key = a.account_key("acme", "read,write").await;
+    let resyncs = || async {
+        b.metric("imgnode_cluster_notices_total", &[("direction", "resync")])
+            .await
+    };
+    within_bound("listening at start", || async {
+        b.metric("imgnode_cluster_listening", &[]).await == 1.0
+    })
+    .await;
+    let before = resyncs().await;
+    assert!(before >= 1.0);
+
+    // The database drops every listening session (a failover, a restart, a proxy timeout).
+    let mut admin = sqlx::postgres::PgConnection::connect(&shared.url)
+        .await
+        .unwrap();
+    let dropped = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(dropped.rows_affected() >= 2, "both nodes were listening");
+    within_bound("listening again", || async {
+        resyncs().await > before && b.metric("imgnode_cluster_listening", &[]).await == 1.0
+    })
+    .await;
+
+    // Notices flow again.
+    let url = "/i/acme/after.jpg?w=40";
+    assert_eq!(status(&b, url).await, 404);
+    let photo = fixture("photos/ladybird.jpg");
+    assert_eq!(a.upload(&key, photo, "after.jpg").await.0, 201);
+    within_bound("upload after reconnection", || async {
+        status(&b, url).await == 200
+    })
+    .await;
+}
