@@ -194,8 +194,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     let cluster = match store.backend() {
         Backend::Sqlite => Broadcaster::disabled(),
         Backend::Postgres => {
-            let sent = metrics.cluster_notices_total.with_label_values(&["sent"]);
-            let (cluster, sender) = Broadcaster::for_store(&store, node_id.clone(), sent);
+            let counts = metrics.cluster_notices_total.clone();
+            let (cluster, sender) = Broadcaster::for_store(&store, node_id.clone(), counts);
             // Ends when the last clone of the broadcaster is dropped with the state.
             tokio::spawn(sender);
             cluster

@@ -92,7 +92,7 @@ impl Broadcaster {
     pub fn for_store(
         store: &Store,
         node: String,
-        sent: prometheus::IntCounter,
+        counts: prometheus::IntCounterVec,
     ) -> (Broadcaster, impl Future<Output = ()> + Send + 'static) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let store = store.clone();
@@ -100,8 +100,12 @@ impl Broadcaster {
             while let Some(message) = rx.recv().await {
                 match message {
                     Message::Notice(notice) => {
-                        send(&store, &node, &notice).await;
-                        sent.inc();
+                        let outcome = if send(&store, &node, &notice).await {
+                            "sent"
+                        } else {
+                            "failed"
+                        };
+                        counts.with_label_values(&[outcome]).inc();
                     }
                     Message::Flush(done) => {
                         let _ = done.send(());
@@ -129,7 +133,8 @@ impl Broadcaster {
     }
 }
 
-async fn send(store: &Store, node: &str, notice: &Notice) {
+/// Whether every payload of `notice` was sent.
+async fn send(store: &Store, node: &str, notice: &Notice) -> bool {
     let payloads: Vec<String> = match notice {
         Notice::Hashes(hashes) => hashes
             .chunks(HASHES_PER_NOTICE)
@@ -137,6 +142,7 @@ async fn send(store: &Store, node: &str, notice: &Notice) {
             .collect(),
         other => vec![other.encode(node)],
     };
+    let mut all_sent = true;
     for payload in payloads {
         // A few tries: a notice lost here leaves other nodes stale until their TTLs expire.
         for attempt in 0..3u32 {
@@ -144,11 +150,13 @@ async fn send(store: &Store, node: &str, notice: &Notice) {
                 Ok(()) => break,
                 Err(e) if attempt == 2 => {
                     tracing::error!(error = %e, "cache invalidation not sent to other nodes");
+                    all_sent = false;
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
             }
         }
     }
+    all_sent
 }
 
 /// Applies other nodes' notices to this node's caches until shutdown. Reconnects on its own;
@@ -185,14 +193,16 @@ pub async fn listen(state: Arc<AppState>, url: String, mut shutdown: watch::Rece
         loop {
             tokio::select! {
                 got = listener.try_recv() => match got {
-                    Ok(Some(n)) => {
-                        metrics.cluster_notices_total.with_label_values(&["received"]).inc();
-                        match Notice::decode(n.payload()) {
-                            Some((node, _)) if node == state.node_id => {}
-                            Some((_, notice)) => apply(&state, notice).await,
-                            None => clear(&state),
+                    Ok(Some(n)) => match Notice::decode(n.payload()) {
+                        Some((node, _)) if node == state.node_id => {}
+                        decoded => {
+                            metrics.cluster_notices_total.with_label_values(&["received"]).inc();
+                            match decoded {
+                                Some((_, notice)) => apply(&state, notice).await,
+                                None => clear(&state),
+                            }
                         }
-                    }
+                    },
                     Ok(None) => {
                         tracing::warn!("lost the connection that listens for other nodes' invalidations");
                         break;

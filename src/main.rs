@@ -141,6 +141,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             known_plan(&config, &plan)?;
             let state = imgnode::app::build_state(config).await?;
             let account = state.store.create_account(&name, &plan).await?;
+            // Running nodes may hold a cached "no such account" (sent to them on PostgreSQL).
+            state.caches.meta.invalidate_account(&account.name).await;
             let key = state
                 .api_keys
                 .issue(
@@ -163,6 +165,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             known_plan(&config, &plan)?;
             let state = imgnode::app::build_state(config).await?;
             let changed = state.store.set_account_plan(&name, &plan).await?;
+            // Running nodes on the same PostgreSQL database drop their cached plan.
+            state.caches.meta.invalidate_account(&name).await;
             state.close().await;
             if !changed {
                 anyhow::bail!("no account named {name}");

@@ -30,7 +30,7 @@ pub struct Metrics {
     process_resident_memory_bytes: IntGauge,
     /// 1 while this node listens for other nodes' invalidations (PostgreSQL store).
     pub cluster_listening: IntGauge,
-    /// Labels: direction (sent, received, resync). Cache invalidations between nodes.
+    /// Labels: direction (sent, failed, received, resync). Cache invalidations between nodes.
     pub cluster_notices_total: IntCounterVec,
 }
 
@@ -108,8 +108,8 @@ impl Metrics {
         );
         let cluster_notices_total = r.counter_vec(
             "imgnode_cluster_notices_total",
-            "Cache invalidations sent to and received from other nodes; resync = caches \
-             cleared after the listening connection was (re)opened",
+            "Cache invalidations sent to (or failed to reach) and received from other nodes; \
+             resync = caches cleared after the listening connection was (re)opened",
             &["direction"],
         );
         let cpu = CpuMetrics {

@@ -50,7 +50,7 @@ if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
 fi
 
 if [ ! -f "$dir/PG_VERSION" ]; then
-  $sudo mkdir -p "$dir"
+  mkdir -p "$dir"
   if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$dir"; fi
   as_pg "$bin/initdb -D $dir -U imgnode --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null"
 fi

@@ -47,7 +47,8 @@ struct Stamped<T> {
 }
 
 pub struct MetaCache {
-    accounts: Cache<String, Option<Account>>,
+    /// Stamped too: a suspension or plan change (here or from another node) bumps it.
+    accounts: Cache<String, Stamped<Account>>,
     images: Cache<(String, String), Stamped<ImageRecord>>,
     data_keys: Cache<String, Option<Arc<DataKey>>>,
     settings: Cache<String, Arc<AccountSettings>>,
@@ -96,10 +97,10 @@ impl MetaCache {
     }
 
     pub async fn account(&self, store: &Store, name: &str) -> Result<Option<Account>, StoreError> {
-        self.accounts
-            .try_get_with_by_ref(name, store.account(name))
-            .await
-            .map_err(unshare)
+        self.fresh(&self.accounts, name.to_string(), name, || {
+            store.account(name)
+        })
+        .await
     }
 
     pub async fn image(
@@ -144,14 +145,15 @@ impl MetaCache {
 
     /// A cached answer unless a write of the account happened since it was loaded; then a
     /// fresh one (loaded once however many requests ask).
-    async fn fresh<T, F, Fut>(
+    async fn fresh<K, T, F, Fut>(
         &self,
-        cache: &Cache<(String, String), Stamped<T>>,
-        key: (String, String),
+        cache: &Cache<K, Stamped<T>>,
+        key: K,
         account: &str,
         load: F,
     ) -> Result<Option<T>, StoreError>
     where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         T: Clone + Send + Sync + 'static,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<T>, StoreError>>,

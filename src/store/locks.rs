@@ -25,15 +25,22 @@ pub struct NodeLock {
 }
 
 impl NodeLock {
+    fn conn(&mut self) -> Option<&mut PoolConnection<Any>> {
+        self.held.as_mut().map(|(conn, _)| conn)
+    }
+
     pub async fn release(mut self) {
-        if let Some((mut conn, key)) = self.held.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(key)
-                .execute(&mut *conn)
-                .await;
-            if unlocked.is_err() {
-                drop(conn.detach());
-            }
+        let Some((conn, key)) = self.held.as_mut() else {
+            return;
+        };
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(*key)
+            .execute(&mut **conn)
+            .await;
+        if unlocked.is_ok() {
+            // Unlocked: the connection may serve again. (On failure, or if this future is
+            // dropped mid-unlock, `Drop` closes the session instead.)
+            self.held = None;
         }
     }
 }
@@ -41,7 +48,8 @@ impl NodeLock {
 impl Drop for NodeLock {
     fn drop(&mut self) {
         if let Some((conn, _)) = self.held.take() {
-            // Not unlocked: the connection must not go back to the pool still holding it.
+            // Maybe still locked (or mid-query): the connection must not go back to the pool
+            // holding it. Closing the session releases every lock it holds.
             drop(conn.detach());
         }
     }
@@ -72,14 +80,18 @@ impl Store {
             return Ok(NodeLock { held: None });
         };
         let key = hash_key(hash);
-        let mut conn = pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
-        Ok(NodeLock {
-            held: Some((conn, key)),
-        })
+        // Owned by the guard before the lock is asked for: a caller dropped while waiting
+        // (a client gone) closes the session, so no lock outlives its holder.
+        let mut lock = NodeLock {
+            held: Some((pool.acquire().await?, key)),
+        };
+        if let Some(conn) = lock.conn() {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut **conn)
+                .await?;
+        }
+        Ok(lock)
     }
 
     /// Takes the task lock `key` if no other node holds it; `None` when one does (that node
@@ -88,15 +100,23 @@ impl Store {
         let Some(pool) = self.lock_pool() else {
             return Ok(Some(NodeLock { held: None }));
         };
-        let mut conn = pool.acquire().await?;
-        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1) AS got")
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get("got")?;
-        Ok(got.then(|| NodeLock {
-            held: Some((conn, key)),
-        }))
+        let mut lock = NodeLock {
+            held: Some((pool.acquire().await?, key)),
+        };
+        let mut got = false;
+        if let Some(conn) = lock.conn() {
+            got = sqlx::query("SELECT pg_try_advisory_lock($1) AS got")
+                .bind(key)
+                .fetch_one(&mut **conn)
+                .await?
+                .try_get("got")?;
+        }
+        if !got {
+            // Not locked: the connection goes back to the pool.
+            lock.held = None;
+            return Ok(None);
+        }
+        Ok(Some(lock))
     }
 }
 

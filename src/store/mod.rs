@@ -124,9 +124,20 @@ impl Store {
             Backend::Sqlite => None,
             Backend::Postgres => Some(
                 AnyPoolOptions::new()
-                    // Uploads writing objects at once, plus the background tasks.
-                    .max_connections(8)
+                    // Uploads writing their objects at once (each holds one for its S3 write),
+                    // plus the background tasks.
+                    .max_connections(32)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A lock held by a node cut off without a goodbye (power loss,
+                            // partition) lasts until the server notices the dead session:
+                            // waiters give up after this instead of hanging with it.
+                            conn.execute("SET lock_timeout = '60s'").await?;
+                            conn.execute("SET client_min_messages = warning").await?;
+                            Ok(())
+                        })
+                    })
                     .connect_lazy(&url)?,
             ),
         };

@@ -347,6 +347,20 @@ async fn usage_adds_up_across_nodes_and_background_tasks_take_turns() {
             .unwrap()
             .is_none()
     );
+    held.release().await;
+    // A caller that gives up while waiting for a lock (a client gone) leaves no lock behind.
+    let hash = "ab".repeat(32);
+    let held = sa.store.lock_hash(&hash).await.unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), sb.store.lock_hash(&hash)).await;
+    assert!(gave_up.is_err(), "the lock was free while held");
+    held.release().await;
+    let again = tokio::time::timeout(BOUND, sa.store.lock_hash(&hash)).await;
+    again
+        .expect("a cancelled waiter kept the lock")
+        .unwrap()
+        .release()
+        .await;
+    let held = sb.store.try_lock_task(ORPHAN_SWEEP).await.unwrap().unwrap();
     // A lock dropped without release is freed with its session.
     drop(held);
     within_bound("lock freed with its session", || async {
@@ -362,6 +376,16 @@ async fn usage_adds_up_across_nodes_and_background_tasks_take_turns() {
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgnode");
+
+/// The child node; killed on drop too, so a failed assertion leaves no node running.
+struct Victim(std::process::Child);
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_render_leaves_the_others_serving() {
@@ -392,13 +416,15 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
         ),
     )
     .unwrap();
-    let mut victim = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = victim.stderr.take().unwrap();
+    let mut victim = Victim(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = victim.0.stderr.take().unwrap();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let mut addr_tx = Some(addr_tx);
@@ -438,8 +464,8 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
         crate::harness::metric_value(&text, "imgnode_cpu_in_flight", &[]) >= 1.0
     })
     .await;
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
     assert!(render.await.unwrap().is_err(), "the killed node answered");
 
     // The others serve on: the same variant renders on A, a second node starts and serves.
@@ -449,16 +475,6 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
     assert!(!body.is_empty());
     let b = shared.node().await;
     assert_eq!(status(&b, "/i/acme/big.jpg?w=100").await, 200);
-    // No lock of the dead node's is left: a task lock is free again at once.
-    let lock = a
-        .app
-        .state
-        .store
-        .try_lock_task(imgnode::store::locks::RETENTION)
-        .await
-        .unwrap();
-    assert!(lock.is_some());
-    lock.unwrap().release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
