@@ -91,6 +91,38 @@ impl Drop for OpenConnection {
     }
 }
 
+/// How long a connection accepted just before shutdown, with no request begun yet, gets for
+/// its first request to begin: its head may already be in the socket (a client that sent it
+/// as the node began draining must get an answer, not a reset).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it ends; when `shutdown` turns true, lets the request in
+/// progress finish and closes it (HTTP/2: GOAWAY). A connection whose first request has not
+/// begun gets [`FIRST_REQUEST_GRACE`] for it to begin first. `_watcher` is held to the end,
+/// so the listener's drain waits for this connection.
+async fn drain<C>(
+    conn: C,
+    mut shutdown: watch::Receiver<bool>,
+    started: Arc<tokio::sync::Notify>,
+    _watcher: hyper_util::server::graceful::Watcher,
+) -> C::Output
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        out = conn.as_mut() => return out,
+        () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {}
+    }
+    tokio::select! {
+        out = conn.as_mut() => return out,
+        () = started.notified() => {}
+        () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets open requests
 /// finish within `drain_timeout`, and returns.
 pub async fn serve<H: Handler>(
@@ -147,11 +179,17 @@ pub async fn serve<H: Handler>(
                 settings.open_connections.inc();
                 let open = OpenConnection(settings.open_connections.clone());
                 let handler = handler.clone();
+                // Signalled when the connection's first request begins (see `drain`).
+                let started = Arc::new(tokio::sync::Notify::new());
+                let began = started.clone();
                 let service = service_fn(move |req| {
                     let handler = handler.clone();
+                    began.notify_one();
                     async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
                 });
+                // Held for the connection's life: the drain below waits for every one.
                 let watcher = graceful.watcher();
+                let stop = shutdown.clone();
                 let builder = builder.clone();
                 let acceptor = settings.tls.as_ref().map(|tls| tls.acceptor());
                 let handshake_timeout = settings.header_read_timeout;
@@ -170,12 +208,12 @@ pub async fn serve<H: Handler>(
                                 _ => return,
                             }
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            drain(conn.into_owned(), stop, started, watcher).await
                         }
                         None => {
                             let http1 = builder.http1_only();
                             let conn = http1.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            drain(conn.into_owned(), stop, started, watcher).await
                         }
                         Some(acceptor) => {
                             // A handshake is a request head too: the same deadline.
@@ -193,7 +231,7 @@ pub async fn serve<H: Handler>(
                                 }
                             };
                             let conn = builder.serve_connection(TokioIo::new(tls), service);
-                            watcher.watch(conn.into_owned()).await
+                            drain(conn.into_owned(), stop, started, watcher).await
                         }
                     };
                     if let Err(e) = result {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixDatagram;
 
-use crate::harness::fixture;
+use crate::harness::{cli_create_account as create_account, fixture};
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgnode");
 
@@ -31,26 +31,6 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-/// `imgnode account create` through the CLI; returns the printed key.
-fn create_account(config: &Path, name: &str) -> String {
-    let created = Command::new(BIN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "account",
-            "create",
-            name,
-        ])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("api key: "))
-        .expect("the CLI prints a key")
-        .to_string()
 }
 
 async fn next_notification(socket: &UnixDatagram) -> String {
@@ -105,16 +85,18 @@ async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if let Some(addr) = v["fields"]["public_addr"].as_str()
-                && let Some(tx) = addr_tx.take()
+            if let (Some(addr), Some(ops)) = (
+                v["fields"]["public_addr"].as_str(),
+                v["fields"]["ops_addr"].as_str(),
+            ) && let Some(tx) = addr_tx.take()
             {
-                let _ = tx.send(addr.to_string());
+                let _ = tx.send((addr.to_string(), ops.to_string()));
             }
         }
     });
     let ready = next_notification(&socket).await;
     assert!(ready.contains("READY=1"), "{ready}");
-    let addr = tokio::time::timeout(Duration::from_secs(10), addr_rx)
+    let (addr, ops) = tokio::time::timeout(Duration::from_secs(10), addr_rx)
         .await
         .unwrap()
         .unwrap();
@@ -137,6 +119,33 @@ async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let half = body.len() / 2;
     stream.write_all(&body[..half]).await.unwrap();
+    // SIGTERM only once the node has accepted the connection: one still in the kernel's
+    // backlog when the listener closes is reset, by design (a loaded CI machine showed it).
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client
+            .get(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let open = crate::harness::metric_value(
+            &text,
+            "imgnode_http_open_connections",
+            &[("listener", "public")],
+        );
+        if open >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
