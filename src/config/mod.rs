@@ -464,7 +464,8 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             },
             max_entry_bytes: p.bytes("cache.max_entry", &c.max_entry),
             // A local folder is its own cache (the page cache): no second copy in memory.
-            originals_bytes: if remote_origin {
+            // "0" turns it off (every render fetches its original).
+            originals_bytes: if remote_origin && c.originals_memory.trim() != "0" {
                 p.bytes("cache.originals_memory", &c.originals_memory)
             } else {
                 0

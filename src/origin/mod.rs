@@ -74,9 +74,19 @@ impl Origin {
                     .with_client_options(
                         ClientOptions::new()
                             .with_allow_http(*allow_http)
-                            .with_timeout(*timeout)
+                            // A backstop: `origin.timeout` is enforced around each operation
+                            // (see `get`), so a slow bucket is a 504, not a retried error.
+                            .with_timeout(*timeout * 2)
                             .with_connect_timeout(Duration::from_secs(5)),
-                    );
+                    )
+                    // Two quick retries of a failed request (a 5xx, a reset): a bucket that
+                    // keeps failing answers 502 in well under a second instead of being retried
+                    // for minutes (object_store's default).
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: *timeout * 2,
+                        ..Default::default()
+                    });
                 if !endpoint.is_empty() {
                     b = b.with_endpoint(endpoint);
                 }
@@ -232,12 +242,26 @@ fn map_err(e: object_store::Error, hash: &str) -> OriginError {
     match e {
         object_store::Error::NotFound { .. } => OriginError::NotFound(hash.to_string()),
         other => {
-            let text = other.to_string();
-            // object_store reports client timeouts inside a Generic error.
-            if text.contains("timed out") || text.contains("timeout") {
+            // object_store reports client timeouts inside a Generic error: find the HTTP
+            // client's own timeout in the chain (the retry summary's text names its
+            // `retry_timeout` setting whatever the cause, so text is no guide).
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&other);
+            let mut timed_out = false;
+            while let Some(e) = source {
+                if e.downcast_ref::<reqwest::Error>()
+                    .is_some_and(reqwest::Error::is_timeout)
+                    || e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                {
+                    timed_out = true;
+                    break;
+                }
+                source = e.source();
+            }
+            if timed_out {
                 OriginError::Timeout
             } else {
-                OriginError::Unavailable(text)
+                OriginError::Unavailable(other.to_string())
             }
         }
     }
