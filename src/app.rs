@@ -337,6 +337,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
+    tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
     if state.store.backend() == Backend::Postgres {
         tasks.spawn(crate::cluster::listen(
             state.clone(),
@@ -419,6 +420,24 @@ async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Recei
         }
     }
 }
+
+/// Checks every few seconds that the disk cache still takes writes (see
+/// `VariantCache::probe_disk`).
+async fn probe_disk_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(DISK_PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                state.caches.variants.probe_disk().await;
+            }
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+}
+
+/// How often the disk cache's writability is checked.
+pub const DISK_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The lock of a background task shared by every node (PostgreSQL advisory lock); `None`
 /// when another node holds it, or the database cannot be asked (then the next round retries).

@@ -30,7 +30,8 @@ use chacha20poly1305::{
 };
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, HybridCacheProperties, Load, Location, RecoverMode,
+    HybridCacheBuilderPhaseStorage, HybridCachePolicy, HybridCacheProperties, Load, Location,
+    RecoverMode,
 };
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, core::Collector,
@@ -423,6 +424,8 @@ struct VariantCacheMetrics {
     removals: IntCounter,
     memory_entries: IntGauge,
     memory_bytes: IntGauge,
+    /// 1 when the disk tier is in use, 0 when it could not be opened (memory only).
+    disk_available: IntGauge,
     disk_read_seconds: Histogram,
     /// Entries pushed out of the memory tier by capacity (they stay on disk).
     memory_evictions: IntCounter,
@@ -487,6 +490,11 @@ impl VariantCacheMetrics {
             memory_bytes: gauge(
                 "imgnode_cache_memory_bytes",
                 "Weighted bytes held in the memory tier",
+            )?,
+            disk_available: gauge(
+                "imgnode_cache_disk_available",
+                "1 when the disk tier is in use; 0 when it could not be opened (full, read-only \
+                 or missing folder) and the node caches in memory only",
             )?,
             memory_evictions: counter(
                 "imgnode_cache_memory_evictions_total",
@@ -630,6 +638,8 @@ pub struct VariantCache {
     max_memory_weight: u64,
     clock: Clock,
     dir: PathBuf,
+    /// Whether the disk tier was opened (false: memory only since start-up).
+    disk_opened: bool,
 }
 
 impl VariantCache {
@@ -655,36 +665,55 @@ impl VariantCache {
             dir: config.dir.clone(),
             source,
         };
-        let device = FsDeviceBuilder::new(&config.dir)
-            // Without a capacity foyer claims 80 % of the free space on the filesystem.
-            .with_capacity(to_usize(layout.capacity, "disk_bytes")?)
-            .build()
-            .map_err(disk_error)?;
-        let block = to_usize(layout.block, "block size")?;
-        let flush_buffer = to_usize(layout.flush_buffer, "flush buffer")?;
-        let engine = BlockEngineConfig::new(device)
-            .with_block_size(block)
-            .with_buffer_pool_size(flush_buffer)
-            .with_submit_queue_size_threshold(flush_buffer.saturating_mul(2))
-            // Without the tombstone log, removed entries come back after a reopen; purge and
-            // erasure depend on it.
-            .with_tombstone_log(true);
-        let hybrid = HybridCacheBuilder::new()
-            .with_name("imgnode-variants")
-            .with_event_listener(Arc::new(EvictionCounter(metrics.memory_evictions.clone())))
-            // Written at insertion, so a variant rendered before a crash is found after it
-            // (WriteOnEviction would lose everything still in memory).
-            .with_policy(HybridCachePolicy::WriteOnInsertion)
-            .with_metrics_registry(metrics.foyer.foyer_registry())
-            .memory(to_usize(config.memory_bytes, "memory_bytes")?)
-            .with_weighter(|_key: &VariantKey, value: &StoredVariant| value.weight())
-            .storage()
-            .with_engine_config(engine)
-            // Quiet: a damaged block is skipped during recovery instead of failing the open.
-            .with_recover_mode(RecoverMode::Quiet)
-            .build()
-            .await
-            .map_err(disk_error)?;
+        let with_disk = async {
+            let device = FsDeviceBuilder::new(&config.dir)
+                // Without a capacity foyer claims 80 % of the free space on the filesystem.
+                .with_capacity(to_usize(layout.capacity, "disk_bytes")?)
+                .build()
+                .map_err(disk_error)?;
+            let block = to_usize(layout.block, "block size")?;
+            let flush_buffer = to_usize(layout.flush_buffer, "flush buffer")?;
+            let engine = BlockEngineConfig::new(device)
+                .with_block_size(block)
+                .with_buffer_pool_size(flush_buffer)
+                .with_submit_queue_size_threshold(flush_buffer.saturating_mul(2))
+                // Without the tombstone log, removed entries come back after a reopen; purge and
+                // erasure depend on it.
+                .with_tombstone_log(true);
+            Self::builder(config, &metrics)?
+                .with_engine_config(engine)
+                // Quiet: a damaged block is skipped during recovery instead of failing the open.
+                .with_recover_mode(RecoverMode::Quiet)
+                .build()
+                .await
+                .map_err(disk_error)
+        };
+        let (hybrid, disk_opened) = match with_disk.await {
+            Ok(hybrid) => {
+                metrics.disk_available.set(1);
+                (hybrid, true)
+            }
+            // The disk is full, read-only or gone: a node that renders and caches in memory
+            // is worth more than one that does not start. Said loudly, and in the metrics.
+            Err(CacheError::Disk { dir, source }) => {
+                tracing::error!(
+                    dir = %dir.display(),
+                    error = %source,
+                    "the disk cache cannot be opened: caching in memory only"
+                );
+                metrics.disk_available.set(0);
+                let memory_only =
+                    Self::builder(config, &metrics)?
+                        .build()
+                        .await
+                        .map_err(|source| CacheError::Disk {
+                            dir: config.dir.clone(),
+                            source,
+                        })?;
+                (memory_only, false)
+            }
+            Err(other) => return Err(other),
+        };
         let cache = VariantCache {
             hybrid,
             metrics,
@@ -693,9 +722,64 @@ impl VariantCache {
             max_memory_weight: config.memory_bytes / MEMORY_ENTRY_DIVISOR,
             clock,
             dir: config.dir.clone(),
+            disk_opened,
         };
         cache.update_memory_gauges();
         Ok(cache)
+    }
+
+    /// Checks that the disk tier's folder still takes writes: on a read-only or full
+    /// filesystem foyer drops what it writes and logs per block, so this sets
+    /// `imgnode_cache_disk_available` and says once, at each change, what happened. Renders
+    /// are cached in memory either way.
+    pub async fn probe_disk(&self) -> bool {
+        if !self.disk_opened {
+            return false;
+        }
+        let path = self.dir.join(".imgnode-write-probe");
+        let written = async {
+            tokio::fs::write(&path, [0u8; 4096]).await?;
+            // Filesystems that allocate late report a full disk only when the data goes out.
+            tokio::fs::File::open(&path).await?.sync_all().await?;
+            tokio::fs::remove_file(&path).await
+        }
+        .await;
+        let was = self.metrics.disk_available.get() == 1;
+        match (&written, was) {
+            (Ok(()), false) => tracing::warn!(
+                dir = %self.dir.display(),
+                "the disk cache takes writes again"
+            ),
+            (Err(e), true) => tracing::error!(
+                dir = %self.dir.display(),
+                error = %e,
+                "the disk cache does not take writes (full or read-only?): caching in memory \
+                 only until it does"
+            ),
+            _ => {}
+        }
+        self.metrics.disk_available.set(i64::from(written.is_ok()));
+        written.is_ok()
+    }
+
+    /// The cache up to its storage phase: memory tier, policy, metrics, event listener.
+    fn builder(
+        config: &VariantCacheConfig,
+        metrics: &VariantCacheMetrics,
+    ) -> Result<
+        HybridCacheBuilderPhaseStorage<VariantKey, StoredVariant, foyer::DefaultHasher>,
+        CacheError,
+    > {
+        Ok(HybridCacheBuilder::new()
+            .with_name("imgnode-variants")
+            .with_event_listener(Arc::new(EvictionCounter(metrics.memory_evictions.clone())))
+            // Written at insertion, so a variant rendered before a crash is found after it
+            // (WriteOnEviction would lose everything still in memory).
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_metrics_registry(metrics.foyer.foyer_registry())
+            .memory(to_usize(config.memory_bytes, "memory_bytes")?)
+            .with_weighter(|_key: &VariantKey, value: &StoredVariant| value.weight())
+            .storage())
     }
 
     /// A hit only if present, younger than the TTL, and (for disk entries) it decrypts and
