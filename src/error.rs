@@ -234,6 +234,15 @@ impl From<StoreError> for HttpError {
             StoreError::Conflict(m) => HttpError::new(ErrorCode::Conflict, m),
             StoreError::Limit(m) => HttpError::validation(m),
             StoreError::NotFound => HttpError::new(ErrorCode::NotFound, "not found"),
+            // A database too busy to answer in time: a retry shortly will do, as with a full
+            // render queue (the detail is logged, not sent).
+            e if e.is_busy() => {
+                tracing::warn!(error = %e, "the metadata store is busy");
+                HttpError {
+                    retry_after: Some(1),
+                    ..HttpError::new(ErrorCode::Overloaded, "the metadata store is busy")
+                }
+            }
             other => HttpError::internal(other.to_string()),
         }
     }

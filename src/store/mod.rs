@@ -51,6 +51,25 @@ pub enum StoreError {
     Shared(std::sync::Arc<StoreError>),
 }
 
+impl StoreError {
+    /// The database could not answer in time (locked, busy, out of connections) rather than
+    /// refused the request: worth a retry.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+                Some("5" | "6" | "261" | "262" | "517" | "773")
+                    // PostgreSQL: lock_not_available, serialization_failure, deadlock_detected.
+                    | Some("55P03" | "40001" | "40P01")
+            ),
+            StoreError::Shared(e) => e.is_busy(),
+            _ => false,
+        }
+    }
+}
+
 /// A handle on the metadata database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
