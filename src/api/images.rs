@@ -203,10 +203,12 @@ fn list_item(base: &str, item: &ImageWithPaths) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-struct UploadForm {
-    file: Option<(String, bytes::Bytes)>,
-    target_path: Option<String>,
-    visibility: Option<String>,
+/// An upload's form fields.
+pub struct UploadForm {
+    /// File name and bytes of the `file` field.
+    pub file: Option<(String, bytes::Bytes)>,
+    pub target_path: Option<String>,
+    pub visibility: Option<String>,
 }
 
 fn multipart_error(e: multer::Error, max: u64) -> HttpError {
@@ -221,27 +223,47 @@ fn multipart_error(e: multer::Error, max: u64) -> HttpError {
     }
 }
 
-/// Reads the form while it streams; stops at the first byte over a limit.
+/// Reads the form of an upload request while it streams.
 async fn read_form(state: &AppState, req: Request<Incoming>) -> Result<UploadForm, HttpError> {
-    let max = state.config.upload.max_bytes;
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header(CONTENT_TYPE);
+    let declared = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    read_upload_form(
+        req.into_body().into_data_stream(),
+        content_type.as_deref(),
+        declared,
+        state.config.upload.max_bytes,
+    )
+    .await
+}
+
+/// Parses a multipart/form-data upload body as it streams, stopping at the first byte over
+/// `max` (the file) or the form's other limits. Public for the fuzz target.
+pub async fn read_upload_form<S, E>(
+    body: S,
+    content_type: Option<&str>,
+    declared_length: Option<u64>,
+    max: u64,
+) -> Result<UploadForm, HttpError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
     let too_large = || {
         HttpError::new(
             ErrorCode::PayloadTooLarge,
             format!("the upload is over upload.max_bytes ({max} bytes)"),
         )
     };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max + MULTIPART_SLACK) {
+    if declared_length.is_some_and(|n| n > max + MULTIPART_SLACK) {
         return Err(too_large());
     }
-    let boundary = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let boundary = content_type
         .and_then(|ct| multer::parse_boundary(ct).ok())
         .ok_or_else(|| {
             HttpError::validation("the upload must be multipart/form-data with a `file` field")
@@ -251,7 +273,7 @@ async fn read_form(state: &AppState, req: Request<Incoming>) -> Result<UploadFor
         .per_field(MAX_TEXT_FIELD)
         .for_field("file", max);
     let mut form = multer::Multipart::with_constraints(
-        req.into_body().into_data_stream(),
+        body,
         boundary,
         multer::Constraints::new().size_limit(limits),
     );

@@ -1,0 +1,28 @@
+//! The header probe and every decoder behind the pipeline's limits: any bytes either decode
+//! to an image of the probed size or give an error; no panic, and (with run.sh's
+//! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply.
+#![no_main]
+
+use imgnode::pipeline::{DecodeHint, Limits, decode_upright, probe};
+use libfuzzer_sys::fuzz_target;
+
+/// 4 MP x 8 bytes per pixel (16-bit RGBA) = 32 MiB: run.sh allows 96 MiB per allocation.
+fn limits() -> Limits {
+    Limits {
+        max_source_pixels: 4_000_000,
+        max_source_bytes: 8 * 1024 * 1024,
+        max_frames: 64,
+        ..Limits::default()
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let limits = limits();
+    let Ok(info) = probe(data, &limits) else {
+        return;
+    };
+    if let Ok(image) = decode_upright(data, &info, &limits, DecodeHint::default()) {
+        let (w, h) = info.oriented_size();
+        assert_eq!((image.width, image.height), (w, h), "decoded size differs from probe");
+    }
+});
