@@ -4,21 +4,15 @@
 //! node killed mid-render leaves the others serving.
 //!
 //! Needs the PostgreSQL server of `tests/pg.sh` (`.ci/run` starts it). Without it these tests
-//! say so loudly and return, except under `TEST_IMGNODE_REQUIRE_PG=1` (CI), where they fail.
-#![expect(
-    clippy::disallowed_methods,
-    reason = "the killed node's stderr pipe is read with blocking std calls"
-)]
+//! say so loudly and return, except under `TEST_IMGNODE_STRICT=1` (CI), where they fail.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Moto, OPERATOR, TestNode, dimensions, fixture};
+use crate::harness::{ChildNode, Moto, OPERATOR, TestNode, dimensions, fixture};
 use imgnode::store::testing;
 
 /// The bound the README promises: a change made through one node is honoured by the others
@@ -48,7 +42,7 @@ async fn shared_database(test: &str) -> Option<String> {
     let name = format!("imgnode_t_{test}_{}", imgnode::cluster::node_id());
     match testing::postgres_database(&name).await {
         Ok(url) => Some(url),
-        Err(e) if std::env::var("TEST_IMGNODE_REQUIRE_PG").is_ok_and(|v| v == "1") => {
+        Err(e) if std::env::var("TEST_IMGNODE_STRICT").is_ok_and(|v| v == "1") => {
             panic!("PostgreSQL is required here: {e}")
         }
         Err(e) => {
@@ -375,18 +369,6 @@ async fn usage_adds_up_across_nodes_and_background_tasks_take_turns() {
     .await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_imgnode");
-
-/// The child node; killed on drop too, so a failed assertion leaves no node running.
-struct Victim(std::process::Child);
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_render_leaves_the_others_serving() {
     let Some(shared) = Shared::start("kill").await else {
@@ -416,56 +398,26 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
         ),
     )
     .unwrap();
-    let mut victim = Victim(
-        Command::new(BIN)
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = victim.0.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let mut addr_tx = Some(addr_tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Shown only when the test fails.
-            eprintln!("victim: {line}");
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if let (Some(public), Some(ops)) = (
-                v["fields"]["public_addr"].as_str(),
-                v["fields"]["ops_addr"].as_str(),
-            ) && let Some(tx) = addr_tx.take()
-            {
-                let _ = tx.send((public.to_string(), ops.to_string()));
-            }
-        }
-    });
-    let (public, ops) = tokio::time::timeout(Duration::from_secs(30), addr_rx)
-        .await
-        .expect("the victim node starts")
-        .unwrap();
+    let mut victim = ChildNode::spawn(&config).await;
+    let (public, ops) = (victim.base.clone(), victim.ops.clone());
 
     // A slow render (AVIF of the largest photo) on the victim, killed while it runs.
     let target = "/i/acme/big.avif?w=1200&q=90";
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let render = tokio::spawn({
-        let url = format!("http://{public}{target}");
+        let url = format!("{public}{target}");
         let client = client.clone();
         async move { client.get(url).send().await }
     });
     within_bound("render started on the victim", || async {
-        let text = match client.get(format!("http://{ops}/metrics")).send().await {
+        let text = match client.get(format!("{ops}/metrics")).send().await {
             Ok(res) => res.text().await.unwrap_or_default(),
             Err(_) => return false,
         };
         crate::harness::metric_value(&text, "imgnode_cpu_in_flight", &[]) >= 1.0
     })
     .await;
-    victim.0.kill().unwrap();
-    victim.0.wait().unwrap();
+    victim.kill();
     assert!(render.await.unwrap().is_err(), "the killed node answered");
 
     // The others serve on: the same variant renders on A, a second node starts and serves.

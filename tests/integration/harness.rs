@@ -468,3 +468,103 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// The real `imgnode` binary serving `config` (which must log JSON and listen on port 0) as a
+/// child process: its addresses read from its ready line; killed (SIGKILL) on drop.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:port` of the public and ops listeners.
+    pub base: String,
+    pub ops: String,
+}
+
+impl ChildNode {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the child's stderr is read with blocking std calls on a thread of its own"
+    )]
+    pub async fn spawn(config: &Path) -> ChildNode {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imgnode"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Blocking reads of the child's stderr, on a thread of their own.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // Shown only when the test fails.
+                eprintln!("child: {line}");
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let (Some(public), Some(ops)) = (
+                    v["fields"]["public_addr"].as_str(),
+                    v["fields"]["ops_addr"].as_str(),
+                ) && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send((public.to_string(), ops.to_string()));
+                }
+            }
+        });
+        let (public, ops) = tokio::time::timeout(std::time::Duration::from_secs(60), rx)
+            .await
+            .expect("the child node starts within a minute")
+            .expect("the child node starts (see its log above)");
+        ChildNode {
+            child,
+            base: format!("http://{public}"),
+            ops: format!("http://{ops}"),
+        }
+    }
+
+    /// Resident set size of the child, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `imgnode account create` through the CLI; returns the printed key.
+pub fn cli_create_account(config: &Path, name: &str) -> String {
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_imgnode"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "account",
+            "create",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: "))
+        .expect("the CLI prints a key")
+        .to_string()
+}

@@ -1,0 +1,272 @@
+//! The hostile-input corpus (`tests/fixtures/hostile/`, made by its `generate.py`) over HTTP
+//! against the real binary: every file uploaded and delivered, each answer a clear 4xx with
+//! the JSON error body (or, for the files that are odd but valid, a correct render), the
+//! node's resident memory flat across the whole corpus (bounded by the per-job budget), and
+//! the node healthy afterwards.
+
+use bytes::Bytes;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::harness::{ChildNode, cli_create_account, decode, fixture};
+use imgnode::pipeline::SourceFormat;
+use imgnode::store::{NewImage, Store, Visibility};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// Upload and delivery answer 4xx with the JSON error body.
+    Refused,
+    /// Odd but valid: stored, and renders at the right size.
+    Renders,
+}
+
+use Want::{Refused, Renders};
+
+/// Every file of the corpus and what it must get (`generate.py`'s files and the older ones
+/// from `../generate.sh`).
+const CORPUS: &[(&str, Want)] = &[
+    ("bad_exif_offset.jpg", Renders),
+    // Bit flips inside a lossy payload decode to wrong pixels, as in a browser.
+    ("bitflip_avif.avif", Renders),
+    ("bitflip_gif.gif", Refused),
+    ("bitflip_jpeg.jpg", Refused),
+    ("bitflip_png.png", Refused),
+    ("bitflip_progressive.jpg", Refused),
+    ("bitflip_webp.webp", Renders),
+    ("bitflip_webp_lossless.webp", Refused),
+    ("bomb_avif_ispe.avif", Refused),
+    ("bomb_gif_screen.gif", Refused),
+    ("bomb_jpeg_65k.jpg", Refused),
+    ("bomb_png_100k.png", Refused),
+    ("bomb_png_zlib.png", Refused),
+    ("bomb_webp_canvas.webp", Refused),
+    ("cmyk_no_profile.jpg", Renders),
+    ("empty.bin", Refused),
+    ("exif_65535_entries.jpg", Renders),
+    ("exif_offset_past_end.jpg", Renders),
+    ("exif_two_blocks.jpg", Renders),
+    ("garbage.jpg", Refused),
+    ("gif_3000_frames.gif", Refused),
+    ("huge_dims.png", Refused),
+    ("one_byte.png", Refused),
+    ("png16_gamma_tiny.png", Renders),
+    ("png16_gamma_zero.png", Renders),
+    ("png_5000_chunks.png", Renders),
+    ("png_chunk_2gib.png", Refused),
+    ("polyglot_gif_zip.gif", Renders),
+    ("polyglot_jpeg_html.jpg", Renders),
+    ("polyglot_pdf_png.png", Refused),
+    ("text_as.webp", Refused),
+    ("truncated.avif", Refused),
+    ("truncated.jpg", Refused),
+    ("truncated.png", Refused),
+    ("truncated_avif.avif", Refused),
+    ("truncated_gif.gif", Refused),
+    ("truncated_jpeg.jpg", Refused),
+    ("truncated_png.png", Refused),
+    ("truncated_progressive.jpg", Refused),
+    ("truncated_webp.webp", Refused),
+    ("truncated_webp_lossless.webp", Refused),
+    ("two_bytes.jpg", Refused),
+    ("wrong_magic.bin", Refused),
+    ("zero.jpg", Refused),
+];
+
+/// The per-job decode budget the test node is configured with: 16 MP x 4 bytes.
+const BUDGET: u64 = 16_000_000 * 4;
+
+fn assert_json_4xx(what: &str, status: u16, content_type: &str, body: &[u8]) {
+    assert!(
+        (400..500).contains(&status),
+        "{what}: {status} {}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(content_type, "application/json", "{what}");
+    let v: Value = serde_json::from_slice(body).expect("JSON error body");
+    assert!(v["error"]["code"].is_string(), "{what}: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
+    let listed: std::collections::BTreeSet<String> = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hostile"
+    ))
+    .unwrap()
+    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    .filter(|n| n != "generate.py")
+    .collect();
+    let covered: std::collections::BTreeSet<String> =
+        CORPUS.iter().map(|(n, _)| (*n).to_string()).collect();
+    assert_eq!(listed, covered, "every corpus file has an expectation");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store_url = imgnode::store::testing::store_url(&data, "imgnode.db").await;
+    let config = dir.path().join("imgnode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{store_url}\"\n\
+             [cache]\nmemory = \"16MiB\"\ndisk = \"128MiB\"\n\
+             [limits]\nmax_source_pixels = 16000000\n[cpu]\nnice = 0\n\
+             [log]\nformat = \"json\"\n[demo]\nseed = false\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let key = cli_create_account(&config, "acme");
+    let node = ChildNode::spawn(&config).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let upload = |bytes: Vec<u8>, name: &str| {
+        let form = Form::new()
+            .part("file", Part::bytes(bytes).file_name(name.to_string()))
+            .text("target_path", format!("up/{name}"));
+        client
+            .post(format!("{}/api/v1/images", node.base))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+    };
+    let get = |target: String| client.get(format!("{}{target}", node.base)).send();
+
+    // Warm up (allocator arenas, codec tables) with real work before the baseline.
+    for photo in ["ladybird.jpg", "dune.jpg"] {
+        let res = upload(fixture(&format!("photos/{photo}")), photo)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        for ext in ["webp", "avif", "png"] {
+            let res = get(format!(
+                "/i/acme/up/{}.{ext}?w=300",
+                &photo[..photo.len() - 4]
+            ))
+            .await
+            .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    }
+    let before = node.rss_bytes();
+
+    // Originals stored as they are, bypassing the upload checks (bytes another node accepted
+    // under other limits, or damaged at rest), for the delivery half.
+    let store = Store::open(&store_url).await.unwrap();
+    let origin = imgnode::origin::Origin::from_config(&imgnode::config::OriginConfig::Fs {
+        path: data.join("originals"),
+    })
+    .unwrap();
+
+    let mut mismatches = Vec::new();
+    for (name, want) in CORPUS {
+        let bytes = fixture(&format!("hostile/{name}"));
+        let res = upload(bytes.clone(), name).await.unwrap();
+        let status = res.status().as_u16();
+        let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+        let body = res.bytes().await.unwrap();
+        let ext = name.rsplit_once('.').map_or("bin", |(_, e)| e);
+        let stem = &name[..name.len() - ext.len() - 1];
+        let outcome = if status == 201 { Renders } else { Refused };
+        if outcome != *want {
+            mismatches.push(format!(
+                "{name}: upload answered {status}, expected {want:?}"
+            ));
+            continue;
+        }
+        match want {
+            Refused => assert_json_4xx(&format!("upload {name}"), status, &ct, &body),
+            Renders => {
+                assert_eq!(
+                    status,
+                    201,
+                    "upload {name}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                let up: Value = serde_json::from_slice(&body).unwrap();
+                let width = up["dimensions"]["width"].as_u64().unwrap() as u32;
+                let res = get(format!("/i/acme/up/{stem}.png?w=32&fit=scale-down"))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200, "render {name}");
+                let image = decode(&res.bytes().await.unwrap());
+                // No enlargement: a source narrower than 32 px keeps its width.
+                assert_eq!(image.width(), width.min(32), "render {name}");
+            }
+        }
+
+        // Delivery of the same bytes stored raw.
+        let declared = SourceFormat::from_name(ext).unwrap_or(SourceFormat::Jpeg);
+        let hash = hex::encode(Sha256::digest(&bytes));
+        origin.put(&hash, Bytes::from(bytes.clone())).await.unwrap();
+        // Stems of their own (`truncated.jpg` and `truncated.png` must not share one): the
+        // rows below are written behind the node's back, past its metadata cache.
+        let raw_stem = format!("raw/{}", name.replace('.', "_"));
+        let image = NewImage {
+            account: "acme".into(),
+            id: hash[..16].to_string(),
+            hash,
+            format: declared,
+            width: 100,
+            height: 100,
+            size: bytes.len() as u64,
+            original_filename: (*name).to_string(),
+            visibility: Visibility::Public,
+            dominant_color: None,
+        };
+        let path = format!("{raw_stem}.{}", declared.extension());
+        // Same bytes as an upload above: the path is new, the image row may exist.
+        store.put_image(&image, &path, &raw_stem).await.unwrap();
+        for target in [
+            format!("/i/acme/{raw_stem}.webp?w=48"),
+            format!("/i/acme/{raw_stem}.png"),
+        ] {
+            let res = get(target.clone()).await.unwrap();
+            let status = res.status().as_u16();
+            let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+            let nosniff = res
+                .headers()
+                .get("x-content-type-options")
+                .is_some_and(|v| v == "nosniff");
+            let body = res.bytes().await.unwrap();
+            // A URL asking for the stored format untransformed gets the stored bytes as they
+            // are (never decoded, so never a decoder's problem), with `nosniff` so no browser
+            // takes a polyglot for anything but an image.
+            let passthrough = declared == SourceFormat::Png && !target.contains('?');
+            let ok = match want {
+                Refused if passthrough => status == 200 && nosniff,
+                Refused => (400..500).contains(&status),
+                Renders => status == 200,
+            };
+            if !ok {
+                mismatches.push(format!(
+                    "deliver {target}: {status} {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ));
+            } else if status != 200 {
+                assert_json_4xx(&format!("deliver {target}"), status, &ct, &body);
+            }
+        }
+    }
+    store.close().await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+
+    let after = node.rss_bytes();
+    eprintln!(
+        "hostile corpus: RSS {} MiB before, {} MiB after ({} files, uploads and deliveries)",
+        before >> 20,
+        after >> 20,
+        CORPUS.len()
+    );
+    assert!(
+        after <= before + BUDGET,
+        "RSS grew from {} MiB to {} MiB over the hostile corpus (budget {} MiB)",
+        before >> 20,
+        after >> 20,
+        BUDGET >> 20
+    );
+    // Still healthy: a fresh render.
+    let res = get("/i/acme/up/ladybird.jpg?w=123".into()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(decode(&res.bytes().await.unwrap()).width(), 123);
+}
