@@ -5,8 +5,8 @@
 #   bash tests/fuzz/run.sh 1800 url   30 min of one target
 # Needs: rustup's nightly toolchain and `cargo install cargo-fuzz` (the script installs it).
 # New inputs go to tests/fuzz/target/corpus/<target> (not committed); crashes to
-# tests/fuzz/artifacts/<target>/. A crash is kept as a regression input in
-# tests/fuzz/regressions/<target>/ once fixed (run by `cargo test`, see tests/integration).
+# tests/fuzz/artifacts/<target>/. A finding, once fixed, is kept as a regression test run by
+# `cargo test` (decoder inputs go to tests/fixtures/hostile/, which hostile.rs covers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -69,6 +69,8 @@ const CORPUS: &[(&str, Want)] = &[
     ("truncated_webp.webp", Refused),
     ("truncated_webp_lossless.webp", Refused),
     ("two_bytes.jpg", Refused),
+    // Found by fuzzing: a VP8 frame far larger than its canvas.
+    ("webp_frame_bigger_than_canvas.webp", Refused),
     ("wrong_magic.bin", Refused),
     ("zero.jpg", Refused),
 ];
