@@ -98,12 +98,14 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until it ends; when `shutdown` turns true, lets the request in
 /// progress finish and closes it (HTTP/2: GOAWAY). A connection whose first request has not
-/// begun gets [`FIRST_REQUEST_GRACE`] for it to begin first. `_watcher` is held to the end,
-/// so the listener's drain waits for this connection.
+/// begun gets `grace` ([`FIRST_REQUEST_GRACE`], at most half the drain timeout) for it to
+/// begin first. `_watcher` is held to the end, so the listener's drain waits for this
+/// connection.
 async fn drain<C>(
     conn: C,
     mut shutdown: watch::Receiver<bool>,
     started: Arc<tokio::sync::Notify>,
+    grace: Duration,
     _watcher: hyper_util::server::graceful::Watcher,
 ) -> C::Output
 where
@@ -117,7 +119,7 @@ where
     tokio::select! {
         out = conn.as_mut() => return out,
         () = started.notified() => {}
-        () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+        () = tokio::time::sleep(grace) => {}
     }
     conn.as_mut().graceful_shutdown();
     conn.await
@@ -190,6 +192,7 @@ pub async fn serve<H: Handler>(
                 // Held for the connection's life: the drain below waits for every one.
                 let watcher = graceful.watcher();
                 let stop = shutdown.clone();
+                let grace = FIRST_REQUEST_GRACE.min(settings.drain_timeout / 2);
                 let builder = builder.clone();
                 let acceptor = settings.tls.as_ref().map(|tls| tls.acceptor());
                 let handshake_timeout = settings.header_read_timeout;
@@ -208,12 +211,12 @@ pub async fn serve<H: Handler>(
                                 _ => return,
                             }
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            drain(conn.into_owned(), stop, started, watcher).await
+                            drain(conn.into_owned(), stop, started, grace, watcher).await
                         }
                         None => {
                             let http1 = builder.http1_only();
                             let conn = http1.serve_connection(TokioIo::new(stream), service);
-                            drain(conn.into_owned(), stop, started, watcher).await
+                            drain(conn.into_owned(), stop, started, grace, watcher).await
                         }
                         Some(acceptor) => {
                             // A handshake is a request head too: the same deadline.
@@ -231,7 +234,7 @@ pub async fn serve<H: Handler>(
                                 }
                             };
                             let conn = builder.serve_connection(TokioIo::new(tls), service);
-                            drain(conn.into_owned(), stop, started, watcher).await
+                            drain(conn.into_owned(), stop, started, grace, watcher).await
                         }
                     };
                     if let Err(e) = result {

@@ -52,11 +52,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database could not answer in time (locked, busy, out of connections) rather than
-    /// refused the request: worth a retry.
+    /// The database is locked or busy (another writer, a lock wait, a serialisation
+    /// conflict) rather than down or refusing the request: worth a retry soon. A database
+    /// that cannot be reached at all is not "busy" (it stays a 500, and is logged).
     pub fn is_busy(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
             StoreError::Database(sqlx::Error::Database(e)) => matches!(
                 e.code().as_deref(),
                 // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.

@@ -26,5 +26,5 @@ for target in "${targets[@]}"; do
   # -rss_limit_mb: the whole process stays bounded.
   cargo +nightly fuzz run --fuzz-dir tests/fuzz "$target" "$work" "tests/fuzz/corpus/$target" -- \
     -dict="tests/fuzz/dict/$target.dict" -max_total_time="$seconds" \
-    -malloc_limit_mb=96 -rss_limit_mb=1024 -max_len=262144 -timeout=10 -print_final_stats=1
+    -malloc_limit_mb=96 -rss_limit_mb=1024 -max_len=262144 -timeout=60 -print_final_stats=1
 done

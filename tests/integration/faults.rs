@@ -286,9 +286,12 @@ impl Tmpfs {
         }
         assert!(
             std::env::var("TEST_IMGNODE_STRICT").is_err(),
-            "cannot mount a tmpfs (needs root)"
+            "cannot mount a tmpfs (needs root and mount rights)"
         );
-        eprintln!("\n******** SKIPPED: cannot mount a tmpfs here (needs root).\n");
+        eprintln!(
+            "\n******** SKIPPED the disk-cache fault test: cannot mount a tmpfs here (needs \
+             root and mount rights).\n"
+        );
         None
     }
 
@@ -358,6 +361,10 @@ async fn a_full_or_read_only_disk_cache_leaves_renders_served_from_memory() {
         return;
     };
     let dir = cache.path().to_str().unwrap().to_string();
+    // For a second node, made read-only before it starts (on the tmpfs: chattr needs a
+    // filesystem that has the flag).
+    let empty = cache.path().join("second");
+    std::fs::create_dir(&empty).unwrap();
     let node = TestNode::start_with_env(
         tempfile::tempdir().unwrap(),
         "",
@@ -383,13 +390,12 @@ async fn a_full_or_read_only_disk_cache_leaves_renders_served_from_memory() {
     disk_available(&node, 0.0).await;
     renders_from_memory(&node, 103).await;
     // A node started on a read-only cache folder caches in memory only, and says so.
-    let empty = tempfile::tempdir().unwrap();
-    immutable(empty.path(), true);
-    let locked = ReadOnly(empty.path().to_path_buf());
+    immutable(&empty, true);
+    let locked = ReadOnly(empty.clone());
     let second = TestNode::start_with_env(
         tempfile::tempdir().unwrap(),
         "",
-        &[("IMGNODE_CACHE__DIR", empty.path().to_str().unwrap())],
+        &[("IMGNODE_CACHE__DIR", empty.to_str().unwrap())],
     )
     .await;
     assert_eq!(

@@ -525,12 +525,13 @@ impl ChildNode {
         }
     }
 
-    /// Resident set size of the child, from /proc.
-    pub fn rss_bytes(&self) -> u64 {
+    /// Peak resident set size of the child so far (VmHWM), from /proc: a large temporary
+    /// allocation shows here even after it is freed.
+    pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .expect("VmRSS")
             * 1024

@@ -74,14 +74,18 @@ fn check_frame_sizes(bytes: &[u8], canvas_w: u32, canvas_h: u32) -> Result<(), P
     Ok(())
 }
 
-/// The RIFF chunks of `bytes` as (fourcc, payload), stopping at the first truncated one.
+/// The RIFF chunks of `bytes` as (fourcc, payload). A chunk whose declared length runs past
+/// the end is cut at the end, not skipped: image-webp reads such a chunk to the end of the
+/// file too, so its header must still be checked.
 fn chunks(mut bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     std::iter::from_fn(move || {
         let kind = bytes.get(..4)?;
-        let len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
-        let data = bytes.get(8..8usize.checked_add(len)?)?;
-        let padded = 8 + len + (len & 1);
-        bytes = bytes.get(padded..).unwrap_or_default();
+        let len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let end = len.saturating_add(8).min(bytes.len());
+        let data = &bytes[8..end];
+        let next = len.saturating_add(8).saturating_add(len & 1);
+        bytes = bytes.get(next..).unwrap_or_default();
         Some((kind, data))
     })
 }
@@ -141,8 +145,16 @@ mod tests {
     /// allocate 128 MB before anything checked it.
     #[test]
     fn a_frame_larger_than_its_canvas_is_refused_before_decoding() {
-        let bytes = fixture("hostile/webp_frame_bigger_than_canvas.webp");
-        let err = decode(&bytes, &Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("canvas"), "{err}");
+        for rel in [
+            "hostile/webp_frame_bigger_than_canvas.webp",
+            // The same with the frame's chunk claiming to run past the end of the file.
+            "hostile/webp_frame_bigger_overstated.webp",
+            // The second fuzzing finding, past the first version of the check.
+            "hostile/webp_frame_bigger_second.webp",
+        ] {
+            let bytes = fixture(rel);
+            let err = decode(&bytes, &Limits::default()).unwrap_err();
+            assert!(err.to_string().contains("canvas"), "{rel}: {err}");
+        }
     }
 }
