@@ -409,13 +409,14 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
         let client = client.clone();
         async move { client.get(url).send().await }
     });
-    within_bound("render started on the victim", || async {
-        let text = match client.get(format!("{ops}/metrics")).send().await {
-            Ok(res) => res.text().await.unwrap_or_default(),
-            Err(_) => return false,
-        };
-        crate::harness::metric_value(&text, "imgnode_cpu_in_flight", &[]) >= 1.0
-    })
+    crate::harness::wait_for_metric(
+        &ops,
+        "imgnode_cpu_in_flight",
+        &[],
+        1.0,
+        BOUND,
+        "render started on the victim",
+    )
     .await;
     victim.kill();
     assert!(render.await.unwrap().is_err(), "the killed node answered");

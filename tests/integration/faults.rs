@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{
-    ChildNode, Moto, TestNode, assert_json_error, cli_create_account, decode, fixture,
+    ChildNode, Moto, TestNode, assert_json_error, child_config, cli_create_account, decode,
+    fixture, wait_for_metric,
 };
 
 /// What the proxy does to the connections it accepts.
@@ -422,19 +423,7 @@ fn variant_of(photo: &[u8], n: usize) -> Vec<u8> {
 async fn sigkill_during_uploads_and_renders_loses_nothing_committed_and_leaves_no_half_object() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let store_url = imgnode::store::testing::store_url(&data, "imgnode.db").await;
-    let config = dir.path().join("imgnode.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
-             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{store_url}\"\n\
-             [cache]\ndisk = \"128MiB\"\n[cpu]\nnice = 0\n[log]\nformat = \"json\"\n\
-             [demo]\nseed = false\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let (config, _) = child_config(dir.path(), "[cache]\ndisk = \"128MiB\"\n").await;
     let key = cli_create_account(&config, "acme");
     let photo = fixture("photos/elephants.jpg");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -475,26 +464,15 @@ async fn sigkill_during_uploads_and_renders_loses_nothing_committed_and_leaves_n
         let client = client.clone();
         inflight.spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     }
-    let ops = node.ops.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = client
-            .get(format!("{ops}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if crate::harness::metric_value(&text, "imgnode_cpu_in_flight", &[]) >= 1.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no render ever started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_metric(
+        &node.ops,
+        "imgnode_cpu_in_flight",
+        &[],
+        1.0,
+        Duration::from_secs(30),
+        "a render starting",
+    )
+    .await;
     node.kill();
     let mut answered = 0;
     while let Some(done) = inflight.join_next().await {

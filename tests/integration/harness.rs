@@ -469,6 +469,53 @@ impl Drop for Moto {
     }
 }
 
+/// Waits (at most `within`) until the metric `name{labels}` scraped from the ops listener at
+/// `ops` (`http://host:port`) is at least `min`; panics naming `what` otherwise.
+pub async fn wait_for_metric(
+    ops: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    min: f64,
+    within: std::time::Duration,
+    what: &str,
+) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(res) = client.get(format!("{ops}/metrics")).send().await
+            && let Ok(text) = res.text().await
+            && metric_value(&text, name, labels) >= min
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A config file for a [`ChildNode`] in `dir`: ports 0, JSON logs, no demo seed, data in
+/// `dir/data` with the store the suite runs on (see `imgnode::store::testing`); `extra` is
+/// TOML for the sections this does not open. Returns the file and the store URL.
+pub async fn child_config(dir: &Path, extra: &str) -> (PathBuf, String) {
+    let data = dir.join("data");
+    let store_url = imgnode::store::testing::store_url(&data, "imgnode.db").await;
+    let config = dir.join("imgnode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{store_url}\"\n[cpu]\nnice = 0\n\
+             [log]\nformat = \"json\"\n[demo]\nseed = false\n{extra}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    (config, store_url)
+}
+
 /// The real `imgnode` binary serving `config` (which must log JSON and listen on port 0) as a
 /// child process: its addresses read from its ready line; killed (SIGKILL) on drop.
 pub struct ChildNode {

@@ -9,7 +9,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{ChildNode, cli_create_account, decode, fixture};
+use crate::harness::{ChildNode, child_config, cli_create_account, decode, fixture};
 use imgnode::pipeline::SourceFormat;
 use imgnode::store::{NewImage, Store, Visibility};
 
@@ -107,20 +107,12 @@ async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let store_url = imgnode::store::testing::store_url(&data, "imgnode.db").await;
-    let config = dir.path().join("imgnode.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
-             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{store_url}\"\n\
-             [cache]\nmemory = \"16MiB\"\ndisk = \"128MiB\"\n\
-             [limits]\nmax_source_pixels = 16000000\n[cpu]\nnice = 0\n\
-             [log]\nformat = \"json\"\n[demo]\nseed = false\n",
-            data.display()
-        ),
+    let (config, store_url) = child_config(
+        dir.path(),
+        "[cache]\nmemory = \"16MiB\"\ndisk = \"128MiB\"\n\
+         [limits]\nmax_source_pixels = 16000000\n",
     )
-    .unwrap();
+    .await;
     let key = cli_create_account(&config, "acme");
     let node = ChildNode::spawn(&config).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -121,31 +121,15 @@ async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
     stream.write_all(&body[..half]).await.unwrap();
     // SIGTERM only once the node has accepted the connection: one still in the kernel's
     // backlog when the listener closes is reset, by design (a loaded CI machine showed it).
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = client
-            .get(format!("http://{ops}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let open = crate::harness::metric_value(
-            &text,
-            "imgnode_http_open_connections",
-            &[("listener", "public")],
-        );
-        if open >= 1.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::harness::wait_for_metric(
+        &format!("http://{ops}"),
+        "imgnode_http_open_connections",
+        &[("listener", "public")],
+        1.0,
+        Duration::from_secs(10),
+        "the node accepting the connection",
+    )
+    .await;
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
