@@ -152,6 +152,27 @@ fn benches(c: &mut Criterion) {
             b.iter(|| pipeline::render(black_box(&big_jpeg), &width(400), format, &l, &settings))
         });
     }
+    // Shrink-on-load: 200 px from 4000 px is a 20x reduction, so the JPEG is decoded from its
+    // DC coefficients at 1/8 (500x375) and Lanczos does the remaining 2.5x. The same render
+    // through a full-size decode for comparison.
+    g.bench_function("jpeg_12mp_to_200w_jpg_dc", |b| {
+        b.iter(|| {
+            pipeline::render(
+                black_box(&big_jpeg),
+                &width(200),
+                OutputFormat::Jpeg,
+                &l,
+                &settings,
+            )
+        })
+    });
+    g.bench_function("jpeg_12mp_to_200w_jpg_full_decode", |b| {
+        b.iter(|| {
+            let image = decode(black_box(&big_jpeg));
+            let small = pipeline::resize_image(image, &width(200), &l).expect("resize");
+            pipeline::encode_image(&small, OutputFormat::Jpeg, 80, &settings)
+        })
+    });
     g.finish();
 }
 

@@ -42,9 +42,19 @@ pub struct OutputPlan {
     crop: (SourceLength, SourceLength),
     /// Final size before rotation.
     output: (u32, u32),
+    /// EXIF orientation of the source (1 when unknown): where a shrink-on-load decode's
+    /// partial last block ends up once the image is turned upright.
+    orientation: u8,
 }
 
 impl OutputPlan {
+    /// The same plan for a source stored with EXIF `orientation` (the plan's sizes are
+    /// already oriented; this only tells where a DCT-scaled decode's padding lies).
+    pub fn with_orientation(mut self, orientation: u8) -> OutputPlan {
+        self.orientation = orientation;
+        self
+    }
+
     /// The final output size before `rotate` (a 90/270 rotation swaps it).
     pub fn output_size(&self) -> (u32, u32) {
         self.output
@@ -151,6 +161,7 @@ pub fn plan(
         source,
         crop: (SourceLength(crop.0), SourceLength(crop.1)),
         output,
+        orientation: 1,
     })
 }
 
@@ -270,12 +281,50 @@ pub(super) fn apply(
     resample(&image, rect, output)
 }
 
+/// Where the picture lies on the decoded buffer, in its pixels. A 1/n DCT-scaled decode
+/// (shrink-on-load) is `ceil(w / n)` wide, but only `w / n` of that is the source: the last
+/// column and row come from a partial block. Mapping the source onto `w / n` instead of the
+/// whole buffer keeps the output from stretching by up to half a decoded pixel. The partial
+/// block is at the stored right and bottom; turning the image upright can move it to the
+/// left or the top.
+fn picture(image: &Image, plan: &OutputPlan) -> Rect {
+    let size = (image.width, image.height);
+    let (sw, sh) = plan.source;
+    if size != plan.source
+        && let Some(n) = [8, 4, 2]
+            .into_iter()
+            .find(|&n| (sw.div_ceil(n), sh.div_ceil(n)) == size)
+    {
+        let width = f64::from(sw) / f64::from(n);
+        let height = f64::from(sh) / f64::from(n);
+        let o = plan.orientation;
+        let pad_left = matches!(o, 2 | 3 | 6 | 7);
+        let pad_top = matches!(o, 3 | 4 | 7 | 8);
+        return Rect {
+            left: if pad_left {
+                f64::from(size.0) - width
+            } else {
+                0.0
+            },
+            top: if pad_top {
+                f64::from(size.1) - height
+            } else {
+                0.0
+            },
+            width,
+            height,
+        };
+    }
+    Rect::full(image)
+}
+
 /// Where the planned region lies on the decoded buffer.
 fn crop_rect(image: &Image, plan: &OutputPlan, anchor: Crop) -> Rect {
+    let picture = picture(image, plan);
     if !plan.crops() {
-        return Rect::full(image);
+        return picture;
     }
-    let (iw, ih) = (f64::from(image.width), f64::from(image.height));
+    let (iw, ih) = (picture.width, picture.height);
     let width = (plan.crop.0.0 * iw / f64::from(plan.source.0)).min(iw);
     let height = (plan.crop.1.0 * ih / f64::from(plan.source.1)).min(ih);
     let (left, top) = match anchor {
@@ -285,11 +334,18 @@ fn crop_rect(image: &Image, plan: &OutputPlan, anchor: Crop) -> Rect {
             let win_w = (width.round() as u32).clamp(1, image.width);
             let win_h = (height.round() as u32).clamp(1, image.height);
             let (x, y) = crop::window(image, win_w, win_h, anchor);
-            (f64::from(x).min(iw - width), f64::from(y).min(ih - height))
+            let inside = |v: u32, start: f64, room: f64| f64::from(v).min(start + room).max(start);
+            (
+                inside(x, picture.left, iw - width),
+                inside(y, picture.top, ih - height),
+            )
         }
         _ => {
             let (fx, fy) = anchor_fractions(anchor);
-            ((iw - width) * fx, (ih - height) * fy)
+            (
+                picture.left + (iw - width) * fx,
+                picture.top + (ih - height) * fy,
+            )
         }
     };
     Rect {
@@ -428,6 +484,75 @@ mod tests {
         plan(source, t, &Limits::default())
             .expect("plan within limits")
             .output_size()
+    }
+
+    #[test]
+    fn a_dct_scaled_decode_maps_the_source_onto_its_picture_not_its_padding() {
+        // 1003x749 decoded at 1/8 is 126x94, of which 125.375x93.625 is picture.
+        let p = plan(
+            (1003, 749),
+            &t(Some(100), None, Fit::ScaleDown),
+            &Limits::default(),
+        )
+        .expect("plan");
+        let scaled = Image::new(126, 94, PixelLayout::Rgb8, vec![0; 126 * 94 * 3]);
+        let whole = crop_rect(&scaled, &p, Crop::Center);
+        assert_eq!(
+            (whole.left, whole.top, whole.width, whole.height),
+            (0.0, 0.0, 125.375, 93.625)
+        );
+        // A full-size decode is all picture; so is a size that is no DCT scaling of it.
+        let full = Image::new(1003, 749, PixelLayout::Rgb8, vec![0; 1003 * 749 * 3]);
+        assert_eq!(crop_rect(&full, &p, Crop::Center), Rect::full(&full));
+        let other = Image::new(120, 90, PixelLayout::Rgb8, vec![0; 120 * 90 * 3]);
+        assert_eq!(crop_rect(&other, &p, Crop::Center), Rect::full(&other));
+        // Cropping takes its share of the picture, anchored inside it.
+        let cover = plan(
+            (1003, 749),
+            &t(Some(100), Some(100), Fit::Cover),
+            &Limits::default(),
+        )
+        .expect("plan");
+        let rect = crop_rect(&scaled, &cover, Crop::Center);
+        assert!((rect.height - 93.625).abs() < 1e-9, "{rect:?}");
+        assert!(
+            (rect.left + rect.width / 2.0 - 125.375 / 2.0).abs() < 1e-9,
+            "{rect:?}"
+        );
+        let rect = crop_rect(&scaled, &cover, Crop::Right);
+        assert!((rect.left + rect.width - 125.375).abs() < 1e-9, "{rect:?}");
+    }
+
+    #[test]
+    fn turning_the_image_upright_moves_the_partial_block() {
+        // Stored 1003x749; oriented by EXIF 6 (90 degrees clockwise) it is 749x1003, decoded at
+        // 1/8 and turned upright 94x126: the stored bottom row (the partial block) is now the
+        // left column, the stored right column the bottom row.
+        let t = t(Some(50), None, Fit::ScaleDown);
+        let scaled = Image::new(94, 126, PixelLayout::Rgb8, vec![0; 94 * 126 * 3]);
+        let expect = |orientation: u8, left: f64, top: f64| {
+            let p = plan((749, 1003), &t, &Limits::default())
+                .expect("plan")
+                .with_orientation(orientation);
+            let r = crop_rect(&scaled, &p, Crop::Center);
+            assert_eq!(
+                (r.left, r.top, r.width, r.height),
+                (left, top, 93.625, 125.375),
+                "orientation {orientation}"
+            );
+        };
+        for o in [1, 5] {
+            expect(o, 0.0, 0.0);
+        }
+        for o in [2, 6] {
+            expect(o, 0.375, 0.0);
+        }
+        for o in [4, 8] {
+            expect(o, 0.0, 0.625);
+        }
+        for o in [3, 7] {
+            expect(o, 0.375, 0.625);
+        }
     }
 
     /// Left half black, right half white; top rows red-tinted to check vertical anchors.

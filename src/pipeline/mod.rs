@@ -61,7 +61,7 @@ pub fn render(
 ) -> Result<Rendered, PipelineError> {
     let started = Instant::now();
     let info = probe(source, limits)?;
-    let plan = plan(info.oriented_size(), transform, limits)?;
+    let plan = plan(info.oriented_size(), transform, limits)?.with_orientation(info.orientation);
     let image = decode_upright(source, &info, limits, plan.decode_hint())?;
     let decoded = Instant::now();
 

@@ -179,37 +179,49 @@ pub(super) struct JpegHeader<'a> {
     pub adobe_transform: Option<u8>,
 }
 
+/// The JPEG marker at `at` (after any 0xFF fill bytes), its segment payload (empty for the
+/// standalone markers TEM, RSTn, SOI and EOI) and the position after it. Lengths are
+/// bounds-checked here; the payload is the caller's to read.
+pub(super) fn jpeg_segment(
+    bytes: &[u8],
+    mut at: usize,
+) -> Result<(u8, &[u8], usize), PipelineError> {
+    let bad = |why: &str| corrupt(SourceFormat::Jpeg, why);
+    if bytes.get(at) != Some(&0xFF) {
+        return Err(bad("expected a marker"));
+    }
+    while bytes.get(at) == Some(&0xFF) {
+        at += 1;
+    }
+    let marker = *bytes.get(at).ok_or_else(|| bad("truncated header"))?;
+    at += 1;
+    if matches!(marker, 0x01 | 0xD0..=0xD9) {
+        return Ok((marker, &[], at));
+    }
+    let length = bytes
+        .get(at..at + 2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or_else(|| bad("truncated header"))?;
+    if length < 2 {
+        return Err(bad("segment length below 2"));
+    }
+    let segment = bytes
+        .get(at + 2..at + length)
+        .ok_or_else(|| bad("truncated header"))?;
+    Ok((marker, segment, at + length))
+}
+
 pub(super) fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader<'_>, PipelineError> {
     let bad = |why: &str| corrupt(SourceFormat::Jpeg, why);
     let mut exif = None;
     let mut adobe_transform = None;
     let mut at = 2; // after SOI
     loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
-        if bytes.get(at) != Some(&0xFF) {
-            return Err(bad("expected a marker"));
+        let (marker, segment, next) = jpeg_segment(bytes, at)?;
+        at = next;
+        if matches!(marker, 0xD9 | 0xDA) {
+            return Err(bad("no frame header before the scan data"));
         }
-        while bytes.get(at) == Some(&0xFF) {
-            at += 1;
-        }
-        let marker = *bytes.get(at).ok_or_else(|| bad("truncated header"))?;
-        at += 1;
-        match marker {
-            // Standalone markers without a length.
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD9 | 0xDA => return Err(bad("no frame header before the scan data")),
-            _ => {}
-        }
-        let length = bytes
-            .get(at..at + 2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-            .ok_or_else(|| bad("truncated header"))?;
-        if length < 2 {
-            return Err(bad("segment length below 2"));
-        }
-        let segment = bytes
-            .get(at + 2..at + length)
-            .ok_or_else(|| bad("truncated header"))?;
         match marker {
             // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
@@ -237,7 +249,6 @@ pub(super) fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader<'_>, PipelineError>
             }
             _ => {}
         }
-        at += length;
     }
 }
 

@@ -10,6 +10,7 @@ pub(super) mod avif;
 mod bmp;
 mod gif;
 mod jpeg;
+mod jpeg_dc;
 mod png;
 mod webp;
 
@@ -23,9 +24,9 @@ use super::{DecodeHint, Image, PipelineError, PixelLayout};
 /// carries alpha. RGB sources keep their embedded ICC profile in `Image::icc`; CMYK JPEGs
 /// come out already converted to sRGB.
 ///
-/// `hint` is the shrink-on-load seam: a decoder that can scale while decoding may return any
-/// size at least `hint.min_size` (oriented). None of the decoders here can yet; see
-/// `jpeg::scale_denominator` for the JPEG plan.
+/// `hint` is for shrink-on-load: a decoder that can scale while decoding may return any size
+/// at least `hint.min_size` (oriented). JPEG can, at 1/8 (`jpeg::scale_denominator`,
+/// `jpeg_dc`); the others decode at full size.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -35,8 +36,12 @@ pub(super) fn decode(
     // The codec crates are meant not to panic on hostile bytes, but a panic there is still the
     // source's fault, not ours: report it as Corrupt (422) rather than let it reach the pool
     // as an internal error.
+    let scale = match info.format {
+        SourceFormat::Jpeg => jpeg::scale_denominator(info, hint),
+        _ => 1,
+    };
     let decoded = catch_unwind(AssertUnwindSafe(|| match info.format {
-        SourceFormat::Jpeg => jpeg::decode(bytes, info, limits, hint),
+        SourceFormat::Jpeg => jpeg::decode(bytes, info, limits, scale),
         SourceFormat::Png => png::decode(bytes, limits),
         SourceFormat::Webp => webp::decode(bytes, limits),
         SourceFormat::Gif => gif::decode(bytes, limits),
@@ -44,7 +49,9 @@ pub(super) fn decode(
         SourceFormat::Avif => avif::decode(bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
-    if (decoded.width, decoded.height) != (info.width, info.height) {
+    let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
+    let size = (decoded.width, decoded.height);
+    if size != (info.width, info.height) && size != scaled {
         return Err(corrupt(
             info.format,
             format!(

@@ -1,5 +1,6 @@
-//! The header probe and every decoder behind the pipeline's limits: any bytes either decode
-//! to an image of the probed size or give an error; no panic, and (with run.sh's
+//! The header probe and every decoder behind the pipeline's limits, at full size and with the
+//! smallest shrink-on-load hint: any bytes either decode to an image of the probed size (or,
+//! for a JPEG asked for the smallest size, 1/8 of it) or give an error; no panic, and (with run.sh's
 //! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply.
 #![no_main]
 
@@ -21,8 +22,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(info) = probe(data, &limits) else {
         return;
     };
+    let (w, h) = info.oriented_size();
     if let Ok(image) = decode_upright(data, &info, &limits, DecodeHint::default()) {
-        let (w, h) = info.oriented_size();
         assert_eq!((image.width, image.height), (w, h), "decoded size differs from probe");
+    }
+    // Shrink-on-load: the smallest hint sends JPEGs through the 1/8-scale DC-only decoder.
+    let smallest = DecodeHint {
+        min_size: Some((1, 1)),
+    };
+    if let Ok(image) = decode_upright(data, &info, &limits, smallest) {
+        let size = (image.width, image.height);
+        assert!(
+            size == (w, h) || size == (w.div_ceil(8), h.div_ceil(8)),
+            "decoded {size:?}, probed {w}x{h}"
+        );
     }
 });
