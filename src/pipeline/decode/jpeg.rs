@@ -116,8 +116,9 @@ fn ycck_to_cmyk_in_place(samples: &mut [u8]) {
 /// How much of the reduction is left to the Lanczos pass after a DCT-scaled decode. A 1/8
 /// DCT-scaled image is an 8x8 block average: sharper and more aliased than a Lanczos
 /// reduction, and from 4:2:0 sources its chroma is at 1/16. Leaving a 2x Lanczos step (libvips
-/// leaves the same) keeps the output's quality score where the full decode puts it; with 1x
-/// the DSSIM of a 5640 px photo at 400 px rose from 0.000017 to 0.0012 (benches/RESULTS.md).
+/// leaves the same) keeps the output's quality score near where the full decode puts it;
+/// with 1x the DSSIM of a 3840x2160 image at 400 px rose from 0.000017 to 0.00056
+/// (benches/RESULTS.md).
 const LANCZOS_RESERVE: u32 = 2;
 
 /// The JPEG DCT scaling to decode at: 8 when the 1/8-scale image still covers
