@@ -42,6 +42,12 @@ def fmt_num(x, digits=1):
     return f"{x:.{digits}f}"
 
 
+def label(r):
+    """The first two cells of a row: scenario and peer, by their display names."""
+    names = HIT_NAMES if r["scenario"] == "hit" else PEER_NAMES
+    return f"| {SCENARIO_NAMES.get(r['scenario'], r['scenario'])} | {names.get(r['peer'], r['peer'])} |"
+
+
 def main():
     run_dir, manifest = sys.argv[1:3]
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "results.jsonl")) if line.strip()]
@@ -69,15 +75,14 @@ def main():
     for r in rows:
         if r["kind"] != "load":
             continue
-        names = HIT_NAMES if r["scenario"] == "hit" else PEER_NAMES
         bad = f"{r['non200']} / {r['errors']}" if (r["non200"] or r["errors"]) else "0"
         if r.get("cache"):
             bad += f" (X-Cache: {r['cache']})"
         if not r["requests"]:
-            w(f"| {SCENARIO_NAMES.get(r['scenario'], r['scenario'])} | {names.get(r['peer'], r['peer'])} | {r['conc']} "
+            w(f"{label(r)} {r['conc']} "
               f"| 0 | - | - | - | {fmt_num(r['rss_mib'], 0)} | 0 | no answer within {r['seconds']:.0f} s |")
             continue
-        w(f"| {SCENARIO_NAMES.get(r['scenario'], r['scenario'])} | {names.get(r['peer'], r['peer'])} | {r['conc']} "
+        w(f"{label(r)} {r['conc']} "
           f"| {fmt_num(r['rps'])} | {fmt_num(r['p50_ms'], 2)} | {fmt_num(r['p99_ms'], 2)} "
           f"| {fmt_num(r['cpu_ms'], 2)} | {fmt_num(r['rss_mib'], 0)} | {r['requests']} | {bad} |")
     w("")
@@ -93,7 +98,6 @@ def main():
     for r in rows:
         if r["kind"] != "quality":
             continue
-        names = HIT_NAMES if r["scenario"] == "hit" else PEER_NAMES
         notes = []
         if r.get("image"):
             notes.append(f"object: {r['image']} at 400 px")
@@ -105,7 +109,7 @@ def main():
         def d(key, n):
             return f"{r[key]:.5f} ({r[n]})" if r.get(key) is not None else "-"
 
-        w(f"| {SCENARIO_NAMES.get(r['scenario'], r['scenario'])} | {names.get(r['peer'], r['peer'])} | {r['n']} "
+        w(f"{label(r)} {r['n']} "
           f"| {fmt_num(r['bytes'] / 1024 if r.get('bytes') else None)} | {d('dssim_photo', 'n_photo')} "
           f"| {d('dssim_alpha', 'n_alpha')} | {'; '.join(notes).replace('|', '/')} |")
     w("")
