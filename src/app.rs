@@ -214,6 +214,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         config.delivery.signing_keys_file.as_deref(),
         &config.data_dir,
     )?;
+    let rate_limits = crate::ratelimit::RateLimits::new(&config.delivery.budgets);
     Ok(Arc::new(AppState {
         config,
         store,
@@ -229,7 +230,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         jwt,
         preset_usage: Default::default(),
         usage: Default::default(),
-        rate_limits: Default::default(),
+        rate_limits,
         node_id,
         cluster,
     }))

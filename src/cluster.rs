@@ -236,7 +236,7 @@ fn clear(state: &AppState) {
 async fn apply(state: &AppState, notice: Notice) {
     match notice {
         Notice::Account(name) => state.caches.meta.invalidate_account_local(&name).await,
-        Notice::Hashes(hashes) => state.caches.forget_hashes(&hashes).await,
+        Notice::Hashes(scopes) => state.caches.forget_scopes(&scopes).await,
         Notice::ApiKey(hash) => state.api_keys.forget_key(&hash).await,
         Notice::All => clear(state),
     }

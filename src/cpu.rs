@@ -87,6 +87,11 @@ impl Pool {
         self.threads
     }
 
+    /// Whether every AVIF lane is taken: a new AVIF job would wait for one.
+    pub fn avif_busy(&self) -> bool {
+        self.avif.available_permits() == 0
+    }
+
     /// Runs `job` on the pool, admitted at once or refused; waits at most `deadline`.
     ///
     /// On `Timeout` the job still runs to its end (CPU work cannot be interrupted) and keeps

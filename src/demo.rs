@@ -48,6 +48,7 @@ pub async fn seed(ingest: &Ingest<'_>) -> Result<bool, IngestError> {
                 original_filename: (*name).to_string(),
                 bytes: Bytes::from_static(bytes),
                 visibility: Visibility::Public,
+                placement: Default::default(),
             })
             .await;
         match added {

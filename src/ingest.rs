@@ -13,7 +13,7 @@ use crate::cache::Caches;
 use crate::cpu::{CpuError, JobClass, Pool};
 use crate::origin::{Origin, OriginError};
 use crate::pipeline::{self, Limits, PipelineError};
-use crate::store::{NewImage, PathOutcome, Store, StoreError, Visibility};
+use crate::store::{NewImage, PathOutcome, Placement, Store, StoreError, Visibility};
 
 /// Longest stored path, in bytes.
 pub const MAX_PATH_LEN: usize = 1024;
@@ -41,6 +41,8 @@ pub struct Original {
     pub original_filename: String,
     pub bytes: Bytes,
     pub visibility: Visibility,
+    /// What the upload may do to what the account holds already.
+    pub placement: Placement,
 }
 
 /// What was stored.
@@ -107,7 +109,7 @@ impl Ingest<'_> {
             let written = match self.origin.put(&image.hash, original.bytes).await {
                 Ok(()) => self
                     .store
-                    .put_image(&image, &original.path, &stem)
+                    .put_image(&image, &original.path, &stem, original.placement)
                     .await
                     .map_err(IngestError::from),
                 Err(e) => Err(e.into()),
@@ -125,7 +127,7 @@ impl Ingest<'_> {
             // retry would then be a 409). What is left is unreachable and swept later.
             if let Err(e) = self
                 .caches
-                .purge_hashes(self.store, std::slice::from_ref(old_hash))
+                .purge_originals(self.store, &image.account, std::slice::from_ref(old_hash))
                 .await
             {
                 tracing::warn!(error = %e, "purging a replaced image's variants failed");
@@ -154,12 +156,9 @@ impl Ingest<'_> {
         if !deleted? {
             return Ok(false);
         }
+        // Variants are purged per account when an image goes (see `Caches::purge_originals`);
+        // what is left here is the bytes.
         self.caches.forget_original(hash).await;
-        // No image has these bytes: nothing may decrypt a variant of them any more (here or on
-        // another node: the purge is published).
-        self.caches
-            .purge_hashes(self.store, &[hash.to_string()])
-            .await?;
         Ok(true)
     }
 
@@ -248,6 +247,8 @@ impl Ingest<'_> {
                 original_filename: name,
                 bytes,
                 visibility: Visibility::Public,
+                // A folder holding `a.jpg` and `a.png` must not have one delete the other.
+                placement: Placement::default(),
             };
             match self.add(original).await {
                 Ok(done) if done.outcome.is_new => report.added += 1,

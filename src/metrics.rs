@@ -26,6 +26,10 @@ pub struct Metrics {
     pub origin_fetches_total: IntCounterVec,
     /// Requests that waited for another request's identical render.
     pub coalesced_total: IntCounter,
+    /// Labels: budget (client, image). New renders refused with 429 by a render budget.
+    pub renders_refused_total: IntCounterVec,
+    /// `format=auto` answers given as WebP because every AVIF lane was busy.
+    pub avif_fallbacks_total: IntCounter,
     /// Set at each scrape from /proc.
     process_resident_memory_bytes: IntGauge,
     /// 1 while this node listens for other nodes' invalidations (PostgreSQL store).
@@ -153,6 +157,15 @@ impl Metrics {
             "imgnode_cache_coalesced_total",
             "Requests answered by waiting for another request's identical render",
         );
+        let renders_refused_total = r.counter_vec(
+            "imgnode_delivery_renders_refused_total",
+            "New renders refused with 429 by a render budget (client: per address; image: new variants per image per hour)",
+            &["budget"],
+        );
+        let avif_fallbacks_total = r.counter(
+            "imgnode_delivery_avif_fallbacks_total",
+            "format=auto requests answered as WebP because every AVIF lane was busy",
+        );
         let process_resident_memory_bytes = r.gauge(
             "imgnode_process_resident_memory_bytes",
             "Resident set size of the process",
@@ -164,6 +177,8 @@ impl Metrics {
             render,
             origin_fetches_total,
             coalesced_total,
+            renders_refused_total,
+            avif_fallbacks_total,
             process_resident_memory_bytes,
             cluster_listening,
             cluster_notices_total,

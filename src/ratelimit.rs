@@ -1,5 +1,6 @@
 //! Rate limits: GCRA (governor) per API key or JWT subject at the rate of the account's plan,
-//! and per client IP for failed authentications (brute force of keys).
+//! per client IP for failed authentications (brute force of keys), and the render budgets of
+//! delivery: new renders per client IP, new variants per original.
 //!
 //! Owns the limiters and the `X-RateLimit-*` numbers. Per node: with N nodes behind a
 //! balancer a client can reach N times the rate (documented in the README). Must never block
@@ -45,16 +46,55 @@ pub struct RateLimits {
     /// One keyed limiter per distinct plan rate.
     by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
     auth_failures: Keyed<IpAddr>,
+    /// New renders per client network; `None` when off.
+    client_renders: Option<Budget<IpAddr>>,
+    /// New variants per original of an account (`cache::scope`); `None` when off.
+    image_variants: Option<Budget<String>>,
+}
+
+/// A keyed limiter with the figures its `X-RateLimit-*`/`Retry-After` numbers need.
+struct Budget<K: std::hash::Hash + Eq + Clone> {
+    limiter: Keyed<K>,
+    /// Allowance per `period`, and the burst.
+    rate: u32,
+    period: Duration,
+    burst: u32,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Budget<K> {
+    fn new(rate: u32, period: Duration, burst: u32) -> Option<Budget<K>> {
+        let rate_nz = NonZeroU32::new(rate)?;
+        let burst_nz = NonZeroU32::new(burst).unwrap_or(rate_nz);
+        let quota = Quota::with_period(period / rate)?.allow_burst(burst_nz);
+        Some(Budget {
+            limiter: keyed(quota),
+            rate,
+            period,
+            burst: burst_nz.get(),
+        })
+    }
+
+    fn take(&self, clock: &DefaultClock, key: &K) -> RateState {
+        let outcome = self.limiter.check_key(key);
+        state_over(clock, self.burst, self.period / self.rate, outcome)
+    }
+
+    fn shrink(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
 }
 
 impl Default for RateLimits {
+    /// No render budgets (tests of the other limits; the node uses [`RateLimits::new`]).
     fn default() -> Self {
-        RateLimits {
-            clock: DefaultClock::default(),
-            blocked: std::sync::Mutex::new(HashMap::new()),
-            by_rate: Mutex::new(HashMap::new()),
-            auth_failures: keyed(per_minute(AUTH_FAILURES_PER_MINUTE)),
-        }
+        RateLimits::new(&crate::config::RenderBudgets {
+            client_per_minute: 0,
+            client_burst: 0,
+            image_variants_per_hour: 0,
+            unsigned_max_quality: 100,
+            unsigned_avif_max_pixels: u64::MAX,
+        })
     }
 }
 
@@ -67,6 +107,39 @@ fn now_unix() -> i64 {
 }
 
 impl RateLimits {
+    pub fn new(budgets: &crate::config::RenderBudgets) -> RateLimits {
+        RateLimits {
+            clock: DefaultClock::default(),
+            blocked: std::sync::Mutex::new(HashMap::new()),
+            by_rate: Mutex::new(HashMap::new()),
+            auth_failures: keyed(per_minute(AUTH_FAILURES_PER_MINUTE)),
+            client_renders: Budget::new(
+                budgets.client_per_minute,
+                Duration::from_secs(60),
+                budgets.client_burst,
+            ),
+            image_variants: Budget::new(
+                budgets.image_variants_per_hour,
+                Duration::from_secs(3600),
+                budgets.image_variants_per_hour,
+            ),
+        }
+    }
+
+    /// Takes one new render from the allowance of `client`'s network; `None` when the budget
+    /// is off.
+    pub fn client_render(&self, client: IpAddr) -> Option<RateState> {
+        let budget = self.client_renders.as_ref()?;
+        Some(budget.take(&self.clock, &network_of(client)))
+    }
+
+    /// Takes one new variant from the hourly allowance of an original (`scope`); `None` when
+    /// the cap is off.
+    pub fn image_variant(&self, scope: &str) -> Option<RateState> {
+        let budget = self.image_variants.as_ref()?;
+        Some(budget.take(&self.clock, &scope.to_string()))
+    }
+
     /// Takes one request from `who`'s allowance at `per_minute`.
     pub fn check(&self, who: &str, per_minute_limit: u32) -> RateState {
         let limiter = {
@@ -126,6 +199,12 @@ impl RateLimits {
         }
         self.auth_failures.retain_recent();
         self.auth_failures.shrink_to_fit();
+        if let Some(b) = &self.client_renders {
+            b.shrink();
+        }
+        if let Some(b) = &self.image_variants {
+            b.shrink();
+        }
         let now = std::time::Instant::now();
         self.blocked
             .lock()
@@ -146,15 +225,23 @@ fn network_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn state(
-    clock: &DefaultClock,
-    limit: u32,
-    outcome: Result<
-        governor::middleware::StateSnapshot,
-        governor::NotUntil<<DefaultClock as Clock>::Instant>,
-    >,
-) -> RateState {
-    let interval = Duration::from_secs(60) / limit.max(1);
+type Outcome = Result<
+    governor::middleware::StateSnapshot,
+    governor::NotUntil<<DefaultClock as Clock>::Instant>,
+>;
+
+/// For a per-minute `limit` whose burst is the limit.
+fn state(clock: &DefaultClock, limit: u32, outcome: Outcome) -> RateState {
+    state_over(
+        clock,
+        limit,
+        Duration::from_secs(60) / limit.max(1),
+        outcome,
+    )
+}
+
+/// `limit` is the burst, `interval` the time one unit takes to come back.
+fn state_over(clock: &DefaultClock, limit: u32, interval: Duration, outcome: Outcome) -> RateState {
     match outcome {
         Ok(snapshot) => {
             let remaining = snapshot.remaining_burst_capacity();

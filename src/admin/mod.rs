@@ -488,7 +488,7 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
                 .await?
                 .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
             caches
-                .purge_hashes(&state.store, std::slice::from_ref(&image.hash))
+                .purge_originals(&state.store, &account, std::slice::from_ref(&image.hash))
                 .await?;
             serde_json::json!({"scope": "image", "account": account, "image_id": id})
         }

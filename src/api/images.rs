@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, HttpError};
 use crate::ingest::{IngestError, Original, path_stem};
 use crate::pipeline::{self, PipelineError, SourceFormat};
 use crate::server::{Body, response};
-use crate::store::{ImageRecord, ImageWithPaths, Visibility};
+use crate::store::{ImageRecord, ImageWithPaths, Placement, Visibility};
 use crate::usage::{self, Quota};
 
 /// Multipart framing and the small text fields, on top of `upload.max_bytes` for the file.
@@ -209,6 +209,8 @@ pub struct UploadForm {
     pub file: Option<(String, bytes::Bytes)>,
     pub target_path: Option<String>,
     pub visibility: Option<String>,
+    /// `overwrite=true`: replace another image stored under the same name.
+    pub overwrite: Option<String>,
 }
 
 fn multipart_error(e: multer::Error, max: u64) -> HttpError {
@@ -281,6 +283,7 @@ where
         file: None,
         target_path: None,
         visibility: None,
+        overwrite: None,
     };
     while let Some(mut field) = form
         .next_field()
@@ -300,12 +303,12 @@ where
                 }
                 out.file = Some((filename, bytes.freeze()));
             }
-            "target_path" | "path" | "folder" | "visibility" => {
+            "target_path" | "path" | "folder" | "visibility" | "overwrite" => {
                 let text = field.text().await.map_err(|e| multipart_error(e, max))?;
-                if name == "visibility" {
-                    out.visibility = Some(text);
-                } else {
-                    out.target_path = Some(text);
+                match name.as_str() {
+                    "visibility" => out.visibility = Some(text),
+                    "overwrite" => out.overwrite = Some(text),
+                    _ => out.target_path = Some(text),
                 }
             }
             // Other fields are read (within the limits) and ignored.
@@ -344,11 +347,25 @@ pub async fn upload(
             bytes.len()
         )));
     }
-    let visibility = match form.visibility.as_deref().map(str::trim) {
-        None | Some("") => Visibility::Public,
+    let asked = form
+        .visibility
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let visibility = match asked {
+        None => Visibility::Public,
         Some(v) => v
             .parse()
             .map_err(|()| HttpError::validation("visibility must be \"public\" or \"private\""))?,
+    };
+    let overwrite = match form.overwrite.as_deref().map(str::trim) {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => {
+            return Err(HttpError::validation(
+                "overwrite must be \"true\" or \"false\"",
+            ));
+        }
     };
     // Sniffed from the bytes; the name and Content-Type are never trusted.
     let format = pipeline::sniff(&bytes).ok_or_else(|| {
@@ -368,6 +385,10 @@ pub async fn upload(
             original_filename: filename.chars().take(255).collect(),
             bytes,
             visibility,
+            placement: Placement {
+                overwrite,
+                visibility_explicit: asked.is_some(),
+            },
         })
         .await
         .map_err(ingest_error)?;
@@ -599,7 +620,7 @@ async fn forget(state: &AppState, account: &str, hash: &str) -> Result<(), HttpE
     state.caches.meta.bump(account);
     state
         .caches
-        .purge_hashes(&state.store, &[hash.to_string()])
+        .purge_originals(&state.store, account, &[hash.to_string()])
         .await?;
     if let Err(e) = state.ingest().release_original(hash).await {
         // The sweeper retries; the image is already unreachable.

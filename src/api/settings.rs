@@ -8,7 +8,9 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::HttpError;
 use crate::server::{Body, response};
-use crate::store::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, THEMES};
+use crate::store::{
+    AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, THEMES, WIDTHS_POLICIES,
+};
 
 /// `PUT /api/v1/settings`: every field optional; only those given change.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +24,21 @@ pub struct UpdateSettings {
     pub default_max_height: Option<i64>,
     pub theme: Option<String>,
     pub language: Option<String>,
+    /// `[]` allows every width again.
+    pub allowed_widths: Option<Vec<i64>>,
+    pub widths_policy: Option<String>,
+    /// `null` removes the bound.
+    #[serde(default, deserialize_with = "present")]
+    pub max_quality: Option<Option<i64>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl UpdateSettings {
@@ -108,6 +125,44 @@ impl UpdateSettings {
             }
             current.language = language;
         }
+        if let Some(widths) = self.allowed_widths {
+            let mut chosen: Vec<u32> = Vec::new();
+            for w in widths {
+                match u32::try_from(w) {
+                    Ok(w) if (1..=10_000).contains(&w) => chosen.push(w),
+                    _ => {
+                        return bad(
+                            "allowed_widths entries must be integers from 1 to 10000".into()
+                        );
+                    }
+                }
+            }
+            chosen.sort_unstable();
+            chosen.dedup();
+            if chosen.len() > MAX_ALLOWED_WIDTHS {
+                return bad(format!(
+                    "allowed_widths may list at most {MAX_ALLOWED_WIDTHS} widths"
+                ));
+            }
+            current.allowed_widths = chosen;
+        }
+        if let Some(rule) = self.widths_policy {
+            if !WIDTHS_POLICIES.contains(&rule.as_str()) {
+                return bad(format!(
+                    "widths_policy must be one of {}",
+                    WIDTHS_POLICIES.join(", ")
+                ));
+            }
+            current.widths_policy = rule;
+        }
+        match self.max_quality {
+            None => {}
+            Some(None) => current.max_quality = None,
+            Some(Some(q)) => match u8::try_from(q) {
+                Ok(q) if (1..=100).contains(&q) => current.max_quality = Some(q),
+                _ => return bad("max_quality must be an integer from 1 to 100, or null".into()),
+            },
+        }
         Ok(current)
     }
 }
@@ -137,6 +192,9 @@ pub async fn settings_json(
         "default_max_height": s.default_max_height,
         "theme": s.theme,
         "language": s.language,
+        "allowed_widths": s.allowed_widths,
+        "widths_policy": s.widths_policy,
+        "max_quality": s.max_quality,
         "created_at": record.created_at,
         "updated_at": stored.updated_at.unwrap_or(record.created_at),
         "total_uploads": uploads,

@@ -178,17 +178,17 @@ impl MetaCache {
         load().await
     }
 
-    /// The data key of an original's cached variants; `None` when it has none (so nothing of
-    /// it can be cached).
+    /// The data key of an original's cached variants in one account (`scope`, see
+    /// [`crate::cache::scope`]); `None` when it has none (so nothing of it can be cached).
     pub async fn data_key(
         &self,
         store: &Store,
-        hash: &str,
+        scope: &str,
     ) -> Result<Option<Arc<DataKey>>, StoreError> {
         self.data_keys
-            .try_get_with_by_ref(hash, async {
+            .try_get_with_by_ref(scope, async {
                 Ok(store
-                    .cache_key(hash)
+                    .cache_key(scope)
                     .await?
                     .map(|k| Arc::new(DataKey::from_bytes(k))))
             })
@@ -200,19 +200,19 @@ impl MetaCache {
     pub async fn data_key_for_insert(
         &self,
         store: &Store,
-        hash: &str,
+        scope: &str,
     ) -> Result<Arc<DataKey>, StoreError> {
-        if let Some(key) = self.data_key(store, hash).await? {
+        if let Some(key) = self.data_key(store, scope).await? {
             return Ok(key);
         }
         let candidate = DataKey::generate();
         let key = Arc::new(DataKey::from_bytes(
             store
-                .cache_key_or_insert(hash, candidate.as_bytes())
+                .cache_key_or_insert(scope, candidate.as_bytes())
                 .await?,
         ));
         self.data_keys
-            .insert(hash.to_string(), Some(key.clone()))
+            .insert(scope.to_string(), Some(key.clone()))
             .await;
         Ok(key)
     }

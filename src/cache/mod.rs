@@ -94,9 +94,22 @@ impl Caches {
         })
     }
 
-    /// The key of one variant: the inputs that decide its bytes. Also the ETag's source.
-    pub fn variant_key(&self, original_hash: &str, canonical: &str, format: &str) -> VariantKey {
-        variant_key(original_hash, canonical, format, &self.buster)
+    /// The key of one variant: the inputs that decide its bytes, and the account that owns
+    /// the original (so two tenants holding the same bytes never share a variant: neither
+    /// learns from a hit what the other serves). Also the ETag's source.
+    pub fn variant_key(
+        &self,
+        account: &str,
+        original_hash: &str,
+        canonical: &str,
+        format: &str,
+    ) -> VariantKey {
+        variant_key(
+            &scope(account, original_hash),
+            canonical,
+            format,
+            &self.buster,
+        )
     }
 
     /// The original's bytes through the originals cache, loading each one once however many
@@ -122,42 +135,51 @@ impl Caches {
         }
     }
 
-    /// Remembers that `key` (a variant of `hash`) may now sit in memory.
-    pub fn note_cached(&self, hash: &str, key: VariantKey) {
+    /// Remembers that `key` (a variant of the original `scope`, see [`scope`]) may now sit in
+    /// memory.
+    pub fn note_cached(&self, scope: &str, key: VariantKey) {
         /// Variants of one original tracked for active removal; more are left to age out.
         const PER_ORIGINAL: usize = 1024;
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        if !index.contains_key(hash) && index.len() >= self.index_limit {
+        if !index.contains_key(scope) && index.len() >= self.index_limit {
             index.clear();
         }
-        let keys = index.entry(hash.to_string()).or_default();
+        let keys = index.entry(scope.to_string()).or_default();
         if keys.len() < PER_ORIGINAL {
             keys.insert(key);
         }
     }
 
-    /// Purges every variant of these originals: their data keys are deleted first (nothing on
-    /// disk can be decrypted from then on), then the entries leave memory and disk, here and
-    /// on the other nodes.
-    pub async fn purge_hashes(&self, store: &Store, hashes: &[String]) -> Result<(), StoreError> {
+    /// Purges every variant `account` has of these originals: their data keys are deleted
+    /// first (nothing on disk can be decrypted from then on), then the entries leave memory
+    /// and disk, here and on the other nodes. Another account's variants of the same bytes
+    /// are untouched.
+    pub async fn purge_originals(
+        &self,
+        store: &Store,
+        account: &str,
+        hashes: &[String],
+    ) -> Result<(), StoreError> {
         if hashes.is_empty() {
             return Ok(());
         }
-        store.delete_cache_keys(hashes).await?;
-        self.forget_hashes(hashes).await;
-        self.cluster.publish(Notice::Hashes(hashes.to_vec()));
+        let scopes: Vec<String> = hashes.iter().map(|h| scope(account, h)).collect();
+        store.delete_cache_keys(&scopes).await?;
+        self.forget_scopes(&scopes).await;
+        self.cluster.publish(Notice::Hashes(scopes));
         Ok(())
     }
 
     /// What this node holds of these originals (their data keys, variants and bytes), after
-    /// their data keys were deleted from the database (here or by another node).
-    pub async fn forget_hashes(&self, hashes: &[String]) {
-        self.meta.invalidate_data_keys(hashes).await;
+    /// their data keys were deleted from the database (here or by another node). `scopes` are
+    /// [`scope`] strings.
+    pub async fn forget_scopes(&self, scopes: &[String]) {
+        self.meta.invalidate_data_keys(scopes).await;
         let keys: Vec<VariantKey> = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            hashes
+            scopes
                 .iter()
-                .filter_map(|h| index.remove(h))
+                .filter_map(|s| index.remove(s))
                 .flatten()
                 .collect()
         };
@@ -165,7 +187,10 @@ impl Caches {
             self.variants.remove(key);
         }
         if let Some(originals) = &self.originals {
-            for hash in hashes {
+            // The bytes are shared by content; a purge also makes the next render fetch them
+            // from the origin again.
+            for s in scopes {
+                let hash = s.rsplit_once('/').map_or(s.as_str(), |(_, h)| h);
                 originals.invalidate(hash).await;
             }
         }
@@ -174,7 +199,7 @@ impl Caches {
     /// Purges every variant of every image of an account.
     pub async fn purge_account(&self, store: &Store, account: &str) -> Result<usize, StoreError> {
         let hashes = store.account_hashes(account).await?;
-        self.purge_hashes(store, &hashes).await?;
+        self.purge_originals(store, account, &hashes).await?;
         self.meta.invalidate_account(account).await;
         Ok(hashes.len())
     }
@@ -195,6 +220,13 @@ impl Caches {
     pub async fn close(&self) -> Result<(), CacheError> {
         self.variants.close().await
     }
+}
+
+/// What variants, data keys and purges are keyed by: an original as one account holds it
+/// (`{account}/{hash}`; account names have no `/`). Content hashes alone are shared by every
+/// account that uploaded the same bytes.
+pub fn scope(account: &str, hash: &str) -> String {
+    format!("{account}/{hash}")
 }
 
 /// SHA-256 over the NUL-separated inputs, first 128 bits.

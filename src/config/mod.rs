@@ -202,6 +202,24 @@ pub struct DeliveryConfig {
     /// One signing key per line, the first signs; `None` means `{data_dir}/signing.keys`,
     /// generated on first start.
     pub signing_keys_file: Option<PathBuf>,
+    /// What one client and one image may make the node render.
+    pub budgets: RenderBudgets,
+}
+
+/// Bounds on new renders (cache misses) that anyone can cause with new URLs; cache hits never
+/// count. Zero turns a budget off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderBudgets {
+    /// New renders per minute per client address (IPv6: per /64), GCRA.
+    pub client_per_minute: u32,
+    /// How many of them may come at once (a page of new thumbnails).
+    pub client_burst: u32,
+    /// Distinct new variants of one image per hour, for unsigned URLs.
+    pub image_variants_per_hour: u32,
+    /// Unsigned URLs asking for a higher `q` get this one.
+    pub unsigned_max_quality: u8,
+    /// Unsigned AVIF outputs over this many pixels are refused (`format=auto` answers WebP).
+    pub unsigned_avif_max_pixels: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -592,6 +610,33 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             },
             signing_keys_file: (!raw.delivery.signing_keys_file.is_empty())
                 .then(|| PathBuf::from(&raw.delivery.signing_keys_file)),
+            budgets: {
+                let d = &raw.delivery;
+                if d.client_renders_per_minute > 0 {
+                    p.range(
+                        "delivery.client_render_burst",
+                        u64::from(d.client_render_burst),
+                        1,
+                        1_000_000,
+                    );
+                }
+                p.range(
+                    "delivery.unsigned_max_quality",
+                    u64::from(d.unsigned_max_quality),
+                    1,
+                    100,
+                );
+                RenderBudgets {
+                    client_per_minute: d.client_renders_per_minute,
+                    client_burst: d.client_render_burst,
+                    image_variants_per_hour: d.image_variants_per_hour,
+                    unsigned_max_quality: d.unsigned_max_quality,
+                    unsigned_avif_max_pixels: p.positive(
+                        "delivery.unsigned_avif_max_pixels",
+                        d.unsigned_avif_max_pixels,
+                    ),
+                }
+            },
         },
         upload: UploadConfig {
             max_bytes: p.bytes("upload.max_bytes", &raw.upload.max_bytes),

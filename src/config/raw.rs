@@ -256,6 +256,11 @@ pub struct RawDelivery {
     pub sign_originals: bool,
     pub signing_keys_file: String,
     pub suspended_status: u16,
+    pub client_renders_per_minute: u32,
+    pub client_render_burst: u32,
+    pub image_variants_per_hour: u32,
+    pub unsigned_max_quality: u8,
+    pub unsigned_avif_max_pixels: u64,
 }
 
 impl Default for RawDelivery {
@@ -267,6 +272,11 @@ impl Default for RawDelivery {
             sign_originals: true,
             signing_keys_file: String::new(),
             suspended_status: 403,
+            client_renders_per_minute: 300,
+            client_render_burst: 300,
+            image_variants_per_hour: 100,
+            unsigned_max_quality: 90,
+            unsigned_avif_max_pixels: 2_000_000,
         }
     }
 }

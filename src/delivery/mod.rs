@@ -5,6 +5,7 @@
 //! `cpu::Pool`, bytes come from `origin`, metadata from `store`. Must never decode, resize or
 //! run SQL directly.
 
+mod budget;
 pub mod negotiate;
 pub mod preset;
 pub mod url;
@@ -61,6 +62,9 @@ pub struct DeliveryRequest<'a> {
     pub query: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The client's address (from a trusted proxy's forwarding headers, or the peer), for
+    /// the per-client render budget.
+    pub client: std::net::IpAddr,
 }
 
 /// A render's result as every waiter of a single flight receives it.
@@ -100,8 +104,10 @@ pub async fn handle(
         .await?
         .ok_or_else(HttpError::not_found)?;
     if image.visibility == Visibility::Private && !signed {
-        // The same answer as a bad signature: nothing says the image is private.
-        return Err(HttpError::forbidden(SIGNATURE_REQUIRED));
+        // Exactly the answer of a missing image (status, body, cache headers), so an unsigned
+        // probe cannot tell a private image from no image. A wrong or expired signature is a
+        // 403 before any lookup, whether or not the image exists.
+        return Err(HttpError::not_found());
     }
 
     let (mut params, ext, preset_id) = match &url.query.params.preset {
@@ -125,10 +131,11 @@ pub async fn handle(
     };
     params.preset = None;
 
-    let (output, negotiated) = if params.format_auto {
-        (negotiate::best(req.headers, ext), true)
+    let negotiated = params.format_auto;
+    let mut output = if negotiated {
+        negotiate::best(req.headers, ext)
     } else {
-        (ext, false)
+        ext
     };
     let head_only = req.method == Method::HEAD;
 
@@ -143,71 +150,123 @@ pub async fn handle(
         // A bare format conversion (`photo.avif` of a JPEG) is a render like any other.
         return Err(HttpError::forbidden(SIGNATURE_REQUIRED));
     }
-    let (key, transform) = if passthrough {
-        (caches.variant_key(&image.hash, "", "original"), None)
-    } else {
-        let settings = caches.meta.settings(&state.store, &account.name).await?;
-        let transform = params.resolve(&defaults_of(&settings), &state.config.limits);
-        let canonical = url::canonical(&transform);
-        let key = caches.variant_key(&image.hash, &canonical, output.extension());
-        (key, Some(transform))
-    };
-    let etag = etag_of(&key);
+    let private_until = (image.visibility == Visibility::Private).then(|| {
+        url.query
+            .expires
+            .unwrap_or_else(|| crate::store::now_unix() + PRIVATE_MAX_AGE)
+    });
     let mut meta = ResponseMeta {
         format: output,
-        etag: &etag,
+        etag: String::new(),
         image: &image,
         vary_accept: negotiated,
-        private_until: (image.visibility == Visibility::Private).then(|| {
-            url.query
-                .expires
-                .unwrap_or_else(|| crate::store::now_unix() + PRIVATE_MAX_AGE)
-        }),
-        cache: if passthrough {
-            CacheStatus::Original
-        } else {
-            CacheStatus::Miss
-        },
+        private_until,
+        cache: CacheStatus::Original,
         timing: None,
     };
+    if passthrough {
+        meta.etag = etag_of(&caches.variant_key(&account.name, &image.hash, "", "original"));
+        // Revalidation needs no bytes at all: the ETag is derived from the request alone.
+        if not_modified(req.headers, &meta.etag) {
+            return Ok((
+                meta.build(state, StatusCode::NOT_MODIFIED, None),
+                meta.cache,
+            ));
+        }
+        let started = Instant::now();
+        let bytes = fetch_original(state, &image.hash).await?;
+        meta.timing = Some((started.elapsed(), StageTimings::default()));
+        return Ok((meta.respond(state, bytes, head_only), meta.cache));
+    }
+
+    let settings = caches.meta.settings(&state.store, &account.name).await?;
+    let limits = &state.config.limits;
+    let mut transform = params.resolve(&defaults_of(&settings), limits);
+    budget::apply_size_policy(&mut transform, &settings)?;
+    let budgets = &state.config.delivery.budgets;
+    if !signed {
+        transform.quality = transform.quality.min(budgets.unsigned_max_quality);
+        if output == OutputFormat::Avif {
+            let source = (image.width, image.height);
+            if negotiated {
+                if budget::avif_pixels(source, &transform, limits)
+                    > budgets.unsigned_avif_max_pixels
+                {
+                    output = negotiate::best_without_avif(req.headers, ext);
+                }
+            } else {
+                budget::fit_avif(
+                    source,
+                    &mut transform,
+                    limits,
+                    budgets.unsigned_avif_max_pixels,
+                );
+            }
+        }
+    }
+    let canonical = url::canonical(&transform);
+    let scope = crate::cache::scope(&account.name, &image.hash);
+    let mut key = caches.variant_key(&account.name, &image.hash, &canonical, output.extension());
+    meta.format = output;
+    meta.etag = etag_of(&key);
     // Revalidation needs no bytes at all: the ETag is derived from the request alone.
-    if not_modified(req.headers, &etag) {
+    if not_modified(req.headers, &meta.etag) {
         return Ok((
             meta.build(state, StatusCode::NOT_MODIFIED, None),
             meta.cache,
         ));
     }
-    let Some(transform) = transform else {
-        let started = Instant::now();
-        let bytes = fetch_original(state, &image.hash).await?;
-        meta.timing = Some((started.elapsed(), StageTimings::default()));
+    if let Some((bytes, status)) = cached(state, &scope, &key).await? {
+        meta.cache = status;
         return Ok((meta.respond(state, bytes, head_only), meta.cache));
-    };
-
-    if let Some(data_key) = caches.meta.data_key(&state.store, &image.hash).await?
-        && let Some((variant, tier)) = caches.variants.get(&key, &data_key).await
-    {
-        meta.cache = match tier {
-            Tier::Memory => CacheStatus::HitMemory,
-            Tier::Disk => {
-                // The disk hit is now back in memory: purge must know it is there.
-                caches.note_cached(&image.hash, key);
-                CacheStatus::HitDisk
-            }
-        };
-        return Ok((meta.respond(state, variant.bytes, head_only), meta.cache));
+    }
+    if negotiated && output == OutputFormat::Avif && state.cpu.avif_busy() {
+        // Every AVIF lane is taken (by anyone's encodes): a WebP now rather than a queue, so
+        // one tenant's AVIF traffic cannot starve another's pages.
+        output = negotiate::best_without_avif(req.headers, ext);
+        key = caches.variant_key(&account.name, &image.hash, &canonical, output.extension());
+        meta.format = output;
+        meta.etag = etag_of(&key);
+        state.metrics.avif_fallbacks_total.inc();
+        if not_modified(req.headers, &meta.etag) {
+            return Ok((
+                meta.build(state, StatusCode::NOT_MODIFIED, None),
+                meta.cache,
+            ));
+        }
+        if let Some((bytes, status)) = cached(state, &scope, &key).await? {
+            meta.cache = status;
+            return Ok((meta.respond(state, bytes, head_only), meta.cache));
+        }
     }
 
+    // A new render: what one client, and every client of one image, may cause is bounded
+    // before anything is spent or counted against the account.
+    budget::take(
+        state,
+        "client",
+        state.rate_limits.client_render(req.client),
+        "too many new renders from this address; cached images are not limited",
+    )?;
+    if !signed {
+        budget::take(
+            state,
+            "image",
+            state.rate_limits.image_variant(&scope),
+            "too many new sizes of this image in the last hour; use sizes already rendered or sign the URL",
+        )?;
+    }
     // Renders count against the monthly quota; cached variants above are served regardless.
     let used = state.usage.current(&state.store, &account.name).await?;
     usage::check(state.plan(&account.plan), Quota::Transformations, &used)?;
     let (outcome, role) = {
         let owned = state.clone();
         let hash = image.hash.clone();
+        let scope = scope.clone();
         state
             .flights
             .run(key, move || {
-                render_and_store(owned, hash, transform, output, key)
+                render_and_store(owned, hash, scope, transform, output, key)
             })
             .await
     };
@@ -234,6 +293,30 @@ pub async fn handle(
         meta.respond(state, outcome.variant.bytes, head_only),
         meta.cache,
     ))
+}
+
+/// A cached variant's bytes and the tier it came from.
+async fn cached(
+    state: &AppState,
+    scope: &str,
+    key: &VariantKey,
+) -> Result<Option<(Bytes, CacheStatus)>, HttpError> {
+    let caches = &state.caches;
+    let Some(data_key) = caches.meta.data_key(&state.store, scope).await? else {
+        return Ok(None);
+    };
+    let Some((variant, tier)) = caches.variants.get(key, &data_key).await else {
+        return Ok(None);
+    };
+    let status = match tier {
+        Tier::Memory => CacheStatus::HitMemory,
+        Tier::Disk => {
+            // The disk hit is now back in memory: purge must know it is there.
+            caches.note_cached(scope, *key);
+            CacheStatus::HitDisk
+        }
+    };
+    Ok(Some((variant.bytes, status)))
 }
 
 const SIGNATURE_REQUIRED: &str = "a valid, unexpired signature is required";
@@ -308,6 +391,7 @@ async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError
 async fn render_and_store(
     state: Arc<AppState>,
     hash: String,
+    scope: String,
     transform: Transform,
     output: OutputFormat,
     key: VariantKey,
@@ -345,14 +429,17 @@ async fn render_and_store(
         stored_at: crate::store::now_unix() as u64,
     };
     let caches = &state.caches;
-    let data_key = caches.meta.data_key_for_insert(&state.store, &hash).await?;
+    let data_key = caches
+        .meta
+        .data_key_for_insert(&state.store, &scope)
+        .await?;
     caches
         .variants
         .insert(key, variant.clone(), data_key.clone());
-    caches.note_cached(&hash, key);
+    caches.note_cached(&scope, key);
     // A purge that ran while this rendered deleted the key it encrypted with: take the entry
     // back out, so nothing purged is served again.
-    let current = caches.meta.data_key(&state.store, &hash).await?;
+    let current = caches.meta.data_key(&state.store, &scope).await?;
     if current.is_none_or(|k| k.as_bytes() != data_key.as_bytes()) {
         caches.variants.remove(&key);
     }
@@ -384,7 +471,7 @@ const PRIVATE_MAX_AGE: i64 = 3600;
 
 struct ResponseMeta<'a> {
     format: OutputFormat,
-    etag: &'a str,
+    etag: String,
     image: &'a ImageRecord,
     vary_accept: bool,
     /// For a private image, when its signature expires: only the client may cache it, and no
@@ -429,7 +516,7 @@ impl ResponseMeta<'_> {
         if let Ok(v) = HeaderValue::from_str(&cache_control) {
             h.insert(CACHE_CONTROL, v);
         }
-        if let Ok(v) = HeaderValue::from_str(self.etag) {
+        if let Ok(v) = HeaderValue::from_str(&self.etag) {
             h.insert(ETAG, v);
         }
         let uploaded = UNIX_EPOCH + Duration::from_secs(self.image.uploaded_at.max(0) as u64);

@@ -9,6 +9,28 @@ use crate::pipeline::OutputFormat;
 /// The best format the client accepts. `*/*` and `image/*` are not taken as support for
 /// AVIF or WebP: browsers that decode them list them explicitly.
 pub fn best(headers: &HeaderMap, fallback: OutputFormat) -> OutputFormat {
+    let (avif, webp) = accepted(headers);
+    if avif {
+        OutputFormat::Avif
+    } else if webp {
+        OutputFormat::Webp
+    } else {
+        fallback
+    }
+}
+
+/// [`best`] when AVIF is not an option (its lane is busy, or the output is over the unsigned
+/// AVIF budget): WebP if the client takes it, else `fallback` (never AVIF).
+pub fn best_without_avif(headers: &HeaderMap, fallback: OutputFormat) -> OutputFormat {
+    match (accepted(headers).1, fallback) {
+        (true, _) => OutputFormat::Webp,
+        (false, OutputFormat::Avif) => OutputFormat::Jpeg,
+        (false, other) => other,
+    }
+}
+
+/// Whether `Accept` takes AVIF and WebP (q > 0).
+fn accepted(headers: &HeaderMap) -> (bool, bool) {
     let (mut avif, mut webp) = (false, false);
     for value in headers
         .get_all(ACCEPT)
@@ -33,13 +55,7 @@ pub fn best(headers: &HeaderMap, fallback: OutputFormat) -> OutputFormat {
             }
         }
     }
-    if avif {
-        OutputFormat::Avif
-    } else if webp {
-        OutputFormat::Webp
-    } else {
-        fallback
-    }
+    (avif, webp)
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl Handler for PublicHandler {
                         query: req.uri().query().unwrap_or(""),
                         method: req.method(),
                         headers: req.headers(),
+                        client: peer.ip(),
                     },
                 )
                 .await;

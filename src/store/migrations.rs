@@ -153,6 +153,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        8,
+        &[
+            // Data keys are per account from here on (`cache::scope`: `{account}/{hash}`), so
+            // two tenants holding the same bytes share neither variants nor purges. The keys
+            // by bare content hash are deleted: their variants become unreadable ciphertext
+            // that ages out, and the cache refills once.
+            "DELETE FROM cache_keys",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

@@ -25,10 +25,14 @@ use sqlx::{AnyPool, Executor, Row};
 pub use images::{DeletedImage, DeletedPath, FolderListing, ImageWithPaths};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use model::{
-    Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Visibility, validate_account_name,
+    Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Placement, Visibility,
+    validate_account_name,
 };
 pub use presets::{MAX_PRESETS, PresetChange, PresetRecord};
-pub use settings::{AccountSettings, DELIVERY_FORMATS, FIT_MODES, StoredSettings, THEMES};
+pub use settings::{
+    AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, StoredSettings, THEMES,
+    WIDTHS_POLICIES,
+};
 pub use usage::{AuditFilter, AuditRecord, UsageCounts};
 
 use crate::pipeline::SourceFormat;
@@ -406,6 +410,7 @@ impl Store {
         image: &NewImage,
         path: &str,
         stem: &str,
+        placement: Placement,
     ) -> Result<PathOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         // An upload that raced an erasure must not re-create what the erasure deletes. A write
@@ -441,23 +446,46 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let is_new = inserted.rows_affected() == 1;
+        if !is_new && placement.visibility_explicit {
+            let stored: String =
+                sqlx::query("SELECT visibility FROM images WHERE account = $1 AND id = $2")
+                    .bind(&image.account)
+                    .bind(&image.id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("visibility")?;
+            if stored != image.visibility.as_str() {
+                return Err(StoreError::Conflict(format!(
+                    "this account already holds these bytes as a {stored} image (visibility \
+                     belongs to the image and all its paths): change it with PATCH \
+                     /api/v1/images/{}/visibility, or upload with visibility={stored}",
+                    image.id
+                )));
+            }
+        }
 
-        let previous: Option<String> =
-            sqlx::query("SELECT image_id FROM paths WHERE account = $1 AND stem = $2")
+        let previous: Option<(String, String)> =
+            sqlx::query("SELECT image_id, path FROM paths WHERE account = $1 AND stem = $2")
                 .bind(&image.account)
                 .bind(stem)
                 .fetch_optional(&mut *tx)
                 .await?
-                .map(|r| r.try_get("image_id"))
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get("image_id")?, r.try_get("path")?)))
                 .transpose()?;
         let mut orphaned = None;
         match previous {
-            Some(prev) if prev == image.id => {
+            Some((prev, _)) if prev == image.id => {
                 return Err(StoreError::Conflict(format!(
                     "these bytes are already stored at {path}"
                 )));
             }
-            Some(prev) => {
+            Some((_, existing)) if !placement.overwrite => {
+                return Err(StoreError::Conflict(format!(
+                    "`{existing}` holds another image under the same name (URLs look images \
+                     up without their extension): send overwrite=true to replace it"
+                )));
+            }
+            Some((prev, _)) => {
                 sqlx::query(
                     "UPDATE paths SET image_id = $1, path = $2, created_at = $3
                      WHERE account = $4 AND stem = $5",

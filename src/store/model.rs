@@ -112,6 +112,20 @@ pub struct NewImage {
     pub dominant_color: Option<String>,
 }
 
+/// What an upload may do to what the account already holds (`Store::put_image`). The
+/// default changes nothing that is there: every conflict is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Another image at the same stem (`a.png` for an upload to `a.jpg`) is replaced: the
+    /// path points at the new image, and the old image goes when no path is left to it.
+    /// Without it such an upload is a conflict.
+    pub overwrite: bool,
+    /// The uploader asked for `NewImage::visibility` explicitly: bytes the account already
+    /// holds with the other visibility are a conflict (visibility is the image's, shared by
+    /// all its paths), never silently kept or changed.
+    pub visibility_explicit: bool,
+}
+
 /// What `Store::put_image` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathOutcome {

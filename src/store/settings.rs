@@ -22,7 +22,20 @@ pub struct AccountSettings {
     pub default_max_height: Option<u32>,
     pub theme: String,
     pub language: String,
+    /// Output widths (device pixels) delivery renders; empty: any width.
+    pub allowed_widths: Vec<u32>,
+    /// What a width outside `allowed_widths` gets: `snap` (up to the next allowed one) or
+    /// `refuse` (400).
+    pub widths_policy: String,
+    /// Highest `q` delivery renders; higher requests get this one.
+    pub max_quality: Option<u8>,
 }
+
+/// Values of `widths_policy`.
+pub const WIDTHS_POLICIES: &[&str] = &["snap", "refuse"];
+
+/// Most entries `allowed_widths` may have.
+pub const MAX_ALLOWED_WIDTHS: usize = 64;
 
 impl Default for AccountSettings {
     fn default() -> Self {
@@ -38,6 +51,9 @@ impl Default for AccountSettings {
             default_max_height: None,
             theme: "system".into(),
             language: "en".into(),
+            allowed_widths: Vec::new(),
+            widths_policy: "snap".into(),
+            max_quality: None,
         }
     }
 }

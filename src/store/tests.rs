@@ -41,9 +41,14 @@ async fn data_survives_close_and_reopen_and_migrations_run_once() {
     {
         let s = store(&dir).await;
         s.create_account("demo", "free").await.unwrap();
-        s.put_image(&image("demo", 'a'), "cats/cat.jpg", "cats/cat")
-            .await
-            .unwrap();
+        s.put_image(
+            &image("demo", 'a'),
+            "cats/cat.jpg",
+            "cats/cat",
+            Default::default(),
+        )
+        .await
+        .unwrap();
         s.close().await;
     }
     let s = store(&dir).await;
@@ -59,17 +64,18 @@ async fn same_bytes_at_a_second_path_are_not_new_and_same_path_conflicts() {
     let s = store(&dir).await;
     s.create_account("demo", "free").await.unwrap();
     let first = s
-        .put_image(&image("demo", 'a'), "a.jpg", "a")
+        .put_image(&image("demo", 'a'), "a.jpg", "a", Default::default())
         .await
         .unwrap();
     assert!(first.is_new);
     let second = s
-        .put_image(&image("demo", 'a'), "b.jpg", "b")
+        .put_image(&image("demo", 'a'), "b.jpg", "b", Default::default())
         .await
         .unwrap();
     assert!(!second.is_new);
     assert!(matches!(
-        s.put_image(&image("demo", 'a'), "a.jpg", "a").await,
+        s.put_image(&image("demo", 'a'), "a.jpg", "a", Default::default())
+            .await,
         Err(StoreError::Conflict(_))
     ));
 }
@@ -79,11 +85,15 @@ async fn repointing_the_last_path_orphans_the_old_image() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
     s.create_account("demo", "free").await.unwrap();
-    s.put_image(&image("demo", 'a'), "a.jpg", "a")
+    s.put_image(&image("demo", 'a'), "a.jpg", "a", Default::default())
         .await
         .unwrap();
+    let overwrite = Placement {
+        overwrite: true,
+        ..Default::default()
+    };
     let out = s
-        .put_image(&image("demo", 'b'), "a.png", "a")
+        .put_image(&image("demo", 'b'), "a.png", "a", overwrite)
         .await
         .unwrap();
     assert_eq!(
@@ -98,13 +108,71 @@ async fn repointing_the_last_path_orphans_the_old_image() {
     assert!(!s.hash_referenced(&"a".repeat(64)).await.unwrap());
 }
 
+/// `a.png` uploaded over `a.jpg` (one stem) without `overwrite` changes nothing.
+#[tokio::test]
+async fn a_stem_collision_is_a_conflict_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("demo", "free").await.unwrap();
+    s.put_image(&image("demo", 'a'), "a.jpg", "a", Default::default())
+        .await
+        .unwrap();
+    let refused = s
+        .put_image(&image("demo", 'b'), "a.png", "a", Default::default())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.image_by_stem("demo", "a").await.unwrap().unwrap().id,
+        "aaaaaaaaaaaaaaaa"
+    );
+    assert!(s.image("demo", "bbbbbbbbbbbbbbbb").await.unwrap().is_none());
+}
+
+/// Bytes held as private, uploaded again as explicitly public: refused, nothing changes.
+#[tokio::test]
+async fn an_explicit_visibility_that_differs_from_the_stored_image_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir).await;
+    s.create_account("demo", "free").await.unwrap();
+    let private = NewImage {
+        visibility: Visibility::Private,
+        ..image("demo", 'a')
+    };
+    s.put_image(&private, "a.jpg", "a", Default::default())
+        .await
+        .unwrap();
+    let explicit = Placement {
+        visibility_explicit: true,
+        ..Default::default()
+    };
+    let refused = s
+        .put_image(&image("demo", 'a'), "b.jpg", "b", explicit)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(s.image_by_stem("demo", "b").await.unwrap().is_none());
+    // Not asked explicitly: the new path joins the image, which stays private.
+    s.put_image(&image("demo", 'a'), "b.jpg", "b", Default::default())
+        .await
+        .unwrap();
+    let joined = s.image_by_stem("demo", "b").await.unwrap().unwrap();
+    assert_eq!(joined.visibility, Visibility::Private);
+}
+
 #[tokio::test]
 async fn accounts_do_not_see_each_others_paths() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
     s.create_account("one", "free").await.unwrap();
     s.create_account("two", "free").await.unwrap();
-    s.put_image(&image("one", 'a'), "a.jpg", "a").await.unwrap();
+    s.put_image(&image("one", 'a'), "a.jpg", "a", Default::default())
+        .await
+        .unwrap();
     assert!(s.image_by_stem("two", "a").await.unwrap().is_none());
 }
 

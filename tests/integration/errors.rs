@@ -109,7 +109,7 @@ async fn other_methods_are_405() {
 }
 
 #[tokio::test]
-async fn private_images_are_403_like_missing_ones_look_alike() {
+async fn unsigned_private_images_answer_exactly_like_missing_ones() {
     let node = TestNode::start().await;
     node.add_image(
         "demo",
@@ -118,10 +118,24 @@ async fn private_images_are_403_like_missing_ones_look_alike() {
         Visibility::Private,
     )
     .await;
-    let (status, h, body) = node.fetch("/i/demo/secret.webp?w=10").await;
-    assert_json_error(status, &h, &body, 403, "FORBIDDEN");
-    let (status, _, body) = node.fetch("/i/demo/secret.jpg").await;
-    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    for (private, missing) in [
+        ("/i/demo/secret.webp?w=10", "/i/demo/nothing.webp?w=10"),
+        ("/i/demo/secret.jpg", "/i/demo/nothing.jpg"),
+    ] {
+        let (status, h, body) = node.fetch(private).await;
+        assert_json_error(status, &h, &body, 404, "NOT_FOUND");
+        let (m_status, m_h, m_body) = node.fetch(missing).await;
+        assert_eq!(status, m_status);
+        let error = |b: &[u8]| {
+            let mut v: serde_json::Value = serde_json::from_slice(b).unwrap();
+            v["error"]["path"].take();
+            v
+        };
+        assert_eq!(error(&body), error(&m_body), "{private}");
+        for name in ["cache-control", "content-type", "vary"] {
+            assert_eq!(h.get(name), m_h.get(name), "{private}: {name}");
+        }
+    }
 }
 
 #[tokio::test]

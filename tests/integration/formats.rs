@@ -305,6 +305,7 @@ async fn hostile_originals_are_refused_at_import() {
                 original_filename: "x.jpg".into(),
                 bytes: fixture(file).into(),
                 visibility: Visibility::Public,
+                placement: Default::default(),
             })
             .await;
         assert!(r.is_err(), "{file} was accepted");

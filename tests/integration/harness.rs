@@ -188,7 +188,8 @@ impl TestNode {
             .secret
     }
 
-    /// Adds an image through the same ingestion path as `imgnode import`.
+    /// Adds an image through the same ingestion path as `imgnode import`; another image under
+    /// the same name is replaced (as an upload with `overwrite=true`).
     pub async fn add_image(&self, account: &str, path: &str, bytes: &[u8], visibility: Visibility) {
         let state = &self.app.state;
         if state.store.account(account).await.unwrap().is_none() {
@@ -202,6 +203,10 @@ impl TestNode {
                 original_filename: path.rsplit('/').next().unwrap().to_string(),
                 bytes: Bytes::copy_from_slice(bytes),
                 visibility,
+                placement: imgnode::store::Placement {
+                    overwrite: true,
+                    ..Default::default()
+                },
             })
             .await
             .expect("ingest");
@@ -239,7 +244,11 @@ impl TestNode {
             dominant_color: None,
         };
         let path = format!("{stem}.{}", declared.extension());
-        state.store.put_image(&image, &path, stem).await.unwrap();
+        state
+            .store
+            .put_image(&image, &path, stem, Default::default())
+            .await
+            .unwrap();
     }
 
     /// An operator API call (token [`OPERATOR`]) on the ops listener.
@@ -324,6 +333,21 @@ pub fn decode(bytes: &[u8]) -> image::DynamicImage {
 pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
     let s = imagesize::blob_size(bytes).expect("image header");
     (s.width as u32, s.height as u32)
+}
+
+/// `/i/{target}` signed with `keys` to expire at `exp` (`target`: `{account}/{path}.{ext}?{query}`).
+pub fn sign(keys: &imgnode::signing::SigningKeys, target: &str, exp: i64) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = if query.is_empty() {
+        format!("exp={exp}")
+    } else {
+        format!("{query}&exp={exp}")
+    };
+    let url = imgnode::delivery::url::DeliveryUrl::parse(path, &query).unwrap();
+    format!(
+        "/i/{path}?{query}&sig={}",
+        keys.sign(&url.signing_message())
+    )
 }
 
 /// Whether any file under `dir` contains `needle`.

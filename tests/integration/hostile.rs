@@ -212,7 +212,10 @@ async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
         };
         let path = format!("{raw_stem}.{}", declared.extension());
         // Same bytes as an upload above: the path is new, the image row may exist.
-        store.put_image(&image, &path, &raw_stem).await.unwrap();
+        store
+            .put_image(&image, &path, &raw_stem, Default::default())
+            .await
+            .unwrap();
         for target in [
             format!("/i/acme/{raw_stem}.webp?w=48"),
             format!("/i/acme/{raw_stem}.png"),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::harness::{TestNode, assert_json_error, dimensions, fixture};
+use crate::harness::{TestNode, assert_json_error, dimensions, fixture, sign};
 
 const PHOTO: &str = "photos/ladybird.jpg";
 
@@ -105,10 +105,31 @@ async fn uploads_are_sniffed_limited_and_placed_by_target_path() {
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["code"], "CONFLICT");
 
-    // Another image at an existing path replaces it there.
+    // Another image under an existing name (`cover.jpg` where `cover.png` is: URLs look up
+    // the stem) is a 409 that deletes nothing...
     let jpeg = fixture("formats/jpeg_baseline.jpg");
-    let (status, replaced) =
-        upload_file(&node, &key, jpeg, "cover.jpg", Some("copies/cover.jpg")).await;
+    let (status, refused) = upload_file(
+        &node,
+        &key,
+        jpeg.clone(),
+        "cover.jpg",
+        Some("copies/cover.jpg"),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "CONFLICT");
+    let (code, headers, bytes) = node.fetch("/i/acme/copies/cover.png").await;
+    assert_eq!(
+        (code, &headers["content-type"]),
+        (200, &"image/png".parse().unwrap())
+    );
+    assert_eq!(bytes.as_ref(), png.as_slice(), "the PNG is still there");
+    // ...unless the client asks for the replacement.
+    let form = Form::new()
+        .part("file", file_part(jpeg, "cover.jpg", "image/jpeg"))
+        .text("target_path", "copies/cover.jpg")
+        .text("overwrite", "true");
+    let (status, _, replaced) = upload(&node, &key, form).await;
     assert_eq!(status, 201, "{replaced}");
     let (code, headers, _) = node.fetch("/i/acme/copies/cover.webp?w=10").await;
     assert_eq!(code, 200);
@@ -551,20 +572,6 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     store.close().await;
 }
 
-fn sign(keys: &imgnode::signing::SigningKeys, target: &str, exp: i64) -> String {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = if query.is_empty() {
-        format!("exp={exp}")
-    } else {
-        format!("{query}&exp={exp}")
-    };
-    let url = imgnode::delivery::url::DeliveryUrl::parse(path, &query).unwrap();
-    format!(
-        "/i/{path}?{query}&sig={}",
-        keys.sign(&url.signing_message())
-    )
-}
-
 #[tokio::test]
 async fn signatures_rotate_lock_the_node_and_guard_private_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -667,21 +674,27 @@ async fn private_images_need_a_signature_that_reveals_nothing() {
     assert_eq!(status, 201, "{up}");
     assert_eq!(up["visibility"], "private");
     let id = up["id"].as_str().unwrap();
-    // Unsigned: the same 403 body as a wrong signature on a path that does not exist.
+    // Unsigned: exactly the answer of a path that does not exist (status, body, headers).
     let (code, headers, unsigned) = node.fetch("/i/acme/secret.webp?w=80").await;
-    assert_json_error(code, &headers, &unsigned, 403, "FORBIDDEN");
+    assert_json_error(code, &headers, &unsigned, 404, "NOT_FOUND");
+    let (code, missing_headers, missing) = node.fetch("/i/acme/absent.webp?w=80").await;
+    assert_eq!(code, 404);
+    let msg = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap()["error"]["message"].clone();
+    assert_eq!(msg(&unsigned), msg(&missing));
+    assert_eq!(headers["cache-control"], missing_headers["cache-control"]);
+    // A wrong signature: 403 whether the image exists or not.
     let stranger = imgnode::signing::SigningKeys::from_keys([
         b"someone-elses-key-0123456789abcdefghij".to_vec(),
     ]);
-    let (_, _, missing) = node
-        .fetch(&sign(
-            &stranger,
-            "acme/absent.webp?w=80",
-            imgnode::store::now_unix() + 60,
-        ))
+    let later = imgnode::store::now_unix() + 60;
+    let (code, _, absent) = node
+        .fetch(&sign(&stranger, "acme/absent.webp?w=80", later))
         .await;
-    let msg = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap()["error"]["message"].clone();
-    assert_eq!(msg(&unsigned), msg(&missing));
+    let (code2, _, present) = node
+        .fetch(&sign(&stranger, "acme/secret.webp?w=80", later))
+        .await;
+    assert_eq!((code, code2), (403, 403));
+    assert_eq!(msg(&absent), msg(&present));
     // The API's signed URL opens it; making it public opens every URL.
     let (_, signed) = api(
         &node,
@@ -718,7 +731,7 @@ async fn private_images_need_a_signature_that_reveals_nothing() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(node.fetch("/i/acme/secret.webp?w=80").await.0, 403);
+    assert_eq!(node.fetch("/i/acme/secret.webp?w=80").await.0, 404);
     node.stop().await;
 }
 

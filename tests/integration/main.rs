@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod abuse;
 mod accounts;
 mod api;
 mod cache;

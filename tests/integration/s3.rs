@@ -115,6 +115,7 @@ async fn an_origin_that_never_answers_is_504_origin_timeout() {
             },
             "x.jpg",
             "x",
+            Default::default(),
         )
         .await
         .unwrap();
