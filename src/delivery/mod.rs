@@ -161,6 +161,7 @@ pub async fn handle(
         image: &image,
         vary_accept: negotiated,
         private_until,
+        stand_in: false,
         cache: CacheStatus::Original,
         timing: None,
     };
@@ -227,6 +228,7 @@ pub async fn handle(
         key = caches.variant_key(&account.name, &image.hash, &canonical, output.extension());
         meta.format = output;
         meta.etag = etag_of(&key);
+        meta.stand_in = true;
         state.metrics.avif_fallbacks_total.inc();
         if not_modified(req.headers, &meta.etag) {
             return Ok((
@@ -466,6 +468,9 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
+/// `max-age` of a WebP answered in place of a busy AVIF.
+const STAND_IN_MAX_AGE: u64 = 60;
+
 /// Browser cache lifetime of a private image fetched with a signature that has no expiry.
 const PRIVATE_MAX_AGE: i64 = 3600;
 
@@ -477,6 +482,9 @@ struct ResponseMeta<'a> {
     /// For a private image, when its signature expires: only the client may cache it, and no
     /// longer than that (never a shared cache or CDN).
     private_until: Option<i64>,
+    /// A WebP answered because every AVIF lane was busy: shared caches keep it briefly, so
+    /// AVIF-capable clients get the AVIF once the lanes are free.
+    stand_in: bool,
     cache: CacheStatus,
     /// Fetch duration and the render's stage durations, on a miss.
     timing: Option<(Duration, StageTimings)>,
@@ -505,7 +513,10 @@ impl ResponseMeta<'_> {
             CONTENT_TYPE,
             HeaderValue::from_static(self.format.media_type()),
         );
-        let max_age = state.config.cache.http_max_age().as_secs();
+        let mut max_age = state.config.cache.http_max_age().as_secs();
+        if self.stand_in {
+            max_age = max_age.min(STAND_IN_MAX_AGE);
+        }
         let cache_control = match self.private_until {
             None => format!("public, max-age={max_age}"),
             Some(until) => {

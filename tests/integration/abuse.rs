@@ -353,6 +353,9 @@ async fn format_auto_answers_webp_while_the_avif_lane_is_busy() {
         .await;
     assert_eq!(auto.status(), 200);
     assert_eq!(auto.headers()["content-type"], "image/webp");
+    // A stand-in: a CDN keeps it a minute, not a year, under `Vary: Accept`.
+    assert_eq!(auto.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(auto.headers()["vary"], "Accept");
     assert_eq!(
         node.metric("imgnode_delivery_avif_fallbacks_total", &[])
             .await,
