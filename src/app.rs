@@ -169,6 +169,15 @@ pub enum AppError {
 /// Builds the shared state without listening (also used by the CLI's offline commands).
 /// Returns once the disk cache has recovered.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
+    // Before anything is created: files 0600, folders 0700 (see `fsperm`).
+    crate::fsperm::restrict_umask();
+    // Not fatal here: what needs a folder reports its own error when it cannot use it (a disk
+    // cache that cannot be opened runs memory-only, a PostgreSQL + S3 node may need neither).
+    for dir in [&config.data_dir, &config.cache.settings.dir] {
+        if let Err(e) = crate::fsperm::create_private_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the folder");
+        }
+    }
     let metrics = Metrics::new();
     let operator_token = match &config.admin.token_file {
         None => None,

@@ -1,0 +1,47 @@
+//! Hardening of a node's surroundings: what it writes to disk, what it trusts from the
+//! request, what it seeds, over HTTP against real nodes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::harness::{TestNode, fixture};
+
+/// Every file and folder under `dir`, with its mode bits.
+fn walk(dir: &Path, out: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        out.push((entry.path(), mode, meta.is_dir()));
+        if meta.is_dir() {
+            walk(&entry.path(), out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn everything_under_the_data_dir_is_private_to_the_node_user() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, body) = node
+        .upload(&key, fixture("photos/ladybird.jpg"), "a/b/ladybird.jpg")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, _) = node.fetch("/i/acme/a/b/ladybird.webp?w=100").await;
+    assert_eq!(status, 200);
+    // The store flushes usage and the cache writes its files at shutdown.
+    let dir = node.stop().await;
+    let mut entries = Vec::new();
+    walk(dir.path(), &mut entries);
+    let files = entries.iter().filter(|(_, _, is_dir)| !is_dir).count();
+    let folders = entries.iter().filter(|(_, _, is_dir)| *is_dir).count();
+    // The originals, the signing keys, the cache (and the database, on SQLite).
+    assert!(files >= 2 && folders >= 2, "{entries:?}");
+    let open: Vec<_> = entries
+        .iter()
+        .filter(|(_, mode, _)| mode & 0o077 != 0)
+        .map(|(path, mode, _)| format!("{} {mode:o}", path.display()))
+        .collect();
+    assert!(open.is_empty(), "readable by group or others: {open:#?}");
+}
+
