@@ -123,7 +123,8 @@ pub struct ServerConfig {
     pub ops_listen: SocketAddr,
     pub drain_timeout: Duration,
     /// Base of the absolute URLs the API returns (`https://img.example.com`, no trailing
-    /// slash); `None` means "from the request's `Host`".
+    /// slash); `None` means "the request's `Host` when it is one of `delivery.cdn_hosts`, else
+    /// the listener's address" (never an unvetted `Host`).
     pub public_url: Option<String>,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -832,6 +833,19 @@ mod tests {
         let env = vec![("IMGNODE_SERVER__PUBLIC_LISTN".to_string(), "x".to_string())];
         let err = parse("", env).unwrap_err();
         assert!(err.problems[0].contains("server.public_listn"), "{err}");
+    }
+
+    #[test]
+    fn a_reachable_listener_without_public_url_warns() {
+        let warns =
+            |text: &str| crate::app::needs_public_url(&parse(text, no_env()).unwrap().server);
+        assert!(!warns(""), "loopback");
+        assert!(!warns("[server]\npublic_listen = \"[::1]:8080\"\n"));
+        assert!(warns("[server]\npublic_listen = \"0.0.0.0:8080\"\n"));
+        assert!(warns("[server]\npublic_listen = \"192.0.2.7:8080\"\n"));
+        assert!(!warns(
+            "[server]\npublic_listen = \"0.0.0.0:8080\"\npublic_url = \"https://img.example.com\"\n"
+        ));
     }
 
     #[test]

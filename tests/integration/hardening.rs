@@ -45,3 +45,66 @@ async fn everything_under_the_data_dir_is_private_to_the_node_user() {
     assert!(open.is_empty(), "readable by group or others: {open:#?}");
 }
 
+/// An upload, a listing and a metadata read with `Host: evil.example`: the answer's text.
+async fn api_answers_with_host(node: &TestNode, key: &str, host: &str) -> Vec<String> {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(fixture("photos/ladybird.jpg")).file_name("l.jpg"),
+        )
+        .text("target_path", "h/ladybird.jpg");
+    let res = node
+        .client
+        .post(format!("{}/api/v1/images", node.base))
+        .header("host", host)
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let upload: serde_json::Value = res.json().await.unwrap();
+    let id = upload["id"].as_str().expect("id").to_string();
+    let mut answers = vec![upload.to_string()];
+    for path in [
+        "/api/v1/images".to_string(),
+        "/api/v1/images?path=h".to_string(),
+        format!("/api/v1/images/{id}"),
+    ] {
+        let res = node
+            .client
+            .get(format!("{}{path}", node.base))
+            .header("host", host)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        answers.push(res.text().await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_forged_host_never_reaches_the_urls_the_api_hands_out() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    for answer in api_answers_with_host(&node, &key, "evil.example").await {
+        assert!(!answer.contains("evil.example"), "{answer}");
+        // The listener's own address instead (no `server.public_url` here).
+        if answer.contains("http") {
+            assert!(answer.contains(&format!("{}/i/acme/h/", node.base)), "{answer}");
+        }
+    }
+    node.stop().await;
+
+    // A host the operator listed is trusted.
+    let node = TestNode::start_with("[delivery]\ncdn_hosts = [\"evil.example\"]\n").await;
+    let key = node.account_key("acme", "read,write").await;
+    for answer in api_answers_with_host(&node, &key, "evil.example").await {
+        if answer.contains("http") {
+            assert!(answer.contains("http://evil.example/i/acme/h/"), "{answer}");
+        }
+    }
+    node.stop().await;
+}
