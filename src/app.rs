@@ -361,7 +361,9 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         Ok(n) => tracing::info!(accounts = n, "finished interrupted erasures"),
         Err(e) => tracing::error!(error = %e, "resuming interrupted erasures failed"),
     }
-    if state.config.demo_seed && crate::demo::seed(&state.ingest()).await? {
+    if crate::config::seeds_demo(state.config.demo_seed, public_addr)
+        && crate::demo::seed(&state.ingest()).await?
+    {
         tracing::info!(account = crate::demo::ACCOUNT, "seeded the demo account");
     }
     tasks.spawn(server::serve(

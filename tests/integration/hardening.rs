@@ -108,3 +108,40 @@ async fn a_forged_host_never_reaches_the_urls_the_api_hands_out() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_demo_account_is_seeded_on_free_and_only_on_loopback_unless_asked() {
+    // No `demo.seed`, listening on 127.0.0.1: seeded, on the free plan.
+    let node = TestNode::start().await;
+    let demo = node.app.state.store.account("demo").await.unwrap();
+    assert_eq!(demo.expect("demo account seeded").plan, "free");
+    let (status, _, _) = node.fetch("/i/demo/ladybird.webp?w=50").await;
+    assert_eq!(status, 200);
+    node.stop().await;
+    // On every interface: not seeded unless `demo.seed = true`.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = [("IMGNODE_SERVER__PUBLIC_LISTEN", "0.0.0.0:0")];
+    let node = TestNode::start_with_env(dir, "", &listen).await;
+    assert!(
+        node.app
+            .state
+            .store
+            .account("demo")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    node.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with_env(dir, "[demo]\nseed = true\n", &listen).await;
+    assert!(
+        node.app
+            .state
+            .store
+            .account("demo")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    node.stop().await;
+}
