@@ -173,8 +173,10 @@ pub fn upload_path(
         return Ok(file);
     };
     let bad = |why: &str| HttpError::validation(format!("target_path {why}"));
-    if target.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(bad("must not contain backslashes or control characters"));
+    if target.chars().any(crate::ingest::refused_path_char) {
+        return Err(bad(
+            "must not contain backslashes, control characters or format characters",
+        ));
     }
     if target
         .split('/')
@@ -484,7 +486,7 @@ pub async fn list(
         .map(|p| p.trim_matches('/').to_string())
         .filter(|p| !p.is_empty());
     if let Some(folder) = &folder
-        && (folder.chars().any(|c| c.is_control() || c == '\\')
+        && (folder.chars().any(crate::ingest::refused_path_char)
             || folder
                 .split('/')
                 .any(|s| s.is_empty() || s == "." || s == ".."))

@@ -145,3 +145,34 @@ async fn the_demo_account_is_seeded_on_free_and_only_on_loopback_unless_asked() 
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn paths_with_bidi_overrides_or_other_format_characters_are_refused_at_upload() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    for target in [
+        "a\u{202E}gpj.exe",
+        "photos/a\u{202E}gpj.jpg",
+        "x\u{2066}y/z.jpg",
+        "zero\u{200B}width.jpg",
+        "byte\u{FEFF}order.jpg",
+        "soft\u{00AD}hyphen.png",
+        "arabic\u{061C}mark.jpg",
+    ] {
+        let (status, body) = node
+            .upload(&key, fixture("photos/ladybird.jpg"), target)
+            .await;
+        assert_eq!(status, 400, "{target:?}: {body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{target:?}");
+    }
+    // Nothing was stored; ordinary non-ASCII names still are.
+    let (status, _, list) = node
+        .api(reqwest::Method::GET, "/api/v1/images", &key, None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(!list.to_string().contains("gpj"), "{list}");
+    let (status, body) = node
+        .upload(&key, fixture("photos/ladybird.jpg"), "café/日本.jpg")
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
