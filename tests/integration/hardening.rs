@@ -93,7 +93,10 @@ async fn a_forged_host_never_reaches_the_urls_the_api_hands_out() {
         assert!(!answer.contains("evil.example"), "{answer}");
         // The listener's own address instead (no `server.public_url` here).
         if answer.contains("http") {
-            assert!(answer.contains(&format!("{}/i/acme/h/", node.base)), "{answer}");
+            assert!(
+                answer.contains(&format!("{}/i/acme/h/", node.base)),
+                "{answer}"
+            );
         }
     }
     node.stop().await;
