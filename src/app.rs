@@ -67,6 +67,8 @@ pub struct AppState {
     pub node_id: String,
     /// Cache invalidations for the other nodes (PostgreSQL); disabled on SQLite.
     pub cluster: Broadcaster,
+    /// The public listener's bound address, once `start` has bound it.
+    pub bound_public_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl AppState {
@@ -105,6 +107,15 @@ impl AppState {
             tracing::warn!(error = %e, "flushing account usage (kept for the next flush)");
         }
         self.rate_limits.shrink();
+    }
+
+    /// The public listener's address: as bound (port 0 resolved) once started, else as
+    /// configured.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.bound_public_addr
+            .get()
+            .copied()
+            .unwrap_or(self.config.server.public_listen)
     }
 
     /// The plan named `name`; an account on a plan the config no longer defines gets `free`'s
@@ -169,6 +180,15 @@ pub enum AppError {
 /// Builds the shared state without listening (also used by the CLI's offline commands).
 /// Returns once the disk cache has recovered.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
+    // Before anything is created: files 0600, folders 0700 (see `fsperm`).
+    crate::fsperm::restrict_umask();
+    // Not fatal here: what needs a folder reports its own error when it cannot use it (a disk
+    // cache that cannot be opened runs memory-only, a PostgreSQL + S3 node may need neither).
+    for dir in [&config.data_dir, &config.cache.settings.dir] {
+        if let Err(e) = crate::fsperm::create_private_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the folder");
+        }
+    }
     let metrics = Metrics::new();
     let operator_token = match &config.admin.token_file {
         None => None,
@@ -233,6 +253,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         rate_limits,
         node_id,
         cluster,
+        bound_public_addr: std::sync::OnceLock::new(),
     }))
 }
 
@@ -275,6 +296,12 @@ impl RunningApp {
     }
 }
 
+/// Whether start-up should warn that `server.public_url` is missing: the public listener is
+/// not on loopback (so clients on other machines get URLs from the API) and no URL is set.
+pub fn needs_public_url(server: &crate::config::ServerConfig) -> bool {
+    !server.public_listen.ip().is_loopback() && server.public_url.is_none()
+}
+
 /// Starts a node: opens the store and origin, binds both listeners, seeds the demo account
 /// when configured, and only then reports ready.
 pub async fn start(config: Config) -> Result<RunningApp, AppError> {
@@ -289,6 +316,15 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         source,
     })?;
     let state = build_state(config).await?;
+    let _ = state.bound_public_addr.set(public_addr);
+    if needs_public_url(&state.config.server) {
+        tracing::warn!(
+            public_listen = %public_addr,
+            "the public listener is reachable from other machines and server.public_url is \
+             empty: the API's URLs use the listener's address (a request's Host is trusted only \
+             when it is in delivery.cdn_hosts); set server.public_url"
+        );
+    }
 
     let (shutdown, rx) = watch::channel(false);
     let rx_usage = rx.clone();
@@ -326,7 +362,9 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         Ok(n) => tracing::info!(accounts = n, "finished interrupted erasures"),
         Err(e) => tracing::error!(error = %e, "resuming interrupted erasures failed"),
     }
-    if state.config.demo_seed && crate::demo::seed(&state.ingest()).await? {
+    if crate::config::seeds_demo(state.config.demo_seed, public_addr)
+        && crate::demo::seed(&state.ingest()).await?
+    {
         tracing::info!(account = crate::demo::ACCOUNT, "seeded the demo account");
     }
     tasks.spawn(server::serve(

@@ -10,8 +10,9 @@ use crate::store::{StoreError, Visibility};
 
 pub const ACCOUNT: &str = "demo";
 
-/// No quota: the demo serves the README's URLs and the benchmarks.
-pub const PLAN: &str = "unlimited";
+/// The `free` plan's quotas: the demo account's photos are public, so whoever reaches the
+/// node can make it render them; a quota bounds what that costs.
+pub const PLAN: &str = "free";
 
 const PHOTOS: &[(&str, &[u8])] = &[
     (

@@ -260,16 +260,30 @@ impl Ingest<'_> {
     }
 }
 
+/// Characters no stored path may hold: backslashes, control characters (Cc), and format
+/// characters (Cf: bidirectional overrides and isolates U+202A–U+202E, U+2066–U+2069, the
+/// zero-width U+200B–U+200F, U+FEFF, U+061C, the soft hyphen U+00AD, ...), which make a path
+/// display as something it is not (`a\u{202E}gpj.exe` shows as `aexe.jpg`).
+pub fn refused_path_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c == '\\' || c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
 /// Checks a stored path and returns its stem (the path without the last extension), which
-/// is what delivery URLs look up. Refuses anything that could mean another place: `.`,
-/// `..`, empty segments, backslashes, control characters.
+/// is what delivery URLs look up. Refuses anything that could mean another place or display
+/// as another name: `.`, `..`, empty segments, [`refused_path_char`]s.
 pub fn path_stem(path: &str) -> Result<&str, IngestError> {
-    let bad = |why: &str| Err(IngestError::InvalidPath(format!("`{path}`: {why}")));
+    let bad = |why: &str| {
+        Err(IngestError::InvalidPath(format!(
+            "`{}`: {why}",
+            path.escape_debug()
+        )))
+    };
     if path.is_empty() || path.len() > MAX_PATH_LEN {
         return bad("must be 1 to 1024 bytes");
     }
-    if path.chars().any(|c| c.is_control() || c == '\\') {
-        return bad("control characters and backslashes are not allowed");
+    if path.chars().any(refused_path_char) {
+        return bad("control characters, format characters and backslashes are not allowed");
     }
     for segment in path.split('/') {
         if segment.is_empty() || segment == "." || segment == ".." {
@@ -288,6 +302,29 @@ pub fn path_stem(path: &str) -> Result<&str, IngestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_characters_are_refused_in_paths() {
+        for c in [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}',
+            '\u{FEFF}', '\u{061C}', '\u{00AD}', '\u{2060}', '\u{0000}', '\u{007F}', '\\',
+        ] {
+            assert!(refused_path_char(c), "U+{:04X}", u32::from(c));
+            let path = format!("a{c}b.jpg");
+            assert!(path_stem(&path).is_err(), "U+{:04X}", u32::from(c));
+        }
+        // Letters of any script, spaces, emoji and ordinary punctuation stay allowed.
+        for ok in [
+            "café/ünïcödé.jpg",
+            "日本/写真.png",
+            "a b (1).jpg",
+            "🐞.webp",
+            "ا/ب.jpg",
+        ] {
+            assert!(path_stem(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn stems_drop_only_the_last_extension() {

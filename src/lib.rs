@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod delivery;
 pub mod demo;
 pub mod error;
+pub mod fsperm;
 pub mod ingest;
 pub mod metrics;
 pub mod origin;

@@ -74,6 +74,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    // Files 0600, folders 0700 for every command (account creation writes the database too).
+    imgnode::fsperm::restrict_umask();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("imgnode-io")

@@ -148,7 +148,7 @@ fn create_key_file(path: &Path) -> std::io::Result<()> {
         URL_SAFE_NO_PAD.encode(raw.as_ref())
     ));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::fsperm::create_private_dir(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -167,6 +167,8 @@ pub enum Quota {
     Uploads,
     ApiRequests,
     Transformations,
+    /// Delivered image bytes (`max_bandwidth_per_month`).
+    Bandwidth,
 }
 
 /// `429 QUOTA_EXCEEDED` when `used` has reached the plan's limit for `quota`.
@@ -182,6 +184,11 @@ pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), HttpEr
             plan.max_transformations_per_month,
             used.transformations,
             "transformations",
+        ),
+        Quota::Bandwidth => (
+            plan.max_bandwidth_per_month,
+            used.bandwidth_bytes,
+            "bytes of bandwidth",
         ),
     };
     match limit {
@@ -239,6 +246,22 @@ mod tests {
         );
         assert!(check(&plan, Quota::ApiRequests, &used).is_ok());
         assert!(check(&plan, Quota::Transformations, &UsageCounts::default()).is_err());
+        // Unlimited bandwidth, then a limit reached exactly.
+        used.bandwidth_bytes = u64::MAX;
+        assert!(check(&plan, Quota::Bandwidth, &used).is_ok());
+        let metered = Plan {
+            max_bandwidth_per_month: Some(1000),
+            ..plan.clone()
+        };
+        used.bandwidth_bytes = 999;
+        assert!(check(&metered, Quota::Bandwidth, &used).is_ok());
+        used.bandwidth_bytes = 1000;
+        let e = check(&metered, Quota::Bandwidth, &used).unwrap_err();
+        assert_eq!(
+            (e.status().as_u16(), e.code),
+            (429, ErrorCode::QuotaExceeded)
+        );
+        assert!(e.message.contains("bandwidth"), "{}", e.message);
         assert!(check_storage(&plan, 60, 40).is_ok());
         assert_eq!(
             check_storage(&plan, 60, 41).unwrap_err().status().as_u16(),

@@ -55,8 +55,10 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 // ---------------------------------------------------------------------------------------------
 // URLs and shapes
 
-/// Absolute URL base: `server.public_url`, else `http://{Host}` of the request (a Host with
-/// anything but host characters is ignored in favour of the listen address).
+/// Absolute URL base: `server.public_url`, else `http://{Host}` of the request when that host
+/// is one of `delivery.cdn_hosts` (configured, so trusted), else the public listener's address.
+/// Any other `Host` is the client's word and never reaches a URL we hand out: a forged one
+/// would otherwise put an attacker's domain into links a tenant stores and publishes.
 pub fn base_url(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> String {
     if let Some(url) = &state.config.server.public_url {
         return url.clone();
@@ -72,8 +74,17 @@ pub fn base_url(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> Strin
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
+        .filter(|h| {
+            let name = h.rsplit_once(':').map_or(*h, |(name, _)| name);
+            state
+                .config
+                .delivery
+                .cdn_hosts
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name))
+        })
         .map(str::to_string)
-        .unwrap_or_else(|| state.config.server.public_listen.to_string());
+        .unwrap_or_else(|| state.public_addr().to_string());
     format!("http://{host}")
 }
 
@@ -162,8 +173,10 @@ pub fn upload_path(
         return Ok(file);
     };
     let bad = |why: &str| HttpError::validation(format!("target_path {why}"));
-    if target.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(bad("must not contain backslashes or control characters"));
+    if target.chars().any(crate::ingest::refused_path_char) {
+        return Err(bad(
+            "must not contain backslashes, control characters or format characters",
+        ));
     }
     if target
         .split('/')
@@ -494,7 +507,7 @@ pub async fn list(
         .map(|p| p.trim_matches('/').to_string())
         .filter(|p| !p.is_empty());
     if let Some(folder) = &folder
-        && (folder.chars().any(|c| c.is_control() || c == '\\')
+        && (folder.chars().any(crate::ingest::refused_path_char)
             || folder
                 .split('/')
                 .any(|s| s.is_empty() || s == "." || s == ".."))

@@ -38,7 +38,9 @@ pub struct Config {
     pub encode: EncodeSettings,
     pub cpu: CpuConfig,
     pub log: LogConfig,
-    pub demo_seed: bool,
+    /// `demo.seed`: `Some(true)` always, `Some(false)` never, `None` only on a loopback
+    /// listener (see [`seeds_demo`]).
+    pub demo_seed: Option<bool>,
     pub plans: BTreeMap<String, Plan>,
     pub retention: RetentionConfig,
 }
@@ -123,7 +125,8 @@ pub struct ServerConfig {
     pub ops_listen: SocketAddr,
     pub drain_timeout: Duration,
     /// Base of the absolute URLs the API returns (`https://img.example.com`, no trailing
-    /// slash); `None` means "from the request's `Host`".
+    /// slash); `None` means "the request's `Host` when it is one of `delivery.cdn_hosts`, else
+    /// the listener's address" (never an unvetted `Host`).
     pub public_url: Option<String>,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -285,6 +288,13 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 /// Parses config text with the given environment (tests pass their own).
+/// Whether start-up seeds the `demo` account: `demo.seed = true` always, `false` never; unset,
+/// only when the public listener is on loopback (a demo account with public photos has no
+/// business on a node the internet reaches unless the operator says so).
+pub fn seeds_demo(setting: Option<bool>, public_listen: SocketAddr) -> bool {
+    setting.unwrap_or_else(|| public_listen.ip().is_loopback())
+}
+
 pub fn parse(
     text: &str,
     env: impl IntoIterator<Item = (String, String)>,
@@ -877,6 +887,39 @@ mod tests {
         let env = vec![("IMGNODE_SERVER__PUBLIC_LISTN".to_string(), "x".to_string())];
         let err = parse("", env).unwrap_err();
         assert!(err.problems[0].contains("server.public_listn"), "{err}");
+    }
+
+    #[test]
+    fn demo_seed_is_tri_state_and_unset_means_loopback_only() {
+        let seeds = |text: &str, env: Vec<(String, String)>| {
+            let c = parse(text, env).unwrap();
+            seeds_demo(c.demo_seed, c.server.public_listen)
+        };
+        let open = "[server]\npublic_listen = \"0.0.0.0:8080\"\n";
+        let v6 = "[server]\npublic_listen = \"[::]:8080\"\n";
+        let lo6 = "[server]\npublic_listen = \"[::1]:8080\"\n";
+        assert_eq!(parse("", no_env()).unwrap().demo_seed, None);
+        assert!(seeds("", no_env()), "default listener is 127.0.0.1");
+        assert!(seeds(lo6, no_env()));
+        assert!(!seeds(open, no_env()));
+        assert!(!seeds(v6, no_env()));
+        assert!(seeds(&format!("{open}[demo]\nseed = true\n"), no_env()));
+        assert!(!seeds("[demo]\nseed = false\n", no_env()));
+        let env = vec![("IMGNODE_DEMO__SEED".to_string(), "true".to_string())];
+        assert!(seeds(open, env));
+    }
+
+    #[test]
+    fn a_reachable_listener_without_public_url_warns() {
+        let warns =
+            |text: &str| crate::app::needs_public_url(&parse(text, no_env()).unwrap().server);
+        assert!(!warns(""), "loopback");
+        assert!(!warns("[server]\npublic_listen = \"[::1]:8080\"\n"));
+        assert!(warns("[server]\npublic_listen = \"0.0.0.0:8080\"\n"));
+        assert!(warns("[server]\npublic_listen = \"192.0.2.7:8080\"\n"));
+        assert!(!warns(
+            "[server]\npublic_listen = \"0.0.0.0:8080\"\npublic_url = \"https://img.example.com\"\n"
+        ));
     }
 
     #[test]

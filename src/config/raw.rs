@@ -390,15 +390,10 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RawDemo {
-    /// Create a `demo` account with sample photos when it does not exist.
-    pub seed: bool,
-}
-
-impl Default for RawDemo {
-    fn default() -> Self {
-        RawDemo { seed: true }
-    }
+    /// Create a `demo` account with sample photos when it does not exist: `true` always,
+    /// `false` never, unset only when the public listener is on loopback.
+    pub seed: Option<bool>,
 }

@@ -98,6 +98,10 @@ pub async fn handle(
         // Being erased: already gone as far as delivery is concerned.
         AccountStatus::Erasing => return Err(HttpError::not_found()),
     }
+    // The monthly bandwidth quota, before any byte is served (cache hits and originals too).
+    // `current` reads the database once per account and month, then memory only.
+    let used = state.usage.current(&state.store, &account.name).await?;
+    usage::check(state.plan(&account.plan), Quota::Bandwidth, &used)?;
     let image = caches
         .meta
         .image(&state.store, &account.name, &url.path)

@@ -120,7 +120,7 @@ impl Origin {
     /// A local-folder origin (created if missing). Writes go to a temporary file renamed into
     /// place, so a crash never leaves a partial object under its final name.
     pub fn local(path: &FsPath) -> Result<Origin, OriginError> {
-        std::fs::create_dir_all(path)
+        crate::fsperm::create_private_dir(path)
             .map_err(|e| OriginError::Unavailable(format!("{}: {e}", path.display())))?;
         let fs = LocalFileSystem::new_with_prefix(path)
             .map_err(|e| OriginError::Unavailable(e.to_string()))?;

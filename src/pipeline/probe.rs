@@ -103,7 +103,7 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
         }
         SourceFormat::Png => png_header(bytes)?,
         SourceFormat::Webp => webp_header(bytes)?,
-        SourceFormat::Gif => gif_header(bytes, limits.max_frames)?,
+        SourceFormat::Gif => gif_header(bytes, limits)?,
         SourceFormat::Bmp => bmp_header(bytes)?,
         SourceFormat::Avif => avif_header(bytes)?,
     };
@@ -323,7 +323,14 @@ fn webp_header(bytes: &[u8]) -> Result<Header, PipelineError> {
 
 /// Logical screen size, whether the first frame may leave transparent pixels, and the frame
 /// count (walking blocks without decompressing; stops counting past `max_frames`).
-fn gif_header(bytes: &[u8], max_frames: u32) -> Result<Header, PipelineError> {
+///
+/// Every frame descriptor walked is checked before any decoder sees it: a frame is sized by
+/// its own descriptor, not by the screen the limits were checked against, so a 1x1 screen
+/// could carry a 10000x10000 frame. A frame over `max_source_pixels` is `SourceTooLarge`; a
+/// frame reaching outside the logical screen is `Corrupt`. Browsers and giflib clip such
+/// frames instead; refusing them is simpler and never allocates more than the screen.
+fn gif_header(bytes: &[u8], limits: &Limits) -> Result<Header, PipelineError> {
+    let max_frames = limits.max_frames;
     let bad = |why: &str| corrupt(SourceFormat::Gif, why);
     let screen = bytes
         .get(6..13)
@@ -368,9 +375,27 @@ fn gif_header(bytes: &[u8], max_frames: u32) -> Result<Header, PipelineError> {
                 let desc = bytes
                     .get(at + 1..at + 10)
                     .ok_or_else(|| bad("truncated image descriptor"))?;
+                let le16 = |i: usize| u32::from(u16::from_le_bytes([desc[i], desc[i + 1]]));
+                let (left, top, w, h) = (le16(0), le16(2), le16(4), le16(6));
+                let frame_pixels = u64::from(w) * u64::from(h);
+                if frame_pixels > limits.max_source_pixels {
+                    return Err(PipelineError::SourceTooLarge(format!(
+                        "gif frame {} is {w}x{h} = {frame_pixels} pixels, limit {}",
+                        frames + 1,
+                        limits.max_source_pixels
+                    )));
+                }
+                if left + w > width || top + h > height {
+                    return Err(corrupt(
+                        SourceFormat::Gif,
+                        format!(
+                            "frame {} ({w}x{h} at {left},{top}) reaches outside the \
+                             {width}x{height} logical screen",
+                            frames + 1
+                        ),
+                    ));
+                }
                 if frames == 0 {
-                    let le16 = |i: usize| u32::from(u16::from_le_bytes([desc[i], desc[i + 1]]));
-                    let (left, top, w, h) = (le16(0), le16(2), le16(4), le16(6));
                     let covers = left == 0 && top == 0 && w >= width && h >= height;
                     has_alpha = transparent_pending || !covers;
                 }
@@ -557,6 +582,65 @@ mod tests {
             probe(&bytes, &Limits::default()),
             Err(PipelineError::SourceTooLarge(_))
         ));
+    }
+
+    /// A GIF of `screen` size with one 1x1-coloured frame per `(left, top, width, height)`
+    /// descriptor (the image data is a single clear + EOI: the probe never decodes it).
+    fn gif_with_frames(screen: (u16, u16), frames: &[(u16, u16, u16, u16)]) -> Vec<u8> {
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend(screen.0.to_le_bytes());
+        gif.extend(screen.1.to_le_bytes());
+        gif.extend([0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff]);
+        for &(left, top, w, h) in frames {
+            gif.push(0x2c);
+            for v in [left, top, w, h] {
+                gif.extend(v.to_le_bytes());
+            }
+            gif.extend([0x00, 0x02, 0x02, 0x4c, 0x01, 0x00]);
+        }
+        gif.push(0x3b);
+        gif
+    }
+
+    #[test]
+    fn gif_frames_outside_the_screen_are_refused_from_their_descriptors() {
+        // The committed fixture: 1x1 screen, one 5000x5000 frame of real data.
+        let bomb = fixture("hostile/gif_frame_bigger_than_screen.gif");
+        assert!(bomb.len() < 16 * 1024);
+        let err = probe(&bomb, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Corrupt(m) if m.contains("logical screen")),
+            "{err}"
+        );
+        // Over the pixel limit on its own: too large, whatever the screen says.
+        let tight = Limits {
+            max_source_pixels: 1_000_000,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            probe(&bomb, &tight),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+        // Any frame, not only the first; offsets count as well as sizes.
+        for frames in [
+            &[(0, 0, 4, 4), (0, 0, 5, 4)][..],
+            &[(0, 0, 4, 4), (1, 0, 4, 4)],
+            &[(0, 0, 4, 4), (0, 0, 2, 2), (3, 3, 1, 2)],
+            &[(4, 0, 1, 1)],
+        ] {
+            let gif = gif_with_frames((4, 4), frames);
+            assert!(
+                matches!(
+                    probe(&gif, &Limits::default()),
+                    Err(PipelineError::Corrupt(_))
+                ),
+                "{frames:?}"
+            );
+        }
+        // Frames inside the screen, touching its edges, are fine.
+        let gif = gif_with_frames((4, 4), &[(0, 0, 4, 4), (3, 3, 1, 1), (0, 2, 4, 2)]);
+        let info = probe(&gif, &Limits::default()).expect("frames inside the screen");
+        assert_eq!((info.width, info.height), (4, 4));
     }
 
     #[test]

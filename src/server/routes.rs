@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -135,6 +135,12 @@ impl Handler for PublicHandler {
             ),
         };
         let mut res = finish(state, res, &path, head_only);
+        if route == PublicRoute::Api {
+            // Tenant API answers are per account and credential: never stored by a shared
+            // cache, errors included (the brief public caching of 404s is for image URLs).
+            res.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if let Some(rate) = rate {
             let h = res.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
@@ -205,11 +211,13 @@ fn finish(
             // overload and counted in metrics: a line per refusal would turn an overload into
             // a logging storm that slows the node further.
             match e.code {
-                ErrorCode::Internal => tracing::error!(path, error = %e, "request failed"),
+                ErrorCode::Internal => {
+                    tracing::error!(path = log_path(path), error = %e, "request failed");
+                }
                 ErrorCode::OriginUnavailable
                 | ErrorCode::OriginTimeout
                 | ErrorCode::TransformTimeout => {
-                    tracing::warn!(path, error = %e, "request failed");
+                    tracing::warn!(path = log_path(path), error = %e, "request failed");
                 }
                 _ => {}
             }
@@ -235,8 +243,16 @@ fn echo_request_id(res: &mut Response<Body>, id: &str) {
     }
 }
 
+/// The longest path an access-log line carries, in bytes: the request head may be 16 KiB.
+const LOG_PATH_MAX: usize = 512;
+
+/// `path` cut to at most [`LOG_PATH_MAX`] bytes, on a character boundary.
+fn log_path(path: &str) -> &str {
+    &path[..path.floor_char_boundary(LOG_PATH_MAX)]
+}
+
 /// Metrics and the access log line. The query string is left out of the log: it can carry
-/// signatures.
+/// signatures; the path is cut to [`LOG_PATH_MAX`] bytes.
 #[expect(clippy::too_many_arguments, reason = "one access-log line's fields")]
 fn record(
     state: &AppState,
@@ -273,7 +289,7 @@ fn record(
     tracing::info!(
         target: "imgnode::access",
         %method,
-        path,
+        path = log_path(path),
         route,
         status = status.as_u16(),
         bytes,
@@ -288,4 +304,24 @@ fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_paths_are_cut_to_512_bytes_on_a_char_boundary() {
+        assert_eq!(log_path("/i/acme/a.jpg"), "/i/acme/a.jpg");
+        let exact = "a".repeat(LOG_PATH_MAX);
+        assert_eq!(log_path(&exact), exact);
+        let long = "b".repeat(LOG_PATH_MAX + 100);
+        assert_eq!(log_path(&long).len(), LOG_PATH_MAX);
+        // 511 ASCII bytes then a 3-byte character straddling the limit: cut before it.
+        let straddling = format!("{}€€", "c".repeat(LOG_PATH_MAX - 1));
+        assert_eq!(log_path(&straddling), &straddling[..LOG_PATH_MAX - 1]);
+        let multi = "é".repeat(LOG_PATH_MAX);
+        assert_eq!(log_path(&multi).len(), LOG_PATH_MAX);
+        assert!(log_path(&multi).chars().all(|c| c == 'é'));
+    }
 }

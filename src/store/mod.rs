@@ -109,7 +109,7 @@ impl Store {
             if let Some(dir) = std::path::Path::new(file).parent()
                 && !dir.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(dir)
+                crate::fsperm::create_private_dir(dir)
                     .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
         }

@@ -114,6 +114,60 @@ async fn quotas_stop_uploads_and_renders_but_not_cached_variants() {
 }
 
 #[tokio::test]
+async fn the_bandwidth_quota_stops_originals_variants_and_cache_hits() {
+    let plan = "[plans.metered]\nmax_bandwidth_per_month = 30000\nrequests_per_minute = 1000\n[demo]\nseed = false\n";
+    let node = TestNode::start_operated(plan).await;
+    let key = node.account_key("acme", "read,write").await;
+    set_plan(&node, "acme", "metered").await;
+    let (status, body) = node.upload(&key, fixture(PHOTO), "a.jpg").await;
+    assert_eq!(status, 201, "{body}");
+    // A variant (rendered, then from the cache) until the 30 000 bytes are used up; the
+    // response that crosses the limit is still served whole.
+    let mut delivered = 0u64;
+    let mut served = 0;
+    while delivered < 30_000 {
+        let (code, _, body) = node.fetch("/i/acme/a.webp?w=200").await;
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        delivered += body.len() as u64;
+        served += 1;
+        assert!(served < 1000, "the variant is not empty");
+    }
+    assert!(served >= 2, "a cache hit was served while under the quota");
+    // Then every delivery is refused: the cached variant, a new one, the original.
+    for target in [
+        "/i/acme/a.webp?w=200",
+        "/i/acme/a.webp?w=150",
+        "/i/acme/a.jpg",
+    ] {
+        let (code, headers, body) = node.fetch(target).await;
+        assert_json_error(code, &headers, &body, 429, "QUOTA_EXCEEDED");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bandwidth"),
+            "{v}"
+        );
+    }
+    // Refusals carry no image bytes: the meter has not moved.
+    let (_, _, usage) = node.api(Method::GET, "/api/v1/usage", &key, None).await;
+    assert_eq!(usage["current_period"]["bandwidth_bytes"], delivered);
+    assert_eq!(usage["plan_limits"]["max_bandwidth_per_month"], 30000);
+    // Another account is not affected.
+    node.add_image(
+        "other",
+        "a.jpg",
+        &fixture(PHOTO),
+        imgnode::store::Visibility::Public,
+    )
+    .await;
+    let (code, _, _) = node.fetch("/i/other/a.webp?w=200").await;
+    assert_eq!(code, 200);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn rate_limits_by_plan_and_for_failed_authentication() {
     let node = TestNode::start_operated(TINY).await;
     let key = node.account_key("acme", "read,write").await;

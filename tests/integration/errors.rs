@@ -89,6 +89,45 @@ async fn missing_images_and_accounts_are_404_with_a_short_cache() {
 }
 
 #[tokio::test]
+async fn tenant_api_answers_are_never_cacheable_errors_included() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    // A missing image id: a 404 like the image ones, but never `public`.
+    let (status, h, v) = node
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/images/img_missing0000",
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["code"], "NOT_FOUND");
+    assert_eq!(h["cache-control"], "no-store");
+    // An unknown API route, a refused key, and a success.
+    let (status, h, _) = node
+        .api(reqwest::Method::GET, "/api/v1/nothing", &key, None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(h["cache-control"], "no-store");
+    let (status, h, _) = node
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/images/x",
+            "imgsrc_wrong",
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(h["cache-control"], "no-store");
+    let (status, h, _) = node
+        .api(reqwest::Method::GET, "/api/v1/images", &key, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["cache-control"], "no-store");
+}
+
+#[tokio::test]
 async fn other_methods_are_405() {
     let node = TestNode::start().await;
     let res = node

@@ -48,6 +48,7 @@ const CORPUS: &[(&str, Want)] = &[
     ("exif_two_blocks.jpg", Renders),
     ("garbage.jpg", Refused),
     ("gif_3000_frames.gif", Refused),
+    ("gif_frame_bigger_than_screen.gif", Refused),
     ("huge_dims.png", Refused),
     ("one_byte.png", Refused),
     ("png16_gamma_tiny.png", Renders),
@@ -268,4 +269,112 @@ async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
     let res = get("/i/acme/up/ladybird.jpg?w=123".into()).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(decode(&res.bytes().await.unwrap()).width(), 123);
+}
+
+/// A GIF whose 1x1 logical screen carries a 5000x5000 frame of real pixel data (25 MP,
+/// 100 MB as RGBA: within this node's 30 MP limit and its decoder's memory limit, so only the
+/// frame-versus-screen check stands in its way): refused from its frame descriptor at upload
+/// and at delivery, without the node's peak RSS moving. (The corpus test above meets the same
+/// file over a 16 MP limit: `IMAGE_TOO_LARGE`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gif_frame_larger_than_its_screen_is_refused_before_any_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (config, store_url) = child_config(
+        dir.path(),
+        "[cache]\nmemory = \"16MiB\"\ndisk = \"128MiB\"\n\
+         [limits]\nmax_source_pixels = 30000000\n",
+    )
+    .await;
+    let key = cli_create_account(&config, "acme");
+    let node = ChildNode::spawn(&config).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Warm up with a real render before the baseline.
+    let form = Form::new()
+        .part(
+            "file",
+            Part::bytes(fixture("photos/ladybird.jpg")).file_name("ladybird.jpg"),
+        )
+        .text("target_path", "up/ladybird.jpg");
+    let res = client
+        .post(format!("{}/api/v1/images", node.base))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = client
+        .get(format!("{}/i/acme/up/ladybird.webp?w=300", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let before = node.peak_rss_bytes();
+
+    let bomb = fixture("hostile/gif_frame_bigger_than_screen.gif");
+    let mut answers = Vec::new();
+    let form = Form::new()
+        .part("file", Part::bytes(bomb.clone()).file_name("bomb.gif"))
+        .text("target_path", "up/bomb.gif");
+    let res = client
+        .post(format!("{}/api/v1/images", node.base))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    answers.push(("upload".to_string(), res));
+    // The same bytes stored behind the node's back, as another node might have accepted them.
+    let store = Store::open(&store_url).await.unwrap();
+    let origin = imgnode::origin::Origin::from_config(&imgnode::config::OriginConfig::Fs {
+        path: data.join("originals"),
+    })
+    .unwrap();
+    let hash = hex::encode(Sha256::digest(&bomb));
+    origin.put(&hash, Bytes::from(bomb.clone())).await.unwrap();
+    let image = NewImage {
+        account: "acme".into(),
+        id: hash[..16].to_string(),
+        hash,
+        format: SourceFormat::Gif,
+        width: 1,
+        height: 1,
+        size: bomb.len() as u64,
+        original_filename: "raw.gif".into(),
+        visibility: Visibility::Public,
+        dominant_color: None,
+    };
+    store
+        .put_image(&image, "raw/bomb.gif", "raw/bomb")
+        .await
+        .unwrap();
+    store.close().await;
+    for target in ["/i/acme/raw/bomb.png", "/i/acme/raw/bomb.webp?w=48"] {
+        let res = client
+            .get(format!("{}{target}", node.base))
+            .send()
+            .await
+            .unwrap();
+        answers.push((target.to_string(), res));
+    }
+    let mut seen = Vec::new();
+    for (what, res) in answers {
+        let status = res.status().as_u16();
+        let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+        seen.push((what, status, ct, res.bytes().await.unwrap()));
+    }
+
+    let after = node.peak_rss_bytes();
+    assert!(
+        after <= before + (32 << 20),
+        "peak RSS grew from {} MiB to {} MiB on a 12 KB GIF",
+        before >> 20,
+        after >> 20
+    );
+    for (what, status, ct, body) in seen {
+        assert_json_4xx(&what, status, &ct, &body);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "CORRUPT_IMAGE", "{what}: {v}");
+    }
 }

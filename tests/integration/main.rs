@@ -13,6 +13,7 @@ mod delivery;
 mod errors;
 mod faults;
 mod formats;
+mod hardening;
 mod hostile;
 mod images;
 mod isolation;

@@ -14,7 +14,15 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineErr
     let bad = |e: gif::DecodingError| corrupt(SourceFormat::Gif, e);
     let mut options = DecodeOptions::new();
     options.set_color_output(ColorOutput::RGBA);
-    let limit = NonZeroU64::new(memory_limit(limits) as u64)
+    // A frame is sized by its own descriptor, not by the screen: the probe refuses frames
+    // outside the screen, and the decoder is told to as well, with a memory limit no larger
+    // than one RGBA screen (plus slack for metadata), so nothing here can allocate past it.
+    options.check_frame_consistency(true);
+    let screen = bytes.get(6..10).map_or(0, |s| {
+        u64::from(u16::from_le_bytes([s[0], s[1]])) * u64::from(u16::from_le_bytes([s[2], s[3]]))
+    });
+    let bytes_allowed = (memory_limit(limits) as u64).min(screen * 4 + (16 << 20));
+    let limit = NonZeroU64::new(bytes_allowed)
         .map_or(MemoryLimit::Bytes(NonZeroU64::MIN), MemoryLimit::Bytes);
     options.set_memory_limit(limit);
     let mut decoder = options.read_info(Cursor::new(bytes)).map_err(bad)?;
