@@ -99,9 +99,13 @@ pub async fn handle(
         AccountStatus::Erasing => return Err(HttpError::not_found()),
     }
     // The monthly bandwidth quota, before any byte is served (cache hits and originals too).
-    // `current` reads the database once per account and month, then memory only.
-    let used = state.usage.current(&state.store, &account.name).await?;
-    usage::check(state.plan(&account.plan), Quota::Bandwidth, &used)?;
+    // `current` reads the database once per account and month, then memory only; plans
+    // without the limit skip it (a global lock and a date format on every hit).
+    let plan = state.plan(&account.plan);
+    if plan.max_bandwidth_per_month.is_some() {
+        let used = state.usage.current(&state.store, &account.name).await?;
+        usage::check(plan, Quota::Bandwidth, &used)?;
+    }
     let image = caches
         .meta
         .image(&state.store, &account.name, &url.path)
@@ -264,7 +268,7 @@ pub async fn handle(
     }
     // Renders count against the monthly quota; cached variants above are served regardless.
     let used = state.usage.current(&state.store, &account.name).await?;
-    usage::check(state.plan(&account.plan), Quota::Transformations, &used)?;
+    usage::check(plan, Quota::Transformations, &used)?;
     let (outcome, role) = {
         let owned = state.clone();
         let hash = image.hash.clone();

@@ -346,7 +346,7 @@ async fn gif_frame_larger_than_its_screen_is_refused_before_any_allocation() {
         dominant_color: None,
     };
     store
-        .put_image(&image, "raw/bomb.gif", "raw/bomb")
+        .put_image(&image, "raw/bomb.gif", "raw/bomb", Default::default())
         .await
         .unwrap();
     store.close().await;
