@@ -168,7 +168,7 @@ pub async fn handle(
     state: &AppState,
     route: OpsRoute,
     req: Request<Incoming>,
-    peer: std::net::SocketAddr,
+    client: std::net::IpAddr,
 ) -> Result<Response<Body>, HttpError> {
     if route.auth() == Auth::Operator {
         authorize_operator(state, req.headers())?;
@@ -193,7 +193,7 @@ pub async fn handle(
             actor: "operator".into(),
             action: action.to_string(),
             target,
-            client_ip: Some(peer.ip().to_string()),
+            client_ip: Some(client.to_string()),
             outcome: i64::from(outcome),
         };
         if let Err(e) = state.store.append_audit(&record).await {

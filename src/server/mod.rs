@@ -3,6 +3,7 @@
 //! Owns sockets and connection lifecycles, and the response body type. Must never contain
 //! business logic: each listener is handed a `Handler` that turns a request into a response.
 
+pub mod client;
 pub mod response;
 pub mod routes;
 pub mod tls;
