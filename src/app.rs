@@ -164,7 +164,19 @@ pub enum AppError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "operator token file {path}: the token is {len} bytes; it must be at least \
+         {MIN_OPERATOR_TOKEN_BYTES} (make one with `openssl rand -hex 32`)"
+    )]
+    TokenTooShort {
+        path: std::path::PathBuf,
+        len: usize,
+    },
 }
+
+/// Shortest operator token accepted (after trimming whitespace): 32 bytes, 128 bits or more
+/// of a hex or base64 secret, beyond any guessing through the operator API's rate limit.
+pub const MIN_OPERATOR_TOKEN_BYTES: usize = 32;
 
 /// Builds the shared state without listening (also used by the CLI's offline commands).
 /// Returns once the disk cache has recovered.
@@ -177,7 +189,14 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
                 path: path.clone(),
                 source,
             })?;
-            Some(token.trim().to_string()).filter(|t| !t.is_empty())
+            let token = token.trim();
+            if token.len() < MIN_OPERATOR_TOKEN_BYTES {
+                return Err(AppError::TokenTooShort {
+                    path: path.clone(),
+                    len: token.len(),
+                });
+            }
+            Some(token.to_string())
         }
     };
     let store = Store::open(&config.store.url).await?;

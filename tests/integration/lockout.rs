@@ -1,7 +1,7 @@
 //! The failed-authentication lockout: keyed on the client's address (through trusted proxies
 //! only), counting failures only, never refusing a valid credential.
 
-use crate::harness::TestNode;
+use crate::harness::{OPERATOR, TestNode};
 
 /// A key of the issued shape (`imgsrc_` and 64 hex digits) that no account has: every one is
 /// looked up.
@@ -105,4 +105,61 @@ async fn without_trusted_proxies_a_forwarded_address_is_ignored() {
     let fresh = [("x-forwarded-for", "192.0.2.200")];
     assert_eq!(settings(&node, &bad_key(30), &fresh).await.0, 429);
     node.stop().await;
+}
+
+/// `GET /admin/v1/accounts` with `token`: status, code, whether Retry-After is set.
+async fn operator_call(node: &TestNode, token: &str) -> (u16, String, bool) {
+    let res = node
+        .client
+        .get(format!("{}/admin/v1/accounts", node.ops))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res.headers().contains_key("retry-after");
+    let body: serde_json::Value = res.json().await.unwrap();
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    (status, code, retry_after)
+}
+
+#[tokio::test]
+async fn bad_operator_tokens_are_rate_limited_and_the_right_one_still_works() {
+    let node = TestNode::start_operated("[demo]\nseed = false\n").await;
+    for i in 0..20 {
+        let guess = format!("{OPERATOR}-{i}");
+        assert_eq!(operator_call(&node, &guess).await.0, 401);
+    }
+    let (status, code, retry_after) = operator_call(&node, "another-guess").await;
+    assert_eq!(
+        (status, code.as_str(), retry_after),
+        (429, "RATE_LIMITED", true)
+    );
+    // The operator, from the same address, is not locked out.
+    assert_eq!(operator_call(&node, OPERATOR).await.0, 200);
+    assert_eq!(operator_call(&node, "").await.0, 429);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_operator_token_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("operator.token");
+    std::fs::write(&token, "short-token-31-bytes-0123456789\n").unwrap();
+    let text = crate::harness::test_config(
+        dir.path(),
+        &format!("[admin]\ntoken_file = \"{}\"\n", token.display()),
+    );
+    let config = imgnode::config::parse(&text, Vec::new()).unwrap();
+    match imgnode::app::start(config).await {
+        Ok(_) => panic!("a node started with a 31-byte operator token"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(matches!(
+                e,
+                imgnode::app::AppError::TokenTooShort { len: 31, .. }
+            ));
+            assert!(message.contains("at least 32"), "{message}");
+        }
+    }
 }
