@@ -326,10 +326,16 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
             max_connections: server_config.max_connections,
             h2_max_concurrent_streams: server_config.h2_max_concurrent_streams,
             h2_keep_alive: server_config.h2_keep_alive,
+            h2_idle_timeout: server_config.h2_idle_timeout,
+            max_connections_per_ip: server_config.max_connections_per_ip,
+            trusted_proxies: server_config.trusted_proxies.clone(),
             open_connections: http.open_connections.with_label_values(&[listener]),
             refused_connections: http
                 .refused_connections_total
-                .with_label_values(&[listener]),
+                .with_label_values(&[listener, "max_connections"]),
+            refused_per_ip: http
+                .refused_connections_total
+                .with_label_values(&[listener, "max_connections_per_ip"]),
         };
     let mut tasks = JoinSet::new();
     // Ops first, so /live answers (and /ready says "starting") while seeding runs.

@@ -135,7 +135,7 @@ impl RateLimits {
 }
 
 /// The unit a client controls: its IPv4 address, or the /64 of its IPv6 address.
-fn network_of(ip: IpAddr) -> IpAddr {
+pub(crate) fn network_of(ip: IpAddr) -> IpAddr {
     let ip = ip.to_canonical();
     match ip {
         IpAddr::V4(_) => ip,

@@ -130,6 +130,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: Duration,
+    /// An HTTP/2 connection without an open stream for this long gets GOAWAY and is closed.
+    pub h2_idle_timeout: Duration,
+    /// Open connections per client address (IPv6: per /64) and listener; 0 is no limit.
+    /// Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
     /// Peers whose forwarding header names the client (see `server::client`).
     pub trusted_proxies: crate::server::client::TrustedProxies,
     /// Plain HTTP/2 with prior knowledge on the public listener.
@@ -378,6 +383,8 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             u64::from(raw.server.h2_max_concurrent_streams),
         ) as u32,
         h2_keep_alive: p.nonzero_duration("server.h2_keep_alive", &raw.server.h2_keep_alive),
+        h2_idle_timeout: p.nonzero_duration("server.h2_idle_timeout", &raw.server.h2_idle_timeout),
+        max_connections_per_ip: raw.server.max_connections_per_ip,
         trusted_proxies: trusted_proxies(&mut p, &raw.server),
         h2c: raw.server.h2c,
         tls: match (

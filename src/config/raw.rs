@@ -73,6 +73,8 @@ pub struct RawServer {
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: String,
     pub h2c: bool,
+    pub h2_idle_timeout: String,
+    pub max_connections_per_ip: usize,
     /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host) whose connections
     /// carry the client's address in `forwarded_header`.
     pub trusted_proxies: Vec<String>,
@@ -95,6 +97,8 @@ impl Default for RawServer {
             h2_max_concurrent_streams: 256,
             h2_keep_alive: "60s".into(),
             h2c: true,
+            h2_idle_timeout: "60s".into(),
+            max_connections_per_ip: 128,
             trusted_proxies: Vec::new(),
             forwarded_header: "x-forwarded-for".into(),
             tls_cert_file: String::new(),
