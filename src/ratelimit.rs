@@ -1,5 +1,6 @@
 //! Rate limits: GCRA (governor) per API key or JWT subject at the rate of the account's plan,
-//! and per client IP for failed authentications (brute force of keys).
+//! and per client address (`server::client::client_ip`) for failed authentications (brute
+//! force of API keys and the operator token).
 //!
 //! Owns the limiters and the `X-RateLimit-*` numbers. Per node: with N nodes behind a
 //! balancer a client can reach N times the rate (documented in the README). Must never block
@@ -39,8 +40,9 @@ pub struct RateState {
 
 pub struct RateLimits {
     clock: DefaultClock,
-    /// Addresses over their failed-authentication allowance, until it refills: refused before
-    /// any key lookup or signature check.
+    /// Addresses over their failed-authentication allowance, until it refills: every bad
+    /// credential from them is refused (one that cannot be valid without a lookup); a valid
+    /// one is still served (see `api::handle`).
     blocked: std::sync::Mutex<HashMap<IpAddr, (std::time::Instant, RateState)>>,
     /// One keyed limiter per distinct plan rate.
     by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
