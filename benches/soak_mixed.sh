@@ -164,5 +164,5 @@ idle=$!
 until [ "$(curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^imgnode_http_open_connections\{listener="public"\}/ {print $2}')" -ge "$IDLE" ] 2>/dev/null; do sleep 0.5; done
 echo "  open connections: $(curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^imgnode_http_open_connections\{listener="public"\}/ {print $2}'), RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$pid/status) / 1024 )) MiB"
 wrk -t2 -c16 -d20s --latency -s "$work/hits.lua" "http://127.0.0.1:$PORT" | sed -n '/requests [0-9]*, errors/,$p'
-echo "  refused connections: $(curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^imgnode_http_refused_connections_total\{listener="public"\}/ {print $2}')"
+echo "  refused connections: $(curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^imgnode_http_refused_connections_total\{listener="public",/ {n += $2} END {print n + 0}')"
 wait $idle

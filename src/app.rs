@@ -175,7 +175,19 @@ pub enum AppError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "operator token file {path}: the token is {len} bytes; it must be at least \
+         {MIN_OPERATOR_TOKEN_BYTES} (make one with `openssl rand -hex 32`)"
+    )]
+    TokenTooShort {
+        path: std::path::PathBuf,
+        len: usize,
+    },
 }
+
+/// Shortest operator token accepted (after trimming whitespace): 32 bytes, 128 bits or more
+/// of a hex or base64 secret, beyond any guessing through the operator API's rate limit.
+pub const MIN_OPERATOR_TOKEN_BYTES: usize = 32;
 
 /// Builds the shared state without listening (also used by the CLI's offline commands).
 /// Returns once the disk cache has recovered.
@@ -197,7 +209,14 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
                 path: path.clone(),
                 source,
             })?;
-            Some(token.trim().to_string()).filter(|t| !t.is_empty())
+            let token = token.trim();
+            if token.len() < MIN_OPERATOR_TOKEN_BYTES {
+                return Err(AppError::TokenTooShort {
+                    path: path.clone(),
+                    len: token.len(),
+                });
+            }
+            Some(token.to_string())
         }
     };
     let store = Store::open(&config.store.url).await?;
@@ -344,10 +363,16 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
             max_connections: server_config.max_connections,
             h2_max_concurrent_streams: server_config.h2_max_concurrent_streams,
             h2_keep_alive: server_config.h2_keep_alive,
+            h2_idle_timeout: server_config.h2_idle_timeout,
+            max_connections_per_ip: server_config.max_connections_per_ip,
+            trusted_proxies: server_config.trusted_proxies.clone(),
             open_connections: http.open_connections.with_label_values(&[listener]),
             refused_connections: http
                 .refused_connections_total
-                .with_label_values(&[listener]),
+                .with_label_values(&[listener, "max_connections"]),
+            refused_per_ip: http
+                .refused_connections_total
+                .with_label_values(&[listener, "max_connections_per_ip"]),
         };
     let mut tasks = JoinSet::new();
     // Ops first, so /live answers (and /ready says "starting") while seeding runs.

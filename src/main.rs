@@ -101,6 +101,7 @@ fn main() -> ExitCode {
                     e,
                     imgnode::app::AppError::Tls(_)
                         | imgnode::app::AppError::Token { .. }
+                        | imgnode::app::AppError::TokenTooShort { .. }
                         | imgnode::app::AppError::Signing(_)
                         | imgnode::app::AppError::Jwt(_)
                 )

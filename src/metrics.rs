@@ -48,7 +48,7 @@ pub struct HttpMetrics {
     pub response_bytes_total: IntCounterVec,
     /// Labels: listener (public, ops).
     pub open_connections: IntGaugeVec,
-    /// Labels: listener. Connections refused at `server.max_connections`.
+    /// Labels: listener, reason (`max_connections`, `max_connections_per_ip`).
     pub refused_connections_total: IntCounterVec,
 }
 
@@ -102,8 +102,9 @@ impl Metrics {
             ),
             refused_connections_total: r.counter_vec(
                 "imgnode_http_refused_connections_total",
-                "Connections refused with 503 at server.max_connections, by listener",
-                &["listener"],
+                "Connections refused (503, or closed on TLS) at server.max_connections or \
+                 server.max_connections_per_ip, by listener and reason",
+                &["listener", "reason"],
             ),
         };
         let cluster_listening = r.gauge(

@@ -1,6 +1,7 @@
 //! Rate limits: GCRA (governor) per API key or JWT subject at the rate of the account's plan,
-//! per client IP for failed authentications (brute force of keys), and the render budgets of
-//! delivery: new renders per client IP, new variants per original.
+//! per client address (`server::client::client_ip`) for failed authentications (brute
+//! force of API keys and the operator token), and the render budgets of delivery: new
+//! renders per client address, new variants per original.
 //!
 //! Owns the limiters and the `X-RateLimit-*` numbers. Per node: with N nodes behind a
 //! balancer a client can reach N times the rate (documented in the README). Must never block
@@ -40,8 +41,9 @@ pub struct RateState {
 
 pub struct RateLimits {
     clock: DefaultClock,
-    /// Addresses over their failed-authentication allowance, until it refills: refused before
-    /// any key lookup or signature check.
+    /// Addresses over their failed-authentication allowance, until it refills: every bad
+    /// credential from them is refused (one that cannot be valid without a lookup); a valid
+    /// one is still served (see `api::handle`).
     blocked: std::sync::Mutex<HashMap<IpAddr, (std::time::Instant, RateState)>>,
     /// One keyed limiter per distinct plan rate.
     by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
@@ -214,7 +216,8 @@ impl RateLimits {
 }
 
 /// The unit a client controls: its IPv4 address, or the /64 of its IPv6 address.
-fn network_of(ip: IpAddr) -> IpAddr {
+pub(crate) fn network_of(ip: IpAddr) -> IpAddr {
+    let ip = ip.to_canonical();
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {

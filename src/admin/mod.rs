@@ -168,10 +168,10 @@ pub async fn handle(
     state: &AppState,
     route: OpsRoute,
     req: Request<Incoming>,
-    peer: std::net::SocketAddr,
+    client: std::net::IpAddr,
 ) -> Result<Response<Body>, HttpError> {
     if route.auth() == Auth::Operator {
-        authorize_operator(state, req.headers())?;
+        authorize_operator(state, req.headers(), client)?;
     }
     let audited = route.audited().map(|account| {
         (
@@ -193,7 +193,7 @@ pub async fn handle(
             actor: "operator".into(),
             action: action.to_string(),
             target,
-            client_ip: Some(peer.ip().to_string()),
+            client_ip: Some(client.to_string()),
             outcome: i64::from(outcome),
         };
         if let Err(e) = state.store.append_audit(&record).await {
@@ -511,7 +511,14 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
     ))
 }
 
-fn authorize_operator(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+/// Checks the operator token. Failures count against `client`'s failed-authentication
+/// allowance (the tenant API's, in `ratelimit`); over it, 429 with `Retry-After`. The right
+/// token is never refused for its address's failures.
+fn authorize_operator(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: std::net::IpAddr,
+) -> Result<(), HttpError> {
     let Some(expected) = &state.operator_token else {
         return Err(HttpError::forbidden(
             "the operator API is disabled (set admin.token_file)",
@@ -522,13 +529,24 @@ fn authorize_operator(state: &AppState, headers: &HeaderMap) -> Result<(), HttpE
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    // One comparison, whatever the address's state: nothing to look up, nothing to learn.
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(HttpError::new(
+        return Ok(());
+    }
+    let blocked = state.rate_limits.blocked(client);
+    let rate = state.rate_limits.auth_failure(client);
+    match rate.retry_after.or(blocked.and_then(|b| b.retry_after)) {
+        Some(retry_after) => Err(HttpError {
+            retry_after: Some(retry_after),
+            ..HttpError::new(
+                ErrorCode::RateLimited,
+                "too many failed authentications from this address",
+            )
+        }),
+        None => Err(HttpError::new(
             ErrorCode::Unauthorized,
             "missing or invalid operator token",
-        ))
+        )),
     }
 }
 

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use crate::app::AppState;
 use crate::auth::jwt::{JwtError, JwtVerifier};
@@ -195,25 +195,26 @@ pub struct ApiOutcome {
     pub rate: Option<RateState>,
 }
 
-/// Authenticates (a failure counts against the client IP's allowance), applies the caller's
-/// rate limit and monthly API quota, runs the route, counts it, and audits it when it changes
-/// anything.
+/// Authenticates (a failure counts against the client address's allowance), applies the
+/// caller's rate limit and monthly API quota, runs the route, counts it, and audits it when it
+/// changes anything. `client` is the client's address (`server::client::client_ip`).
 pub async fn handle(
     state: &AppState,
     route: ApiRoute,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> ApiOutcome {
-    // An address that keeps failing to authenticate is turned away before any lookup.
-    if let Some(rate) = state.rate_limits.blocked(peer.ip()) {
+    // The credential is checked first: a valid one is never refused for its address's failed
+    // attempts (behind a NAT or a proxy, someone else's). While an address is blocked, only
+    // a credential that could be valid is looked up (one indexed query, and "no such key" is
+    // cached); every failure extends the block, and every one is answered 429, so the
+    // answers of a blocked address tell nothing about the keys it tries.
+    let blocked = state.rate_limits.blocked(client);
+    if let Some(rate) = blocked
+        && !plausible_credential(state, req.headers())
+    {
         drain(req).await;
-        return ApiOutcome {
-            result: Err(rate_limited(
-                &rate,
-                "too many failed authentications from this address",
-            )),
-            rate: Some(rate),
-        };
+        return auth_refused(rate);
     }
     let principal = match authenticate(state, &req).await {
         Ok(p) => p,
@@ -227,17 +228,15 @@ pub async fn handle(
         }
         Err(e) => {
             drain(req).await;
-            let rate = state.rate_limits.auth_failure(peer.ip());
-            let result = if rate.retry_after.is_some() {
-                Err(rate_limited(
-                    &rate,
-                    "too many failed authentications from this address",
-                ))
-            } else {
-                Err(e)
-            };
+            let rate = state.rate_limits.auth_failure(client);
+            if rate.retry_after.is_some() {
+                return auth_refused(rate);
+            }
+            if let Some(rate) = blocked {
+                return auth_refused(rate);
+            }
             return ApiOutcome {
-                result,
+                result: Err(e),
                 rate: Some(rate),
             };
         }
@@ -273,7 +272,7 @@ pub async fn handle(
             actor: principal.key_id.clone(),
             action: action.to_string(),
             target,
-            client_ip: Some(peer.ip().to_string()),
+            client_ip: Some(client.to_string()),
             outcome: i64::from(outcome),
         };
         if let Err(e) = state.store.append_audit(&record).await {
@@ -284,6 +283,37 @@ pub async fn handle(
         result,
         rate: Some(rate),
     }
+}
+
+/// The answer to an address over its failed-authentication allowance.
+fn auth_refused(rate: RateState) -> ApiOutcome {
+    ApiOutcome {
+        result: Err(rate_limited(
+            &rate,
+            "too many failed authentications from this address",
+        )),
+        rate: Some(rate),
+    }
+}
+
+/// Whether the request's credential has the shape of one this node could accept: an API key
+/// as issued (`{prefix}{64 hex digits}`, see `auth`), or a JWT when JWTs are on. Anything
+/// else from a blocked address is refused without a lookup.
+fn plausible_credential(state: &AppState, headers: &http::HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    if state.jwt.is_some() && JwtVerifier::looks_like_jwt(token) {
+        return true;
+    }
+    token
+        .strip_prefix(state.config.auth.key_prefix.as_str())
+        .is_some_and(|secret| secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn rate_limited(rate: &RateState, message: &str) -> HttpError {

@@ -133,6 +133,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: Duration,
+    /// An HTTP/2 connection without an open stream for this long gets GOAWAY and is closed.
+    pub h2_idle_timeout: Duration,
+    /// Open connections per client address (IPv6: per /64) and listener; 0 is no limit.
+    /// Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Peers whose forwarding header names the client (see `server::client`).
+    pub trusted_proxies: crate::server::client::TrustedProxies,
     /// Plain HTTP/2 with prior knowledge on the public listener.
     pub h2c: bool,
     /// `(certificate chain, key)` PEM files: TLS on the public listener.
@@ -404,6 +411,9 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             u64::from(raw.server.h2_max_concurrent_streams),
         ) as u32,
         h2_keep_alive: p.nonzero_duration("server.h2_keep_alive", &raw.server.h2_keep_alive),
+        h2_idle_timeout: p.nonzero_duration("server.h2_idle_timeout", &raw.server.h2_idle_timeout),
+        max_connections_per_ip: raw.server.max_connections_per_ip,
+        trusted_proxies: trusted_proxies(&mut p, &raw.server),
         h2c: raw.server.h2c,
         tls: match (
             raw.server.tls_cert_file.is_empty(),
@@ -700,6 +710,32 @@ fn jwt_config(p: &mut Problems<'_>, raw: &raw::RawJwt) -> Option<crate::auth::jw
     Some(config)
 }
 
+/// `server.trusted_proxies` (every bad entry named) and `server.forwarded_header`.
+fn trusted_proxies(
+    p: &mut Problems<'_>,
+    raw: &raw::RawServer,
+) -> crate::server::client::TrustedProxies {
+    use crate::server::client::{ForwardedHeader, TrustedProxies, parse_net};
+    let mut nets = Vec::new();
+    for entry in &raw.trusted_proxies {
+        match parse_net(entry) {
+            Some(net) => nets.push(net),
+            None => p.push(format!(
+                "server.trusted_proxies: `{entry}` is not a network like \"10.0.0.0/8\", \
+                 \"2001:db8::/32\" or an address"
+            )),
+        }
+    }
+    let header = ForwardedHeader::parse(&raw.forwarded_header).unwrap_or_else(|| {
+        p.push(format!(
+            "server.forwarded_header: `{}` is not one of \"x-forwarded-for\", \"forwarded\"",
+            raw.forwarded_header
+        ));
+        ForwardedHeader::XForwardedFor
+    });
+    TrustedProxies { nets, header }
+}
+
 /// `server.public_url`: empty, or `http(s)://host[:port][/prefix]` without a trailing slash.
 fn public_url(p: &mut Problems<'_>, value: &str) -> Option<String> {
     let value = value.trim_end_matches('/');
@@ -920,6 +956,49 @@ mod tests {
         assert!(!warns(
             "[server]\npublic_listen = \"0.0.0.0:8080\"\npublic_url = \"https://img.example.com\"\n"
         ));
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_at_load() {
+        let c = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n\
+             forwarded_header = \"forwarded\"\n",
+            no_env(),
+        )
+        .unwrap();
+        let t = &c.server.trusted_proxies;
+        assert_eq!(t.nets.len(), 3);
+        assert!(t.contains("10.1.2.3".parse().unwrap()));
+        assert!(t.contains("192.0.2.7".parse().unwrap()));
+        assert!(!t.contains("192.0.2.8".parse().unwrap()));
+        assert_eq!(t.header, crate::server::client::ForwardedHeader::Forwarded);
+        let err = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\", \"cdn.example\"]\n\
+             forwarded_header = \"x-real-ip\"\n",
+            no_env(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(err.problems[0].contains("10.0.0.0/33"), "{err}");
+        // A list through the environment.
+        let env = vec![(
+            "IMGNODE_SERVER__TRUSTED_PROXIES".to_string(),
+            "[\"127.0.0.1/32\"]".to_string(),
+        )];
+        let c = parse("", env).unwrap();
+        assert!(
+            c.server
+                .trusted_proxies
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            parse("", no_env())
+                .unwrap()
+                .server
+                .trusted_proxies
+                .nets
+                .is_empty()
+        );
     }
 
     #[test]

@@ -73,6 +73,13 @@ pub struct RawServer {
     pub h2_max_concurrent_streams: u32,
     pub h2_keep_alive: String,
     pub h2c: bool,
+    pub h2_idle_timeout: String,
+    pub max_connections_per_ip: usize,
+    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host) whose connections
+    /// carry the client's address in `forwarded_header`.
+    pub trusted_proxies: Vec<String>,
+    /// `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub forwarded_header: String,
     pub tls_cert_file: String,
     pub tls_key_file: String,
 }
@@ -90,6 +97,10 @@ impl Default for RawServer {
             h2_max_concurrent_streams: 256,
             h2_keep_alive: "60s".into(),
             h2c: true,
+            h2_idle_timeout: "60s".into(),
+            max_connections_per_ip: 128,
+            trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
         }

@@ -1,7 +1,7 @@
 //! Routing: a request becomes a `Route` before any handler runs; each listener has its own
 //! table. Also the one place that records request metrics and writes the access log line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,6 +71,8 @@ impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
+        let client =
+            super::client::client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
         let request_id = request_id(req.headers());
         let path = req.uri().path().to_string();
         let method = req.method().clone();
@@ -89,7 +91,7 @@ impl Handler for PublicHandler {
             PublicRoute::Api => match crate::api::ApiRoute::parse(&method, &path) {
                 Ok(api) => {
                     let label = api.label();
-                    let outcome = crate::api::handle(state, api, req, peer).await;
+                    let outcome = crate::api::handle(state, api, req, client).await;
                     rate = outcome.rate;
                     (outcome.result, None, label)
                 }
@@ -119,7 +121,7 @@ impl Handler for PublicHandler {
                         query: req.uri().query().unwrap_or(""),
                         method: req.method(),
                         headers: req.headers(),
-                        client: peer.ip(),
+                        client,
                     },
                 )
                 .await;
@@ -153,6 +155,7 @@ impl Handler for PublicHandler {
             &method,
             &path,
             peer,
+            client,
             label,
             cache,
             &res,
@@ -170,6 +173,8 @@ impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let state = &self.0;
+        let client =
+            super::client::client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
         let request_id = request_id(req.headers());
         let path = req.uri().path().to_string();
         let method = req.method().clone();
@@ -177,7 +182,7 @@ impl Handler for OpsHandler {
         let (res, label) = match crate::admin::OpsRoute::parse(&method, &path) {
             Ok(route) => {
                 let label = route.label();
-                (crate::admin::handle(state, route, req, peer).await, label)
+                (crate::admin::handle(state, route, req, client).await, label)
             }
             Err(e) => (Err(e), "ops_bad_method"),
         };
@@ -188,6 +193,7 @@ impl Handler for OpsHandler {
             &method,
             &path,
             peer,
+            client,
             label,
             None,
             &res,
@@ -252,13 +258,15 @@ fn log_path(path: &str) -> &str {
 }
 
 /// Metrics and the access log line. The query string is left out of the log: it can carry
-/// signatures; the path is cut to [`LOG_PATH_MAX`] bytes.
+/// signatures; the path is cut to [`LOG_PATH_MAX`] bytes. `peer` is the TCP peer, `client`
+/// the address it forwards for (the same unless the peer is a trusted proxy).
 #[expect(clippy::too_many_arguments, reason = "one access-log line's fields")]
 fn record(
     state: &AppState,
     method: &Method,
     path: &str,
     peer: SocketAddr,
+    client: IpAddr,
     route: &'static str,
     cache: Option<&'static str>,
     res: &Response<Body>,
@@ -296,6 +304,7 @@ fn record(
         cache = cache.unwrap_or("-"),
         ms = elapsed.as_secs_f64() * 1000.0,
         %peer,
+        %client,
         request_id,
     );
 }

@@ -7,7 +7,7 @@ use imgnode::store::Visibility;
 
 use crate::harness::{TestNode, decode, dir_contains, fixture};
 
-const OPERATOR_TOKEN: &str = "test-operator-token-7f3a";
+const OPERATOR_TOKEN: &str = "test-operator-token-7f3a-b14c90d2e8a6f357";
 
 async fn node_with_token(extra: &str) -> TestNode {
     let dir = tempfile::tempdir().unwrap();

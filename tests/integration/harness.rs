@@ -36,7 +36,7 @@ data_dir = "{}"
 }
 
 /// The operator token of nodes started with [`TestNode::start_operated`].
-pub const OPERATOR: &str = "op-token-for-tests-91c2";
+pub const OPERATOR: &str = "op-token-for-tests-91c2-5e0b7a48d3f61c29";
 
 impl TestNode {
     pub async fn start() -> TestNode {

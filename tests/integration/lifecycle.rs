@@ -156,7 +156,7 @@ async fn notifies_systemd_and_drains_a_request_in_flight_on_sigterm() {
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_debug_level() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = "operator-secret-4f9c2a7e1b";
+    let operator = "operator-secret-4f9c2a7e1b-8d03c6f5a92e";
     let signing = "signing-secret-0123456789abcdefghijklmnop";
     std::fs::write(dir.path().join("op.token"), operator).unwrap();
     std::fs::write(dir.path().join("signing.keys"), signing).unwrap();

@@ -19,6 +19,7 @@ mod images;
 mod isolation;
 mod jwt;
 mod lifecycle;
+mod lockout;
 mod ops;
 mod s3;
 mod sdk;

@@ -127,3 +127,55 @@ async fn tls_negotiates_h2_and_http1_and_reloads_without_dropping_connections() 
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_over_tls_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ca = Ca::new("idle test CA");
+    let (cert, key) = ca.server_cert();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let node = TestNode::start_with_env(
+        dir,
+        "[demo]\nseed = false\n",
+        &[
+            ("IMGNODE_SERVER__TLS_CERT_FILE", cert_path.to_str().unwrap()),
+            ("IMGNODE_SERVER__TLS_KEY_FILE", key_path.to_str().unwrap()),
+            ("IMGNODE_SERVER__H2_IDLE_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(node.app.public_addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The handshake and the HTTP/2 preface, then nothing but answers to pings.
+    let (send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+    ended
+        .expect("the server kept the idle HTTP/2 connection open")
+        .expect("a clean close after GOAWAY");
+    assert!(send.is_closed());
+    node.stop().await;
+}
