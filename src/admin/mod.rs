@@ -451,7 +451,8 @@ async fn create_account(
     state.caches.meta.invalidate_account(&account.name).await;
     let issued = state
         .api_keys
-        .issue(&state.store, &account.name, "default", Scopes::ALL, None)
+        // The owner's key: the only way a new account gets the `account` scope.
+        .issue(&state.store, &account.name, "default", Scopes::OWNER, None)
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?;
     Ok(response::json(

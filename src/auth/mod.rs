@@ -30,6 +30,18 @@ pub const MAX_EXPIRY_DAYS: u32 = 365;
 pub enum Scope {
     Read,
     Write,
+    /// The whole account at once: its export (every private original) and its erasure.
+    Account,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Account => "account",
+        }
+    }
 }
 
 /// The scopes a key carries.
@@ -37,43 +49,75 @@ pub enum Scope {
 pub struct Scopes {
     pub read: bool,
     pub write: bool,
+    /// Export and erasure of the whole account. Never granted by default: asked for by name.
+    pub account: bool,
 }
 
 impl Scopes {
-    pub const ALL: Scopes = Scopes {
+    /// What a key gets when its creator names no scopes: `read,write`.
+    pub const DEFAULT: Scopes = Scopes {
         read: true,
         write: true,
+        account: false,
     };
 
-    /// `read`, `write`, or both comma-separated (any order); nothing else.
+    /// Everything: the owner's key (an account's first key, issued by the operator or the CLI).
+    pub const OWNER: Scopes = Scopes {
+        read: true,
+        write: true,
+        account: true,
+    };
+
+    /// `read`, `write`, `account`, comma-separated (any order, repeats allowed); nothing else.
     pub fn parse(text: &str) -> Option<Scopes> {
+        Scopes::from_names(text.split(','))
+    }
+
+    /// The one scope parser: every name must be `read`, `write` or `account` (surrounding
+    /// spaces ignored), and at least one must be given.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
         let mut scopes = Scopes {
             read: false,
             write: false,
+            account: false,
         };
-        for part in text.split(',').map(str::trim) {
-            match part {
+        for name in names.into_iter().map(str::trim) {
+            match name {
                 "read" => scopes.read = true,
                 "write" => scopes.write = true,
+                "account" => scopes.account = true,
                 _ => return None,
             }
         }
-        (scopes.read || scopes.write).then_some(scopes)
+        (scopes.read || scopes.write || scopes.account).then_some(scopes)
     }
 
     pub fn allows(self, scope: Scope) -> bool {
         match scope {
             Scope::Read => self.read,
             Scope::Write => self.write,
+            Scope::Account => self.account,
         }
     }
 
+    /// Every scope of `self` is one of `other`'s.
+    pub fn within(self, other: Scopes) -> bool {
+        (!self.read || other.read)
+            && (!self.write || other.write)
+            && (!self.account || other.account)
+    }
+
+    /// Canonical text, as stored: the names in the order `read,write,account`.
     pub fn as_str(self) -> &'static str {
-        match (self.read, self.write) {
-            (true, true) => "read,write",
-            (true, false) => "read",
-            (false, true) => "write",
-            (false, false) => "",
+        match (self.read, self.write, self.account) {
+            (true, true, true) => "read,write,account",
+            (true, true, false) => "read,write",
+            (true, false, true) => "read,account",
+            (false, true, true) => "write,account",
+            (true, false, false) => "read",
+            (false, true, false) => "write",
+            (false, false, true) => "account",
+            (false, false, false) => "",
         }
     }
 }
@@ -292,17 +336,44 @@ mod tests {
 
     #[test]
     fn scopes_parse_strictly() {
-        assert_eq!(Scopes::parse("read,write"), Some(Scopes::ALL));
+        assert_eq!(Scopes::parse("read,write"), Some(Scopes::DEFAULT));
         assert_eq!(
             Scopes::parse("write, read").map(Scopes::as_str),
             Some("read,write")
         );
+        assert_eq!(
+            Scopes::parse("account,read,write,read"),
+            Some(Scopes::OWNER)
+        );
+        assert_eq!(
+            Scopes::from_names(["account", "read"]).map(Scopes::as_str),
+            Some("read,account")
+        );
+        assert_eq!(
+            Scopes::parse("read,write").map(|s| s.allows(Scope::Account)),
+            Some(false)
+        );
+        // Every combination reads back as itself.
+        for text in [
+            "read",
+            "write",
+            "account",
+            "read,write",
+            "read,account",
+            "write,account",
+        ] {
+            assert_eq!(Scopes::parse(text).map(Scopes::as_str), Some(text));
+        }
+        assert!(Scopes::DEFAULT.within(Scopes::OWNER));
+        assert!(!Scopes::OWNER.within(Scopes::DEFAULT));
         assert_eq!(
             Scopes::parse("read").map(|s| s.allows(Scope::Write)),
             Some(false)
         );
         assert_eq!(Scopes::parse("admin"), None);
         assert_eq!(Scopes::parse(""), None);
+        assert_eq!(Scopes::parse("read,"), None);
+        assert_eq!(Scopes::from_names([]), None);
     }
 
     #[tokio::test]
@@ -311,7 +382,7 @@ mod tests {
         let s = store(&dir).await;
         let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
         let issued = keys
-            .issue(&s, "acme", "ci", Scopes::ALL, Some(30))
+            .issue(&s, "acme", "ci", Scopes::DEFAULT, Some(30))
             .await
             .unwrap();
         assert!(issued.secret.starts_with("imgsrc_"));
@@ -322,7 +393,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(who.account, "acme");
-        assert_eq!(who.scopes, Scopes::ALL);
+        assert_eq!(who.scopes, Scopes::DEFAULT);
         let secret_part = &issued.secret[7..];
         let stored = s.api_keys("acme").await.unwrap();
         let text = format!("{stored:?}");
@@ -350,7 +421,7 @@ mod tests {
             assert!(keys.authenticate(&s, header).await.is_err(), "{header:?}");
         }
         let issued = keys
-            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .issue(&s, "acme", "k", Scopes::DEFAULT, None)
             .await
             .unwrap();
         let bearer = format!("Bearer {}", issued.secret);
@@ -370,7 +441,7 @@ mod tests {
         let s = store(&dir).await;
         let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
         let issued = keys
-            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .issue(&s, "acme", "k", Scopes::DEFAULT, None)
             .await
             .unwrap();
         let bearer = format!("Bearer {}", issued.secret);

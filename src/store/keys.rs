@@ -13,7 +13,7 @@ pub struct ApiKeyRecord {
     pub name: String,
     /// The first characters of the key, shown to its owner to tell keys apart.
     pub key_prefix: String,
-    /// `read`, `write` or `read,write`.
+    /// Comma-separated scope names in the order `read,write,account` (see `auth::Scopes`).
     pub scopes: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,

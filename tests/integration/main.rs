@@ -16,6 +16,7 @@ mod hostile;
 mod images;
 mod isolation;
 mod jwt;
+mod keys;
 mod lifecycle;
 mod ops;
 mod s3;

@@ -1,0 +1,223 @@
+//! API key abuse, over HTTP against real nodes: what a key may do (the `account` scope), what
+//! a key may create (expiry, scopes, count), what revoking it takes with it, and the rate one
+//! account gets however many keys it holds.
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{TestNode, assert_json_error, fixture};
+use crate::jwt::{b64, serve_jwks, sign};
+
+/// Creates an account through the operator API; returns its first key's answer.
+async fn account(node: &TestNode, name: &str) -> Value {
+    let (status, body) = node
+        .ops_call(
+            Method::POST,
+            "/admin/v1/accounts",
+            Some(json!({"name": name, "plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["api_key"].clone()
+}
+
+/// `POST /api/v1/settings/api-keys` with `key`: status and answer.
+async fn create_key(node: &TestNode, key: &str, body: Value) -> (u16, Value) {
+    let (status, _, created) = node
+        .api(Method::POST, "/api/v1/settings/api-keys", key, Some(body))
+        .await;
+    (status, created)
+}
+
+/// A key `key` creates with `body`; panics unless it is a 201.
+async fn child(node: &TestNode, key: &str, body: Value) -> Value {
+    let (status, created) = create_key(node, key, body).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+fn secret(created: &Value) -> String {
+    created["key"].as_str().unwrap().to_string()
+}
+
+/// `GET /api/v1/account/export` with `key`: status, content type and body (a tar or JSON).
+async fn export(node: &TestNode, key: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let res = node
+        .client
+        .get(format!("{}/api/v1/account/export", node.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.bytes().await.unwrap().to_vec())
+}
+
+async fn erase(node: &TestNode, key: &str, account: &str) -> (u16, Value) {
+    let (status, _, body) = node
+        .api(
+            Method::DELETE,
+            "/api/v1/account",
+            key,
+            Some(json!({"confirm": account})),
+        )
+        .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn export_and_erasure_need_the_account_scope() {
+    let node = TestNode::start_operated("[demo]\nseed = false\n").await;
+    // The operator's first key is the owner's: it holds `account`.
+    let owner = account(&node, "acme").await;
+    assert_eq!(owner["scopes"], "read,write,account");
+    let owner = secret(&owner);
+    let photo = fixture("photos/ladybird.jpg");
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(photo.clone()).file_name("p.jpg"),
+        )
+        .text("target_path", "private/p.jpg")
+        .text("visibility", "private");
+    let res = node
+        .client
+        .post(format!("{}/api/v1/images", node.base))
+        .bearer_auth(&owner)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // Keys created without scopes get read and write, never `account`.
+    let reader = secret(&child(&node, &owner, json!({"name": "r", "scopes": "read"})).await);
+    let plain = child(&node, &owner, json!({"name": "rw"})).await;
+    assert_eq!(plain["scopes"], "read,write");
+    let plain = secret(&plain);
+
+    // The attack: a read key downloads every private original. Refused, and so is a key with
+    // read and write (export and erasure are not writes either).
+    for key in [&reader, &plain] {
+        let (status, headers, body) = export(&node, key).await;
+        assert_json_error(status, &headers, &body, 403, "FORBIDDEN");
+        assert!(
+            String::from_utf8_lossy(&body).contains("`account` scope"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let (status, body) = erase(&node, key, "acme").await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "FORBIDDEN");
+    }
+    // Neither can hand itself the scope through a new key.
+    for key in [&reader, &plain] {
+        let (status, body) = create_key(
+            &node,
+            key,
+            json!({"name": "up", "scopes": "read,write,account"}),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = create_key(
+        &node,
+        &plain,
+        json!({"name": "up", "scopes": ["read", "account"]}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+
+    // `account` asked for by name (as an array, too), by a key that has it.
+    let exporter = child(
+        &node,
+        &owner,
+        json!({"name": "backup", "scopes": ["account", "read"]}),
+    )
+    .await;
+    assert_eq!(exporter["scopes"], "read,account");
+    let exporter = secret(&exporter);
+    let (status, headers, archive) = export(&node, &exporter).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&archive));
+    assert_eq!(headers["content-type"], "application/x-tar");
+    assert!(
+        archive.windows(64).any(|w| w == &photo[1000..1064]),
+        "the archive holds the private original"
+    );
+    // The operator's keys: read and write unless `account` is asked for.
+    let (status, issued) = node
+        .ops_call(
+            Method::POST,
+            "/admin/v1/accounts/acme/keys",
+            Some(json!({"name": "ops"})),
+        )
+        .await;
+    assert_eq!(
+        (status, issued["scopes"].as_str()),
+        (201, Some("read,write"))
+    );
+    let (status, issued) = node
+        .ops_call(
+            Method::POST,
+            "/admin/v1/accounts/acme/keys",
+            Some(json!({"name": "ops-owner", "scopes": "account,read,write"})),
+        )
+        .await;
+    assert_eq!(
+        (status, issued["scopes"].as_str()),
+        (201, Some("read,write,account"))
+    );
+
+    // Nothing was erased by the refused calls; the `account` key erases.
+    assert_eq!(
+        node.api(Method::GET, "/api/v1/settings", &plain, None)
+            .await
+            .0,
+        200
+    );
+    let (status, body) = erase(&node, &exporter, "acme").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        node.api(Method::GET, "/api/v1/settings", &owner, None)
+            .await
+            .0,
+        401
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_grant_the_account_scope_only_by_name() {
+    let signer = Ed25519KeyPair::generate().unwrap();
+    let jwks = json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "use": "sig",
+        "x": b64(signer.public_key().as_ref()),
+    }]});
+    let url = serve_jwks(jwks.to_string()).await;
+    let node = TestNode::start_operated(&format!(
+        "[auth.jwt]\njwks_url = \"{url}\"\nissuer = \"https://id.example\"\n\
+         audience = \"imgnode\"\n[demo]\nseed = false\n"
+    ))
+    .await;
+    account(&node, "acme").await;
+    let now = imgnode::store::now_unix();
+    let token = |scope: Option<&str>| {
+        let mut claims = json!({
+            "iss": "https://id.example", "aud": "imgnode", "sub": "user-1",
+            "account": "acme", "exp": now + 600, "iat": now,
+        });
+        if let Some(scope) = scope {
+            claims["scope"] = json!(scope);
+        }
+        sign(&signer, &claims)
+    };
+    for refused in [token(None), token(Some("read write"))] {
+        let (status, headers, body) = export(&node, &refused).await;
+        assert_json_error(status, &headers, &body, 403, "FORBIDDEN");
+    }
+    let (status, _, body) = export(&node, &token(Some("read account"))).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    node.stop().await;
+}
