@@ -249,9 +249,12 @@ pub async fn handle(
         }
     };
     let plan = state.plan(&principal.plan);
-    let rate = state
-        .rate_limits
-        .check(&principal.key_id, plan.requests_per_minute);
+    // Per key and per account: more keys do not buy a higher rate.
+    let rate = state.rate_limits.check_key_and_account(
+        &principal.key_id,
+        &principal.account,
+        plan.requests_per_minute,
+    );
     if rate.retry_after.is_some() {
         drain(req).await;
         return ApiOutcome {

@@ -221,3 +221,58 @@ async fn tokens_grant_the_account_scope_only_by_name() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn more_keys_do_not_multiply_an_accounts_rate_limit() {
+    // 6 a minute: one more every 10 s, far longer than this test's few calls take.
+    let node =
+        TestNode::start_with("[plans.six]\nrequests_per_minute = 6\n[demo]\nseed = false\n").await;
+    node.app
+        .state
+        .store
+        .create_account("acme", "six")
+        .await
+        .unwrap();
+    let first = node.account_key("acme", "read,write").await;
+    let second = node.account_key("acme", "read").await;
+    let call = |key: String| {
+        let node = &node;
+        async move {
+            let (status, headers, _) = node.api(Method::GET, "/api/v1/settings", &key, None).await;
+            let remaining = headers["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(headers["x-ratelimit-limit"], "6");
+            (status, remaining)
+        }
+    };
+    // The two keys draw on one allowance of 6, and the headers show the account's figure.
+    for (key, remaining) in [
+        (&first, "5"),
+        (&second, "4"),
+        (&first, "3"),
+        (&second, "2"),
+        (&second, "1"),
+        (&second, "0"),
+    ] {
+        assert_eq!(call(key.clone()).await, (200, remaining.to_string()));
+    }
+    for key in [&first, &second] {
+        let (status, remaining) = call(key.clone()).await;
+        assert_eq!((status, remaining.as_str()), (429, "0"));
+    }
+    // A third key made now does no better.
+    let third = node.account_key("acme", "read").await;
+    assert_eq!(call(third).await.0, 429);
+    // Another account on the same plan is not affected.
+    node.app
+        .state
+        .store
+        .create_account("bravo", "six")
+        .await
+        .unwrap();
+    let other = node.account_key("bravo", "read").await;
+    assert_eq!(call(other).await, (200, "5".to_string()));
+    node.stop().await;
+}
