@@ -564,8 +564,7 @@ async fn create_key(
             scopes,
             body.expires_in_days,
         )
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))?;
+        .await?;
     Ok(response::json(
         StatusCode::CREATED,
         &issued_json(&issued.record, &issued.secret),

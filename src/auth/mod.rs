@@ -5,6 +5,7 @@
 //! revocation evicts the key here before it answers, so it is refused on the next call.
 //! Usage (`last_used_at`, `total_requests`) is counted in memory and written by
 //! `flush_usage` on an interval and at shutdown: no database write per request.
+//! An account holds at most `auth.max_keys_per_account` live keys.
 //! Must never log or store a key in clear.
 
 pub mod jwt;
@@ -25,6 +26,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
 
 /// Longest key lifetime a tenant may ask for.
 pub const MAX_EXPIRY_DAYS: u32 = 365;
+
+/// Live (unrevoked, unexpired) keys an account may hold unless configured otherwise.
+pub const DEFAULT_MAX_KEYS_PER_ACCOUNT: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -161,6 +165,8 @@ pub struct ApiKeys {
     usage: Mutex<HashMap<String, (i64, i64)>>,
     /// Revocations reach the other nodes' caches through it.
     cluster: Broadcaster,
+    /// `auth.max_keys_per_account`.
+    max_keys: u32,
 }
 
 impl ApiKeys {
@@ -173,7 +179,14 @@ impl ApiKeys {
                 .build(),
             usage: Mutex::new(HashMap::new()),
             cluster: Broadcaster::disabled(),
+            max_keys: DEFAULT_MAX_KEYS_PER_ACCOUNT,
         }
+    }
+
+    /// At most `max` live keys per account (`auth.max_keys_per_account`).
+    pub fn with_max_keys(mut self, max: u32) -> ApiKeys {
+        self.max_keys = max;
+        self
     }
 
     /// Publishes revocations to the other nodes through `cluster`.
@@ -182,7 +195,9 @@ impl ApiKeys {
         self
     }
 
-    /// Issues a key for `account`. `expires_in_days` must be 1..=365 when given.
+    /// Issues a key for `account`. `expires_in_days` must be 1..=365 when given. A
+    /// `Store(Conflict)` error when the account holds `auth.max_keys_per_account` live keys
+    /// already.
     pub async fn issue(
         &self,
         store: &Store,
@@ -199,15 +214,18 @@ impl ApiKeys {
         let id = format!("key_{}", hex::encode(&random[32..]));
         let key_prefix = secret.chars().take(self.prefix.len() + 8).collect();
         let record = store
-            .create_api_key(&NewApiKey {
-                id,
-                account: account.to_string(),
-                name: name.to_string(),
-                key_hash: hash_key(&secret),
-                key_prefix,
-                scopes: scopes.as_str().to_string(),
-                expires_at: expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400),
-            })
+            .create_api_key(
+                &NewApiKey {
+                    id,
+                    account: account.to_string(),
+                    name: name.to_string(),
+                    key_hash: hash_key(&secret),
+                    key_prefix,
+                    scopes: scopes.as_str().to_string(),
+                    expires_at: expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400),
+                },
+                self.max_keys,
+            )
             .await?;
         // A cached "no such key" for this hash cannot exist (the secret is new), but a stale
         // negative entry would be harmless anyway: it expires in seconds.

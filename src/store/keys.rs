@@ -1,4 +1,7 @@
 //! API key rows. Secrets never reach this module: callers pass the SHA-256 of a key.
+//!
+//! Creations of one account are serialised on the account's row, so the live-key limit
+//! holds under concurrency, on every node.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -38,8 +41,32 @@ const COLUMNS: &str = "id, account, name, key_prefix, scopes, created_at, expire
                        last_used_at, total_requests";
 
 impl Store {
-    pub async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+    /// Records a key. `Conflict` when the account already has `max_live` live (unrevoked,
+    /// unexpired) keys.
+    pub async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        max_live: u32,
+    ) -> Result<ApiKeyRecord, StoreError> {
         let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        // Serialises this account's creations (see the module doc).
+        super::images::lock_account(&mut tx, &key.account).await?;
+        let live: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE account = $1
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(&key.account)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if live >= i64::from(max_live) {
+            return Err(StoreError::Conflict(format!(
+                "the account has {live} live API keys, the most it may have \
+                 (auth.max_keys_per_account = {max_live}); revoke one first"
+            )));
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, account, name, key_hash, key_prefix, scopes, created_at,
                                    expires_at, total_requests)
@@ -53,8 +80,9 @@ impl Store {
         .bind(&key.scopes)
         .bind(now)
         .bind(key.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(ApiKeyRecord {
             id: key.id.clone(),
             account: key.account.clone(),

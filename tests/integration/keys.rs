@@ -223,6 +223,85 @@ async fn tokens_grant_the_account_scope_only_by_name() {
 }
 
 #[tokio::test]
+async fn an_account_holds_at_most_max_keys_per_account_live_keys() {
+    let node =
+        TestNode::start_operated("[auth]\nmax_keys_per_account = 3\n[demo]\nseed = false\n").await;
+    let owner = secret(&account(&node, "acme").await);
+    let second = child(&node, &owner, json!({"name": "2"})).await;
+    child(&node, &owner, json!({"name": "3"})).await;
+    // The fourth: refused, by the tenant API and the operator's alike.
+    let (status, headers, body) = node
+        .api(
+            Method::POST,
+            "/api/v1/settings/api-keys",
+            &owner,
+            Some(json!({"name": "4"})),
+        )
+        .await;
+    assert_json_error(
+        status,
+        &headers,
+        body.to_string().as_bytes(),
+        409,
+        "CONFLICT",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auth.max_keys_per_account"),
+        "{body}"
+    );
+    let (status, body) = node
+        .ops_call(
+            Method::POST,
+            "/admin/v1/accounts/acme/keys",
+            Some(json!({"name": "4"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("CONFLICT"))
+    );
+    // Another account has its own count.
+    let other = secret(&account(&node, "bravo").await);
+    child(&node, &other, json!({"name": "2"})).await;
+
+    // Revoked and expired keys do not count.
+    let second_id = second["id"].as_str().unwrap();
+    let (status, _, _) = node
+        .api(
+            Method::DELETE,
+            &format!("/api/v1/settings/api-keys/{second_id}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    node.app
+        .state
+        .store
+        .create_api_key(
+            &imgnode::store::NewApiKey {
+                id: "key_expired".into(),
+                account: "acme".into(),
+                name: "expired".into(),
+                key_hash: "0".repeat(64),
+                key_prefix: "imgsrc_00000000".into(),
+                scopes: "read".into(),
+                expires_at: Some(imgnode::store::now_unix() - 1),
+            },
+            3,
+        )
+        .await
+        .unwrap();
+    child(&node, &owner, json!({"name": "4"})).await;
+    let (status, _) = create_key(&node, &owner, json!({"name": "5"})).await;
+    assert_eq!(status, 409);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn more_keys_do_not_multiply_an_accounts_rate_limit() {
     // 6 a minute: one more every 10 s, far longer than this test's few calls take.
     let node =
