@@ -433,6 +433,7 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
                     account: claims.account_scope,
                 },
                 plan: String::new(),
+                expires_at: Some(claims.expires_at),
             }
         }
         _ => state
@@ -555,11 +556,13 @@ async fn create_key(
             "a key cannot create a key with scopes it does not have",
         ));
     }
+    // Never outlives its creator (the answer's `expires_at` is the capped one), and is
+    // revoked with it.
     let issued = state
         .api_keys
-        .issue(
+        .issue_by(
             &state.store,
-            &who.account,
+            who,
             body.name.trim(),
             scopes,
             body.expires_in_days,

@@ -98,6 +98,8 @@ pub struct JwtClaims {
     pub write: bool,
     /// `account` granted (export and erasure): listed in `scope`/`scopes`. Never by default.
     pub account_scope: bool,
+    /// `exp` (unix seconds, fractions dropped): keys the token creates expire by then.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,12 +411,21 @@ impl JwtVerifier {
             ))
         })?;
         let (read, write, account_scope) = scopes(claims)?;
+        // Checked present and numeric by the validation already.
+        let expires_at = match claims.get("exp") {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f.floor() as i64))
+                .ok_or_else(|| invalid("malformed exp claim"))?,
+            _ => return Err(invalid("missing or malformed exp claim")),
+        };
         Ok(JwtClaims {
             subject,
             account,
             read,
             write,
             account_scope,
+            expires_at,
         })
     }
 }
@@ -1071,7 +1082,9 @@ mod tests {
             read: true,
             write: true,
             account_scope: false,
+            expires_at: 2_000_000_000,
         };
+        let valid = || claims(json!({ "exp": 2_000_000_000 }));
         for token in [
             rs256(&valid()),
             es256("ec-1", &valid()),

@@ -5,7 +5,9 @@
 //! revocation evicts the key here before it answers, so it is refused on the next call.
 //! Usage (`last_used_at`, `total_requests`) is counted in memory and written by
 //! `flush_usage` on an interval and at shutdown: no database write per request.
-//! An account holds at most `auth.max_keys_per_account` live keys.
+//! A key made by a caller (`issue_by`) never outlives it, never holds a scope it lacks, and
+//! is revoked with it (and with anything above it); an account holds at most
+//! `auth.max_keys_per_account` live keys.
 //! Must never log or store a key in clear.
 
 pub mod jwt;
@@ -135,6 +137,9 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The account's plan (filled in by the API once the account is looked up).
     pub plan: String,
+    /// When the credential stops working (unix seconds): the key's `expires_at`, a token's
+    /// `exp`. Keys it creates expire at the latest then.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,15 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("the OS random source failed")]
     Random,
+}
+
+/// The expiry of a key asked to expire at `requested` (`None`: never) by a caller whose own
+/// credential expires at `creator`: the earlier of the two.
+pub fn capped_expiry(requested: Option<i64>, creator: Option<i64>) -> Option<i64> {
+    match (requested, creator) {
+        (Some(r), Some(c)) => Some(r.min(c)),
+        (r, c) => r.or(c),
+    }
 }
 
 /// A key as issued: the record and, this once, the secret.
@@ -195,9 +209,9 @@ impl ApiKeys {
         self
     }
 
-    /// Issues a key for `account`. `expires_in_days` must be 1..=365 when given. A
-    /// `Store(Conflict)` error when the account holds `auth.max_keys_per_account` live keys
-    /// already.
+    /// Issues a key for `account` on the operator's behalf (no creator key: it is revoked on
+    /// its own). `expires_in_days` must be 1..=365 when given. A `Store(Conflict)` error when
+    /// the account holds `auth.max_keys_per_account` live keys already.
     pub async fn issue(
         &self,
         store: &Store,
@@ -205,6 +219,51 @@ impl ApiKeys {
         name: &str,
         scopes: Scopes,
         expires_in_days: Option<u32>,
+    ) -> Result<IssuedKey, AuthError> {
+        let expires_at = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+        self.insert(store, account, name, scopes, expires_at, None)
+            .await
+    }
+
+    /// Issues a key that `creator` asked for: it expires at the latest when the creator's
+    /// credential does (whatever `expires_in_days` says, `None` included), and it is revoked
+    /// with the creator. The caller checks that `scopes` are within the creator's. `Invalid`
+    /// when the creating key was revoked or expired meanwhile; `Store(Conflict)` at the
+    /// account's key limit.
+    pub async fn issue_by(
+        &self,
+        store: &Store,
+        creator: &Principal,
+        name: &str,
+        scopes: Scopes,
+        expires_in_days: Option<u32>,
+    ) -> Result<IssuedKey, AuthError> {
+        let requested = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+        let expires_at = capped_expiry(requested, creator.expires_at);
+        match self
+            .insert(
+                store,
+                &creator.account,
+                name,
+                scopes,
+                expires_at,
+                Some(creator.key_id.clone()),
+            )
+            .await
+        {
+            Err(AuthError::Store(StoreError::NotFound)) => Err(AuthError::Invalid),
+            other => other,
+        }
+    }
+
+    async fn insert(
+        &self,
+        store: &Store,
+        account: &str,
+        name: &str,
+        scopes: Scopes,
+        expires_at: Option<i64>,
+        parent: Option<String>,
     ) -> Result<IssuedKey, AuthError> {
         let mut random = [0u8; 40];
         OsRng
@@ -222,7 +281,8 @@ impl ApiKeys {
                     key_hash: hash_key(&secret),
                     key_prefix,
                     scopes: scopes.as_str().to_string(),
-                    expires_at: expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400),
+                    expires_at,
+                    parent,
                 },
                 self.max_keys,
             )
@@ -266,10 +326,10 @@ impl ApiKeys {
             key_id: record.id.clone(),
             scopes,
             plan: String::new(),
+            expires_at: record.expires_at,
         })
     }
 
-    /// Revokes one of an account's keys and forgets it here at once.
     /// After an account's erasure: no cached lookup of its keys may survive (its keys are
     /// already refused through the account's status; this frees the memory).
     pub fn forget_account(&self, _account: &str) {
@@ -286,11 +346,15 @@ impl ApiKeys {
         self.cache.invalidate(hash).await;
     }
 
+    /// Revokes one of an account's keys and every key below it (the keys it created, theirs,
+    /// and so on), and forgets them all here, and on the other nodes, before answering.
     pub async fn revoke(&self, store: &Store, account: &str, id: &str) -> Result<bool, StoreError> {
         match store.revoke_api_key(account, id).await? {
-            Some(hash) => {
-                self.forget_key(&hash).await;
-                self.cluster.publish(Notice::ApiKey(hash));
+            Some(hashes) => {
+                for hash in hashes {
+                    self.forget_key(&hash).await;
+                    self.cluster.publish(Notice::ApiKey(hash));
+                }
                 Ok(true)
             }
             None => Ok(false),

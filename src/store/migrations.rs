@@ -163,6 +163,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "UPDATE api_keys SET scopes = 'read,write,account' WHERE scopes = 'read,write'",
         ],
     ),
+    (
+        9,
+        &[
+            // Who created a key (its id, or `jwt:{sub}`); NULL for the operator's keys and for
+            // keys made before this version. Revoking a key revokes the keys below it.
+            "ALTER TABLE api_keys ADD COLUMN parent TEXT",
+            "CREATE INDEX api_keys_parent ON api_keys (parent)",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

@@ -222,6 +222,174 @@ async fn tokens_grant_the_account_scope_only_by_name() {
     node.stop().await;
 }
 
+/// A node accepting tokens signed by the returned key (issuer `https://id.example`, audience
+/// `imgnode`, account claim `account`), with `extra` TOML.
+async fn node_with_tokens(extra: &str) -> (TestNode, Ed25519KeyPair) {
+    let signer = Ed25519KeyPair::generate().unwrap();
+    let jwks = json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "use": "sig",
+        "x": b64(signer.public_key().as_ref()),
+    }]});
+    let url = serve_jwks(jwks.to_string()).await;
+    let node = TestNode::start_operated(&format!(
+        "[auth.jwt]\njwks_url = \"{url}\"\nissuer = \"https://id.example\"\n\
+         audience = \"imgnode\"\n[demo]\nseed = false\n{extra}"
+    ))
+    .await;
+    (node, signer)
+}
+
+fn token(signer: &Ed25519KeyPair, exp: i64, scope: Option<&str>) -> String {
+    let mut claims = json!({
+        "iss": "https://id.example", "aud": "imgnode", "sub": "user-1",
+        "account": "acme", "exp": exp, "iat": imgnode::store::now_unix(),
+    });
+    if let Some(scope) = scope {
+        claims["scope"] = json!(scope);
+    }
+    sign(signer, &claims)
+}
+
+#[tokio::test]
+async fn a_key_never_outlives_the_key_or_token_that_created_it() {
+    let (node, signer) = node_with_tokens("").await;
+    let owner = secret(&account(&node, "acme").await);
+
+    // A key that expires tomorrow...
+    let short = child(
+        &node,
+        &owner,
+        json!({"name": "tomorrow", "expires_in_days": 1}),
+    )
+    .await;
+    let tomorrow = short["expires_at"].as_i64().unwrap();
+    let short = secret(&short);
+    // ...cannot make one that lasts a month, or forever: capped, and the answer says so.
+    for body in [
+        json!({"name": "month", "expires_in_days": 30}),
+        json!({"name": "forever"}),
+    ] {
+        let made = child(&node, &short, body).await;
+        assert_eq!(made["expires_at"], tomorrow, "{made}");
+    }
+    // An earlier expiry than the creator's is kept as asked.
+    let (_, _, listed) = node
+        .api(Method::GET, "/api/v1/settings/api-keys", &owner, None)
+        .await;
+    let stored: Vec<Option<i64>> = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "month" || k["name"] == "forever")
+        .map(|k| k["expires_at"].as_i64())
+        .collect();
+    assert_eq!(stored, [Some(tomorrow), Some(tomorrow)], "{listed}");
+    let sooner = child(&node, &owner, json!({"name": "week", "expires_in_days": 7})).await;
+    let week = secret(&sooner);
+    let made = child(&node, &week, json!({"name": "day", "expires_in_days": 1})).await;
+    assert!(made["expires_at"].as_i64() < sooner["expires_at"].as_i64());
+
+    // A 60-second token: its keys expire with it.
+    let exp = imgnode::store::now_unix() + 60;
+    let jwt = token(&signer, exp, None);
+    for body in [
+        json!({"name": "from-token"}),
+        json!({"name": "from-token-30d", "expires_in_days": 30}),
+    ] {
+        let made = child(&node, &jwt, body).await;
+        assert_eq!(made["expires_at"], exp, "{made}");
+    }
+    // And no more scopes than it has.
+    let reader = token(&signer, exp, Some("read write"));
+    let (status, body) = create_key(
+        &node,
+        &reader,
+        json!({"name": "x", "scopes": "read,account"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_a_key_revokes_every_key_below_it_at_once() {
+    let node = TestNode::start_operated("[demo]\nseed = false\n").await;
+    let owner = secret(&account(&node, "acme").await);
+    let parent = child(&node, &owner, json!({"name": "parent"})).await;
+    let parent_id = parent["id"].as_str().unwrap().to_string();
+    let parent = secret(&parent);
+    let kid = secret(&child(&node, &parent, json!({"name": "child"})).await);
+    let grandchild = secret(&child(&node, &kid, json!({"name": "grandchild"})).await);
+    let sibling = secret(&child(&node, &owner, json!({"name": "sibling"})).await);
+    let settings = |key: String| {
+        let node = &node;
+        async move {
+            node.api(Method::GET, "/api/v1/settings", &key, None)
+                .await
+                .0
+        }
+    };
+    // Each is in this node's key cache now.
+    for key in [&parent, &kid, &grandchild, &sibling] {
+        assert_eq!(settings(key.clone()).await, 200);
+    }
+
+    let (status, _, body) = node
+        .api(
+            Method::DELETE,
+            &format!("/api/v1/settings/api-keys/{parent_id}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The very next calls: the whole branch is refused, the rest works.
+    for key in [&parent, &kid, &grandchild] {
+        assert_eq!(settings(key.clone()).await, 401);
+    }
+    assert_eq!(settings(sibling.clone()).await, 200);
+    assert_eq!(settings(owner.clone()).await, 200);
+    let (_, _, listed) = node
+        .api(Method::GET, "/api/v1/settings/api-keys", &owner, None)
+        .await;
+    let mut names: Vec<&str> = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["default", "sibling"]);
+
+    // The operator's revocation takes the branch below too.
+    let branch = child(&node, &sibling, json!({"name": "branch"})).await;
+    let branch = secret(&branch);
+    let leaf = secret(&child(&node, &branch, json!({"name": "leaf"})).await);
+    assert_eq!(settings(leaf.clone()).await, 200);
+    let sibling_id = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "sibling")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = node
+        .ops_call(
+            Method::DELETE,
+            &format!("/admin/v1/accounts/acme/keys/{sibling_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for key in [&sibling, &branch, &leaf] {
+        assert_eq!(settings(key.clone()).await, 401);
+    }
+    assert_eq!(settings(owner).await, 200);
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn an_account_holds_at_most_max_keys_per_account_live_keys() {
     let node =
@@ -290,6 +458,7 @@ async fn an_account_holds_at_most_max_keys_per_account_live_keys() {
                 key_prefix: "imgsrc_00000000".into(),
                 scopes: "read".into(),
                 expires_at: Some(imgnode::store::now_unix() - 1),
+                parent: None,
             },
             3,
         )
