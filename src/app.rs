@@ -241,7 +241,9 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
         }
     };
     let caches = Caches::open(&config.cache.settings, metrics.registry(), cluster.clone()).await?;
-    let api_keys = ApiKeys::new(&config.auth.key_prefix).clustered(cluster.clone());
+    let api_keys = ApiKeys::new(&config.auth.key_prefix)
+        .clustered(cluster.clone())
+        .with_max_keys(config.auth.max_keys_per_account);
     let jwt = match &config.auth.jwt {
         None => None,
         Some(c) => Some(

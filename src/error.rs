@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::auth::AuthError;
 use crate::cpu::CpuError;
 use crate::delivery::url::UrlError;
 use crate::origin::{OriginError, OriginGetError};
@@ -244,6 +245,19 @@ impl From<StoreError> for HttpError {
                 }
             }
             other => HttpError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for HttpError {
+    fn from(e: AuthError) -> HttpError {
+        match e {
+            AuthError::Missing | AuthError::Invalid => {
+                HttpError::new(ErrorCode::Unauthorized, e.to_string())
+            }
+            // The key limit (409), a busy database (503), or a 500.
+            AuthError::Store(e) => e.into(),
+            AuthError::Random => HttpError::internal(e.to_string()),
         }
     }
 }

@@ -152,7 +152,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     &state.store,
                     &account.name,
                     "default",
-                    imgnode::auth::Scopes::ALL,
+                    imgnode::auth::Scopes::OWNER,
                     None,
                 )
                 .await?;

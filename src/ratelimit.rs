@@ -1,7 +1,8 @@
-//! Rate limits: GCRA (governor) per API key or JWT subject at the rate of the account's plan,
-//! per client address (`server::client::client_ip`) for failed authentications (brute
-//! force of API keys and the operator token), and the render budgets of delivery: new
-//! renders per client address, new variants per original.
+//! Rate limits: GCRA (governor) per API key or JWT subject, and per account, both at the rate
+//! of the account's plan (so an account's extra keys do not multiply its rate); per client
+//! address (`server::client::client_ip`) for failed authentications (brute force of API keys
+//! and the operator token); and the render budgets of delivery: new renders per client
+//! address, new variants per original.
 //!
 //! Owns the limiters and the `X-RateLimit-*` numbers. Per node: with N nodes behind a
 //! balancer a client can reach N times the rate (documented in the README). Must never block
@@ -156,6 +157,27 @@ impl RateLimits {
         state(&self.clock, per_minute_limit, outcome)
     }
 
+    /// Takes one request from both the key's (or JWT subject's) allowance and its account's,
+    /// each `per_minute_limit`; the answer is the tighter of the two. A request the key's own
+    /// limit refuses does not use the account's allowance (so one key over its rate does not
+    /// starve the account's other keys); one the account's limit refuses has used one of the
+    /// key's.
+    pub fn check_key_and_account(
+        &self,
+        key_id: &str,
+        account: &str,
+        per_minute_limit: u32,
+    ) -> RateState {
+        let by_key = self.check(key_id, per_minute_limit);
+        if by_key.retry_after.is_some() {
+            return by_key;
+        }
+        // Key ids are `key_…` or `jwt:…`: no account name (`[a-z0-9_-]`) with this prefix
+        // can meet one.
+        let by_account = self.check(&format!("account:{account}"), per_minute_limit);
+        tighter(by_key, by_account)
+    }
+
     /// Counts one failed authentication from `ip` (an IPv6 address counts for its /64); a
     /// refusal means "answer 429 instead", and the address is blocked until it may try again.
     pub fn auth_failure(&self, ip: IpAddr) -> RateState {
@@ -212,6 +234,17 @@ impl RateLimits {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, (until, _)| *until > now);
+    }
+}
+
+/// The state to report of two checks of one request: a refusal first, else the one with less
+/// allowance left (the later reset on a tie).
+fn tighter(a: RateState, b: RateState) -> RateState {
+    match (a.retry_after, b.retry_after) {
+        (Some(_), _) => a,
+        (None, Some(_)) => b,
+        (None, None) if (b.remaining, a.reset) < (a.remaining, b.reset) => b,
+        (None, None) => a,
     }
 }
 
@@ -285,6 +318,37 @@ mod tests {
         assert!(refused.retry_after.is_some_and(|s| (1..=12).contains(&s)));
         // Another key has its own allowance.
         assert_eq!(limits.check("key_b", 5).remaining, 4);
+    }
+
+    #[test]
+    fn keys_of_one_account_share_its_allowance() {
+        let limits = RateLimits::default();
+        for n in 0..3 {
+            assert_eq!(
+                limits.check_key_and_account("key_a", "acme", 5).remaining,
+                4 - n
+            );
+        }
+        // key_b has 4 of its own left, the account 1: the account's figure is reported.
+        let s = limits.check_key_and_account("key_b", "acme", 5);
+        assert_eq!((s.remaining, s.retry_after), (1, None));
+        assert_eq!(
+            limits.check_key_and_account("key_b", "acme", 5).remaining,
+            0
+        );
+        let refused = limits.check_key_and_account("key_b", "acme", 5);
+        assert!(refused.retry_after.is_some());
+        assert!(
+            limits
+                .check_key_and_account("key_c", "acme", 5)
+                .retry_after
+                .is_some()
+        );
+        // Another account is not affected.
+        assert_eq!(
+            limits.check_key_and_account("key_d", "bravo", 5).remaining,
+            4
+        );
     }
 
     #[test]

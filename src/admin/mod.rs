@@ -318,8 +318,7 @@ async fn run(
                     scopes,
                     body.expires_in_days,
                 )
-                .await
-                .map_err(|e| HttpError::internal(e.to_string()))?;
+                .await?;
             Ok(response::json(
                 StatusCode::CREATED,
                 &crate::api::issued_json(&issued.record, &issued.secret),
@@ -451,7 +450,8 @@ async fn create_account(
     state.caches.meta.invalidate_account(&account.name).await;
     let issued = state
         .api_keys
-        .issue(&state.store, &account.name, "default", Scopes::ALL, None)
+        // The owner's key: every scope, `account` (export, erasure) included.
+        .issue(&state.store, &account.name, "default", Scopes::OWNER, None)
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?;
     Ok(response::json(

@@ -125,7 +125,6 @@ impl ApiRoute {
             | ApiRoute::ListPresets
             | ApiRoute::GetPreset(_)
             | ApiRoute::GetUsage
-            | ApiRoute::ExportAccount
             | ApiRoute::GetSettings
             | ApiRoute::ListKeys
             | ApiRoute::NotFound => Scope::Read,
@@ -139,10 +138,17 @@ impl ApiRoute {
             | ApiRoute::UpdatePreset(_)
             | ApiRoute::DeletePreset(_)
             | ApiRoute::UpdateSettings
-            | ApiRoute::EraseAccount
             | ApiRoute::CreateKey
             | ApiRoute::DeleteKey(_) => Scope::Write,
+            // Every private original at once, or everything gone: a scope of its own, never
+            // granted by default (a `read` key must not download what signed URLs guard).
+            ApiRoute::ExportAccount | ApiRoute::EraseAccount => Scope::Account,
         }
+    }
+
+    /// Changes something (audited).
+    fn mutates(&self) -> bool {
+        self.scope() == Scope::Write || *self == ApiRoute::EraseAccount
     }
 
     /// The id or name the route acts on, for the audit log.
@@ -242,9 +248,12 @@ pub async fn handle(
         }
     };
     let plan = state.plan(&principal.plan);
-    let rate = state
-        .rate_limits
-        .check(&principal.key_id, plan.requests_per_minute);
+    // Per key and per account: more keys do not buy a higher rate.
+    let rate = state.rate_limits.check_key_and_account(
+        &principal.key_id,
+        &principal.account,
+        plan.requests_per_minute,
+    );
     if rate.retry_after.is_some() {
         drain(req).await;
         return ApiOutcome {
@@ -252,7 +261,7 @@ pub async fn handle(
             rate: Some(rate),
         };
     }
-    let mutating = route.scope() == Scope::Write;
+    let mutating = route.mutates();
     let action = route.label();
     let target = route.target().map(str::to_string);
     // Counted before it runs, so an erasure's own request does not re-create usage after it.
@@ -357,10 +366,7 @@ async fn run(
         drain(req).await;
         return Err(HttpError::forbidden(format!(
             "this API key lacks the `{}` scope",
-            match route.scope() {
-                Scope::Read => "read",
-                Scope::Write => "write",
-            }
+            route.scope().as_str()
         )));
     }
     let mut used = state
@@ -454,8 +460,10 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
                 scopes: crate::auth::Scopes {
                     read: claims.read,
                     write: claims.write,
+                    account: claims.account_scope,
                 },
                 plan: String::new(),
+                expires_at: Some(claims.expires_at),
             }
         }
         _ => state
@@ -526,7 +534,8 @@ pub struct EraseRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
-    pub scopes: Option<String>,
+    /// `"read,write"` or `["read", "write"]`: parsed by [`Scopes::from_names`] either way.
+    pub scopes: Option<serde_json::Value>,
     pub expires_in_days: Option<u32>,
 }
 
@@ -546,12 +555,22 @@ impl CreateKeyRequest {
                 "expires_in_days must be an integer from 1 to {MAX_EXPIRY_DAYS}"
             )));
         }
-        match &self.scopes {
-            None => Ok(Scopes::ALL),
-            Some(s) => Scopes::parse(s).ok_or_else(|| {
-                HttpError::validation("scopes must be \"read\", \"write\" or \"read,write\"")
-            }),
-        }
+        let scopes = match &self.scopes {
+            None => return Ok(Scopes::DEFAULT),
+            Some(serde_json::Value::String(text)) => Scopes::parse(text),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(serde_json::Value::as_str)
+                .collect::<Option<Vec<&str>>>()
+                .and_then(Scopes::from_names),
+            Some(_) => None,
+        };
+        scopes.ok_or_else(|| {
+            HttpError::validation(
+                "scopes must name one or more of \"read\", \"write\", \"account\", \
+                 comma-separated (\"read,write\") or as an array ([\"read\", \"write\"])",
+            )
+        })
     }
 }
 
@@ -562,22 +581,23 @@ async fn create_key(
 ) -> Result<Response<Body>, HttpError> {
     let scopes = body.validate()?;
     // A key cannot grant more than the key that creates it.
-    if (scopes.read && !who.scopes.read) || (scopes.write && !who.scopes.write) {
+    if !scopes.within(who.scopes) {
         return Err(HttpError::forbidden(
             "a key cannot create a key with scopes it does not have",
         ));
     }
+    // Never outlives its creator (the answer's `expires_at` is the capped one), and is
+    // revoked with it.
     let issued = state
         .api_keys
-        .issue(
+        .issue_by(
             &state.store,
-            &who.account,
+            who,
             body.name.trim(),
             scopes,
             body.expires_in_days,
         )
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))?;
+        .await?;
     Ok(response::json(
         StatusCode::CREATED,
         &issued_json(&issued.record, &issued.secret),
@@ -690,6 +710,9 @@ mod tests {
             ApiRoute::NotFound
         );
         assert_eq!(ApiRoute::CreateKey.scope(), Scope::Write);
+        assert_eq!(ApiRoute::ExportAccount.scope(), Scope::Account);
+        assert_eq!(ApiRoute::EraseAccount.scope(), Scope::Account);
+        assert!(ApiRoute::EraseAccount.mutates() && !ApiRoute::ExportAccount.mutates());
     }
 
     #[test]
@@ -697,13 +720,36 @@ mod tests {
         let ok = |name: &str, scopes: Option<&str>, days: Option<u32>| {
             CreateKeyRequest {
                 name: name.into(),
-                scopes: scopes.map(String::from),
+                scopes: scopes.map(serde_json::Value::from),
                 expires_in_days: days,
             }
             .validate()
         };
-        assert_eq!(ok("ci", None, None).unwrap(), Scopes::ALL);
+        assert_eq!(ok("ci", None, None).unwrap(), Scopes::DEFAULT);
         assert_eq!(ok("ci", Some("read"), Some(365)).unwrap().as_str(), "read");
+        assert_eq!(
+            ok("ci", Some("read, account"), None).unwrap().as_str(),
+            "read,account"
+        );
+        let listed = CreateKeyRequest {
+            name: "ci".into(),
+            scopes: Some(serde_json::json!(["account", "read"])),
+            expires_in_days: None,
+        };
+        assert_eq!(listed.validate().unwrap().as_str(), "read,account");
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!(["read", 1]),
+            serde_json::json!(["admin"]),
+            serde_json::json!(7),
+        ] {
+            let request = CreateKeyRequest {
+                name: "ci".into(),
+                scopes: Some(bad.clone()),
+                expires_in_days: None,
+            };
+            assert!(request.validate().is_err(), "{bad}");
+        }
         assert!(ok("", None, None).is_err());
         assert!(ok("ci", Some("admin"), None).is_err());
         assert!(ok("ci", None, Some(0)).is_err());

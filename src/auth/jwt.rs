@@ -7,7 +7,8 @@
 //! request does not cancel it. A failed fetch keeps the keys already held.
 //! Accepts RS256 with RSA keys, ES256 with P-256 keys and EdDSA with Ed25519 keys, each only
 //! with a key of its own type; checks the signature, `iss`, `aud`, `exp` and `nbf` (with leeway)
-//! and requires `sub` and the account claim. `scope`/`scopes` grant `read` and `write`.
+//! and requires `sub` and the account claim. `scope`/`scopes` grant `read`, `write` and
+//! `account`.
 //!
 //! Must never log or return token contents (errors say what was wrong, never with what value),
 //! never accept `alg: none` or an HMAC algorithm, never fetch anything but the configured URL
@@ -95,6 +96,10 @@ pub struct JwtClaims {
     pub read: bool,
     /// `write` granted: listed in `scope`/`scopes`, or neither claim present.
     pub write: bool,
+    /// `account` granted (export and erasure): listed in `scope`/`scopes`. Never by default.
+    pub account_scope: bool,
+    /// `exp` (unix seconds, fractions dropped): keys the token creates expire by then.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -405,12 +410,22 @@ impl JwtVerifier {
                 self.account_claim
             ))
         })?;
-        let (read, write) = scopes(claims)?;
+        let (read, write, account_scope) = scopes(claims)?;
+        // Checked present and numeric by the validation already.
+        let expires_at = match claims.get("exp") {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f.floor() as i64))
+                .ok_or_else(|| invalid("malformed exp claim"))?,
+            _ => return Err(invalid("missing or malformed exp claim")),
+        };
         Ok(JwtClaims {
             subject,
             account,
             read,
             write,
+            account_scope,
+            expires_at,
         })
     }
 }
@@ -547,16 +562,18 @@ fn non_empty_string(value: Option<&Value>) -> Option<String> {
     }
 }
 
-/// `read`/`write` from `scope` and `scopes`, each a space-separated string or an array of
-/// strings; the grants of both add up. Neither present grants both; present but naming
-/// neither grants nothing; other values are ignored; a claim of another type (`null`
+/// `read`/`write`/`account` from `scope` and `scopes`, each a space-separated string or an
+/// array of strings; the grants of both add up. Neither present grants `read` and `write`
+/// (as an API key created without scopes: `account` is only ever granted by name); present
+/// but naming none grants nothing; other values are ignored; a claim of another type (`null`
 /// included) refuses the token.
-fn scopes(claims: &Map<String, Value>) -> Result<(bool, bool), JwtError> {
+fn scopes(claims: &Map<String, Value>) -> Result<(bool, bool, bool), JwtError> {
     let mut present = false;
-    let (mut read, mut write) = (false, false);
+    let (mut read, mut write, mut account) = (false, false, false);
     let mut grant = |scope: &str| match scope {
         "read" => read = true,
         "write" => write = true,
+        "account" => account = true,
         _ => {}
     };
     for name in ["scope", "scopes"] {
@@ -575,7 +592,11 @@ fn scopes(claims: &Map<String, Value>) -> Result<(bool, bool), JwtError> {
         }
         present = true;
     }
-    Ok(if present { (read, write) } else { (true, true) })
+    Ok(if present {
+        (read, write, account)
+    } else {
+        (true, true, false)
+    })
 }
 
 struct TokenHeader {
@@ -1060,7 +1081,10 @@ mod tests {
             account: "acme".into(),
             read: true,
             write: true,
+            account_scope: false,
+            expires_at: 2_000_000_000,
         };
+        let valid = || claims(json!({ "exp": 2_000_000_000 }));
         for token in [
             rs256(&valid()),
             es256("ec-1", &valid()),
@@ -1075,27 +1099,40 @@ mod tests {
     async fn scopes_come_from_scope_or_scopes() {
         let (_server, verifier) = setup().await;
         let cases = [
-            (json!({ "scope": "read" }), (true, false)),
-            (json!({ "scope": "openid write profile" }), (false, true)),
-            (json!({ "scope": "read write" }), (true, true)),
-            (json!({ "scopes": ["write"] }), (false, true)),
-            (json!({ "scopes": "read" }), (true, false)),
+            (json!({ "scope": "read" }), (true, false, false)),
+            (
+                json!({ "scope": "openid write profile" }),
+                (false, true, false),
+            ),
+            (json!({ "scope": "read write" }), (true, true, false)),
+            (json!({ "scopes": ["write"] }), (false, true, false)),
+            (json!({ "scopes": "read" }), (true, false, false)),
             (
                 json!({ "scope": "read", "scopes": ["write"] }),
-                (true, true),
+                (true, true, false),
             ),
-            // Present but naming neither: nothing granted. Prefixed forms are not ours.
-            (json!({ "scope": "openid images:read" }), (false, false)),
-            (json!({ "scope": "" }), (false, false)),
-            (json!({ "scopes": [] }), (false, false)),
-            (json!({}), (true, true)),
+            (json!({ "scope": "read account" }), (true, false, true)),
+            (json!({ "scopes": ["account"] }), (false, false, true)),
+            // Present but naming none: nothing granted. Prefixed forms are not ours.
+            (
+                json!({ "scope": "openid images:read" }),
+                (false, false, false),
+            ),
+            (json!({ "scope": "" }), (false, false, false)),
+            (json!({ "scopes": [] }), (false, false, false)),
+            // Neither claim: what a key created without scopes gets, never `account`.
+            (json!({}), (true, true, false)),
         ];
-        for (changes, (read, write)) in cases {
+        for (changes, expected) in cases {
             let got = verifier
                 .verify(&rs256(&claims(changes.clone())))
                 .await
                 .unwrap();
-            assert_eq!((got.read, got.write), (read, write), "{changes}");
+            assert_eq!(
+                (got.read, got.write, got.account_scope),
+                expected,
+                "{changes}"
+            );
         }
         for changes in [
             json!({ "scope": 7 }),

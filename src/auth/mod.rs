@@ -5,6 +5,9 @@
 //! revocation evicts the key here before it answers, so it is refused on the next call.
 //! Usage (`last_used_at`, `total_requests`) is counted in memory and written by
 //! `flush_usage` on an interval and at shutdown: no database write per request.
+//! A key made by a caller (`issue_by`) never outlives it, never holds a scope it lacks, and
+//! is revoked with it (and with anything above it); an account holds at most
+//! `auth.max_keys_per_account` live keys.
 //! Must never log or store a key in clear.
 
 pub mod jwt;
@@ -26,10 +29,25 @@ pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
 /// Longest key lifetime a tenant may ask for.
 pub const MAX_EXPIRY_DAYS: u32 = 365;
 
+/// Live (unrevoked, unexpired) keys an account may hold unless configured otherwise.
+pub const DEFAULT_MAX_KEYS_PER_ACCOUNT: u32 = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Read,
     Write,
+    /// The whole account at once: its export (every private original) and its erasure.
+    Account,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Account => "account",
+        }
+    }
 }
 
 /// The scopes a key carries.
@@ -37,43 +55,75 @@ pub enum Scope {
 pub struct Scopes {
     pub read: bool,
     pub write: bool,
+    /// Export and erasure of the whole account. Never granted by default: asked for by name.
+    pub account: bool,
 }
 
 impl Scopes {
-    pub const ALL: Scopes = Scopes {
+    /// What a key gets when its creator names no scopes: `read,write`.
+    pub const DEFAULT: Scopes = Scopes {
         read: true,
         write: true,
+        account: false,
     };
 
-    /// `read`, `write`, or both comma-separated (any order); nothing else.
+    /// Everything: the owner's key (an account's first key, issued by the operator or the CLI).
+    pub const OWNER: Scopes = Scopes {
+        read: true,
+        write: true,
+        account: true,
+    };
+
+    /// `read`, `write`, `account`, comma-separated (any order, repeats allowed); nothing else.
     pub fn parse(text: &str) -> Option<Scopes> {
+        Scopes::from_names(text.split(','))
+    }
+
+    /// The one scope parser: every name must be `read`, `write` or `account` (surrounding
+    /// spaces ignored), and at least one must be given.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
         let mut scopes = Scopes {
             read: false,
             write: false,
+            account: false,
         };
-        for part in text.split(',').map(str::trim) {
-            match part {
+        for name in names.into_iter().map(str::trim) {
+            match name {
                 "read" => scopes.read = true,
                 "write" => scopes.write = true,
+                "account" => scopes.account = true,
                 _ => return None,
             }
         }
-        (scopes.read || scopes.write).then_some(scopes)
+        (scopes.read || scopes.write || scopes.account).then_some(scopes)
     }
 
     pub fn allows(self, scope: Scope) -> bool {
         match scope {
             Scope::Read => self.read,
             Scope::Write => self.write,
+            Scope::Account => self.account,
         }
     }
 
+    /// Every scope of `self` is one of `other`'s.
+    pub fn within(self, other: Scopes) -> bool {
+        (!self.read || other.read)
+            && (!self.write || other.write)
+            && (!self.account || other.account)
+    }
+
+    /// Canonical text, as stored: the names in the order `read,write,account`.
     pub fn as_str(self) -> &'static str {
-        match (self.read, self.write) {
-            (true, true) => "read,write",
-            (true, false) => "read",
-            (false, true) => "write",
-            (false, false) => "",
+        match (self.read, self.write, self.account) {
+            (true, true, true) => "read,write,account",
+            (true, true, false) => "read,write",
+            (true, false, true) => "read,account",
+            (false, true, true) => "write,account",
+            (true, false, false) => "read",
+            (false, true, false) => "write",
+            (false, false, true) => "account",
+            (false, false, false) => "",
         }
     }
 }
@@ -87,6 +137,9 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The account's plan (filled in by the API once the account is looked up).
     pub plan: String,
+    /// When the credential stops working (unix seconds): the key's `expires_at`, a token's
+    /// `exp`. Keys it creates expire at the latest then.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +152,15 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("the OS random source failed")]
     Random,
+}
+
+/// The expiry of a key asked to expire at `requested` (`None`: never) by a caller whose own
+/// credential expires at `creator`: the earlier of the two.
+pub fn capped_expiry(requested: Option<i64>, creator: Option<i64>) -> Option<i64> {
+    match (requested, creator) {
+        (Some(r), Some(c)) => Some(r.min(c)),
+        (r, c) => r.or(c),
+    }
 }
 
 /// A key as issued: the record and, this once, the secret.
@@ -117,6 +179,8 @@ pub struct ApiKeys {
     usage: Mutex<HashMap<String, (i64, i64)>>,
     /// Revocations reach the other nodes' caches through it.
     cluster: Broadcaster,
+    /// `auth.max_keys_per_account`.
+    max_keys: u32,
 }
 
 impl ApiKeys {
@@ -129,7 +193,14 @@ impl ApiKeys {
                 .build(),
             usage: Mutex::new(HashMap::new()),
             cluster: Broadcaster::disabled(),
+            max_keys: DEFAULT_MAX_KEYS_PER_ACCOUNT,
         }
+    }
+
+    /// At most `max` live keys per account (`auth.max_keys_per_account`).
+    pub fn with_max_keys(mut self, max: u32) -> ApiKeys {
+        self.max_keys = max;
+        self
     }
 
     /// Publishes revocations to the other nodes through `cluster`.
@@ -138,7 +209,9 @@ impl ApiKeys {
         self
     }
 
-    /// Issues a key for `account`. `expires_in_days` must be 1..=365 when given.
+    /// Issues a key for `account` on the operator's behalf (no creator key: it is revoked on
+    /// its own). `expires_in_days` must be 1..=365 when given. A `Store(Conflict)` error when
+    /// the account holds `auth.max_keys_per_account` live keys already.
     pub async fn issue(
         &self,
         store: &Store,
@@ -146,6 +219,51 @@ impl ApiKeys {
         name: &str,
         scopes: Scopes,
         expires_in_days: Option<u32>,
+    ) -> Result<IssuedKey, AuthError> {
+        let expires_at = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+        self.insert(store, account, name, scopes, expires_at, None)
+            .await
+    }
+
+    /// Issues a key that `creator` asked for: it expires at the latest when the creator's
+    /// credential does (whatever `expires_in_days` says, `None` included), and it is revoked
+    /// with the creator. The caller checks that `scopes` are within the creator's. `Invalid`
+    /// when the creating key was revoked or expired meanwhile; `Store(Conflict)` at the
+    /// account's key limit.
+    pub async fn issue_by(
+        &self,
+        store: &Store,
+        creator: &Principal,
+        name: &str,
+        scopes: Scopes,
+        expires_in_days: Option<u32>,
+    ) -> Result<IssuedKey, AuthError> {
+        let requested = expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400);
+        let expires_at = capped_expiry(requested, creator.expires_at);
+        match self
+            .insert(
+                store,
+                &creator.account,
+                name,
+                scopes,
+                expires_at,
+                Some(creator.key_id.clone()),
+            )
+            .await
+        {
+            Err(AuthError::Store(StoreError::NotFound)) => Err(AuthError::Invalid),
+            other => other,
+        }
+    }
+
+    async fn insert(
+        &self,
+        store: &Store,
+        account: &str,
+        name: &str,
+        scopes: Scopes,
+        expires_at: Option<i64>,
+        parent: Option<String>,
     ) -> Result<IssuedKey, AuthError> {
         let mut random = [0u8; 40];
         OsRng
@@ -155,15 +273,19 @@ impl ApiKeys {
         let id = format!("key_{}", hex::encode(&random[32..]));
         let key_prefix = secret.chars().take(self.prefix.len() + 8).collect();
         let record = store
-            .create_api_key(&NewApiKey {
-                id,
-                account: account.to_string(),
-                name: name.to_string(),
-                key_hash: hash_key(&secret),
-                key_prefix,
-                scopes: scopes.as_str().to_string(),
-                expires_at: expires_in_days.map(|d| now_unix() + i64::from(d) * 86_400),
-            })
+            .create_api_key(
+                &NewApiKey {
+                    id,
+                    account: account.to_string(),
+                    name: name.to_string(),
+                    key_hash: hash_key(&secret),
+                    key_prefix,
+                    scopes: scopes.as_str().to_string(),
+                    expires_at,
+                    parent,
+                },
+                self.max_keys,
+            )
             .await?;
         // A cached "no such key" for this hash cannot exist (the secret is new), but a stale
         // negative entry would be harmless anyway: it expires in seconds.
@@ -204,10 +326,10 @@ impl ApiKeys {
             key_id: record.id.clone(),
             scopes,
             plan: String::new(),
+            expires_at: record.expires_at,
         })
     }
 
-    /// Revokes one of an account's keys and forgets it here at once.
     /// After an account's erasure: no cached lookup of its keys may survive (its keys are
     /// already refused through the account's status; this frees the memory).
     pub fn forget_account(&self, _account: &str) {
@@ -224,11 +346,15 @@ impl ApiKeys {
         self.cache.invalidate(hash).await;
     }
 
+    /// Revokes one of an account's keys and every key below it (the keys it created, theirs,
+    /// and so on), and forgets them all here, and on the other nodes, before answering.
     pub async fn revoke(&self, store: &Store, account: &str, id: &str) -> Result<bool, StoreError> {
         match store.revoke_api_key(account, id).await? {
-            Some(hash) => {
-                self.forget_key(&hash).await;
-                self.cluster.publish(Notice::ApiKey(hash));
+            Some(hashes) => {
+                for hash in hashes {
+                    self.forget_key(&hash).await;
+                    self.cluster.publish(Notice::ApiKey(hash));
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -292,17 +418,44 @@ mod tests {
 
     #[test]
     fn scopes_parse_strictly() {
-        assert_eq!(Scopes::parse("read,write"), Some(Scopes::ALL));
+        assert_eq!(Scopes::parse("read,write"), Some(Scopes::DEFAULT));
         assert_eq!(
             Scopes::parse("write, read").map(Scopes::as_str),
             Some("read,write")
         );
+        assert_eq!(
+            Scopes::parse("account,read,write,read"),
+            Some(Scopes::OWNER)
+        );
+        assert_eq!(
+            Scopes::from_names(["account", "read"]).map(Scopes::as_str),
+            Some("read,account")
+        );
+        assert_eq!(
+            Scopes::parse("read,write").map(|s| s.allows(Scope::Account)),
+            Some(false)
+        );
+        // Every combination reads back as itself.
+        for text in [
+            "read",
+            "write",
+            "account",
+            "read,write",
+            "read,account",
+            "write,account",
+        ] {
+            assert_eq!(Scopes::parse(text).map(Scopes::as_str), Some(text));
+        }
+        assert!(Scopes::DEFAULT.within(Scopes::OWNER));
+        assert!(!Scopes::OWNER.within(Scopes::DEFAULT));
         assert_eq!(
             Scopes::parse("read").map(|s| s.allows(Scope::Write)),
             Some(false)
         );
         assert_eq!(Scopes::parse("admin"), None);
         assert_eq!(Scopes::parse(""), None);
+        assert_eq!(Scopes::parse("read,"), None);
+        assert_eq!(Scopes::from_names([]), None);
     }
 
     #[tokio::test]
@@ -311,7 +464,7 @@ mod tests {
         let s = store(&dir).await;
         let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
         let issued = keys
-            .issue(&s, "acme", "ci", Scopes::ALL, Some(30))
+            .issue(&s, "acme", "ci", Scopes::DEFAULT, Some(30))
             .await
             .unwrap();
         assert!(issued.secret.starts_with("imgsrc_"));
@@ -322,7 +475,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(who.account, "acme");
-        assert_eq!(who.scopes, Scopes::ALL);
+        assert_eq!(who.scopes, Scopes::DEFAULT);
         let secret_part = &issued.secret[7..];
         let stored = s.api_keys("acme").await.unwrap();
         let text = format!("{stored:?}");
@@ -350,7 +503,7 @@ mod tests {
             assert!(keys.authenticate(&s, header).await.is_err(), "{header:?}");
         }
         let issued = keys
-            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .issue(&s, "acme", "k", Scopes::DEFAULT, None)
             .await
             .unwrap();
         let bearer = format!("Bearer {}", issued.secret);
@@ -370,7 +523,7 @@ mod tests {
         let s = store(&dir).await;
         let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
         let issued = keys
-            .issue(&s, "acme", "k", Scopes::ALL, None)
+            .issue(&s, "acme", "k", Scopes::DEFAULT, None)
             .await
             .unwrap();
         let bearer = format!("Bearer {}", issued.secret);

@@ -190,6 +190,8 @@ impl CacheConfig {
 pub struct AuthConfig {
     pub key_prefix: String,
     pub usage_flush_interval: Duration,
+    /// Live API keys one account may hold; creating one more is a 409.
+    pub max_keys_per_account: u32,
     /// `None`: JWTs are not accepted.
     pub jwt: Option<crate::auth::jwt::JwtConfig>,
 }
@@ -603,6 +605,10 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         auth: AuthConfig {
             key_prefix: auth_prefix,
             usage_flush_interval: usage_flush,
+            max_keys_per_account: p.positive(
+                "auth.max_keys_per_account",
+                u64::from(raw.auth.max_keys_per_account),
+            ) as u32,
             jwt: jwt_config(&mut p, &raw.auth.jwt),
         },
         admin: AdminConfig {

@@ -210,6 +210,8 @@ pub struct RawAuth {
     pub key_prefix: String,
     /// How often aggregated API key usage is written to the database.
     pub usage_flush_interval: String,
+    /// Live (unrevoked, unexpired) API keys one account may hold.
+    pub max_keys_per_account: u32,
     pub jwt: RawJwt,
 }
 
@@ -245,6 +247,7 @@ impl Default for RawAuth {
         RawAuth {
             key_prefix: crate::auth::DEFAULT_KEY_PREFIX.into(),
             usage_flush_interval: "30s".into(),
+            max_keys_per_account: crate::auth::DEFAULT_MAX_KEYS_PER_ACCOUNT,
             jwt: RawJwt::default(),
         }
     }

@@ -1,4 +1,9 @@
 //! API key rows. Secrets never reach this module: callers pass the SHA-256 of a key.
+//!
+//! A key created through the tenant API records its creator (`parent`: a key id, or
+//! `jwt:{sub}` for a token); revoking a key revokes every key below it, in one transaction.
+//! Creations and revocations of one account are serialised on the account's row, so the
+//! live-key limit and "no child of a revoked key" hold under concurrency, on every node.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -13,7 +18,7 @@ pub struct ApiKeyRecord {
     pub name: String,
     /// The first characters of the key, shown to its owner to tell keys apart.
     pub key_prefix: String,
-    /// `read`, `write` or `read,write`.
+    /// Comma-separated scope names in the order `read,write,account` (see `auth::Scopes`).
     pub scopes: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -32,18 +37,60 @@ pub struct NewApiKey {
     pub key_prefix: String,
     pub scopes: String,
     pub expires_at: Option<i64>,
+    /// The creating key's id, `jwt:{sub}` for a token, `None` for the operator (and for keys
+    /// made before creators were recorded).
+    pub parent: Option<String>,
 }
 
 const COLUMNS: &str = "id, account, name, key_prefix, scopes, created_at, expires_at, revoked_at, \
                        last_used_at, total_requests";
 
 impl Store {
-    pub async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+    /// Records a key. `Conflict` when the account already has `max_live` live (unrevoked,
+    /// unexpired) keys; `NotFound` when the parent key is no longer live (revoked or expired
+    /// since it authenticated the request).
+    pub async fn create_api_key(
+        &self,
+        key: &NewApiKey,
+        max_live: u32,
+    ) -> Result<ApiKeyRecord, StoreError> {
         let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        // Serialises this account's creations and revocations (see the module doc).
+        super::images::lock_account(&mut tx, &key.account).await?;
+        if let Some(parent) = key.parent.as_deref().filter(|p| !p.starts_with("jwt:")) {
+            let live = sqlx::query(
+                "SELECT 1 AS one FROM api_keys WHERE account = $1 AND id = $2
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
+            )
+            .bind(&key.account)
+            .bind(parent)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
+        let live: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE account = $1
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(&key.account)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if live >= i64::from(max_live) {
+            return Err(StoreError::Conflict(format!(
+                "the account has {live} live API keys, the most it may have \
+                 (auth.max_keys_per_account = {max_live}); revoke one first"
+            )));
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, account, name, key_hash, key_prefix, scopes, created_at,
-                                   expires_at, total_requests)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+                                   expires_at, total_requests, parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
         )
         .bind(&key.id)
         .bind(&key.account)
@@ -53,8 +100,10 @@ impl Store {
         .bind(&key.scopes)
         .bind(now)
         .bind(key.expires_at)
-        .execute(&self.pool)
+        .bind(&key.parent)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(ApiKeyRecord {
             id: key.id.clone(),
             account: key.account.clone(),
@@ -95,24 +144,52 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// Revokes one of an account's keys; returns its secret hash (to evict it from caches),
-    /// or `None` when the account has no such live key.
+    /// Revokes one of an account's keys and every live key it created, transitively, in one
+    /// transaction; returns their secret hashes (to evict them from caches), the key's own
+    /// first, or `None` when the account has no such live key.
     pub async fn revoke_api_key(
         &self,
         account: &str,
         id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        super::images::lock_account(&mut tx, account).await?;
+        let Some(row) = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1
              WHERE account = $2 AND id = $3 AND revoked_at IS NULL RETURNING key_hash",
         )
-        .bind(now_unix())
+        .bind(now)
         .bind(account)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut hashes = vec![row.try_get::<String, _>("key_hash")?];
+        // Descendants, by a recursive query (SQLite and PostgreSQL alike). The walk passes
+        // through keys revoked earlier, so nothing below them is missed.
+        let rows = sqlx::query(
+            "WITH RECURSIVE tree (id) AS (
+                 SELECT id FROM api_keys WHERE account = $1 AND parent = $2
+                 UNION
+                 SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id
+                 WHERE k.account = $1
+             )
+             UPDATE api_keys SET revoked_at = $3
+             WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL RETURNING key_hash",
+        )
+        .bind(account)
+        .bind(id)
+        .bind(now)
+        .fetch_all(&mut *tx)
         .await?;
-        row.map(|r| r.try_get("key_hash").map_err(StoreError::from))
-            .transpose()
+        for row in &rows {
+            hashes.push(row.try_get("key_hash")?);
+        }
+        tx.commit().await?;
+        Ok(Some(hashes))
     }
 
     /// Adds aggregated usage to a key (called by the periodic flush, not per request).

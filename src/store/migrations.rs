@@ -156,6 +156,25 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         8,
         &[
+            // Export and erasure moved from `read`/`write` to a scope of their own, `account`.
+            // Keys holding both scopes could do both before, so they keep that power; `read`-
+            // or `write`-only keys do not gain it (a read key could export, which is the hole
+            // this closes).
+            "UPDATE api_keys SET scopes = 'read,write,account' WHERE scopes = 'read,write'",
+        ],
+    ),
+    (
+        9,
+        &[
+            // Who created a key (its id, or `jwt:{sub}`); NULL for the operator's keys and for
+            // keys made before this version. Revoking a key revokes the keys below it.
+            "ALTER TABLE api_keys ADD COLUMN parent TEXT",
+            "CREATE INDEX api_keys_parent ON api_keys (parent)",
+        ],
+    ),
+    (
+        10,
+        &[
             // Data keys are per account from here on (`cache::scope`: `{account}/{hash}`), so
             // two tenants holding the same bytes share neither variants nor purges. The keys
             // by bare content hash are deleted: their variants become unreadable ciphertext
@@ -175,7 +194,7 @@ pub(super) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreE
             .execute(&mut *conn)
             .await?;
     }
-    let applied = apply_on(&mut conn).await;
+    let applied = apply_on(&mut conn, i64::MAX).await;
     if backend == Backend::Postgres {
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(super::locks::MIGRATIONS)
@@ -189,7 +208,8 @@ pub(super) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreE
     applied
 }
 
-async fn apply_on(conn: &mut AnyConnection) -> Result<(), StoreError> {
+/// Applies the pending migrations up to `up_to` (every one: `i64::MAX`).
+async fn apply_on(conn: &mut AnyConnection, up_to: i64) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY,
@@ -208,7 +228,7 @@ async fn apply_on(conn: &mut AnyConnection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this binary ({latest})"
         )));
     }
-    for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > current && m.0 <= up_to) {
         let mut tx = conn.begin().await?;
         for statement in *statements {
             sqlx::query(*statement).execute(&mut *tx).await?;
@@ -221,4 +241,66 @@ async fn apply_on(conn: &mut AnyConnection) -> Result<(), StoreError> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database (SQLite, or PostgreSQL with `TEST_IMGNODE_STORE=postgres`) migrated up
+    /// to `version`, on one connection.
+    async fn database_at(dir: &tempfile::TempDir, version: i64) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        let url = crate::store::testing::store_url(dir.path(), "m.db").await;
+        let url = if url.starts_with("sqlite:") {
+            format!("{url}?mode=rwc")
+        } else {
+            url
+        };
+        let mut conn = AnyConnection::connect(&url).await.unwrap();
+        apply_on(&mut conn, version).await.unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn keys_with_read_and_write_keep_export_and_erasure_as_the_account_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = database_at(&dir, 7).await;
+        sqlx::query(
+            "INSERT INTO accounts (name, plan, status, created_at, updated_at)
+             VALUES ('acme', 'free', 'active', 1, 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (id, scopes) in [("k_rw", "read,write"), ("k_r", "read"), ("k_w", "write")] {
+            sqlx::query(
+                "INSERT INTO api_keys (id, account, name, key_hash, key_prefix, scopes, created_at)
+                 VALUES ($1, 'acme', $1, $1, 'imgsrc_', $2, 1)",
+            )
+            .bind(id)
+            .bind(scopes)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        apply_on(&mut conn, i64::MAX).await.unwrap();
+        let rows = sqlx::query("SELECT id, scopes FROM api_keys ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let scopes: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.get("id"), r.get("scopes")))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                ("k_r".to_string(), "read".to_string()),
+                ("k_rw".to_string(), "read,write,account".to_string()),
+                ("k_w".to_string(), "write".to_string()),
+            ]
+        );
+        conn.close().await.unwrap();
+    }
 }

@@ -352,7 +352,7 @@ async fn mutating_calls_are_audited_and_retention_removes_old_records() {
 #[tokio::test]
 async fn export_streams_metadata_and_every_original() {
     let node = TestNode::start_operated("[demo]\nseed = false\n").await;
-    let key = node.account_key("acme", "read,write").await;
+    let key = node.account_key("acme", "read,write,account").await;
     let photo = fixture(PHOTO);
     let png = fixture("formats/png_rgba.png");
     node.upload(&key, photo.clone(), "trips/a.jpg").await;
@@ -423,7 +423,7 @@ async fn export_streams_metadata_and_every_original() {
 #[tokio::test]
 async fn erasure_leaves_nothing_servable_or_readable() {
     let node = TestNode::start_operated("[demo]\nseed = false\n").await;
-    let key = node.account_key("acme", "read,write").await;
+    let key = node.account_key("acme", "read,write,account").await;
     let other = node.account_key("bravo", "read,write").await;
     let photo = fixture(PHOTO);
     let png = fixture("formats/png_rgba.png");

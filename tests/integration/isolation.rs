@@ -13,7 +13,7 @@ struct Row {
     method: M,
     path: String,
     body: Option<Value>,
-    /// Another account's key (scopes read and write).
+    /// Another account's key (every scope: read, write, account).
     stranger: u16,
     /// The owner's read-only key.
     reader: u16,
@@ -56,7 +56,7 @@ async fn every_tenant_route_refuses_strangers_and_read_only_keys() {
     let node = TestNode::start_with("[demo]\nseed = false\n").await;
     let owner = node.account_key("alpha", "read,write").await;
     let reader = node.account_key("alpha", "read").await;
-    let stranger = node.account_key("bravo", "read,write").await;
+    let stranger = node.account_key("bravo", "read,write,account").await;
 
     // The owner's things: a private image, a preset, a second key, settings.
     let (s, up) = node
@@ -187,7 +187,8 @@ async fn every_tenant_route_refuses_strangers_and_read_only_keys() {
             404,
             403,
         ),
-        row(M::GET, "/api/v1/account/export", None, 200, 200),
+        // Export and erasure need the `account` scope: a read-only key exports nothing.
+        row(M::GET, "/api/v1/account/export", None, 200, 403),
         // Last: the stranger erases its own account, nothing of the owner's.
         row(
             M::DELETE,

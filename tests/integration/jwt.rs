@@ -11,12 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::TestNode;
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Serves `body` as the JWKS at `http://127.0.0.1:port/jwks.json` until the test ends.
-async fn serve_jwks(body: String) -> String {
+pub(crate) async fn serve_jwks(body: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -42,7 +42,7 @@ async fn serve_jwks(body: String) -> String {
     url
 }
 
-fn sign(key: &Ed25519KeyPair, claims: &Value) -> String {
+pub(crate) fn sign(key: &Ed25519KeyPair, claims: &Value) -> String {
     let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": "ed-1"});
     let input = format!(
         "{}.{}",

@@ -18,6 +18,7 @@ mod hostile;
 mod images;
 mod isolation;
 mod jwt;
+mod keys;
 mod lifecycle;
 mod lockout;
 mod ops;
