@@ -76,7 +76,7 @@ IMGNODE_STORAGE__DATA_DIR="$tmp/data" \
 IMGNODE_SERVER__PUBLIC_LISTEN="127.0.0.1:$PORT" \
 IMGNODE_SERVER__OPS_LISTEN="127.0.0.1:$OPS_PORT" \
 IMGNODE_LOG__LEVEL=warn \
-  "$BIN" serve 2>"$tmp/imgnode.log" &
+  "$BIN" --config benches/bench.toml serve 2>"$tmp/imgnode.log" &
 node_pid=$!
 for _ in $(seq 1 200); do
   curl -fsS --max-time 1 "http://127.0.0.1:$OPS_PORT/ready" >/dev/null 2>&1 && break

@@ -25,7 +25,7 @@ IMGNODE_STORAGE__DATA_DIR="$data" \
 IMGNODE_SERVER__PUBLIC_LISTEN="127.0.0.1:$PORT" \
 IMGNODE_SERVER__OPS_LISTEN="127.0.0.1:$OPS_PORT" \
 IMGNODE_LOG__LEVEL=warn \
-  ./target/release/imgnode serve &
+  ./target/release/imgnode --config benches/bench.toml serve &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 

@@ -26,6 +26,9 @@ threads = $THREADS
 level = "warn"
 [demo]
 seed = false
+[delivery]
+client_renders_per_minute = 0
+image_variants_per_hour = 0
 EOC
 $BIN --config $D/imgnode.toml account create bench --plan unlimited >/dev/null
 $BIN --config $D/imgnode.toml import --account bench $D/src >/dev/null

@@ -49,6 +49,9 @@ disk = "1GiB"
 level = "warn"
 [demo]
 seed = false
+[delivery]
+client_renders_per_minute = 0
+image_variants_per_hour = 0
 TOML
 key=$(./target/release/imgnode --config "$work/imgnode.toml" account create soak --plan unlimited |
   sed -n 's/^api key: //p')

@@ -27,7 +27,7 @@ IMGNODE_SERVER__OPS_LISTEN="127.0.0.1:$OPS_PORT" \
 IMGNODE_CACHE__MEMORY=128MiB \
 IMGNODE_CACHE__DISK=1GiB \
 IMGNODE_LOG__LEVEL=warn \
-  ./target/release/imgnode serve &
+  ./target/release/imgnode --config benches/bench.toml serve &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$script"' EXIT
 for _ in $(seq 1 400); do

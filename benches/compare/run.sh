@@ -147,7 +147,8 @@ start_imgnode() {
   mkdir -p "$d/data"
   # Defaults except: own ports, warn logs, no demo account, a 1 GiB disk tier (the default
   # 10 GiB is preallocated), and nice 0 for the render threads (default 10) so that every peer
-  # runs at the same priority on this shared machine.
+  # runs at the same priority on this shared machine; no render budgets (one address renders
+  # thousands of variants of the corpus, which a public node refuses by design).
   cat >"$d/imgnode.toml" <<EOF
 [server]
 public_listen = "127.0.0.1:$P_IMG"
@@ -164,6 +165,9 @@ nice = 0
 level = "warn"
 [demo]
 seed = false
+[delivery]
+client_renders_per_minute = 0
+image_variants_per_hour = 0
 EOF
   cmd "$BIN --config $d/imgnode.toml account create bench --plan unlimited"
   "$BIN" --config "$d/imgnode.toml" account create bench --plan unlimited >/dev/null

@@ -871,6 +871,15 @@ mod tests {
     }
 
     #[test]
+    fn the_benchmark_config_turns_the_render_budgets_off_and_lifts_the_free_plan() {
+        let c = parse(include_str!("../../benches/bench.toml"), no_env()).unwrap();
+        assert_eq!(c.delivery.budgets.client_per_minute, 0);
+        assert_eq!(c.delivery.budgets.image_variants_per_hour, 0);
+        assert_eq!(c.plans["free"].max_transformations_per_month, None);
+        assert_eq!(c.plans["free"].max_bandwidth_per_month, None);
+    }
+
+    #[test]
     fn the_scale_out_examples_are_valid_and_differ_only_in_their_addresses() {
         let a = parse(include_str!("../../config/scale-out/node-a.toml"), no_env()).unwrap();
         let b = parse(include_str!("../../config/scale-out/node-b.toml"), no_env()).unwrap();
