@@ -159,12 +159,18 @@ impl Activity {
         })
     }
 
-    fn begin(self: &Arc<Self>, version: http::Version) -> InFlight {
+    /// Counts an HTTP/2 request until its response is done with. HTTP/1 requests are not
+    /// counted (the connection never has the HTTP/2 idle timeout, and the hot path pays
+    /// nothing for it); the first one tells [`drain`] so.
+    fn begin(self: &Arc<Self>, version: http::Version) -> Option<InFlight> {
         if version < http::Version::HTTP_2 {
-            self.http1.store(true, Ordering::Relaxed);
+            if !self.http1.swap(true, Ordering::Relaxed) {
+                self.in_flight.send_modify(|_| {});
+            }
+            return None;
         }
         self.in_flight.send_modify(|n| *n += 1);
-        InFlight(self.clone())
+        Some(InFlight(self.clone()))
     }
 }
 
@@ -333,7 +339,10 @@ pub async fn serve<H: Handler>(
                     let in_flight = tracked.begin(req.version());
                     async move {
                         let res = handler.handle(req, peer).await;
-                        Ok::<_, Infallible>(holding(res, in_flight))
+                        Ok::<_, Infallible>(match in_flight {
+                            Some(in_flight) => holding(res, in_flight),
+                            None => res,
+                        })
                     }
                 });
                 // Held for the connection's life: the drain below waits for every one.
