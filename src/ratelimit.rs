@@ -96,6 +96,7 @@ impl Default for RateLimits {
             client_burst: 0,
             image_variants_per_hour: 0,
             unsigned_max_quality: 100,
+            unsigned_max_pixels: u64::MAX,
             unsigned_avif_max_pixels: u64::MAX,
         })
     }

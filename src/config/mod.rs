@@ -230,7 +230,10 @@ pub struct RenderBudgets {
     pub image_variants_per_hour: u32,
     /// Unsigned URLs asking for a higher `q` get this one.
     pub unsigned_max_quality: u8,
-    /// Unsigned AVIF outputs over this many pixels are refused (`format=auto` answers WebP).
+    /// Unsigned outputs over this many pixels are rendered at the largest size of the same
+    /// shape within it.
+    pub unsigned_max_pixels: u64,
+    /// The same for AVIF (`format=auto` answers WebP instead).
     pub unsigned_avif_max_pixels: u64,
 }
 
@@ -657,6 +660,8 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
                     client_burst: d.client_render_burst,
                     image_variants_per_hour: d.image_variants_per_hour,
                     unsigned_max_quality: d.unsigned_max_quality,
+                    unsigned_max_pixels: p
+                        .positive("delivery.unsigned_max_pixels", d.unsigned_max_pixels),
                     unsigned_avif_max_pixels: p.positive(
                         "delivery.unsigned_avif_max_pixels",
                         d.unsigned_avif_max_pixels,

@@ -274,6 +274,7 @@ pub struct RawDelivery {
     pub client_render_burst: u32,
     pub image_variants_per_hour: u32,
     pub unsigned_max_quality: u8,
+    pub unsigned_max_pixels: u64,
     pub unsigned_avif_max_pixels: u64,
 }
 
@@ -290,6 +291,7 @@ impl Default for RawDelivery {
             client_render_burst: 300,
             image_variants_per_hour: 100,
             unsigned_max_quality: 90,
+            unsigned_max_pixels: 16_000_000,
             unsigned_avif_max_pixels: 2_000_000,
         }
     }

@@ -48,21 +48,20 @@ pub fn apply_size_policy(t: &mut Transform, s: &AccountSettings) -> Result<(), H
     Ok(())
 }
 
-/// Pixels of the AVIF `t` would encode from a source of `source` (oriented) pixels; an
-/// output the planner refuses counts as 0 (the render refuses it with its own error).
-pub fn avif_pixels(source: (u32, u32), t: &Transform, limits: &Limits) -> u64 {
+/// Pixels `t` would encode from a source of `source` (oriented) pixels; an output the planner
+/// refuses counts as 0 (the render refuses it with its own error).
+pub fn output_pixels(source: (u32, u32), t: &Transform, limits: &Limits) -> u64 {
     let Ok(p) = plan(source, t, limits) else {
         return 0;
     };
     let (w, h) = p.output_size();
-    // The pipeline downscales AVIF over its own bound before encoding anyway.
-    (u64::from(w) * u64::from(h)).min(limits.avif_max_pixels)
+    u64::from(w) * u64::from(h)
 }
 
-/// Shrinks `t` so that its AVIF has at most `budget` pixels, keeping its proportions (an
-/// unsigned explicit `.avif` of a large size is served smaller, like `dpr` beyond the output
-/// limit, and cached under the smaller size's key).
-pub fn fit_avif(source: (u32, u32), t: &mut Transform, limits: &Limits, budget: u64) {
+/// Shrinks `t` so that its output has at most `budget` pixels, keeping its proportions (an
+/// unsigned URL over its encode budget is served smaller, like `dpr` beyond the output limit,
+/// and cached under the smaller size's key).
+pub fn fit_pixels(source: (u32, u32), t: &mut Transform, limits: &Limits, budget: u64) {
     let Ok(p) = plan(source, t, limits) else {
         return;
     };
@@ -172,13 +171,13 @@ mod tests {
     }
 
     #[test]
-    fn avif_outputs_are_shrunk_to_the_budget_keeping_their_shape() {
+    fn outputs_are_shrunk_to_the_budget_keeping_their_shape() {
         let limits = Limits::default();
         let source = (4000, 3000);
         // The attack of the issue: 2828x2828 fill is 8 MP.
         let mut t = transform(Some(2828), Some(2828), Fit::Fill);
-        assert_eq!(avif_pixels(source, &t, &limits), 2828 * 2828);
-        fit_avif(source, &mut t, &limits, 2_000_000);
+        assert_eq!(output_pixels(source, &t, &limits), 2828 * 2828);
+        fit_pixels(source, &mut t, &limits, 2_000_000);
         let (w, h) = (t.width.unwrap(), t.height.unwrap());
         assert_eq!(w, h);
         assert!(
@@ -187,12 +186,12 @@ mod tests {
         );
         // No size at all: the whole 12 MP source, shrunk by its width.
         let mut t = transform(None, None, Fit::Cover);
-        fit_avif(source, &mut t, &limits, 2_000_000);
-        assert!(avif_pixels(source, &t, &limits) <= 2_000_000);
+        fit_pixels(source, &mut t, &limits, 2_000_000);
+        assert!(output_pixels(source, &t, &limits) <= 2_000_000);
         assert_eq!(t.height, None);
         // Under the budget: untouched.
         let mut t = transform(Some(800), None, Fit::Cover);
-        fit_avif(source, &mut t, &limits, 2_000_000);
+        fit_pixels(source, &mut t, &limits, 2_000_000);
         assert_eq!((t.width, t.height), (Some(800), None));
     }
 }

@@ -195,23 +195,18 @@ pub async fn handle(
     let budgets = &state.config.delivery.budgets;
     if !signed {
         transform.quality = transform.quality.min(budgets.unsigned_max_quality);
-        if output == OutputFormat::Avif {
-            let source = (image.width, image.height);
-            if negotiated {
-                if budget::avif_pixels(source, &transform, limits)
-                    > budgets.unsigned_avif_max_pixels
-                {
-                    output = negotiate::best_without_avif(req.headers, ext);
-                }
-            } else {
-                budget::fit_avif(
-                    source,
-                    &mut transform,
-                    limits,
-                    budgets.unsigned_avif_max_pixels,
-                );
-            }
+        let source = (image.width, image.height);
+        if negotiated
+            && output == OutputFormat::Avif
+            && budget::output_pixels(source, &transform, limits) > budgets.unsigned_avif_max_pixels
+        {
+            output = negotiate::best_without_avif(req.headers, ext);
         }
+        let max_pixels = match output {
+            OutputFormat::Avif => budgets.unsigned_avif_max_pixels,
+            _ => budgets.unsigned_max_pixels,
+        };
+        budget::fit_pixels(source, &mut transform, limits, max_pixels);
     }
     let canonical = url::canonical(&transform);
     let scope = crate::cache::scope(&account.name, &image.hash);

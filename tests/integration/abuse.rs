@@ -278,7 +278,7 @@ async fn an_account_size_policy_snaps_or_refuses_widths_and_bounds_quality() {
 async fn unsigned_avif_is_bounded_in_pixels_and_quality() {
     // A small budget keeps the test's encodes cheap; the rule is the same at 2 MP.
     let (node, _) =
-        with_photo("[delivery]\nunsigned_avif_max_pixels = 40000\nunsigned_max_quality = 50\n")
+        with_photo("[delivery]\nunsigned_avif_max_pixels = 40000\nunsigned_max_pixels = 90000\nunsigned_max_quality = 50\n")
             .await;
     let (code, h, body) = node
         .fetch("/i/acme/bug.avif?w=2828&h=2828&fit=fill&q=100")
@@ -289,6 +289,13 @@ async fn unsigned_avif_is_bounded_in_pixels_and_quality() {
     // The bounded request is the same variant as asking for the bounded size directly.
     let direct = node.get("/i/acme/bug.avif?w=200&h=200&fit=fill&q=50").await;
     assert_eq!(cache_of(&direct), "HIT-MEMORY");
+    // Every format has its (larger) budget: 600x600 is 360 000 pixels, over 90 000.
+    let (code, h, body) = node.fetch("/i/acme/bug.webp?w=600&h=600&fit=fill").await;
+    assert_eq!(
+        (code, &h["content-type"]),
+        (200, &"image/webp".parse().unwrap())
+    );
+    assert_eq!(crate::harness::dimensions(&body), (300, 300));
 
     let auto = node
         .get_with(
