@@ -39,6 +39,7 @@ cat > "$work/imgnode.toml" <<TOML
 public_listen = "127.0.0.1:$PORT"
 ops_listen = "127.0.0.1:$OPS_PORT"
 max_connections = 20000
+max_connections_per_ip = 0
 header_read_timeout = "120s"
 [storage]
 data_dir = "$data"

@@ -154,6 +154,7 @@ start_imgnode() {
 public_listen = "127.0.0.1:$P_IMG"
 ops_listen = "127.0.0.1:$P_IMG_OPS"
 header_read_timeout = "120s"
+max_connections_per_ip = 0
 [storage]
 data_dir = "$d/data"
 [cache]

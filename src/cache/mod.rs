@@ -95,21 +95,10 @@ impl Caches {
     }
 
     /// The key of one variant: the inputs that decide its bytes, and the account that owns
-    /// the original (so two tenants holding the same bytes never share a variant: neither
-    /// learns from a hit what the other serves). Also the ETag's source.
-    pub fn variant_key(
-        &self,
-        account: &str,
-        original_hash: &str,
-        canonical: &str,
-        format: &str,
-    ) -> VariantKey {
-        variant_key(
-            &scope(account, original_hash),
-            canonical,
-            format,
-            &self.buster,
-        )
+    /// the original (`scope`, see [`scope`]: two tenants holding the same bytes never share a
+    /// variant, so neither learns from a hit what the other serves). Also the ETag's source.
+    pub fn variant_key(&self, scope: &str, canonical: &str, format: &str) -> VariantKey {
+        variant_key(scope, canonical, format, &self.buster)
     }
 
     /// The original's bytes through the originals cache, loading each one once however many
@@ -226,13 +215,18 @@ impl Caches {
 /// (`{account}/{hash}`; account names have no `/`). Content hashes alone are shared by every
 /// account that uploaded the same bytes.
 pub fn scope(account: &str, hash: &str) -> String {
-    format!("{account}/{hash}")
+    // On every request: no formatting machinery, one allocation.
+    let mut s = String::with_capacity(account.len() + 1 + hash.len());
+    s.push_str(account);
+    s.push('/');
+    s.push_str(hash);
+    s
 }
 
 /// SHA-256 over the NUL-separated inputs, first 128 bits.
-pub fn variant_key(original_hash: &str, canonical: &str, format: &str, buster: &str) -> VariantKey {
+pub fn variant_key(scope: &str, canonical: &str, format: &str, buster: &str) -> VariantKey {
     let mut h = Sha256::new();
-    for part in [original_hash, canonical, format, buster] {
+    for part in [scope, canonical, format, buster] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }

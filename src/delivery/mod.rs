@@ -174,7 +174,8 @@ pub async fn handle(
         timing: None,
     };
     if passthrough {
-        meta.etag = etag_of(&caches.variant_key(&account.name, &image.hash, "", "original"));
+        let scope = crate::cache::scope(&account.name, &image.hash);
+        meta.etag = etag_of(&caches.variant_key(&scope, "", "original"));
         // Revalidation needs no bytes at all: the ETag is derived from the request alone.
         if not_modified(req.headers, &meta.etag) {
             return Ok((
@@ -210,7 +211,7 @@ pub async fn handle(
     }
     let canonical = url::canonical(&transform);
     let scope = crate::cache::scope(&account.name, &image.hash);
-    let mut key = caches.variant_key(&account.name, &image.hash, &canonical, output.extension());
+    let mut key = caches.variant_key(&scope, &canonical, output.extension());
     meta.format = output;
     meta.etag = etag_of(&key);
     // Revalidation needs no bytes at all: the ETag is derived from the request alone.
@@ -228,7 +229,7 @@ pub async fn handle(
         // Every AVIF lane is taken (by anyone's encodes): a WebP now rather than a queue, so
         // one tenant's AVIF traffic cannot starve another's pages.
         output = negotiate::best_without_avif(req.headers, ext);
-        key = caches.variant_key(&account.name, &image.hash, &canonical, output.extension());
+        key = caches.variant_key(&scope, &canonical, output.extension());
         meta.format = output;
         meta.etag = etag_of(&key);
         meta.stand_in = true;
