@@ -211,29 +211,12 @@ pub async fn handle(
     }
     let canonical = url::canonical(&transform);
     let scope = crate::cache::scope(&account.name, &image.hash);
-    let mut key = caches.variant_key(&scope, &canonical, output.extension());
-    meta.format = output;
-    meta.etag = etag_of(&key);
-    // Revalidation needs no bytes at all: the ETag is derived from the request alone.
-    if not_modified(req.headers, &meta.etag) {
-        return Ok((
-            meta.build(state, StatusCode::NOT_MODIFIED, None),
-            meta.cache,
-        ));
-    }
-    if let Some((bytes, status)) = cached(state, &scope, &key).await? {
-        meta.cache = status;
-        return Ok((meta.respond(state, bytes, head_only), meta.cache));
-    }
-    if negotiated && output == OutputFormat::Avif && state.cpu.avif_busy() {
-        // Every AVIF lane is taken (by anyone's encodes): a WebP now rather than a queue, so
-        // one tenant's AVIF traffic cannot starve another's pages.
-        output = negotiate::best_without_avif(req.headers, ext);
-        key = caches.variant_key(&scope, &canonical, output.extension());
+    // The variant to answer with: the negotiated one, or (once) a WebP in its place.
+    let key = loop {
+        let key = caches.variant_key(&scope, &canonical, output.extension());
         meta.format = output;
         meta.etag = etag_of(&key);
-        meta.stand_in = true;
-        state.metrics.avif_fallbacks_total.inc();
+        // Revalidation needs no bytes at all: the ETag is derived from the request alone.
         if not_modified(req.headers, &meta.etag) {
             return Ok((
                 meta.build(state, StatusCode::NOT_MODIFIED, None),
@@ -244,7 +227,16 @@ pub async fn handle(
             meta.cache = status;
             return Ok((meta.respond(state, bytes, head_only), meta.cache));
         }
-    }
+        if negotiated && output == OutputFormat::Avif && state.cpu.avif_busy() {
+            // Every AVIF lane is taken (by anyone's encodes): a WebP now rather than a queue,
+            // so one tenant's AVIF traffic cannot starve another's pages.
+            output = negotiate::best_without_avif(req.headers, ext);
+            meta.stand_in = true;
+            state.metrics.avif_fallbacks_total.inc();
+            continue;
+        }
+        break key;
+    };
 
     // A new render: what one client, and every client of one image, may cause is bounded
     // before anything is spent or counted against the account.
