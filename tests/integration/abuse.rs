@@ -46,35 +46,6 @@ async fn variants_of_the_same_bytes_are_not_shared_between_tenants() {
     assert_eq!(node.get("/i/bravo/q/bug.webp?w=123").await.status(), 404);
 }
 
-/// An upload of `bytes` to `path` with extra form fields (`visibility`, `overwrite`).
-async fn upload_with(
-    node: &TestNode,
-    key: &str,
-    bytes: Vec<u8>,
-    path: &str,
-    fields: &[(&'static str, &'static str)],
-) -> (u16, serde_json::Value) {
-    let mut form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
-        )
-        .text("target_path", path.to_string());
-    for (name, value) in fields {
-        form = form.text(*name, *value);
-    }
-    let res = node
-        .client
-        .post(format!("{}/api/v1/images", node.base))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
-}
-
 /// A node started with `extra` config whose account `acme` holds `bug.jpg` (a real photo),
 /// and a read/write key of that account.
 async fn with_photo(extra: &str) -> (TestNode, String) {
@@ -381,7 +352,7 @@ async fn an_upload_cannot_change_the_visibility_of_bytes_already_held() {
     let upload = |path: &'static str, visibility: Option<&'static str>| {
         let fields: Vec<_> = visibility.map(|v| ("visibility", v)).into_iter().collect();
         let (node, key, bytes) = (&node, &key, bytes.clone());
-        async move { upload_with(node, key, bytes, path, &fields).await }
+        async move { node.upload_with(key, bytes, path, &fields).await }
     };
     let (s, body) = upload("secret.jpg", Some("private")).await;
     assert_eq!((s, body["visibility"].as_str()), (201, Some("private")));
@@ -432,14 +403,14 @@ async fn an_upload_under_a_taken_name_deletes_nothing_without_overwrite() {
         (200, "image/png")
     );
 
-    let (s, body) = upload_with(
-        &node,
-        &key,
-        fixture("photos/ladybird.jpg"),
-        "amb/a.jpg",
-        &[("overwrite", "true")],
-    )
-    .await;
+    let (s, body) = node
+        .upload_with(
+            &key,
+            fixture("photos/ladybird.jpg"),
+            "amb/a.jpg",
+            &[("overwrite", "true")],
+        )
+        .await;
     assert_eq!(s, 201, "{body}");
     let (s, _, _) = node
         .api(M::GET, &format!("/api/v1/images/{png_id}"), &key, None)

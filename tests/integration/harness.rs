@@ -277,12 +277,26 @@ impl TestNode {
         bytes: Vec<u8>,
         target: &str,
     ) -> (u16, serde_json::Value) {
-        let form = reqwest::multipart::Form::new()
+        self.upload_with(key, bytes, target, &[]).await
+    }
+
+    /// [`TestNode::upload`] with more form fields (`visibility`, `overwrite`).
+    pub async fn upload_with(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        target: &str,
+        fields: &[(&'static str, &'static str)],
+    ) -> (u16, serde_json::Value) {
+        let mut form = reqwest::multipart::Form::new()
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
             )
             .text("target_path", target.to_string());
+        for (name, value) in fields {
+            form = form.text(*name, *value);
+        }
         let res = self
             .client
             .post(format!("{}/api/v1/images", self.base))
