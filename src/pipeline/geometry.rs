@@ -75,10 +75,11 @@ impl OutputPlan {
         let min_w = ceil_px(f64::from(sw) * scale_x).min(sw);
         let min_h = ceil_px(f64::from(sh) * scale_y).min(sh);
         if (min_w, min_h) == (sw, sh) {
-            DecodeHint { min_size: None }
+            DecodeHint::default()
         } else {
             DecodeHint {
                 min_size: Some((min_w, min_h)),
+                ..DecodeHint::default()
             }
         }
     }
@@ -575,7 +576,7 @@ mod tests {
         assert_eq!(size((640, 480), &Transform::default()), (640, 480));
         let p = plan((640, 480), &Transform::default(), &Limits::default()).expect("plan");
         assert!(!p.crops());
-        assert_eq!(p.decode_hint(), DecodeHint { min_size: None });
+        assert_eq!(p.decode_hint(), DecodeHint::default());
     }
 
     #[test]

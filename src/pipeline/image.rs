@@ -59,4 +59,7 @@ impl Image {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeHint {
     pub min_size: Option<(u32, u32)>,
+    /// For benchmarks and measurements: decode a JPEG at exactly 1/n (2, 4 or 8) when the
+    /// reduced-scale decoder takes the file, whatever `min_size` says. Renders leave it `None`.
+    pub denominator: Option<u32>,
 }

@@ -149,6 +149,7 @@ pub fn dominant_color(
     };
     let hint = DecodeHint {
         min_size: Some(box_size),
+        ..DecodeHint::default()
     };
     let image = decode_upright(source, info, limits, hint)?;
     let image = if scale < 1.0 {

@@ -2,16 +2,17 @@
 //! zune-jpeg >= 0.5.16-rc3 with subsampled luma), progressive, restart markers, any
 //! subsampling, gray, CMYK and YCCK (Adobe inverted or not).
 
+use yuv::{YuvPlanarImage, YuvRange, YuvStandardMatrix};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use super::super::color;
-use super::super::probe::{ImageInfo, jpeg_header};
+use super::super::probe::{ImageInfo, JpegHeader, jpeg_header};
 use super::super::spec::{Limits, SourceFormat};
 use super::super::{DecodeHint, Image, PipelineError, PixelLayout};
-use super::{corrupt, image_from_samples, jpeg_dc};
+use super::{corrupt, image_from_samples, jpeg_scaled};
 
 /// Decodes at full size, or at 1/8 size (`ceil(w / 8)` x `ceil(h / 8)`) when `scale` is 8 and
 /// the file is one `jpeg_dc` handles.
@@ -34,25 +35,49 @@ pub(super) fn decode(
             .set_strict_mode(true)
             .jpeg_set_out_colorspace(out_colorspace)
     };
-    // Shrink-on-load: only the 1/8 step has a decoder here (DC coefficients only). zune-jpeg
-    // cannot scale, and 1/2 or 1/4 of a progressive JPEG needs nearly every scan anyway.
-    if scale == 8 && matches!(header.components, 1 | 3) {
-        // zune's header pass decides the colour space (an Adobe segment anywhere before the
-        // scan, RGB component ids) and assembles the ICC profile; the DC decoder takes what
-        // it reads as YCbCr or gray. Anything the DC decoder does not handle or refuses goes
-        // to the full decoder, so every refusal is the full decoder's.
+    // Shrink-on-load. zune's header pass decides the colour space (an Adobe segment anywhere
+    // before the scan, RGB component ids) and assembles the ICC profile; the scaled decoder
+    // returns planes and takes that decision as given. Anything it does not handle, and every
+    // error it reports, goes to the full decoder, so every refusal is the full decoder's.
+    if scale > 1 {
         let mut headers =
             JpegDecoder::new_with_options(ZCursor::new(bytes), options(ColorSpace::RGB));
         headers.decode_headers().map_err(bad)?;
-        if matches!(
-            headers.input_colorspace(),
-            Some(ColorSpace::YCbCr | ColorSpace::Luma)
-        ) && let Ok(Some(mut image)) = jpeg_dc::decode(bytes, (info.width, info.height))
+        let coding = match (header.components, headers.input_colorspace()) {
+            (1, Some(ColorSpace::Luma)) => Some(ColorSpace::Luma),
+            (3, Some(ColorSpace::YCbCr)) => Some(ColorSpace::YCbCr),
+            (3, Some(ColorSpace::RGB)) => Some(ColorSpace::RGB),
+            (4, _) => Some(ColorSpace::CMYK),
+            _ => None,
+        };
+        if let Some(coding) = coding
+            && let Ok(Some(planes)) = jpeg_scaled::decode(bytes, (info.width, info.height), scale)
         {
-            if header.components == 3 {
-                image.icc = headers.icc_profile();
-            }
-            return Ok(image);
+            let (width, height) = (planes.width, planes.height);
+            let icc = headers.icc_profile();
+            return match (coding, planes.planes.as_slice()) {
+                (ColorSpace::Luma, [gray]) => {
+                    image_from_samples(SourceFormat::Jpeg, width, height, 1, gray.clone())
+                }
+                (ColorSpace::YCbCr, [y, cb, cr]) => {
+                    let mut image = ycbcr_image(width, height, [y, cb, cr])?;
+                    image.icc = icc;
+                    Ok(image)
+                }
+                (ColorSpace::RGB, [r, g, b]) => {
+                    let mut image = rgb_image(width, height, r, g, b, |r, g, b| [r, g, b]);
+                    image.icc = icc;
+                    Ok(image)
+                }
+                (_, [c, m, y, k]) => {
+                    let mut samples = Vec::with_capacity(c.len() * 4);
+                    for (((&c, &m), &y), &k) in c.iter().zip(m).zip(y).zip(k) {
+                        samples.extend_from_slice(&[c, m, y, k]);
+                    }
+                    Ok(cmyk_image(width, height, samples, &header, icc.as_deref()))
+                }
+                _ => Err(corrupt(SourceFormat::Jpeg, "component count")),
+            };
         }
     }
     // Four components: take the raw samples and convert here, because zune's own CMYK
@@ -85,18 +110,75 @@ pub(super) fn decode(
             if samples.len() != expected {
                 return Err(corrupt(SourceFormat::Jpeg, "short CMYK buffer"));
             }
-            let mut cmyk = samples;
-            if out_colorspace == ColorSpace::YCCK {
-                ycck_to_cmyk_in_place(&mut cmyk);
-            }
-            // Photoshop (and every writer that adds the Adobe marker) stores 255 - ink.
-            if header.adobe_transform.is_some() {
-                cmyk.iter_mut().for_each(|v| *v = 255 - *v);
-            }
-            let rgb = color::cmyk_to_srgb(&cmyk, icc.as_deref());
-            Ok(Image::new(width, height, PixelLayout::Rgb8, rgb))
+            Ok(cmyk_image(width, height, samples, &header, icc.as_deref()))
         }
     }
+}
+
+/// Four-component samples as stored (CMYK, or YCCK when the Adobe transform is 2) to sRGB
+/// through the embedded CMYK profile, if any.
+fn cmyk_image(
+    width: u32,
+    height: u32,
+    mut samples: Vec<u8>,
+    header: &JpegHeader<'_>,
+    icc: Option<&[u8]>,
+) -> Image {
+    if header.adobe_transform == Some(2) {
+        ycck_to_cmyk_in_place(&mut samples);
+    }
+    // Photoshop (and every writer that adds the Adobe marker) stores 255 - ink.
+    if header.adobe_transform.is_some() {
+        samples.iter_mut().for_each(|v| *v = 255 - *v);
+    }
+    let rgb = color::cmyk_to_srgb(&samples, icc);
+    Image::new(width, height, PixelLayout::Rgb8, rgb)
+}
+
+/// Interleaves three planes into an Rgb8 image through `convert`.
+fn rgb_image(
+    width: u32,
+    height: u32,
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    convert: impl Fn(u8, u8, u8) -> [u8; 3],
+) -> Image {
+    let mut data = vec![0u8; a.len() * 3];
+    for (((out, &a), &b), &c) in data.chunks_exact_mut(3).zip(a).zip(b).zip(c) {
+        out.copy_from_slice(&convert(a, b, c));
+    }
+    Image::new(width, height, PixelLayout::Rgb8, data)
+}
+
+/// JFIF YCbCr (BT.601, full range) planes of one size to an Rgb8 image, by the `yuv` crate's
+/// SIMD kernels. (Its 4:2:0 and 4:2:2 "bilinear" kernels are not used: they place chroma one
+/// luma pixel off JPEG's centred siting, which measurably shifted colour edges.)
+fn ycbcr_image(
+    width: u32,
+    height: u32,
+    [y, cb, cr]: [&Vec<u8>; 3],
+) -> Result<Image, PipelineError> {
+    let planar = YuvPlanarImage {
+        y_plane: y,
+        y_stride: width,
+        u_plane: cb,
+        u_stride: width,
+        v_plane: cr,
+        v_stride: width,
+        width,
+        height,
+    };
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    yuv::yuv444_to_rgb(
+        &planar,
+        &mut rgb,
+        width * 3,
+        YuvRange::Full,
+        YuvStandardMatrix::Bt601,
+    )
+    .map_err(|e| corrupt(SourceFormat::Jpeg, format!("yuv: {e}")))?;
+    Ok(Image::new(width, height, PixelLayout::Rgb8, rgb))
 }
 
 /// YCCK to CMYK as stored (Adobe-inverted), as libjpeg's `ycck_cmyk_convert`: the first
@@ -113,28 +195,33 @@ fn ycck_to_cmyk_in_place(samples: &mut [u8]) {
     }
 }
 
-/// How much of the reduction is left to the Lanczos pass after a DCT-scaled decode. A 1/8
-/// DCT-scaled image is an 8x8 block average: sharper and more aliased than a Lanczos
-/// reduction, and from 4:2:0 sources its chroma is at 1/16. Leaving a 2x Lanczos step (libvips
-/// leaves the same) keeps the output's quality score near where the full decode puts it;
-/// with 1x the DSSIM of a 3840x2160 image at 400 px rose from 0.000017 to 0.00056
-/// (benches/RESULTS.md).
-const LANCZOS_RESERVE: u32 = 2;
+/// How much of the reduction is left to the Lanczos pass after a DCT-scaled decode, per
+/// denominator: the scaled image must be at least this many times the output on both axes.
+/// A DCT-scaled image is sharper and more aliased than a Lanczos reduction (at 1/8 it is an
+/// 8x8 block average), and a progressive file's reduced decode lacks the refinement bits;
+/// the Lanczos step after it hides both. The values are measured (benches/RESULTS.md,
+/// "Reduced-scale JPEG decode"): the smallest reserve at which the output's DSSIM against a
+/// reference from the full decode stays at or below vipsthumbnail's.
+const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
 
-/// The JPEG DCT scaling to decode at: 8 when the 1/8-scale image still covers
-/// `LANCZOS_RESERVE` times `hint.min_size` (given in oriented coordinates), else 1. (1/2 and
-/// 1/4 have no decoder here: zune-jpeg cannot scale, and for a progressive JPEG they need
-/// nearly every scan anyway.)
+/// The JPEG DCT scaling to decode at: the largest denominator (8, 4, 2) whose scaled image
+/// still covers its reserve times `hint.min_size` (given in oriented coordinates), else 1.
 pub(super) fn scale_denominator(info: &ImageInfo, hint: DecodeHint) -> u32 {
+    if let Some(n) = hint.denominator.filter(|n| matches!(n, 1 | 2 | 4 | 8)) {
+        return n;
+    }
     let Some((min_w, min_h)) = hint.min_size else {
         return 1;
     };
     let (width, height) = info.oriented_size();
-    let covers = |n: u32| {
-        width.div_ceil(n) >= min_w.saturating_mul(LANCZOS_RESERVE)
-            && height.div_ceil(n) >= min_h.saturating_mul(LANCZOS_RESERVE)
+    let covers = |n: u32, reserve: f64| {
+        f64::from(width.div_ceil(n)) >= f64::from(min_w) * reserve
+            && f64::from(height.div_ceil(n)) >= f64::from(min_h) * reserve
     };
-    if covers(8) { 8 } else { 1 }
+    RESERVE
+        .iter()
+        .find(|&&(n, reserve)| covers(n, reserve))
+        .map_or(1, |&(n, _)| n)
 }
 
 #[cfg(test)]
@@ -209,7 +296,7 @@ mod tests {
         use super::super::super::{EncodeSettings, OutputFormat, Transform, plan, render};
         // 1003x749: the last block column and row are partial, so the mapping of the source
         // onto the 1/8 image (125.375x93.625 of its 126x94 pixels) matters.
-        let bytes = fixture("jpeg_dc/ladybird_odd_progressive.jpg");
+        let bytes = fixture("jpeg_scaled/ladybird_odd_progressive.jpg");
         let limits = Limits::default();
         let info = super::super::super::probe(&bytes, &limits).expect("probe");
         let thumb = Transform {
@@ -262,37 +349,59 @@ mod tests {
     }
 
     #[test]
-    fn the_dc_decoder_takes_only_what_zune_reads_as_ycbcr_or_gray() {
+    fn the_scaled_decoder_reads_colour_as_the_full_decoder_does() {
         let bytes = fixture("formats/jpeg_baseline.jpg");
         let limits = Limits::default();
         let info = super::super::super::probe(&bytes, &limits).expect("probe");
-        let size = |b: &[u8]| {
-            let image = decode(b, &info, &limits, 8).expect("decode");
-            (image.width, image.height)
-        };
-        assert_eq!(size(&bytes), (8, 6), "plain YCbCr: DC decoder");
         let adobe = |transform: u8| {
             let mut payload = b"Adobe".to_vec();
             payload.extend_from_slice(&[0, 100, 0, 0, 0, 0, transform]);
             payload
         };
-        // Adobe transform 0 on three components means RGB-coded: the full decoder, whether
-        // the segment comes before the frame header or after it.
         let sof = bytes
             .windows(2)
             .position(|w| w == [0xFF, 0xC0])
             .expect("SOF0");
         let sof_end = sof + 2 + usize::from(u16::from_be_bytes([bytes[sof + 2], bytes[sof + 3]]));
-        assert_eq!(size(&with_segment(&bytes, 2, 0xEE, &adobe(0))), (64, 48));
-        assert_eq!(
-            size(&with_segment(&bytes, sof_end, 0xEE, &adobe(0))),
-            (64, 48)
-        );
-        // Transform 1 is YCbCr.
-        assert_eq!(
-            size(&with_segment(&bytes, sof_end, 0xEE, &adobe(1))),
-            (8, 6)
-        );
+        // Adobe transform 0 on three components means RGB-coded, whether the segment comes
+        // before the frame header or after it; transform 1 is YCbCr.
+        let cases = [
+            ("plain YCbCr", bytes.clone(), true),
+            (
+                "Adobe 0 first",
+                with_segment(&bytes, 2, 0xEE, &adobe(0)),
+                false,
+            ),
+            (
+                "Adobe 0 after SOF",
+                with_segment(&bytes, sof_end, 0xEE, &adobe(0)),
+                false,
+            ),
+            (
+                "Adobe 1",
+                with_segment(&bytes, sof_end, 0xEE, &adobe(1)),
+                true,
+            ),
+        ];
+        for (what, file, ycbcr) in cases {
+            let full = decode(&file, &info, &limits, 1).expect("full");
+            // Red as YCbCr is red; read as RGB it is not.
+            let red = pixel(&full, 8, 6);
+            assert_eq!(red[0] > 200 && red[1] < 60, ycbcr, "{what}: {red:?}");
+            for n in [2, 4, 8] {
+                let small = decode(&file, &info, &limits, n).expect("scaled");
+                assert_eq!((small.width, small.height), (64 / n, 48 / n), "{what}");
+                // Inside each flat quadrant the scaled picture has the full decode's colour.
+                for (x, y) in [(8, 6), (56, 6), (8, 42)] {
+                    assert_near(
+                        pixel(&small, x / n, y / n),
+                        pixel(&full, x, y),
+                        12,
+                        &format!("{what} at 1/{n}"),
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -320,12 +429,35 @@ mod tests {
         };
         let hint = |w, h| DecodeHint {
             min_size: Some((w, h)),
+            ..DecodeHint::default()
+        };
+        let reserve = |n: u32| RESERVE.iter().find(|r| r.0 == n).expect("scale").1;
+        // The largest size 1/n serves: ceil(side / n) / reserve, on the oriented 3000x4000.
+        let serves = |n: u32| {
+            let r = reserve(n);
+            let fit = |side: u32| (f64::from(side.div_ceil(n)) / r).floor() as u32;
+            (fit(3000), fit(4000))
         };
         assert_eq!(scale_denominator(&info, DecodeHint::default()), 1);
-        // Oriented 3000x4000; 1/8 is 375x500, which covers twice 187x250.
-        assert_eq!(scale_denominator(&info, hint(187, 250)), 8);
-        assert_eq!(scale_denominator(&info, hint(188, 250)), 1);
-        assert_eq!(scale_denominator(&info, hint(187, 251)), 1);
         assert_eq!(scale_denominator(&info, hint(1, 1)), 8);
+        for n in [8, 4, 2] {
+            let (w, h) = serves(n);
+            assert_eq!(
+                scale_denominator(&info, hint(w, h)),
+                n,
+                "1/{n} serves {w}x{h}"
+            );
+            // One pixel more on either axis needs the next larger scale.
+            assert!(scale_denominator(&info, hint(w + 1, h)) < n);
+            assert!(scale_denominator(&info, hint(w, h + 1)) < n);
+        }
+        let (w, h) = serves(2);
+        assert_eq!(scale_denominator(&info, hint(w + 1, h)), 1);
+        // A forced denominator wins (benchmarks and the quality sweep use it).
+        let forced = DecodeHint {
+            min_size: Some((3000, 4000)),
+            denominator: Some(4),
+        };
+        assert_eq!(scale_denominator(&info, forced), 4);
     }
 }

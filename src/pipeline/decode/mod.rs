@@ -10,7 +10,7 @@ pub(super) mod avif;
 mod bmp;
 mod gif;
 mod jpeg;
-mod jpeg_dc;
+mod jpeg_scaled;
 mod png;
 mod webp;
 

@@ -1,6 +1,6 @@
-//! The header probe and every decoder behind the pipeline's limits, at full size and with the
-//! smallest shrink-on-load hint: any bytes either decode to an image of the probed size (or,
-//! for a JPEG asked for the smallest size, 1/8 of it) or give an error; no panic, and (with run.sh's
+//! The header probe and every decoder behind the pipeline's limits, at full size and at each
+//! shrink-on-load scale: any bytes either decode to an image of the probed size (or, for a
+//! JPEG asked for 1/n, 1/n of it) or give an error; no panic, and (with run.sh's
 //! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply.
 #![no_main]
 
@@ -26,15 +26,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(image) = decode_upright(data, &info, &limits, DecodeHint::default()) {
         assert_eq!((image.width, image.height), (w, h), "decoded size differs from probe");
     }
-    // Shrink-on-load: the smallest hint sends JPEGs through the 1/8-scale DC-only decoder.
-    let smallest = DecodeHint {
-        min_size: Some((1, 1)),
-    };
-    if let Ok(image) = decode_upright(data, &info, &limits, smallest) {
-        let size = (image.width, image.height);
-        assert!(
-            size == (w, h) || size == (w.div_ceil(8), h.div_ceil(8)),
-            "decoded {size:?}, probed {w}x{h}"
-        );
+    // Shrink-on-load: every reduced-scale JPEG path (1/2, 1/4, 1/8; baseline and progressive,
+    // scans skipped or decoded) answers the scaled size, the full size (a file the reduced
+    // decoder refused went to the full decoder) or an error.
+    for n in [2, 4, 8] {
+        let hint = DecodeHint {
+            min_size: Some((1, 1)),
+            denominator: Some(n),
+        };
+        if let Ok(image) = decode_upright(data, &info, &limits, hint) {
+            let size = (image.width, image.height);
+            assert!(
+                size == (w, h) || size == (w.div_ceil(n), h.div_ceil(n)),
+                "decoded {size:?} at 1/{n}, probed {w}x{h}"
+            );
+        }
     }
 });
