@@ -481,6 +481,7 @@ mod tests {
             layout: PixelLayout::Rgb8,
             data: vec![0; 5],
             icc: None,
+            whole_picture: false,
         };
         assert!(matches!(
             encode(&bad, OutputFormat::Png, 80, &s),

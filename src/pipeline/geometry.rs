@@ -287,11 +287,13 @@ pub(super) fn apply(
 /// column and row come from a partial block. Mapping the source onto `w / n` instead of the
 /// whole buffer keeps the output from stretching by up to half a decoded pixel. The partial
 /// block is at the stored right and bottom; turning the image upright can move it to the
-/// left or the top.
+/// left or the top. A decoder that resampled the source onto the whole buffer (libwebp) says
+/// so in `Image::whole_picture`.
 fn picture(image: &Image, plan: &OutputPlan) -> Rect {
     let size = (image.width, image.height);
     let (sw, sh) = plan.source;
     if size != plan.source
+        && !image.whole_picture
         && let Some(n) = [8, 4, 2]
             .into_iter()
             .find(|&n| (sw.div_ceil(n), sh.div_ceil(n)) == size)

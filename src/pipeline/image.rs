@@ -26,6 +26,10 @@ pub struct Image {
     pub data: Vec<u8>,
     /// The embedded ICC profile of an RGB source, until `color::to_srgb` has applied it.
     pub icc: Option<Vec<u8>>,
+    /// For a shrunk decode: the whole buffer is the picture, the source resampled onto it
+    /// (libwebp's scaled decode). When false, a buffer `ceil(w / n)` wide holds `w / n` of
+    /// picture, its last column and row partial (a DCT-scaled JPEG; see `geometry`).
+    pub whole_picture: bool,
 }
 
 impl Image {
@@ -40,6 +44,7 @@ impl Image {
             layout,
             data,
             icc: None,
+            whole_picture: false,
         }
     }
 

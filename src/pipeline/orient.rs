@@ -43,6 +43,7 @@ pub(super) fn apply(image: Image, orientation: u8) -> Image {
         layout: image.layout,
         data,
         icc: image.icc,
+        whole_picture: image.whole_picture,
     }
 }
 

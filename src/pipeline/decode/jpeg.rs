@@ -11,11 +11,11 @@ use zune_jpeg::JpegDecoder;
 use super::super::color;
 use super::super::probe::{ImageInfo, JpegHeader, jpeg_header};
 use super::super::spec::{Limits, SourceFormat};
-use super::super::{DecodeHint, Image, PipelineError, PixelLayout};
+use super::super::{Image, PipelineError, PixelLayout};
 use super::{corrupt, image_from_samples, jpeg_scaled};
 
-/// Decodes at full size, or at 1/8 size (`ceil(w / 8)` x `ceil(h / 8)`) when `scale` is 8 and
-/// the file is one `jpeg_dc` handles.
+/// Decodes at full size, or at 1/`scale` (`ceil(w / scale)` x `ceil(h / scale)`) when `scale`
+/// is 2, 4 or 8 and the file is one `jpeg_scaled` handles.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -202,32 +202,17 @@ fn ycck_to_cmyk_in_place(samples: &mut [u8]) {
 /// the Lanczos step after it hides both. The values are measured (benches/RESULTS.md,
 /// "Reduced-scale JPEG decode"): the smallest reserve at which the output's DSSIM against a
 /// reference from the full decode stays at or below vipsthumbnail's.
-const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
-
-/// The JPEG DCT scaling to decode at: the largest denominator (8, 4, 2) whose scaled image
-/// still covers its reserve times `hint.min_size` (given in oriented coordinates), else 1.
-pub(super) fn scale_denominator(info: &ImageInfo, hint: DecodeHint) -> u32 {
-    if let Some(n) = hint.denominator.filter(|n| matches!(n, 1 | 2 | 4 | 8)) {
-        return n;
-    }
-    let Some((min_w, min_h)) = hint.min_size else {
-        return 1;
-    };
-    let (width, height) = info.oriented_size();
-    let covers = |n: u32, reserve: f64| {
-        f64::from(width.div_ceil(n)) >= f64::from(min_w) * reserve
-            && f64::from(height.div_ceil(n)) >= f64::from(min_h) * reserve
-    };
-    RESERVE
-        .iter()
-        .find(|&&(n, reserve)| covers(n, reserve))
-        .map_or(1, |&(n, _)| n)
-}
+pub(super) const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::DecodeHint;
     use super::super::test_support::*;
     use super::*;
+
+    fn scale_denominator(info: &ImageInfo, hint: DecodeHint) -> u32 {
+        super::super::scale_denominator(info, hint, &RESERVE)
+    }
 
     #[test]
     fn cmyk_without_profile_is_converted_naively() {

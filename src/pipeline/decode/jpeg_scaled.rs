@@ -1351,35 +1351,17 @@ mod tests {
     use super::super::super::probe::probe;
     use super::super::super::spec::Limits;
     use super::super::super::{Image, PixelLayout};
-    use super::super::test_support::fixture;
+    use super::super::test_support::{box_reduce, difference, fixture};
     use super::*;
 
-    /// The full decode reduced by `d`x`d` box averages over the real pixels (partial blocks at
-    /// the right and bottom edges average what they have): what a 1/`d` decode should show.
+    /// The full decode reduced by `d`x`d` box averages: what a 1/`d` decode should show.
     fn box_reduced(rel: &str, d: usize) -> Image {
         let bytes = fixture(rel);
         let limits = Limits::default();
         let info = probe(&bytes, &limits).expect("probe");
         let full = super::super::decode(&bytes, &info, &limits, Default::default()).expect("full");
         assert_eq!(full.layout, PixelLayout::Rgb8);
-        let (w, h) = (full.width as usize, full.height as usize);
-        let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
-        let mut data = Vec::with_capacity(ow * oh * 3);
-        for by in 0..oh {
-            for bx in 0..ow {
-                let mut sum = [0u32; 3];
-                let mut n = 0;
-                for y in by * d..(by * d + d).min(h) {
-                    for x in bx * d..(bx * d + d).min(w) {
-                        let p = &full.data[(y * w + x) * 3..][..3];
-                        sum.iter_mut().zip(p).for_each(|(s, &v)| *s += u32::from(v));
-                        n += 1;
-                    }
-                }
-                data.extend(sum.map(|s| ((s + n / 2) / n) as u8));
-            }
-        }
-        Image::new(ow as u32, oh as u32, PixelLayout::Rgb8, data)
+        box_reduce(&full, d)
     }
 
     /// The decode at 1/`d` through `jpeg::decode` (colour included); panics when the file
@@ -1409,14 +1391,6 @@ mod tests {
             })
             .collect();
         Image::new(image.width, image.height, PixelLayout::Rgb8, data)
-    }
-
-    /// (mean, max) absolute difference over every channel of every pixel.
-    fn difference(a: &Image, b: &Image) -> (f64, u8) {
-        assert_eq!((a.width, a.height), (b.width, b.height));
-        let diffs = a.data.iter().zip(&b.data).map(|(&x, &y)| x.abs_diff(y));
-        let (sum, max) = diffs.fold((0u64, 0u8), |(s, m), d| (s + u64::from(d), m.max(d)));
-        (sum as f64 / a.data.len() as f64, max)
     }
 
     #[test]
@@ -1564,6 +1538,48 @@ mod tests {
         }
         // A frame that disagrees with the probed size is refused before allocating.
         assert!(raw_decode(&bytes, (1200, 751)).is_err());
+    }
+
+    /// An EXIF-rotated file: the scale is chosen on the upright axes and the scaled decode,
+    /// turned upright, matches the box-reduced upright photo it was made from.
+    #[test]
+    fn an_exif_rotated_file_scales_like_its_upright_source() {
+        use super::super::super::{DecodeHint, decode_upright};
+        let limits = Limits::default();
+        let upright_of = |rel: &str, hint: DecodeHint| {
+            let bytes = fixture(rel);
+            let info = probe(&bytes, &limits).expect("probe");
+            let image = decode_upright(&bytes, &info, &limits, hint).expect("decode");
+            (info, image)
+        };
+        // dune_orient6.jpg stores dune.jpg turned a quarter (750x1200); EXIF 6 turns it back.
+        let (_, source) = upright_of("photos/dune.jpg", DecodeHint::default());
+        for d in [2, 4, 8] {
+            let hint = DecodeHint {
+                min_size: Some((1, 1)),
+                denominator: Some(d),
+            };
+            let (info, image) = upright_of("jpeg_scaled/dune_orient6.jpg", hint);
+            assert_eq!((info.orientation, info.oriented_size()), (6, (1200, 750)));
+            assert_eq!(
+                (image.width, image.height),
+                (1200 / d, 750u32.div_ceil(d)),
+                "1/{d}, upright"
+            );
+            let reference = box_reduce(&source, d as usize);
+            let (mean, _) = difference(&luma(&image), &luma(&reference));
+            assert!(mean < 2.75, "1/{d}: luma differs by {mean:.2} on average");
+        }
+        // The planner asks for the scale on the upright axes: a 300x187 thumbnail of the
+        // 1200x750 picture can come from 1/2 (600x375) but not from 1/4.
+        let bytes = fixture("jpeg_scaled/dune_orient6.jpg");
+        let info = probe(&bytes, &limits).expect("probe");
+        let hint = |w, h| DecodeHint {
+            min_size: Some((w, h)),
+            denominator: None,
+        };
+        let decoded = decode_upright(&bytes, &info, &limits, hint(300, 187)).expect("decode");
+        assert_eq!((decoded.width, decoded.height), (600, 375));
     }
 
     /// At 1/2 every refinement scan is decoded, so a progressive re-coding decodes to exactly

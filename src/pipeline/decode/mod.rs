@@ -25,8 +25,9 @@ use super::{DecodeHint, Image, PipelineError, PixelLayout};
 /// come out already converted to sRGB.
 ///
 /// `hint` is for shrink-on-load: a decoder that can scale while decoding may return any size
-/// at least `hint.min_size` (oriented). JPEG can, at 1/8 (`jpeg::scale_denominator`,
-/// `jpeg_dc`); the others decode at full size.
+/// at least `hint.min_size` (oriented). JPEG can, at 1/2, 1/4 and 1/8 (`jpeg_scaled`), and
+/// still WebP images at the same denominators (libwebp's scaled decode); the others decode
+/// at full size.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -37,13 +38,14 @@ pub(super) fn decode(
     // source's fault, not ours: report it as Corrupt (422) rather than let it reach the pool
     // as an internal error.
     let scale = match info.format {
-        SourceFormat::Jpeg => jpeg::scale_denominator(info, hint),
+        SourceFormat::Jpeg => scale_denominator(info, hint, &jpeg::RESERVE),
+        SourceFormat::Webp => scale_denominator(info, hint, &webp::RESERVE),
         _ => 1,
     };
     let decoded = catch_unwind(AssertUnwindSafe(|| match info.format {
         SourceFormat::Jpeg => jpeg::decode(bytes, info, limits, scale),
         SourceFormat::Png => png::decode(bytes, limits),
-        SourceFormat::Webp => webp::decode(bytes, limits),
+        SourceFormat::Webp => webp::decode(bytes, limits, scale),
         SourceFormat::Gif => gif::decode(bytes, limits),
         SourceFormat::Bmp => bmp::decode(bytes, limits),
         SourceFormat::Avif => avif::decode(bytes, limits),
@@ -61,6 +63,30 @@ pub(super) fn decode(
         ));
     }
     Ok(decoded)
+}
+
+/// The denominator to decode at: the largest in `reserve` (descending) whose scaled image,
+/// `ceil(side / n)`, still covers its reserve times `hint.min_size` (given in oriented
+/// coordinates) on both axes, else 1. `hint.denominator` forces one (benches, fuzzing).
+fn scale_denominator(info: &ImageInfo, hint: DecodeHint, reserve: &[(u32, f64)]) -> u32 {
+    if let Some(n) = hint
+        .denominator
+        .filter(|&n| n == 1 || reserve.iter().any(|r| r.0 == n))
+    {
+        return n;
+    }
+    let Some((min_w, min_h)) = hint.min_size else {
+        return 1;
+    };
+    let (width, height) = info.oriented_size();
+    let covers = |n: u32, reserve: f64| {
+        f64::from(width.div_ceil(n)) >= f64::from(min_w) * reserve
+            && f64::from(height.div_ceil(n)) >= f64::from(min_h) * reserve
+    };
+    reserve
+        .iter()
+        .find(|&&(n, reserve)| covers(n, reserve))
+        .map_or(1, |&(n, _)| n)
 }
 
 fn corrupt(format: SourceFormat, why: impl std::fmt::Display) -> PipelineError {
@@ -121,6 +147,7 @@ fn strip_alpha(image: Image) -> Image {
         .collect();
     let mut out = Image::new(image.width, image.height, PixelLayout::Rgb8, data);
     out.icc = image.icc;
+    out.whole_picture = image.whole_picture;
     out
 }
 
@@ -149,6 +176,40 @@ pub(super) mod test_support {
         let at = (y as usize * image.width as usize + x as usize) * c;
         let p = &image.data[at..at + c];
         [p[0], p[1], p[2], if c == 4 { p[3] } else { 255 }]
+    }
+
+    /// `image` reduced by `d`x`d` box averages over its real pixels (partial blocks at the
+    /// right and bottom edges average what they have), any channel count: what a decode at
+    /// 1/`d` should show.
+    pub fn box_reduce(image: &Image, d: usize) -> Image {
+        let c = image.channels();
+        let (w, h) = (image.width as usize, image.height as usize);
+        let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
+        let mut data = Vec::with_capacity(ow * oh * c);
+        for by in 0..oh {
+            for bx in 0..ow {
+                let mut sum = [0u32; 4];
+                let mut n = 0;
+                for y in by * d..(by * d + d).min(h) {
+                    for x in bx * d..(bx * d + d).min(w) {
+                        let p = &image.data[(y * w + x) * c..][..c];
+                        sum.iter_mut().zip(p).for_each(|(s, &v)| *s += u32::from(v));
+                        n += 1;
+                    }
+                }
+                data.extend(sum[..c].iter().map(|s| ((s + n / 2) / n) as u8));
+            }
+        }
+        Image::new(ow as u32, oh as u32, image.layout, data)
+    }
+
+    /// (mean, max) absolute difference over every channel of every pixel.
+    pub fn difference(a: &Image, b: &Image) -> (f64, u8) {
+        assert_eq!((a.width, a.height), (b.width, b.height));
+        assert_eq!(a.layout, b.layout);
+        let diffs = a.data.iter().zip(&b.data).map(|(&x, &y)| x.abs_diff(y));
+        let (sum, max) = diffs.fold((0u64, 0u8), |(s, m), d| (s + u64::from(d), m.max(d)));
+        (sum as f64 / a.data.len() as f64, max)
     }
 
     /// Asserts that `actual` is within `tolerance` of `expected` on every channel.

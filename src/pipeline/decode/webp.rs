@@ -1,14 +1,159 @@
-//! WebP through image-webp: lossy, lossless, alpha; the first frame of an animation.
+//! WebP: still images through libwebp (lossy, lossless, alpha), which can scale while it
+//! decodes; the first frame of an animation through image-webp.
+//!
+//! libwebp's scaled decode still reconstructs every macroblock (VP8 has no reduced
+//! transform), but it rescales the YUV rows as they come out (an area average, alpha
+//! weighted), so neither the full-size RGB conversion nor a full-size buffer ever exists.
 
 use std::io::Cursor;
 
 use image_webp::WebPDecoder;
+use libwebp_sys as sys;
 
 use super::super::spec::{Limits, SourceFormat};
-use super::super::{Image, PipelineError};
+use super::super::{Image, PipelineError, PixelLayout};
 use super::{corrupt, image_from_samples, memory_limit};
 
-pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineError> {
+/// How much of the reduction is left to the Lanczos pass after a scaled decode, per
+/// denominator, as for JPEG (`jpeg::RESERVE`). libwebp's rescaler is an area average, which
+/// aliases less than a DCT-scaled JPEG at the same denominator, and nothing is left out of
+/// the decode, so these are at most the JPEG values (measured: benches/RESULTS.md, "WebP
+/// sources at reduced scale").
+pub(super) const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
+
+/// Decodes at full size, or at 1/`scale` (`ceil(w / scale)` x `ceil(h / scale)`) for a still
+/// image; an animation's first frame is always full size.
+pub(super) fn decode(bytes: &[u8], limits: &Limits, scale: u32) -> Result<Image, PipelineError> {
+    let features = features(bytes)?;
+    let (width, height) = (features.width, features.height);
+    // Frames in an animation are checked as well as the top-level bitstream: image-webp sizes
+    // a frame's buffer from the frame's own header (found by fuzzing).
+    check_frame_sizes(bytes, width, height)?;
+    if features.animated {
+        return first_frame(bytes, limits);
+    }
+    let (out_w, out_h) = (width.div_ceil(scale.max(1)), height.div_ceil(scale.max(1)));
+    let (mode, channels, layout) = if features.alpha {
+        (sys::WEBP_CSP_MODE::MODE_RGBA, 4, PixelLayout::Rgba8)
+    } else {
+        (sys::WEBP_CSP_MODE::MODE_RGB, 3, PixelLayout::Rgb8)
+    };
+    let stride = out_w as usize * channels;
+    let size = stride * out_h as usize;
+    let mut samples = vec![0u8; size];
+    let mut config =
+        sys::WebPDecoderConfig::new().map_err(|()| corrupt(SourceFormat::Webp, "libwebp init"))?;
+    config.output.colorspace = mode;
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA = sys::WebPRGBABuffer {
+        rgba: std::ptr::null_mut(),
+        stride: c_int(stride)?,
+        size,
+    };
+    if (out_w, out_h) != (width, height) {
+        config.options.use_scaling = 1;
+        config.options.scaled_width = c_int(out_w as usize)?;
+        config.options.scaled_height = c_int(out_h as usize)?;
+    }
+    let status = decode_into(bytes, &mut config, &mut samples);
+    if status != sys::VP8StatusCode::VP8_STATUS_OK {
+        return Err(corrupt(SourceFormat::Webp, format!("libwebp: {status:?}")));
+    }
+    let mut image = Image::new(out_w, out_h, layout, samples);
+    // libwebp maps the whole source onto the whole scaled buffer (no partial last pixel).
+    image.whole_picture = true;
+    // A broken ICCP chunk loses the profile, not the image.
+    image.icc = icc_profile(bytes);
+    Ok(image)
+}
+
+struct Features {
+    width: u32,
+    height: u32,
+    alpha: bool,
+    animated: bool,
+}
+
+/// libwebp's WebPDecode into `samples`, which `config.output` describes (RGB or RGBA, its
+/// stride and size; the pointer is set here).
+#[expect(
+    unsafe_code,
+    reason = "libwebp's decoder; no safe binding exposes its options"
+)]
+fn decode_into(
+    bytes: &[u8],
+    config: &mut sys::WebPDecoderConfig,
+    samples: &mut [u8],
+) -> sys::VP8StatusCode {
+    // SAFETY: WebPDecode reads at most `bytes.len()` bytes of `bytes`, which outlives the
+    // call. The output is external memory: `samples`, exclusively borrowed for the call, whose
+    // length is checked here against the size `config.output` declares; libwebp checks the
+    // declared stride and size against the output dimensions before writing a row and fails
+    // instead of writing past them, and allocates nothing it would hand back. The union member
+    // written is RGBA, the one an RGB(A) colourspace reads.
+    unsafe {
+        assert_eq!(config.output.u.RGBA.size, samples.len());
+        config.output.u.RGBA.rgba = samples.as_mut_ptr();
+        let status = sys::WebPDecode(bytes.as_ptr(), bytes.len(), config);
+        // Frees what libwebp allocated for itself (nothing, for external memory).
+        sys::WebPFreeDecBuffer(&mut config.output);
+        config.output.u.RGBA.rgba = std::ptr::null_mut();
+        status
+    }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "libwebp's header parser; no safe binding returns has_animation"
+)]
+fn get_features(bytes: &[u8], features: &mut sys::WebPBitstreamFeatures) -> sys::VP8StatusCode {
+    // SAFETY: reads at most `bytes.len()` bytes of `bytes`; writes only `*features`, plain
+    // data exclusively borrowed for the call.
+    unsafe { sys::WebPGetFeatures(bytes.as_ptr(), bytes.len(), features) }
+}
+
+fn features(bytes: &[u8]) -> Result<Features, PipelineError> {
+    let mut f = sys::WebPBitstreamFeatures {
+        width: 0,
+        height: 0,
+        has_alpha: 0,
+        has_animation: 0,
+        format: 0,
+        pad: [0; 5],
+    };
+    let status = get_features(bytes, &mut f);
+    if status != sys::VP8StatusCode::VP8_STATUS_OK {
+        return Err(corrupt(
+            SourceFormat::Webp,
+            format!("libwebp header: {status:?}"),
+        ));
+    }
+    let side = |v: i32| u32::try_from(v).ok().filter(|&v| v > 0);
+    let (Some(width), Some(height)) = (side(f.width), side(f.height)) else {
+        return Err(corrupt(SourceFormat::Webp, "no size"));
+    };
+    Ok(Features {
+        width,
+        height,
+        alpha: f.has_alpha != 0,
+        animated: f.has_animation != 0,
+    })
+}
+
+fn c_int(v: usize) -> Result<i32, PipelineError> {
+    i32::try_from(v).map_err(|_| corrupt(SourceFormat::Webp, "size overflows"))
+}
+
+/// The ICC profile of an extended (VP8X) file, if it has an ICCP chunk.
+fn icc_profile(bytes: &[u8]) -> Option<Vec<u8>> {
+    chunks(bytes.get(12..)?)
+        .find(|(kind, _)| *kind == b"ICCP")
+        .map(|(_, data)| data.to_vec())
+        .filter(|icc| !icc.is_empty())
+}
+
+/// The first frame of an animation, composited on its canvas by image-webp.
+fn first_frame(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineError> {
     let bad = |e: image_webp::DecodingError| corrupt(SourceFormat::Webp, e);
     let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(bad)?;
     decoder.set_memory_limit(memory_limit(limits));
@@ -17,9 +162,6 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineErr
         return Err(corrupt(SourceFormat::Webp, "animation without frames"));
     }
     let (width, height) = decoder.dimensions();
-    // image-webp sizes a frame's buffer from the frame's own header, which its memory limit
-    // does not cover: a frame claiming more than the canvas (the size the limits were checked
-    // against) is refused before it can allocate (found by fuzzing).
     check_frame_sizes(bytes, width, height)?;
     let channels = if decoder.has_alpha() { 4 } else { 3 };
     let size = decoder
@@ -27,7 +169,6 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineErr
         .ok_or_else(|| corrupt(SourceFormat::Webp, "frame size overflows"))?;
     let mut samples = vec![0; size];
     decoder.read_image(&mut samples).map_err(bad)?;
-    // A broken ICCP chunk loses the profile, not the image.
     let icc = decoder.icc_profile().ok().flatten();
     let mut image = image_from_samples(SourceFormat::Webp, width, height, channels, samples)?;
     image.icc = icc;
@@ -116,14 +257,200 @@ fn bitstream_size(kind: &[u8], data: &[u8]) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{box_reduce, difference, fixture};
     use super::*;
 
-    fn fixture(rel: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/{rel}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+    /// Colour weighted by alpha (alpha kept): what a reduction should preserve where pixels
+    /// are partly transparent.
+    fn premultiplied(image: &Image) -> Image {
+        if image.layout == PixelLayout::Rgb8 {
+            return image.clone();
+        }
+        let data = image
+            .data
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let m = |v: u8| ((u32::from(v) * u32::from(p[3]) + 127) / 255) as u8;
+                [m(p[0]), m(p[1]), m(p[2]), p[3]]
+            })
+            .collect();
+        Image::new(image.width, image.height, PixelLayout::Rgba8, data)
+    }
+
+    /// `image` area-averaged onto `ow` x `oh`: each output pixel the mean of the source area
+    /// it covers, partly covered pixels weighted by their share. libwebp's rescaler computes
+    /// this (on YUV rows); a `ceil(w / n)` buffer covers the whole source, so for sizes that
+    /// `n` does not divide it differs from a box average of n x n blocks.
+    fn area_reduce(image: &Image, ow: u32, oh: u32) -> Image {
+        let c = image.channels();
+        let (w, h) = (image.width as usize, image.height as usize);
+        let (ow, oh) = (ow as usize, oh as usize);
+        // (source index, weight) per output index along one axis; weights sum to 1.
+        let taps = |from: usize, to: usize| -> Vec<Vec<(usize, f64)>> {
+            let step = from as f64 / to as f64;
+            (0..to)
+                .map(|i| {
+                    let (start, end) = (i as f64 * step, (i + 1) as f64 * step);
+                    (start.floor() as usize..(end.ceil() as usize).min(from))
+                        .map(|j| {
+                            let overlap = end.min(j as f64 + 1.0) - start.max(j as f64);
+                            (j, overlap / step)
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (across, down) = (taps(w, ow), taps(h, oh));
+        let mut rows = vec![0f64; ow * h * c];
+        for y in 0..h {
+            for (x, taps) in across.iter().enumerate() {
+                for &(j, weight) in taps {
+                    for k in 0..c {
+                        rows[(y * ow + x) * c + k] +=
+                            weight * f64::from(image.data[(y * w + j) * c + k]);
+                    }
+                }
+            }
+        }
+        let mut data = vec![0u8; ow * oh * c];
+        for (y, taps) in down.iter().enumerate() {
+            for x in 0..ow {
+                for k in 0..c {
+                    let v: f64 = taps
+                        .iter()
+                        .map(|&(j, weight)| weight * rows[(j * ow + x) * c + k])
+                        .sum();
+                    data[(y * ow + x) * c + k] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Image::new(ow as u32, oh as u32, image.layout, data)
+    }
+
+    #[test]
+    fn every_scale_matches_the_area_reduced_full_decode() {
+        // (fixture, largest mean difference): libwebp averages in YUV before converting (alpha
+        // weighted), the reference averages the RGB of the full decode.
+        let cases = [
+            ("webp_scaled/ladybird.webp", 1.5),
+            ("webp_scaled/elephants_odd.webp", 2.25),
+            ("webp_scaled/arc_lossy_alpha.webp", 0.25),
+            ("webp_scaled/arc_lossless_alpha.webp", 0.25),
+        ];
+        let limits = Limits::default();
+        for (rel, limit) in cases {
+            let bytes = fixture(rel);
+            let full = decode(&bytes, &limits, 1).expect("full");
+            for d in [2, 4, 8] {
+                let image = decode(&bytes, &limits, d).expect("scaled");
+                let size = (full.width.div_ceil(d), full.height.div_ceil(d));
+                assert_eq!((image.width, image.height), size, "{rel} at 1/{d}");
+                assert_eq!(image.layout, full.layout, "{rel}");
+                assert!(
+                    image.whole_picture,
+                    "{rel}: the geometry must not look for a partial edge"
+                );
+                let reference = area_reduce(&premultiplied(&full), size.0, size.1);
+                let (mean, max) = difference(&premultiplied(&image), &reference);
+                assert!(
+                    mean < limit && max < 96,
+                    "{rel} at 1/{d}: mean {mean:.3}, max {max}"
+                );
+            }
+        }
+        // Where n divides the size, the area average is the n x n box average.
+        let bytes = fixture("webp_scaled/ladybird.webp");
+        let full = decode(&bytes, &limits, 1).expect("full");
+        assert_eq!(
+            area_reduce(&full, 600, 375).data,
+            box_reduce(&full, 2).data,
+            "1200x750 at 1/2"
+        );
+    }
+
+    /// Through the whole pipeline: a thumbnail of an odd-sized WebP from the scaled decode
+    /// looks like the one from the full decode, framing included (no stretch at the edges).
+    #[test]
+    fn a_thumbnail_from_the_scaled_decode_matches_the_full_one() {
+        use super::super::super::{
+            EncodeSettings, OutputFormat, Transform, decode_upright, plan, probe, render,
+            resize_image,
+        };
+        let bytes = fixture("webp_scaled/elephants_odd.webp");
+        let limits = Limits::default();
+        let info = probe(&bytes, &limits).expect("probe");
+        let thumb = Transform {
+            width: Some(200),
+            ..Transform::default()
+        };
+        let hint = plan(info.oriented_size(), &thumb, &limits)
+            .expect("plan")
+            .decode_hint();
+        let scaled = decode_upright(&bytes, &info, &limits, hint).expect("scaled");
+        assert_eq!((scaled.width, scaled.height), (500, 301), "decoded at 1/2");
+        let rendered = render(
+            &bytes,
+            &thumb,
+            OutputFormat::Png,
+            &limits,
+            &EncodeSettings::default(),
+        )
+        .expect("render");
+        let full = decode_upright(&bytes, &info, &limits, Default::default()).expect("full");
+        let reference = resize_image(full, &thumb, &limits).expect("resize");
+        let png = ::png::Decoder::new(Cursor::new(rendered.bytes));
+        let mut reader = png.read_info().expect("png");
+        let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+        reader.next_frame(&mut pixels).expect("frame");
+        let ours = Image::new(rendered.width, rendered.height, PixelLayout::Rgb8, pixels);
+        let (mean, _) = difference(&ours, &reference);
+        assert!(
+            mean < 2.0,
+            "mean difference {mean:.2} from the full-decode render"
+        );
+    }
+
+    #[test]
+    fn libwebp_decodes_as_image_webp_does() {
+        // Lossless is exact; lossy differs only in chroma upsampling (libwebp's "fancy"
+        // bilinear one) and rounding.
+        let limits = Limits::default();
+        for (rel, mean_limit) in [
+            ("webp_scaled/arc_lossless_alpha.webp", 0.0),
+            ("formats/webp_lossless.webp", 0.0),
+            ("webp_scaled/ladybird.webp", 1.0),
+            ("webp_scaled/arc_lossy_alpha.webp", 1.0),
+        ] {
+            let bytes = fixture(rel);
+            let ours = decode(&bytes, &limits, 1).expect("libwebp");
+            let theirs = first_frame(&bytes, &limits).expect("image-webp");
+            let (mean, max) = difference(&ours, &theirs);
+            eprintln!("{rel}: mean {mean:.3} max {max}");
+            assert!(mean <= mean_limit, "{rel}: mean {mean:.3}, max {max}");
+            if mean_limit == 0.0 {
+                assert_eq!(ours.data, theirs.data, "{rel}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_icc_profile_is_kept_at_every_scale() {
+        let bytes = fixture("webp_scaled/p3_alpha_icc.webp");
+        let expected = first_frame(&bytes, &Limits::default())
+            .expect("image-webp")
+            .icc
+            .expect("image-webp reads the profile");
+        for d in [1, 2, 8] {
+            let image = decode(&bytes, &Limits::default(), d).expect("decode");
+            assert_eq!(image.icc.as_deref(), Some(&expected[..]), "1/{d}");
+        }
+    }
+
+    #[test]
+    fn an_animation_decodes_its_first_frame_at_full_size() {
+        let bytes = fixture("formats/webp_animated.webp");
+        let image = decode(&bytes, &Limits::default(), 4).expect("decode");
+        assert_eq!((image.width, image.height), (64, 48));
     }
 
     #[test]
@@ -142,7 +469,8 @@ mod tests {
     }
 
     /// Fuzzing found it: a 64x48 canvas whose VP8 frame claims 10560x12140 made image-webp
-    /// allocate 128 MB before anything checked it.
+    /// allocate 128 MB before anything checked it. libwebp's header parse refuses these
+    /// (still files); animations go through image-webp behind `check_frame_sizes`.
     #[test]
     fn a_frame_larger_than_its_canvas_is_refused_before_decoding() {
         for rel in [
@@ -153,7 +481,14 @@ mod tests {
             "hostile/webp_frame_bigger_second.webp",
         ] {
             let bytes = fixture(rel);
-            let err = decode(&bytes, &Limits::default()).unwrap_err();
+            let err = decode(&bytes, &Limits::default(), 1).unwrap_err();
+            let why = err.to_string();
+            assert!(
+                why.contains("canvas") || why.contains("libwebp header"),
+                "{rel}: {err}"
+            );
+            // image-webp's path checks the frames itself.
+            let err = first_frame(&bytes, &Limits::default()).unwrap_err();
             assert!(err.to_string().contains("canvas"), "{rel}: {err}");
         }
     }

@@ -1,6 +1,6 @@
 //! The header probe and every decoder behind the pipeline's limits, at full size and at each
 //! shrink-on-load scale: any bytes either decode to an image of the probed size (or, for a
-//! JPEG asked for 1/n, 1/n of it) or give an error; no panic, and (with run.sh's
+//! JPEG or still WebP asked for 1/n, 1/n of it) or give an error; no panic, and (with run.sh's
 //! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply.
 #![no_main]
 
@@ -27,8 +27,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!((image.width, image.height), (w, h), "decoded size differs from probe");
     }
     // Shrink-on-load: every reduced-scale JPEG path (1/2, 1/4, 1/8; baseline and progressive,
-    // scans skipped or decoded) answers the scaled size, the full size (a file the reduced
-    // decoder refused went to the full decoder) or an error.
+    // scans skipped or decoded) and libwebp's scaled decode answer the scaled size, the full
+    // size (a file the reduced decoder refused went to the full decoder; an animated WebP) or
+    // an error.
     for n in [2, 4, 8] {
         let hint = DecodeHint {
             min_size: Some((1, 1)),

@@ -1,14 +1,16 @@
-//! Reduced-scale JPEG decoding: each path of `pipeline/decode/jpeg_scaled.rs` (baseline and
-//! progressive at 1/2, 1/4, 1/8) next to the full decode of the same file, so a regression of
-//! any path shows without the comparison peers installed.
+//! Shrink-on-load: each reduced-scale decode path (JPEG baseline and progressive through
+//! `pipeline/decode/jpeg_scaled.rs`, lossy and lossless WebP through libwebp's scaled decode;
+//! 1/2, 1/4, 1/8) next to the full decode of the same file, so a regression of any path shows
+//! without the comparison peers installed.
 //!
-//! Run: `cargo bench --bench jpeg_scaled`. The sources are the test fixtures: `ladybird.jpg`
-//! (a real photo, 1200x750 baseline 4:2:0) and its lossless progressive re-coding with
-//! libjpeg's default script (`jpegtran -progressive`, cropped to 1003x749).
+//! Run: `cargo bench --bench scaled_decode`. The sources are the test fixtures: `ladybird.jpg`
+//! (a real photo, 1200x750 baseline 4:2:0), its lossless progressive re-coding with libjpeg's
+//! default script (`jpegtran -progressive`, cropped to 1003x749), and its WebP (`cwebp -q 80`)
+//! and `arc-colors.png` as lossless WebP with alpha.
 //!
-//! Corpus mode: `JPEG_SCALED_CORPUS=/var/tmp/imgnode-compare/corpus/files cargo bench --bench
-//! jpeg_scaled` prints, for every JPEG in that folder, the best of 5 decodes at 1/1, 1/2, 1/4
-//! and 1/8 in milliseconds (no criterion run).
+//! Corpus mode: `SCALED_DECODE_CORPUS=/var/tmp/imgnode-compare/corpus/files cargo bench
+//! --bench scaled_decode` prints, for every JPEG and WebP in that folder, the best of 5 decodes
+//! at 1/1, 1/2, 1/4 and 1/8 in milliseconds (no criterion run).
 //!
 //! FIGURES
 //!
@@ -22,6 +24,9 @@ use imgnode::pipeline::{self, DecodeHint, Limits, probe};
 const BASELINE: &[u8] = include_bytes!("../tests/fixtures/photos/ladybird.jpg");
 const PROGRESSIVE: &[u8] =
     include_bytes!("../tests/fixtures/jpeg_scaled/ladybird_odd_progressive.jpg");
+const WEBP_LOSSY: &[u8] = include_bytes!("../tests/fixtures/webp_scaled/ladybird.webp");
+const WEBP_LOSSLESS: &[u8] =
+    include_bytes!("../tests/fixtures/webp_scaled/arc_lossless_alpha.webp");
 
 fn decode_at(bytes: &[u8], denominator: u32) -> pipeline::Image {
     let limits = Limits::default();
@@ -43,9 +48,14 @@ fn decode_at(bytes: &[u8], denominator: u32) -> pipeline::Image {
 }
 
 fn decode(c: &mut Criterion) {
-    let mut group = c.benchmark_group("jpeg_scaled");
+    let mut group = c.benchmark_group("scaled_decode");
     group.measurement_time(Duration::from_secs(4));
-    for (name, bytes) in [("baseline", BASELINE), ("progressive", PROGRESSIVE)] {
+    for (name, bytes) in [
+        ("jpeg_baseline", BASELINE),
+        ("jpeg_progressive", PROGRESSIVE),
+        ("webp_lossy", WEBP_LOSSY),
+        ("webp_lossless", WEBP_LOSSLESS),
+    ] {
         for n in [1, 2, 4, 8] {
             group.bench_function(format!("{name}_1_{n}"), |b| {
                 b.iter(|| decode_at(black_box(bytes), n))
@@ -55,24 +65,25 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-/// Best of 5 decodes of every JPEG in `dir` at each scale, printed as a table.
+/// Best of 5 decodes of every JPEG and WebP in `dir` at each scale, printed as a table.
 fn corpus(dir: &str) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("corpus folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "webp"))
         .collect();
     files.sort();
     println!("| file | MP | 1/1 ms | 1/2 ms | 1/4 ms | 1/8 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     let mut totals = [0f64; 4];
-    // JPEG_SCALED_SCALES="2 8" limits the scales, JPEG_SCALED_RUNS the repetitions (profiling).
-    let scales: Vec<u32> = std::env::var("JPEG_SCALED_SCALES")
+    // SCALED_DECODE_SCALES="2 8" limits the scales, SCALED_DECODE_RUNS the repetitions
+    // (profiling).
+    let scales: Vec<u32> = std::env::var("SCALED_DECODE_SCALES")
         .unwrap_or_else(|_| "1 2 4 8".into())
         .split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect();
-    let runs = std::env::var("JPEG_SCALED_RUNS")
+    let runs = std::env::var("SCALED_DECODE_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(5);
@@ -113,7 +124,7 @@ fn corpus(dir: &str) {
 criterion_group!(benches, decode);
 
 fn main() {
-    if let Ok(dir) = std::env::var("JPEG_SCALED_CORPUS") {
+    if let Ok(dir) = std::env::var("SCALED_DECODE_CORPUS") {
         corpus(&dir);
         return;
     }
