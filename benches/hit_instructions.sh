@@ -5,6 +5,7 @@
 #
 #   bash benches/hit_instructions.sh                 # ./target/release/imgnode, benches/bench.toml
 #   BIN=/path/to/imgnode CONFIG= bash benches/hit_instructions.sh   # an older binary, no config
+#   KEEP=/tmp/hit.cg bash benches/hit_instructions.sh   # keep the dump: callgrind_annotate it
 #
 # Starts the node under valgrind (one render thread), warms /i/demo/ladybird.webp?w=900 until
 # it is a memory hit, zeroes the counters, sends N keep-alive GETs (each asserted HIT-MEMORY),
@@ -61,3 +62,5 @@ total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",
 echo "binary:  $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo "hits:    $N keep-alive GETs of /i/demo/ladybird.webp?w=900 (HIT-MEMORY)"
 echo "result:  $((total / N)) instructions per hit"
+# KEEP=file keeps the callgrind dump for callgrind_annotate (--inclusive=yes shows where).
+[[ -z ${KEEP:-} ]] || cp "$dump" "$KEEP"

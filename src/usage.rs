@@ -15,9 +15,21 @@ use crate::store::{Backend, Store, StoreError, UsageCounts, now_unix};
 
 /// `YYYY-MM` of a unix time (UTC).
 pub fn period_of(unix: i64) -> String {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
+    // Every delivered byte is metered under its period: the last day's answer is kept per
+    // thread rather than formatting a date per request.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let day = unix.div_euclid(86_400);
+    LAST.with_borrow_mut(|(last_day, period)| {
+        if *last_day != day {
+            let t = time::OffsetDateTime::from_unix_timestamp(unix)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            *period = format!("{:04}-{:02}", t.year(), u8::from(t.month()));
+            *last_day = day;
+        }
+        period.clone()
+    })
 }
 
 /// First second of `period`'s month and first second of the next one (unix).

@@ -485,7 +485,7 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
         .await?;
     match account {
         Some(a) if a.status == crate::store::AccountStatus::Active => {
-            principal.plan = a.plan;
+            principal.plan = a.plan.clone();
             Ok(principal)
         }
         Some(a) if a.status == crate::store::AccountStatus::Suspended => {

@@ -48,8 +48,9 @@ struct Stamped<T> {
 
 pub struct MetaCache {
     /// Stamped too: a suspension or plan change (here or from another node) bumps it.
-    accounts: Cache<String, Stamped<Account>>,
-    images: Cache<(String, String), Stamped<ImageRecord>>,
+    /// Values behind `Arc`: a hit hands out a pointer, not a deep copy of the record.
+    accounts: Cache<String, Stamped<Arc<Account>>>,
+    images: Cache<(String, String), Stamped<Arc<ImageRecord>>>,
     data_keys: Cache<String, Option<Arc<DataKey>>>,
     settings: Cache<String, Arc<AccountSettings>>,
     /// `(account, preset name)`.
@@ -96,9 +97,13 @@ impl MetaCache {
         }
     }
 
-    pub async fn account(&self, store: &Store, name: &str) -> Result<Option<Account>, StoreError> {
-        self.fresh(&self.accounts, name.to_string(), name, || {
-            store.account(name)
+    pub async fn account(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> Result<Option<Arc<Account>>, StoreError> {
+        self.fresh(&self.accounts, name, name, || async {
+            Ok(store.account(name).await?.map(Arc::new))
         })
         .await
     }
@@ -108,10 +113,10 @@ impl MetaCache {
         store: &Store,
         account: &str,
         stem: &str,
-    ) -> Result<Option<ImageRecord>, StoreError> {
+    ) -> Result<Option<Arc<ImageRecord>>, StoreError> {
         let key = (account.to_string(), stem.to_string());
-        self.fresh(&self.images, key, account, || {
-            store.image_by_stem(account, stem)
+        self.fresh(&self.images, &key, account, || async {
+            Ok(store.image_by_stem(account, stem).await?.map(Arc::new))
         })
         .await
     }
@@ -144,16 +149,17 @@ impl MetaCache {
     }
 
     /// A cached answer unless a write of the account happened since it was loaded; then a
-    /// fresh one (loaded once however many requests ask).
-    async fn fresh<K, T, F, Fut>(
+    /// fresh one (loaded once however many requests ask). The key is copied only to insert.
+    async fn fresh<K, Q, T, F, Fut>(
         &self,
         cache: &Cache<K, Stamped<T>>,
-        key: K,
+        key: &Q,
         account: &str,
         load: F,
     ) -> Result<Option<T>, StoreError>
     where
-        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq + Send + Sync + 'static,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
         T: Clone + Send + Sync + 'static,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<T>, StoreError>>,
@@ -161,7 +167,7 @@ impl MetaCache {
         for _ in 0..2 {
             let generation = self.generation(account);
             let got = cache
-                .try_get_with(key.clone(), async {
+                .try_get_with_by_ref(key, async {
                     Ok(Stamped {
                         generation,
                         value: load().await?,
@@ -172,7 +178,7 @@ impl MetaCache {
             if got.generation >= self.generation(account) {
                 return Ok(got.value);
             }
-            cache.invalidate(&key).await;
+            cache.invalidate(key).await;
         }
         // Writes keep racing this read: answer from the database without caching.
         load().await
@@ -239,7 +245,7 @@ impl MetaCache {
         name: &str,
     ) -> Result<Option<Arc<PresetRecord>>, StoreError> {
         let key = (account.to_string(), name.to_string());
-        self.fresh(&self.presets, key, account, || async {
+        self.fresh(&self.presets, &key, account, || async {
             Ok(store
                 .preset(account, name)
                 .await?

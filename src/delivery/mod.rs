@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::header::{
     CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LAST_MODIFIED, VARY,
 };
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 use std::sync::Arc;
 
@@ -325,12 +325,16 @@ const SIGNATURE_REQUIRED: &str = "a valid, unexpired signature is required";
 fn check_signature(state: &AppState, url: &url::DeliveryUrl) -> Result<bool, HttpError> {
     let delivery = &state.config.delivery;
     let now = crate::store::now_unix();
-    match state.signing.verify(
-        &url.signing_message(),
-        url.query.signature.as_deref(),
-        url.query.expires,
-        now,
-    ) {
+    // The message is built only for a URL that carries a signature (most do not).
+    let verdict = match url.query.signature.as_deref() {
+        None => Err(Refusal::Missing),
+        Some(sig) => {
+            state
+                .signing
+                .verify(&url.signing_message(), Some(sig), url.query.expires, now)
+        }
+    };
+    match verdict {
         Ok(()) => Ok(true),
         Err(Refusal::Missing) => {
             let needed = delivery.require_signature
@@ -450,7 +454,15 @@ async fn render_and_store(
 /// A strong ETag: the variant key in hex (128 bits of SHA-256 over the original's hash, the
 /// canonical transform, the output format and the buster).
 fn etag_of(key: &VariantKey) -> String {
-    format!("\"{}\"", hex::encode(key.0))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut etag = String::with_capacity(2 + 2 * key.0.len());
+    etag.push('"');
+    for b in key.0 {
+        etag.push(char::from(HEX[usize::from(b >> 4)]));
+        etag.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    etag.push('"');
+    etag
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
@@ -486,6 +498,38 @@ struct ResponseMeta<'a> {
     timing: Option<(Duration, StageTimings)>,
 }
 
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+type Reused = std::cell::RefCell<Option<(u64, HeaderValue)>>;
+
+thread_local! {
+    /// The last `Cache-Control: public` value built on this thread, by max-age.
+    static PUBLIC_CACHE_CONTROL: Reused = const { std::cell::RefCell::new(None) };
+    /// The last `Last-Modified` value built on this thread, by unix second.
+    static LAST_MODIFIED_VALUE: Reused = const { std::cell::RefCell::new(None) };
+}
+
+/// The header value for `key`: the one `slot` holds when it was built for the same key (a
+/// clone shares its bytes), else `make`'s, kept for the next answer. Hits of one image repeat
+/// the same two values; building them is most of a hit's header work.
+fn reused(
+    slot: &'static std::thread::LocalKey<Reused>,
+    key: u64,
+    make: impl FnOnce() -> String,
+) -> Option<HeaderValue> {
+    slot.with_borrow_mut(|last| {
+        if let Some((k, v)) = last
+            && *k == key
+        {
+            return Some(v.clone());
+        }
+        let value = HeaderValue::from_str(&make()).ok()?;
+        *last = Some((key, value.clone()));
+        Some(value)
+    })
+}
+
 impl ResponseMeta<'_> {
     /// A 200 with `bytes` (or only their length, for HEAD); delivered bytes are metered.
     fn respond(&self, state: &AppState, bytes: Bytes, head_only: bool) -> Response<Body> {
@@ -514,28 +558,33 @@ impl ResponseMeta<'_> {
             max_age = max_age.min(STAND_IN_MAX_AGE);
         }
         let cache_control = match self.private_until {
-            None => format!("public, max-age={max_age}"),
+            None => reused(&PUBLIC_CACHE_CONTROL, max_age, || {
+                format!("public, max-age={max_age}")
+            }),
             Some(until) => {
                 let left = until.saturating_sub(crate::store::now_unix()).max(0) as u64;
-                format!("private, max-age={}", left.min(max_age))
+                HeaderValue::from_str(&format!("private, max-age={}", left.min(max_age))).ok()
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        if let Some(v) = cache_control {
             h.insert(CACHE_CONTROL, v);
         }
         if let Ok(v) = HeaderValue::from_str(&self.etag) {
             h.insert(ETAG, v);
         }
-        let uploaded = UNIX_EPOCH + Duration::from_secs(self.image.uploaded_at.max(0) as u64);
-        if let Ok(v) =
-            HeaderValue::from_str(&httpdate::fmt_http_date(uploaded.min(SystemTime::now())))
-        {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let uploaded = (self.image.uploaded_at.max(0) as u64).min(now);
+        if let Some(v) = reused(&LAST_MODIFIED_VALUE, uploaded, || {
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(uploaded))
+        }) {
             h.insert(LAST_MODIFIED, v);
         }
         if self.vary_accept {
             h.insert(VARY, HeaderValue::from_static("Accept"));
         }
-        h.insert("x-cache", HeaderValue::from_static(self.cache.as_str()));
+        h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
         h.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));
         if let Some((fetch, t)) = &self.timing {
             let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
@@ -548,7 +597,7 @@ impl ResponseMeta<'_> {
                 ms(&t.encode)
             );
             if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert("server-timing", v);
+                h.insert(SERVER_TIMING, v);
             }
         }
         res

@@ -333,9 +333,13 @@ pub async fn serve<H: Handler>(
                 // Only HTTP/1 is served without h2c or TLS: no HTTP/2 idle timeout there.
                 let activity = Activity::new(settings.tls.is_none() && !settings.h2c);
                 let tracked = activity.clone();
+                // Only the first request needs to tell (a stored permit stays stored).
+                let first = AtomicBool::new(true);
                 let service = service_fn(move |req: Request<Incoming>| {
                     let handler = handler.clone();
-                    began.notify_one();
+                    if first.swap(false, Ordering::Relaxed) {
+                        began.notify_one();
+                    }
                     let in_flight = tracked.begin(req.version());
                     async move {
                         let res = handler.handle(req, peer).await;

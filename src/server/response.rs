@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{Body, empty, full};
 use crate::error::{ErrorCode, HttpError};
 
-pub const NOSNIFF: (&str, &str) = ("x-content-type-options", "nosniff");
+pub const NOSNIFF: (HeaderName, &str) = (X_CONTENT_TYPE_OPTIONS, "nosniff");
 
 /// A JSON response with `no-store`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

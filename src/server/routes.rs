@@ -2,11 +2,12 @@
 //! table. Also the one place that records request metrics and writes the access log line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HOST};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Body, Handler, response};
@@ -232,20 +233,46 @@ fn finish(
     }
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The client's `X-Request-Id` when it is a sane token (1–128 visible ASCII characters, so
-/// it cannot forge log lines), else a fresh random one.
+/// it cannot forge log lines), else a fresh one.
 fn request_id(headers: &http::HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| crate::auth::random_hex(8).unwrap_or_default())
+        .map_or_else(fresh_request_id, str::to_string)
+}
+
+/// 16 hex digits, unique within the process and not guessable from outside it: a counter
+/// through splitmix64 (a bijection on u64) offset by a random seed drawn once. Ids only
+/// correlate log lines with answers, so they need no system call per request.
+fn fresh_request_id() -> String {
+    static SEED: LazyLock<u64> = LazyLock::new(|| {
+        crate::auth::random_hex(8)
+            .ok()
+            .and_then(|h| u64::from_str_radix(&h, 16).ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            })
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut z = SEED.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
 }
 
 fn echo_request_id(res: &mut Response<Body>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
-        res.headers_mut().insert("x-request-id", v);
+        res.headers_mut().insert(X_REQUEST_ID, v);
     }
 }
 
@@ -284,16 +311,10 @@ fn record(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let m = &state.metrics.http;
-    m.requests_total
-        .with_label_values(&[route, status.as_str()])
-        .inc();
-    m.request_duration_seconds
-        .with_label_values(&[route, cache.unwrap_or("none")])
-        .observe(elapsed.as_secs_f64());
-    m.response_bytes_total
-        .with_label_values(&[route])
-        .inc_by(bytes);
+    state
+        .metrics
+        .http
+        .observe(route, status, cache, elapsed.as_secs_f64(), bytes);
     tracing::info!(
         target: "imgnode::access",
         %method,
@@ -318,6 +339,17 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_hex() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| fresh_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
 
     #[test]
     fn access_log_paths_are_cut_to_512_bytes_on_a_char_boundary() {
