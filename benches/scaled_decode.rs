@@ -10,7 +10,10 @@
 //!
 //! Corpus mode: `SCALED_DECODE_CORPUS=/var/tmp/imgnode-compare/corpus/files cargo bench
 //! --bench scaled_decode` prints, for every JPEG and WebP in that folder, the best of 5 decodes
-//! at 1/1, 1/2, 1/4 and 1/8 in milliseconds (no criterion run).
+//! at 1/1, 1/2, 1/4 and 1/8 in milliseconds (no criterion run). With `SCALED_DECODE_RENDER=400`
+//! it prints instead, per file, decode plus resize to 400 px wide from the full decode and
+//! from the shrink-on-load decode a render would choose (what the decode design saves end to
+//! end, the resize included).
 //!
 //! FIGURES
 //!
@@ -121,11 +124,65 @@ fn corpus(dir: &str) {
     );
 }
 
+/// Best of 5 decode + resize to `width` of every JPEG and WebP in `dir`: from the full decode,
+/// and from the reduced one the planner picks.
+fn corpus_render(dir: &str, width: u32) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("corpus folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "webp"))
+        .collect();
+    files.sort();
+    let limits = Limits::default();
+    let transform = pipeline::Transform {
+        width: Some(width),
+        ..pipeline::Transform::default()
+    };
+    println!("| file | MP | full decode + resize ms | shrink-on-load ms | decoded at |");
+    println!("|---|---:|---:|---:|---|");
+    let mut totals = [0f64; 2];
+    for path in files {
+        let bytes = std::fs::read(&path).expect("read");
+        let info = probe(&bytes, &limits).expect("probe");
+        let planned = pipeline::plan(info.oriented_size(), &transform, &limits)
+            .expect("plan")
+            .decode_hint();
+        let mut size = (0, 0);
+        let mut best = [f64::INFINITY; 2];
+        for _ in 0..5 {
+            for (slot, hint) in [DecodeHint::default(), planned].into_iter().enumerate() {
+                let start = Instant::now();
+                let image = pipeline::decode_upright(&bytes, &info, &limits, hint).expect("decode");
+                if slot == 1 {
+                    size = (image.width, image.height);
+                }
+                black_box(pipeline::resize_image(image, &transform, &limits).expect("resize"));
+                best[slot] = best[slot].min(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        totals[0] += best[0];
+        totals[1] += best[1];
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {}x{} |",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            f64::from(info.width) * f64::from(info.height) / 1e6,
+            best[0],
+            best[1],
+            size.0,
+            size.1
+        );
+    }
+    println!("| total | | {:.0} | {:.0} | |", totals[0], totals[1]);
+}
+
 criterion_group!(benches, decode);
 
 fn main() {
     if let Ok(dir) = std::env::var("SCALED_DECODE_CORPUS") {
-        corpus(&dir);
+        match std::env::var("SCALED_DECODE_RENDER").map(|w| w.parse()) {
+            Ok(Ok(width)) => corpus_render(&dir, width),
+            _ => corpus(&dir),
+        }
         return;
     }
     benches();

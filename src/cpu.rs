@@ -34,6 +34,10 @@ pub enum JobClass {
     /// AVIF encodes hold a core for hundreds of milliseconds; at most `avif_concurrency`
     /// run at once so they cannot starve every other render.
     Avif,
+    /// An AVIF encode nobody waits for (behind a stand-in answer): the lowest priority. It is
+    /// admitted only onto an idle pool (a free thread, nothing queued, an AVIF lane free),
+    /// else refused at once as `Overloaded`; it never waits in the queue.
+    Background,
 }
 
 pub struct Pool {
@@ -107,6 +111,20 @@ impl Pool {
         T: Send + 'static,
     {
         let admitted = Instant::now();
+        let idle_lane = if class == JobClass::Background {
+            let idle = self.metrics.queue_depth.get() == 0
+                && (self.metrics.in_flight.get().max(0) as usize) < self.threads;
+            match self.avif.clone().try_acquire_owned() {
+                Ok(lane) if idle => Some(lane),
+                _ => {
+                    return Err(CpuError::Overloaded {
+                        retry_after: self.retry_after(),
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             self.metrics.rejected_total.inc();
             return Err(CpuError::Overloaded {
@@ -119,6 +137,7 @@ impl Pool {
         let work = async {
             let lane = match class {
                 JobClass::Normal => None,
+                JobClass::Background => idle_lane,
                 JobClass::Avif => Some(
                     self.avif
                         .clone()
@@ -284,6 +303,59 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Ok(()));
         assert_eq!(second.await.unwrap(), Ok(2));
+    }
+
+    /// A background job runs only on an idle pool: with the one thread busy (queue free, AVIF
+    /// lane free) it is refused at once and never queued; on the idle pool it runs.
+    #[tokio::test]
+    async fn a_background_job_runs_only_on_an_idle_pool() {
+        let (p, m) = pool(1, 4);
+        let p = Arc::new(p);
+        assert_eq!(p.run(JobClass::Background, LONG, || 1).await, Ok(1));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let busy = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.run(JobClass::Normal, LONG, move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+                .await
+            })
+        };
+        started_rx.await.unwrap();
+        let refused = p.run(JobClass::Background, LONG, || 2).await;
+        assert!(
+            matches!(refused, Err(CpuError::Overloaded { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(m.cpu.queue_depth.get(), 0, "nothing was queued");
+        release_tx.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
+        // An AVIF lane held by a foreground AVIF job refuses it too.
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (p2, _) = pool(2, 4);
+        let p2 = Arc::new(p2);
+        let avif = {
+            let p2 = p2.clone();
+            tokio::spawn(async move {
+                p2.run(JobClass::Avif, LONG, move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+                .await
+            })
+        };
+        started_rx.await.unwrap();
+        assert!(matches!(
+            p2.run(JobClass::Background, LONG, || 3).await,
+            Err(CpuError::Overloaded { .. })
+        ));
+        release_tx.send(()).unwrap();
+        assert_eq!(avif.await.unwrap(), Ok(()));
+        assert_eq!(p2.run(JobClass::Background, LONG, || 4).await, Ok(4));
     }
 
     #[tokio::test]

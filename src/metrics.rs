@@ -30,8 +30,10 @@ pub struct Metrics {
     pub coalesced_total: IntCounter,
     /// Labels: budget (client, image). New renders refused with 429 by a render budget.
     pub renders_refused_total: IntCounterVec,
-    /// `format=auto` answers given as WebP because every AVIF lane was busy.
+    /// `format=auto` answers given as a stand-in (WebP or JPEG) while the AVIF is not cached.
     pub avif_fallbacks_total: IntCounter,
+    /// Labels: outcome (stored, dropped, failed). Background AVIF encodes behind stand-ins.
+    pub avif_background_total: IntCounterVec,
     /// Set at each scrape from /proc.
     process_resident_memory_bytes: IntGauge,
     /// 1 while this node listens for other nodes' invalidations (PostgreSQL store).
@@ -217,7 +219,14 @@ impl Metrics {
         );
         let avif_fallbacks_total = r.counter(
             "imgnode_delivery_avif_fallbacks_total",
-            "format=auto requests answered as WebP because every AVIF lane was busy",
+            "format=auto requests answered with a stand-in (WebP or JPEG, short max-age) \
+             because their AVIF was not cached yet",
+        );
+        let avif_background_total = r.counter_vec(
+            "imgnode_delivery_avif_background_total",
+            "Background AVIF encodes started behind stand-ins, by outcome: stored, dropped \
+             (pool busy, budget or quota spent; never queued) or failed",
+            &["outcome"],
         );
         let process_resident_memory_bytes = r.gauge(
             "imgnode_process_resident_memory_bytes",
@@ -232,6 +241,7 @@ impl Metrics {
             coalesced_total,
             renders_refused_total,
             avif_fallbacks_total,
+            avif_background_total,
             process_resident_memory_bytes,
             cluster_listening,
             cluster_notices_total,

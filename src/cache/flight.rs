@@ -44,6 +44,14 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
+    /// Whether `key` is running now.
+    pub fn contains(&self, key: &K) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
     /// Runs `work` unless the same `key` is already running, then waits for that run.
     /// `work` must publish its result (e.g. into the cache) before it returns: the key leaves
     /// the in-flight table when it ends, and later callers look in the cache first.

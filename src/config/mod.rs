@@ -216,6 +216,11 @@ pub struct DeliveryConfig {
     pub signing_keys_file: Option<PathBuf>,
     /// What one client and one image may make the node render.
     pub budgets: RenderBudgets,
+    /// `format=auto`: a cold miss whose best format is AVIF answers at once with a stand-in
+    /// (WebP, else JPEG) and encodes the AVIF in the background at the lowest priority.
+    pub avif_background: bool,
+    /// `Cache-Control` max-age of a stand-in answer (the CDN asks again after it).
+    pub stand_in_max_age: Duration,
 }
 
 /// Bounds on new renders (cache misses) that anyone can cause with new URLs; cache hits never
@@ -639,6 +644,9 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             },
             signing_keys_file: (!raw.delivery.signing_keys_file.is_empty())
                 .then(|| PathBuf::from(&raw.delivery.signing_keys_file)),
+            avif_background: raw.delivery.avif_background,
+            stand_in_max_age: p
+                .duration("delivery.stand_in_max_age", &raw.delivery.stand_in_max_age),
             budgets: {
                 let d = &raw.delivery;
                 if d.client_renders_per_minute > 0 {

@@ -276,6 +276,8 @@ pub struct RawDelivery {
     pub unsigned_max_quality: u8,
     pub unsigned_max_pixels: u64,
     pub unsigned_avif_max_pixels: u64,
+    pub avif_background: bool,
+    pub stand_in_max_age: String,
 }
 
 impl Default for RawDelivery {
@@ -293,6 +295,8 @@ impl Default for RawDelivery {
             unsigned_max_quality: 90,
             unsigned_max_pixels: 16_000_000,
             unsigned_avif_max_pixels: 2_000_000,
+            avif_background: true,
+            stand_in_max_age: "5m".into(),
         }
     }
 }

@@ -212,6 +212,20 @@ pub async fn handle(
     let canonical = url::canonical(&transform);
     let scope = crate::cache::scope(&account.name, &image.hash);
     // The variant to answer with: the negotiated one, or (once) a WebP in its place.
+    let mut follow_up: Option<(VariantKey, Transform)> = None;
+    let background = |(key, transform): (VariantKey, Transform)| {
+        let job = Background {
+            client: req.client,
+            signed,
+            account: account.name.clone(),
+            plan: plan.clone(),
+            hash: image.hash.clone(),
+            scope: scope.clone(),
+            transform,
+            key,
+        };
+        background_avif(state, job)
+    };
     let key = loop {
         let key = caches.variant_key(&scope, &canonical, output.extension());
         meta.format = output;
@@ -225,11 +239,22 @@ pub async fn handle(
         }
         if let Some((bytes, status)) = cached(state, &scope, &key).await? {
             meta.cache = status;
+            if let Some(job) = follow_up {
+                background(job).await;
+            }
             return Ok((meta.respond(state, bytes, head_only), meta.cache));
         }
-        if negotiated && output == OutputFormat::Avif && state.cpu.avif_busy() {
-            // Every AVIF lane is taken (by anyone's encodes): a WebP now rather than a queue,
-            // so one tenant's AVIF traffic cannot starve another's pages.
+        let in_background = state.config.delivery.avif_background;
+        if negotiated && output == OutputFormat::Avif && (in_background || state.cpu.avif_busy()) {
+            // Not cached yet: the best fast format now, briefly cacheable, rather than a wait
+            // for an AVIF encode (ten times a WebP's CPU); the AVIF follows in the background
+            // when the pool is idle. Without background encodes this happens only while every
+            // AVIF lane is taken, so one tenant's AVIF traffic cannot starve another's pages.
+            if in_background {
+                // Started once the stand-in is answered: the visitor's answer comes first
+                // (budgets included).
+                follow_up = Some((key, transform.clone()));
+            }
             output = negotiate::best_without_avif(req.headers, ext);
             meta.stand_in = true;
             state.metrics.avif_fallbacks_total.inc();
@@ -264,7 +289,7 @@ pub async fn handle(
         state
             .flights
             .run(key, move || {
-                render_and_store(owned, hash, scope, transform, output, key)
+                render_and_store(owned, hash, scope, transform, output, key, false)
             })
             .await
     };
@@ -286,6 +311,9 @@ pub async fn handle(
     };
     if role == Role::Leader {
         meta.timing = Some(outcome.timing);
+    }
+    if let Some(job) = follow_up {
+        background(job).await;
     }
     Ok((
         meta.respond(state, outcome.variant.bytes, head_only),
@@ -390,6 +418,94 @@ async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError
 
 /// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
 /// its own task, so it finishes (and fills the cache) even if its first requester left.
+/// What a background AVIF encode needs from the request that asked for it.
+struct Background {
+    client: std::net::IpAddr,
+    signed: bool,
+    account: String,
+    plan: crate::config::Plan,
+    hash: String,
+    scope: String,
+    transform: Transform,
+    key: VariantKey,
+}
+
+/// Starts the AVIF behind a stand-in answer, if the same bounds as a foreground render allow
+/// it (the client's and, unsigned, the image's render budgets; the month's transformations)
+/// and the pool is idle (`JobClass::Background`). Never waits and never queues: a refusal is
+/// counted as `dropped`, and a later request for the URL tries again. One encode per variant
+/// at a time (the render flights); once stored, the URL answers AVIF with the full TTL.
+async fn background_avif(state: &Arc<AppState>, job: Background) {
+    let dropped = || {
+        state
+            .metrics
+            .avif_background_total
+            .with_label_values(&["dropped"])
+            .inc();
+    };
+    if state.flights.contains(&job.key) {
+        return;
+    }
+    let allowed = budget::take(
+        state,
+        "client",
+        state.rate_limits.client_render(job.client),
+        "",
+    )
+    .and_then(|()| {
+        if job.signed {
+            return Ok(());
+        }
+        budget::take(
+            state,
+            "image",
+            state.rate_limits.image_variant(&job.scope),
+            "",
+        )
+    });
+    let within_quota = match state.usage.current(&state.store, &job.account).await {
+        Ok(used) => usage::check(&job.plan, Quota::Transformations, &used).is_ok(),
+        Err(_) => false,
+    };
+    if allowed.is_err() || !within_quota {
+        dropped();
+        return;
+    }
+    let state = state.clone();
+    let Background {
+        account,
+        hash,
+        scope,
+        transform,
+        key,
+        ..
+    } = job;
+    tokio::spawn(async move {
+        let owned = state.clone();
+        let (outcome, role) = state
+            .flights
+            .run(key, move || {
+                render_and_store(owned, hash, scope, transform, OutputFormat::Avif, key, true)
+            })
+            .await;
+        let label = match &outcome {
+            Ok(_) => "stored",
+            Err(e) if e.code == crate::error::ErrorCode::Overloaded => "dropped",
+            Err(_) => "failed",
+        };
+        if outcome.is_ok() && role == Role::Leader {
+            state.usage.record(&account, |u| u.transformations += 1);
+        }
+        state
+            .metrics
+            .avif_background_total
+            .with_label_values(&[label])
+            .inc();
+    });
+}
+
+/// Renders and caches one variant. `background`: nobody waits for it (see
+/// [`background_avif`]); it runs only on an idle pool.
 async fn render_and_store(
     state: Arc<AppState>,
     hash: String,
@@ -397,6 +513,7 @@ async fn render_and_store(
     transform: Transform,
     output: OutputFormat,
     key: VariantKey,
+    background: bool,
 ) -> Result<RenderOutcome, HttpError> {
     let started = Instant::now();
     let source = fetch_original(&state, &hash).await?;
@@ -404,10 +521,10 @@ async fn render_and_store(
 
     let limits = state.config.limits.clone();
     let settings = state.config.encode.clone();
-    let class = if output == OutputFormat::Avif {
-        JobClass::Avif
-    } else {
-        JobClass::Normal
+    let class = match output {
+        _ if background => JobClass::Background,
+        OutputFormat::Avif => JobClass::Avif,
+        _ => JobClass::Normal,
     };
     let rendered = state
         .cpu
@@ -475,9 +592,6 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .map(|t| t.trim())
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
-
-/// `max-age` of a WebP answered in place of a busy AVIF.
-const STAND_IN_MAX_AGE: u64 = 60;
 
 /// Browser cache lifetime of a private image fetched with a signature that has no expiry.
 const PRIVATE_MAX_AGE: i64 = 3600;
@@ -555,7 +669,7 @@ impl ResponseMeta<'_> {
         );
         let mut max_age = state.config.cache.http_max_age().as_secs();
         if self.stand_in {
-            max_age = max_age.min(STAND_IN_MAX_AGE);
+            max_age = max_age.min(state.config.delivery.stand_in_max_age.as_secs());
         }
         let cache_control = match self.private_until {
             None => reused(&PUBLIC_CACHE_CONTROL, max_age, || {

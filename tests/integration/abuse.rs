@@ -249,7 +249,7 @@ async fn an_account_size_policy_snaps_or_refuses_widths_and_bounds_quality() {
 async fn unsigned_avif_is_bounded_in_pixels_and_quality() {
     // A small budget keeps the test's encodes cheap; the rule is the same at 2 MP.
     let (node, _) =
-        with_photo("[delivery]\nunsigned_avif_max_pixels = 40000\nunsigned_max_pixels = 90000\nunsigned_max_quality = 50\n")
+        with_photo("[delivery]\nunsigned_avif_max_pixels = 40000\nunsigned_max_pixels = 90000\nunsigned_max_quality = 50\navif_background = false\n")
             .await;
     let (code, h, body) = node
         .fetch("/i/acme/bug.avif?w=2828&h=2828&fit=fill&q=100")
@@ -300,7 +300,8 @@ async fn unsigned_avif_is_bounded_in_pixels_and_quality() {
 }
 
 /// With its one AVIF lane taken, a `format=auto` request that would encode AVIF answers WebP
-/// at once instead of queueing behind it.
+/// at once instead of queueing behind it, and its background AVIF encode is dropped, not
+/// queued behind the lane.
 #[tokio::test]
 async fn format_auto_answers_webp_while_the_avif_lane_is_busy() {
     let (node, _) = with_photo("[cpu]\navif_concurrency = 1\n").await;
@@ -331,15 +332,34 @@ async fn format_auto_answers_webp_while_the_avif_lane_is_busy() {
         .await;
     assert_eq!(auto.status(), 200);
     assert_eq!(auto.headers()["content-type"], "image/webp");
-    // A stand-in: a CDN keeps it a minute, not a year, under `Vary: Accept`.
-    assert_eq!(auto.headers()["cache-control"], "public, max-age=60");
+    // A stand-in: a CDN keeps it five minutes, not a year, under `Vary: Accept`.
+    assert_eq!(auto.headers()["cache-control"], "public, max-age=300");
     assert_eq!(auto.headers()["vary"], "Accept");
     assert_eq!(
         node.metric("imgnode_delivery_avif_fallbacks_total", &[])
             .await,
         1.0
     );
+    // The pool was busy: the background encode is dropped (counted by its task).
+    crate::harness::wait_for_metric(
+        &node.ops,
+        "imgnode_delivery_avif_background_total",
+        &[("outcome", "dropped")],
+        1.0,
+        std::time::Duration::from_secs(30),
+        "the background AVIF dropped",
+    )
+    .await;
     assert_eq!(holder.await.unwrap(), 200);
+    // Nothing was queued: the lane's one job was the holder's.
+    assert_eq!(
+        node.metric(
+            "imgnode_delivery_avif_background_total",
+            &[("outcome", "stored")]
+        )
+        .await,
+        0.0
+    );
 }
 
 /// Bytes held as private, uploaded again to a new path as explicitly public, must not become

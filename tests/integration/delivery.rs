@@ -205,7 +205,8 @@ async fn the_original_extension_without_parameters_serves_the_stored_bytes() {
 
 #[tokio::test]
 async fn format_auto_negotiates_from_accept_and_varies() {
-    let node = TestNode::start().await;
+    // AVIF encoded in the request (the background encode is the next test).
+    let node = TestNode::start_with("[delivery]\navif_background = false\n").await;
     let cases = [
         ("image/avif,image/webp,*/*;q=0.8", "image/avif"),
         ("image/webp,*/*", "image/webp"),
@@ -224,6 +225,52 @@ async fn format_auto_negotiates_from_accept_and_varies() {
     }
     let (_, headers, _) = node.fetch(&format!("{PHOTO}.jpg?w=200")).await;
     assert!(headers.get("vary").is_none());
+}
+
+/// `format=auto` for an AVIF-capable client whose AVIF is not cached: a WebP stand-in at once,
+/// briefly cacheable, while the AVIF is encoded in the background; then the AVIF, full TTL.
+#[tokio::test]
+async fn format_auto_answers_a_stand_in_while_the_avif_encodes_in_the_background() {
+    let node = TestNode::start().await;
+    let url = format!("{PHOTO}.jpg?w=240&format=auto");
+    let avif_first = [("accept", "image/avif,image/webp,*/*")];
+    let first = node.get_with(&url, &avif_first).await;
+    assert_eq!(first.status(), 200);
+    let h = first.headers();
+    assert_eq!(h["content-type"], "image/webp");
+    assert_eq!(h["cache-control"], "public, max-age=300");
+    assert_eq!(h["vary"], "Accept");
+    let stand_in = first.bytes().await.unwrap();
+    assert_eq!(crate::harness::dimensions(&stand_in), (240, 150));
+    crate::harness::wait_for_metric(
+        &node.ops,
+        "imgnode_delivery_avif_background_total",
+        &[("outcome", "stored")],
+        1.0,
+        std::time::Duration::from_secs(60),
+        "the background AVIF stored",
+    )
+    .await;
+    let second = node.get_with(&url, &avif_first).await;
+    let h = second.headers().clone();
+    assert_eq!(h["content-type"], "image/avif");
+    assert_eq!(h["cache-control"], "public, max-age=31536000");
+    assert_eq!(h["vary"], "Accept");
+    assert_eq!(h["x-cache"], "HIT-MEMORY");
+    let avif = second.bytes().await.unwrap();
+    assert_eq!(&avif[4..12], b"ftypavif");
+    assert_eq!(crate::harness::dimensions(&avif), (240, 150));
+    // One stand-in was given.
+    assert_eq!(
+        node.metric("imgnode_delivery_avif_fallbacks_total", &[])
+            .await,
+        1.0
+    );
+    // A WebP-only client gets the WebP the stand-in was, with the full TTL.
+    let webp = node.get_with(&url, &[("accept", "image/webp,*/*")]).await;
+    assert_eq!(webp.headers()["content-type"], "image/webp");
+    assert_eq!(webp.headers()["cache-control"], "public, max-age=31536000");
+    assert_eq!(webp.headers()["x-cache"], "HIT-MEMORY");
 }
 
 #[tokio::test]
