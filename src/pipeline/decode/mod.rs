@@ -26,8 +26,8 @@ use super::{DecodeHint, Image, PipelineError, PixelLayout};
 ///
 /// `hint` is for shrink-on-load: a decoder that can scale while decoding may return any size
 /// at least `hint.min_size` (oriented). JPEG can, at 1/2, 1/4 and 1/8 (`jpeg_scaled`), and
-/// still WebP images at the same denominators (libwebp's scaled decode); the others decode
-/// at full size.
+/// still WebP images at 1/4 and 1/8, and 1/2 when large (`webp::scale`, libwebp's scaled
+/// decode); the others decode at full size.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -39,7 +39,7 @@ pub(super) fn decode(
     // as an internal error.
     let scale = match info.format {
         SourceFormat::Jpeg => scale_denominator(info, hint, &jpeg::RESERVE),
-        SourceFormat::Webp => scale_denominator(info, hint, &webp::RESERVE),
+        SourceFormat::Webp => webp::scale(info, hint),
         _ => 1,
     };
     let decoded = catch_unwind(AssertUnwindSafe(|| match info.format {
@@ -69,10 +69,7 @@ pub(super) fn decode(
 /// `ceil(side / n)`, still covers its reserve times `hint.min_size` (given in oriented
 /// coordinates) on both axes, else 1. `hint.denominator` forces one (benches, fuzzing).
 fn scale_denominator(info: &ImageInfo, hint: DecodeHint, reserve: &[(u32, f64)]) -> u32 {
-    if let Some(n) = hint
-        .denominator
-        .filter(|&n| n == 1 || reserve.iter().any(|r| r.0 == n))
-    {
+    if let Some(n) = hint.denominator.filter(|n| matches!(n, 1 | 2 | 4 | 8)) {
         return n;
     }
     let Some((min_w, min_h)) = hint.min_size else {

@@ -10,16 +10,31 @@ use std::io::Cursor;
 use image_webp::WebPDecoder;
 use libwebp_sys as sys;
 
+use super::super::probe::ImageInfo;
 use super::super::spec::{Limits, SourceFormat};
-use super::super::{Image, PipelineError, PixelLayout};
+use super::super::{DecodeHint, Image, PipelineError, PixelLayout};
 use super::{corrupt, image_from_samples, memory_limit};
 
 /// How much of the reduction is left to the Lanczos pass after a scaled decode, per
-/// denominator, as for JPEG (`jpeg::RESERVE`). libwebp's rescaler is an area average, which
-/// aliases less than a DCT-scaled JPEG at the same denominator, and nothing is left out of
-/// the decode, so these are at most the JPEG values (measured: benches/RESULTS.md, "WebP
-/// sources at reduced scale").
-pub(super) const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
+/// denominator, as for JPEG (`jpeg::RESERVE`).
+const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
+
+/// Sources below this many pixels are not decoded at 1/2. libwebp reconstructs every
+/// macroblock whatever the scale, and its rescaler costs about what a resize from the full
+/// size costs while that fits the caches: measured on the corpus as WebP (benches/RESULTS.md,
+/// "WebP sources at reduced scale"), 4 MP sources rendered 3-7 % slower at 1/2, the 14.7 and
+/// 17.9 MP ones 11-28 % faster; every one at 1/4 or 1/8 was faster.
+const HALF_MIN_PIXELS: u64 = 8_000_000;
+
+/// The denominator to decode at (see `super::scale_denominator`).
+pub(super) fn scale(info: &ImageInfo, hint: DecodeHint) -> u32 {
+    let n = super::scale_denominator(info, hint, &RESERVE);
+    let pixels = u64::from(info.width) * u64::from(info.height);
+    if n == 2 && hint.denominator.is_none() && pixels < HALF_MIN_PIXELS {
+        return 1;
+    }
+    n
+}
 
 /// Decodes at full size, or at 1/`scale` (`ceil(w / scale)` x `ceil(h / scale)`) for a still
 /// image; an animation's first frame is always full size.
@@ -380,14 +395,14 @@ mod tests {
         let limits = Limits::default();
         let info = probe(&bytes, &limits).expect("probe");
         let thumb = Transform {
-            width: Some(200),
+            width: Some(100),
             ..Transform::default()
         };
         let hint = plan(info.oriented_size(), &thumb, &limits)
             .expect("plan")
             .decode_hint();
         let scaled = decode_upright(&bytes, &info, &limits, hint).expect("scaled");
-        assert_eq!((scaled.width, scaled.height), (500, 301), "decoded at 1/2");
+        assert_eq!((scaled.width, scaled.height), (250, 151), "decoded at 1/4");
         let rendered = render(
             &bytes,
             &thumb,
@@ -408,6 +423,32 @@ mod tests {
             mean < 2.0,
             "mean difference {mean:.2} from the full-decode render"
         );
+    }
+
+    #[test]
+    fn half_scale_is_for_large_sources_only() {
+        let info = |width, height| ImageInfo {
+            format: SourceFormat::Webp,
+            width,
+            height,
+            orientation: 1,
+            has_alpha: false,
+        };
+        let hint = |w, h| DecodeHint {
+            min_size: Some((w, h)),
+            denominator: None,
+        };
+        // 4 MP: 1/2 would serve 400 px, but the full decode is cheaper.
+        assert_eq!(scale(&info(2560, 1600), hint(400, 250)), 1);
+        assert_eq!(scale(&info(2560, 1600), hint(300, 187)), 4);
+        // 14.7 MP: 1/2 for 1200 px.
+        assert_eq!(scale(&info(5120, 2880), hint(1200, 675)), 2);
+        // Forced (benchmarks): as asked.
+        let forced = DecodeHint {
+            min_size: Some((1, 1)),
+            denominator: Some(2),
+        };
+        assert_eq!(scale(&info(2560, 1600), forced), 2);
     }
 
     #[test]
