@@ -416,8 +416,6 @@ async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError
     Ok(state.caches.original(hash, load).await?)
 }
 
-/// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
-/// its own task, so it finishes (and fills the cache) even if its first requester left.
 /// What a background AVIF encode needs from the request that asked for it.
 struct Background {
     client: std::net::IpAddr,
@@ -504,8 +502,9 @@ async fn background_avif(state: &Arc<AppState>, job: Background) {
     });
 }
 
-/// Renders and caches one variant. `background`: nobody waits for it (see
-/// [`background_avif`]); it runs only on an idle pool.
+/// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
+/// its own task, so it finishes (and fills the cache) even if its first requester left.
+/// `background`: nobody waits for it (see [`background_avif`]); it runs only on an idle pool.
 async fn render_and_store(
     state: Arc<AppState>,
     hash: String,

@@ -45,7 +45,7 @@ pub(super) fn decode(
     let decoded = catch_unwind(AssertUnwindSafe(|| match info.format {
         SourceFormat::Jpeg => jpeg::decode(bytes, info, limits, scale),
         SourceFormat::Png => png::decode(bytes, limits),
-        SourceFormat::Webp => webp::decode(bytes, limits, scale),
+        SourceFormat::Webp => webp::decode(bytes, (info.width, info.height), limits, scale),
         SourceFormat::Gif => gif::decode(bytes, limits),
         SourceFormat::Bmp => bmp::decode(bytes, limits),
         SourceFormat::Avif => avif::decode(bytes, limits),

@@ -37,10 +37,26 @@ pub(super) fn scale(info: &ImageInfo, hint: DecodeHint) -> u32 {
 }
 
 /// Decodes at full size, or at 1/`scale` (`ceil(w / scale)` x `ceil(h / scale)`) for a still
-/// image; an animation's first frame is always full size.
-pub(super) fn decode(bytes: &[u8], limits: &Limits, scale: u32) -> Result<Image, PipelineError> {
+/// image; an animation's first frame is always full size. `probed` is the size the limits
+/// were checked against: a file whose header libwebp reads otherwise is refused before any
+/// buffer exists.
+pub(super) fn decode(
+    bytes: &[u8],
+    probed: (u32, u32),
+    limits: &Limits,
+    scale: u32,
+) -> Result<Image, PipelineError> {
     let features = features(bytes)?;
     let (width, height) = (features.width, features.height);
+    if (width, height) != probed {
+        return Err(corrupt(
+            SourceFormat::Webp,
+            format!(
+                "libwebp reads {width}x{height}, the header said {}x{}",
+                probed.0, probed.1
+            ),
+        ));
+    }
     // Frames in an animation are checked as well as the top-level bitstream: image-webp sizes
     // a frame's buffer from the frame's own header (found by fuzzing).
     check_frame_sizes(bytes, width, height)?;
@@ -275,6 +291,12 @@ mod tests {
     use super::super::test_support::{box_reduce, difference, fixture};
     use super::*;
 
+    /// The size the probe reads (what the limits are checked against).
+    fn size_of(bytes: &[u8]) -> (u32, u32) {
+        let info = super::super::super::probe(bytes, &Limits::default()).expect("probe");
+        (info.width, info.height)
+    }
+
     /// Colour weighted by alpha (alpha kept): what a reduction should preserve where pixels
     /// are partly transparent.
     fn premultiplied(image: &Image) -> Image {
@@ -355,9 +377,9 @@ mod tests {
         let limits = Limits::default();
         for (rel, limit) in cases {
             let bytes = fixture(rel);
-            let full = decode(&bytes, &limits, 1).expect("full");
+            let full = decode(&bytes, size_of(&bytes), &limits, 1).expect("full");
             for d in [2, 4, 8] {
-                let image = decode(&bytes, &limits, d).expect("scaled");
+                let image = decode(&bytes, size_of(&bytes), &limits, d).expect("scaled");
                 let size = (full.width.div_ceil(d), full.height.div_ceil(d));
                 assert_eq!((image.width, image.height), size, "{rel} at 1/{d}");
                 assert_eq!(image.layout, full.layout, "{rel}");
@@ -375,7 +397,7 @@ mod tests {
         }
         // Where n divides the size, the area average is the n x n box average.
         let bytes = fixture("webp_scaled/ladybird.webp");
-        let full = decode(&bytes, &limits, 1).expect("full");
+        let full = decode(&bytes, size_of(&bytes), &limits, 1).expect("full");
         assert_eq!(
             area_reduce(&full, 600, 375).data,
             box_reduce(&full, 2).data,
@@ -463,7 +485,7 @@ mod tests {
             ("webp_scaled/arc_lossy_alpha.webp", 1.0),
         ] {
             let bytes = fixture(rel);
-            let ours = decode(&bytes, &limits, 1).expect("libwebp");
+            let ours = decode(&bytes, size_of(&bytes), &limits, 1).expect("libwebp");
             let theirs = first_frame(&bytes, &limits).expect("image-webp");
             let (mean, max) = difference(&ours, &theirs);
             eprintln!("{rel}: mean {mean:.3} max {max}");
@@ -482,15 +504,24 @@ mod tests {
             .icc
             .expect("image-webp reads the profile");
         for d in [1, 2, 8] {
-            let image = decode(&bytes, &Limits::default(), d).expect("decode");
+            let image = decode(&bytes, size_of(&bytes), &Limits::default(), d).expect("decode");
             assert_eq!(image.icc.as_deref(), Some(&expected[..]), "1/{d}");
         }
+    }
+
+    /// The limits were checked against the probe's reading of the header: libwebp reading
+    /// another size is refused before its buffer is allocated.
+    #[test]
+    fn a_size_other_than_the_probed_one_is_refused() {
+        let bytes = fixture("webp_scaled/ladybird.webp");
+        let err = decode(&bytes, (1200, 751), &Limits::default(), 1).unwrap_err();
+        assert!(err.to_string().contains("libwebp reads 1200x750"), "{err}");
     }
 
     #[test]
     fn an_animation_decodes_its_first_frame_at_full_size() {
         let bytes = fixture("formats/webp_animated.webp");
-        let image = decode(&bytes, &Limits::default(), 4).expect("decode");
+        let image = decode(&bytes, size_of(&bytes), &Limits::default(), 4).expect("decode");
         assert_eq!((image.width, image.height), (64, 48));
     }
 
@@ -522,7 +553,7 @@ mod tests {
             "hostile/webp_frame_bigger_second.webp",
         ] {
             let bytes = fixture(rel);
-            let err = decode(&bytes, &Limits::default(), 1).unwrap_err();
+            let err = decode(&bytes, (64, 48), &Limits::default(), 1).unwrap_err();
             let why = err.to_string();
             assert!(
                 why.contains("canvas") || why.contains("libwebp header"),
