@@ -96,10 +96,8 @@ impl Pool {
         self.avif.available_permits() == 0
     }
 
-    /// Runs `job` on the pool, admitted at once or refused; waits at most `deadline`.
-    ///
-    /// On `Timeout` the job still runs to its end (CPU work cannot be interrupted) and keeps
-    /// its admission slot until then, so the queue bound stays true.
+    /// Runs `job` on the pool, admitted at once or refused; waits at most `deadline`
+    /// ([`Pool::admit`] then [`Admission::run`]).
     pub async fn run<T, F>(
         &self,
         class: JobClass,
@@ -110,36 +108,84 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = Instant::now();
-        let idle_lane = if class == JobClass::Background {
+        self.admit(class)?.run(deadline, job).await
+    }
+
+    /// Takes a place for a job of `class`, or refuses at once (`Overloaded`) beyond threads +
+    /// queue, or for a `Background` job on a pool that is not idle. Taken before a render
+    /// fetches its original, so a refused render costs no fetch and at most threads + queue
+    /// originals are held for renders; dropped unused, the place is freed.
+    pub fn admit(&self, class: JobClass) -> Result<Admission<'_>, CpuError> {
+        let overloaded = || CpuError::Overloaded {
+            retry_after: self.retry_after(),
+        };
+        let lane = if class == JobClass::Background {
             let idle = self.metrics.queue_depth.get() == 0
                 && (self.metrics.in_flight.get().max(0) as usize) < self.threads;
             match self.avif.clone().try_acquire_owned() {
                 Ok(lane) if idle => Some(lane),
-                _ => {
-                    return Err(CpuError::Overloaded {
-                        retry_after: self.retry_after(),
-                    });
-                }
+                _ => return Err(overloaded()),
             }
         } else {
             None
         };
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             self.metrics.rejected_total.inc();
-            return Err(CpuError::Overloaded {
-                retry_after: self.retry_after(),
-            });
+            return Err(overloaded());
         };
         self.metrics.queue_depth.inc();
-        let queued = QueuedGuard(self.metrics.queue_depth.clone());
+        Ok(Admission {
+            pool: self,
+            class,
+            lane,
+            permit,
+            queued: QueuedGuard(self.metrics.queue_depth.clone()),
+            admitted: Instant::now(),
+        })
+    }
 
+    /// A hint for `Retry-After`: about how long the current backlog takes to drain.
+    fn retry_after(&self) -> u64 {
+        let waiting = self.metrics.queue_depth.get().max(0) as u64;
+        (waiting / self.threads.max(1) as u64).clamp(1, 30)
+    }
+}
+
+/// A job's place in the pool (see [`Pool::admit`]): counted in the queue until it runs.
+pub struct Admission<'a> {
+    pool: &'a Pool,
+    class: JobClass,
+    /// A `Background` job's AVIF lane, taken at admission.
+    lane: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    queued: QueuedGuard,
+    admitted: Instant,
+}
+
+impl Admission<'_> {
+    /// Runs `job` in this place; waits at most `deadline` (for an AVIF lane, then the job).
+    ///
+    /// On `Timeout` the job still runs to its end (CPU work cannot be interrupted) and keeps
+    /// its admission slot until then, so the queue bound stays true.
+    pub async fn run<T, F>(self, deadline: Duration, job: F) -> Result<T, CpuError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Admission {
+            pool,
+            class,
+            lane,
+            permit,
+            queued,
+            admitted,
+        } = self;
         let work = async {
             let lane = match class {
                 JobClass::Normal => None,
-                JobClass::Background => idle_lane,
+                JobClass::Background => lane,
                 JobClass::Avif => Some(
-                    self.avif
+                    pool.avif
                         .clone()
                         .acquire_owned()
                         .await
@@ -147,8 +193,8 @@ impl Pool {
                 ),
             };
             let (tx, rx) = oneshot::channel();
-            let metrics = self.metrics.clone();
-            self.pool.spawn(move || {
+            let metrics = pool.metrics.clone();
+            pool.pool.spawn(move || {
                 drop(queued);
                 metrics
                     .queue_wait_seconds
@@ -173,12 +219,6 @@ impl Pool {
         tokio::time::timeout(deadline, work)
             .await
             .unwrap_or(Err(CpuError::Timeout))
-    }
-
-    /// A hint for `Retry-After`: about how long the current backlog takes to drain.
-    fn retry_after(&self) -> u64 {
-        let waiting = self.metrics.queue_depth.get().max(0) as u64;
-        (waiting / self.threads.max(1) as u64).clamp(1, 30)
     }
 }
 

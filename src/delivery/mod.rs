@@ -514,20 +514,22 @@ async fn render_and_store(
     key: VariantKey,
     background: bool,
 ) -> Result<RenderOutcome, HttpError> {
+    let class = match output {
+        _ if background => JobClass::Background,
+        OutputFormat::Avif => JobClass::Avif,
+        _ => JobClass::Normal,
+    };
+    // The place in the CPU pool first: a render the pool refuses fetches nothing, and at most
+    // threads + queue originals are held for renders at once, however many requests come.
+    let admission = state.cpu.admit(class)?;
     let started = Instant::now();
     let source = fetch_original(&state, &hash).await?;
     let fetch = started.elapsed();
 
     let limits = state.config.limits.clone();
     let settings = state.config.encode.clone();
-    let class = match output {
-        _ if background => JobClass::Background,
-        OutputFormat::Avif => JobClass::Avif,
-        _ => JobClass::Normal,
-    };
-    let rendered = state
-        .cpu
-        .run(class, state.config.cpu.transform_timeout, move || {
+    let rendered = admission
+        .run(state.config.cpu.transform_timeout, move || {
             pipeline::render(&source, &transform, output, &limits, &settings)
         })
         .await?;

@@ -270,8 +270,17 @@ async fn a_full_queue_is_503_with_retry_after_and_the_node_keeps_serving() {
     while node.metric("imgnode_cpu_in_flight", &[]).await < 1.0 {
         tokio::task::yield_now().await;
     }
+    let fetched = node
+        .metric("imgnode_origin_fetches_total", &[("outcome", "ok")])
+        .await;
     let (status, h, body) = node.fetch("/i/demo/ladybird.png?w=50").await;
     assert_json_error(status, &h, &body, 503, "OVERLOADED");
+    // The place in the pool is asked for first: a refused render fetches no original.
+    assert_eq!(
+        node.metric("imgnode_origin_fetches_total", &[("outcome", "ok")])
+            .await,
+        fetched
+    );
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry));
     assert_eq!(node.metric("imgnode_cpu_rejected_total", &[]).await, 1.0);
