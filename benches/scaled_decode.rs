@@ -77,14 +77,20 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-/// Best of 5 decodes of every JPEG and WebP in `dir` at each scale, printed as a table.
-fn corpus(dir: &str) {
+/// The JPEG and WebP files in `dir`, sorted.
+fn corpus_files(dir: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("corpus folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "webp"))
         .collect();
     files.sort();
+    files
+}
+
+/// Best of 5 decodes of every JPEG and WebP in `dir` at each scale, printed as a table.
+fn corpus(dir: &str) {
+    let files = corpus_files(dir);
     println!("| file | MP | 1/1 ms | 1/2 ms | 1/4 ms | 1/8 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     let mut totals = [0f64; 4];
@@ -136,12 +142,7 @@ fn corpus(dir: &str) {
 /// Best of 5 decode + resize to `width` of every JPEG and WebP in `dir`: from the full decode,
 /// and from the reduced one the planner picks.
 fn corpus_render(dir: &str, width: u32) {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("corpus folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "webp"))
-        .collect();
-    files.sort();
+    let files = corpus_files(dir);
     let limits = Limits::default();
     let transform = pipeline::Transform {
         width: Some(width),

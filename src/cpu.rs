@@ -270,6 +270,29 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(30);
 
+    /// A job of `class` that holds its thread (and lane) until the sender is used; returns
+    /// once it runs.
+    async fn hold(
+        p: &Arc<Pool>,
+        class: JobClass,
+    ) -> (
+        mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), CpuError>>,
+    ) {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let p = p.clone();
+        let job = tokio::spawn(async move {
+            p.run(class, LONG, move || {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+            .await
+        });
+        started_rx.await.unwrap();
+        (release_tx, job)
+    }
+
     /// The calling thread's nice value, from `/proc/thread-self/stat` (field 19).
     fn own_nice() -> Option<i32> {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
@@ -313,19 +336,7 @@ mod tests {
         let (p, m) = pool(1, 1);
         let p = Arc::new(p);
         // Hold the only thread and the only queue slot with jobs blocked on channels.
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel::<()>();
-        let first = {
-            let p = p.clone();
-            tokio::spawn(async move {
-                p.run(JobClass::Normal, LONG, move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                })
-                .await
-            })
-        };
-        started_rx.await.unwrap();
+        let (release_tx, first) = hold(&p, JobClass::Normal).await;
         let second = {
             let p = p.clone();
             tokio::spawn(async move { p.run(JobClass::Normal, LONG, || 2).await })
@@ -352,19 +363,7 @@ mod tests {
         let (p, m) = pool(1, 4);
         let p = Arc::new(p);
         assert_eq!(p.run(JobClass::Background, LONG, || 1).await, Ok(1));
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel::<()>();
-        let busy = {
-            let p = p.clone();
-            tokio::spawn(async move {
-                p.run(JobClass::Normal, LONG, move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                })
-                .await
-            })
-        };
-        started_rx.await.unwrap();
+        let (release_tx, busy) = hold(&p, JobClass::Normal).await;
         let refused = p.run(JobClass::Background, LONG, || 2).await;
         assert!(
             matches!(refused, Err(CpuError::Overloaded { .. })),
@@ -374,21 +373,9 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(busy.await.unwrap(), Ok(()));
         // An AVIF lane held by a foreground AVIF job refuses it too.
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel::<()>();
         let (p2, _) = pool(2, 4);
         let p2 = Arc::new(p2);
-        let avif = {
-            let p2 = p2.clone();
-            tokio::spawn(async move {
-                p2.run(JobClass::Avif, LONG, move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                })
-                .await
-            })
-        };
-        started_rx.await.unwrap();
+        let (release_tx, avif) = hold(&p2, JobClass::Avif).await;
         assert!(matches!(
             p2.run(JobClass::Background, LONG, || 3).await,
             Err(CpuError::Overloaded { .. })
