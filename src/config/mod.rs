@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::pipeline::{EncodeSettings, Limits};
+use crate::pipeline::{AvifChroma, EncodeSettings, Limits};
 use raw::RawConfig;
 
 /// `EX_CONFIG` from sysexits.h; the systemd unit lists it in `RestartPreventExitStatus`.
@@ -539,10 +539,32 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
 
     let e = &raw.encode;
     p.range("encode.avif_speed", e.avif_speed.into(), 1, 10);
+    let avif_chroma = match &e.avif_chroma {
+        raw::Chroma::Number(420) => AvifChroma::Yuv420,
+        raw::Chroma::Number(444) => AvifChroma::Yuv444,
+        raw::Chroma::Text(t) if t == "420" => AvifChroma::Yuv420,
+        raw::Chroma::Text(t) if t == "444" => AvifChroma::Yuv444,
+        raw::Chroma::Number(n) => {
+            p.push(format!("encode.avif_chroma: {n} is not 420 or 444"));
+            AvifChroma::Yuv420
+        }
+        raw::Chroma::Text(t) => {
+            p.push(format!("encode.avif_chroma: `{t}` is not 420 or 444"));
+            AvifChroma::Yuv420
+        }
+    };
+    if !matches!(e.avif_bit_depth, 8 | 10) {
+        p.push(format!(
+            "encode.avif_bit_depth: {} is not 8 or 10",
+            e.avif_bit_depth
+        ));
+    }
     p.range("encode.webp_method", e.webp_method.into(), 0, 6);
     p.range("encode.png_compression", e.png_compression.into(), 0, 2);
     let encode = EncodeSettings {
         avif_speed: e.avif_speed,
+        avif_chroma,
+        avif_bit_depth: e.avif_bit_depth,
         webp_method: e.webp_method,
         png_compression: e.png_compression,
     };
@@ -926,6 +948,48 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems.len(), 4, "{:?}", err.problems);
+    }
+
+    #[test]
+    fn avif_chroma_is_420_or_444_written_either_way_and_depth_8_or_10() {
+        for (text, env, chroma) in [
+            (
+                "[encode]\navif_chroma = \"444\"\n",
+                no_env(),
+                AvifChroma::Yuv444,
+            ),
+            (
+                "[encode]\navif_chroma = 444\n",
+                no_env(),
+                AvifChroma::Yuv444,
+            ),
+            (
+                "",
+                vec![("IMGNODE_ENCODE__AVIF_CHROMA".into(), "444".into())],
+                AvifChroma::Yuv444,
+            ),
+            ("", no_env(), AvifChroma::Yuv420),
+        ] {
+            assert_eq!(
+                parse(text, env).unwrap().encode.avif_chroma,
+                chroma,
+                "{text}"
+            );
+        }
+        let err = parse(
+            "[encode]\navif_chroma = 422\navif_bit_depth = 12\n",
+            no_env(),
+        )
+        .unwrap_err();
+        let problems = err.problems.join("\n");
+        assert!(
+            problems.contains("encode.avif_chroma: 422 is not 420 or 444"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("encode.avif_bit_depth: 12 is not 8 or 10"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -346,10 +346,21 @@ impl Default for RawLimits {
     }
 }
 
+/// `encode.avif_chroma`: `420` or `444`, written as a number or a string (an environment
+/// variable arrives as a number, a quoted TOML value as a string).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Chroma {
+    Number(u64),
+    Text(String),
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RawEncode {
     pub avif_speed: u8,
+    pub avif_chroma: Chroma,
+    pub avif_bit_depth: u8,
     pub webp_method: u8,
     pub png_compression: u8,
 }
@@ -359,6 +370,11 @@ impl Default for RawEncode {
         let d = crate::pipeline::EncodeSettings::default();
         RawEncode {
             avif_speed: d.avif_speed,
+            avif_chroma: Chroma::Number(match d.avif_chroma {
+                crate::pipeline::AvifChroma::Yuv420 => 420,
+                crate::pipeline::AvifChroma::Yuv444 => 444,
+            }),
+            avif_bit_depth: d.avif_bit_depth,
             webp_method: d.webp_method,
             png_compression: d.png_compression,
         }

@@ -29,7 +29,8 @@ pub use error::PipelineError;
 pub use geometry::{OutputPlan, plan};
 pub use probe::{ImageInfo, probe, sniff};
 pub use spec::{
-    Crop, EncodeSettings, Fit, Flip, Limits, OutputFormat, Rgb, Rotate, SourceFormat, Transform,
+    AvifChroma, Crop, EncodeSettings, Fit, Flip, Limits, OutputFormat, Rgb, Rotate, SourceFormat,
+    Transform,
 };
 
 /// Per-stage durations of one render (reported in `Server-Timing` and metrics).

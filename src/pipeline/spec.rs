@@ -222,11 +222,24 @@ impl Default for Transform {
     }
 }
 
+/// Chroma resolution of AVIF output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvifChroma {
+    /// Half resolution both ways (libavif's default; smaller and cheaper on photographs).
+    Yuv420,
+    /// Full resolution (sharper colour edges in graphics, text and pixel art).
+    Yuv444,
+}
+
 /// Encoder settings chosen by the operator (not by the URL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSettings {
-    /// ravif speed 1 (slow, small) to 10 (fast).
+    /// rav1e speed 1 (slow, small) to 10 (fast).
     pub avif_speed: u8,
+    /// Chroma resolution of opaque AVIF output (transparent pictures are always 4:4:4).
+    pub avif_chroma: AvifChroma,
+    /// Bits per sample inside 4:2:0 AVIF files: 8 or 10.
+    pub avif_bit_depth: u8,
     /// libwebp method 0 (fast) to 6 (small).
     pub webp_method: u8,
     /// PNG compression: 0 fast, 1 default, 2 best.
@@ -237,6 +250,8 @@ impl Default for EncodeSettings {
     fn default() -> Self {
         EncodeSettings {
             avif_speed: 8,
+            avif_chroma: AvifChroma::Yuv420,
+            avif_bit_depth: 8,
             // Measured (benches/RESULTS.md, "WebP output settings"): method 4 reaches
             // thumbor's DSSIM at fewer bytes; 2 costs a quarter less CPU but is worse on both.
             webp_method: 4,

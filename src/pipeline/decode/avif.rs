@@ -523,15 +523,19 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineErr
         )));
     }
     let picture = decode_av1(&container.color, limits)?;
-    // What the colour planes mean: `colr nclx` when present, otherwise BT.601 limited range
-    // (libavif's answer for "unspecified"). dav1d 0.9.6 does not expose the AV1 sequence
-    // header's colour config without `unsafe`, so its own CICP and range are not read.
-    let nclx = container.color.nclx.unwrap_or(Nclx {
-        primaries: 2,
-        transfer: 2,
-        matrix: 6,
-        full_range: false,
-    });
+    // What the colour planes mean: `colr nclx` when present, else the AV1 sequence header's
+    // colour config (as libavif does: ravif and avif-serialize leave `colr` out when it would
+    // only repeat the stream's), else BT.601 limited range (libavif's "unspecified").
+    let nclx = container
+        .color
+        .nclx
+        .or_else(|| sequence_colour(container.color.extents.first()?))
+        .unwrap_or(Nclx {
+            primaries: 2,
+            transfer: 2,
+            matrix: 6,
+            full_range: false,
+        });
     let mut rgba = vec![
         0u8;
         pixels
@@ -580,6 +584,166 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineErr
 }
 
 /// Decodes one AV1 item into a dav1d picture of exactly the item's `ispe` size.
+/// The colour config (CICP and range) of the AV1 sequence header that opens `obus`, or `None`
+/// when the stream does not start with one or it cannot be read. Only what precedes
+/// `color_config` is walked (AV1 spec 5.5); dav1d validates the whole header when it decodes.
+fn sequence_colour(obus: &[u8]) -> Option<Nclx> {
+    let mut r = Bits::new(obus);
+    // Skip temporal delimiters and padding to the first sequence header OBU.
+    loop {
+        let header = r.bits(8)?;
+        let obu_type = (header >> 3) & 0xf;
+        if header & 0x04 != 0 {
+            r.bits(8)?; // extension: temporal and spatial ids
+        }
+        let size = if header & 0x02 != 0 {
+            r.leb128()?
+        } else {
+            return None;
+        };
+        match obu_type {
+            1 => break,
+            2 | 15 => r.skip_bytes(size)?,
+            _ => return None,
+        }
+    }
+    let profile = r.bits(3)?;
+    r.bits(1)?; // still_picture
+    let reduced = r.bits(1)? == 1;
+    if reduced {
+        r.bits(5)?; // seq_level_idx[0]
+    } else {
+        let timing = r.bits(1)? == 1;
+        let mut decoder_model = false;
+        let mut delay_bits = 0;
+        if timing {
+            r.bits(32)?; // num_units_in_display_tick
+            r.bits(32)?; // time_scale
+            if r.bits(1)? == 1 {
+                r.uvlc()?; // num_ticks_per_picture_minus_1
+            }
+            decoder_model = r.bits(1)? == 1;
+            if decoder_model {
+                delay_bits = r.bits(5)? + 1;
+                r.bits(32)?; // num_units_in_decoding_tick
+                r.bits(10)?; // buffer_removal_time and frame_presentation_time lengths
+            }
+        }
+        let display_delay = r.bits(1)? == 1;
+        for _ in 0..=r.bits(5)? {
+            r.bits(12)?; // operating_point_idc
+            if r.bits(5)? > 7 {
+                r.bits(1)?; // seq_tier
+            }
+            if decoder_model && r.bits(1)? == 1 {
+                r.bits(delay_bits * 2 + 1)?; // decoder and encoder buffer delays, low_delay_mode
+            }
+            if display_delay && r.bits(1)? == 1 {
+                r.bits(4)?;
+            }
+        }
+    }
+    let width_bits = r.bits(4)? + 1;
+    let height_bits = r.bits(4)? + 1;
+    r.bits(width_bits + height_bits)?;
+    if !reduced && r.bits(1)? == 1 {
+        r.bits(7)?; // frame id lengths
+    }
+    r.bits(3)?; // 128x128 superblocks, filter intra, intra edge filter
+    if !reduced {
+        r.bits(4)?; // interintra, masked compound, warped motion, dual filter
+        let order_hint = r.bits(1)? == 1;
+        if order_hint {
+            r.bits(2)?; // jnt_comp, ref_frame_mvs
+        }
+        let force_screen_content = if r.bits(1)? == 1 { 2 } else { r.bits(1)? };
+        if force_screen_content > 0 && r.bits(1)? == 0 {
+            r.bits(1)?; // seq_force_integer_mv
+        }
+        if order_hint {
+            r.bits(3)?;
+        }
+    }
+    r.bits(3)?; // superres, cdef, restoration
+    // color_config
+    let high_bitdepth = r.bits(1)? == 1;
+    if profile == 2 && high_bitdepth {
+        r.bits(1)?;
+    }
+    let mono = profile != 1 && r.bits(1)? == 1;
+    let (primaries, transfer, matrix) = if r.bits(1)? == 1 {
+        (r.bits(8)?, r.bits(8)?, r.bits(8)?)
+    } else {
+        (2, 2, 2)
+    };
+    let full_range = if !mono && (primaries, transfer, matrix) == (1, 13, 0) {
+        true
+    } else {
+        r.bits(1)? == 1
+    };
+    Some(Nclx {
+        primaries: primaries as u16,
+        transfer: transfer as u16,
+        matrix: matrix as u16,
+        full_range,
+    })
+}
+
+/// A big-endian bit reader over a byte slice; every read is `None` past the end.
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Bits { data, at: 0 }
+    }
+
+    /// The next `n` bits (at most 64) as a number.
+    fn bits(&mut self, n: u64) -> Option<u64> {
+        let mut value = 0u64;
+        for _ in 0..n {
+            let byte = self.data.get(self.at / 8)?;
+            let bit = (byte >> (7 - self.at % 8)) & 1;
+            value = (value << 1) | u64::from(bit);
+            self.at += 1;
+        }
+        Some(value)
+    }
+
+    /// Unsigned LEB128 from a byte boundary (OBU sizes).
+    fn leb128(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..8 {
+            let byte = self.bits(8)?;
+            value |= (byte & 0x7f) << (i * 7);
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// Exp-Golomb-like `uvlc()` (AV1 spec 4.10.3).
+    fn uvlc(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros >= 32 {
+                return None;
+            }
+        }
+        Some(self.bits(zeros)? + (1 << zeros) - 1)
+    }
+
+    fn skip_bytes(&mut self, n: u64) -> Option<()> {
+        let bits = usize::try_from(n).ok()?.checked_mul(8)?;
+        self.at = self.at.checked_add(bits)?;
+        (self.at <= self.data.len() * 8).then_some(())
+    }
+}
+
 fn decode_av1(item: &Item<'_>, limits: &Limits) -> Result<dav1d::Picture, PipelineError> {
     let mut settings = dav1d::Settings::new();
     // One thread: the pipeline already runs one render per core on its rayon pool, so dav1d's
@@ -887,6 +1051,50 @@ mod tests {
             } else {
                 assert_near(corner, [255, 255, 255, 255], tolerance, rel);
             }
+        }
+    }
+
+    #[test]
+    fn the_sequence_header_says_what_the_colr_box_says() {
+        // Files written by libavif (avifenc) carry both; they must agree field by field.
+        let mut checked = 0;
+        for rel in [
+            "formats/avif_444.avif",
+            "formats/avif_420_limited.avif",
+            "formats/avif_10bit.avif",
+            "formats/avif_12bit_422.avif",
+            "formats/avif_lossless.avif",
+            "formats/avif_gray.avif",
+            "formats/avif_odd.avif",
+        ] {
+            let bytes = fixture(rel);
+            let container = Container::parse(&bytes).unwrap();
+            let Some(nclx) = container.color.nclx else {
+                continue;
+            };
+            let from_stream = sequence_colour(container.color.extents[0]);
+            assert_eq!(from_stream, Some(nclx), "{rel}");
+            checked += 1;
+        }
+        assert!(checked >= 4, "only {checked} fixtures carry an nclx box");
+        // Cut anywhere, the reader gives up or has already read the whole colour config:
+        // never a guess, never a panic.
+        let bytes = fixture("formats/avif_420_limited.avif");
+        let container = Container::parse(&bytes).unwrap();
+        let obus = container.color.extents[0];
+        let whole = sequence_colour(obus);
+        assert!(whole.is_some_and(|n| !n.full_range));
+        for end in 0..obus.len().min(64) {
+            let cut = sequence_colour(&obus[..end]);
+            assert!(cut.is_none() || cut == whole, "cut at {end}: {cut:?}");
+        }
+        assert_eq!(sequence_colour(&obus[..2]), None);
+        // Any single flipped bit in the header: an answer or None, never a panic.
+        let mut flipped = obus[..obus.len().min(48)].to_vec();
+        for bit in 0..flipped.len() * 8 {
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let _ = sequence_colour(&flipped);
+            flipped[bit / 8] ^= 1 << (bit % 8);
         }
     }
 

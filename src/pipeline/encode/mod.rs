@@ -1,5 +1,5 @@
 //! Encoders: the final pixels to JPEG (jpeg-encoder), PNG (png), lossy WebP (libwebp through
-//! the `webp` crate) and AVIF (ravif).
+//! the `webp` crate) and AVIF (rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`).
 //!
 //! Owns encoder settings and nothing else. Must never write metadata (no EXIF, XMP, IPTC or
 //! ICC: every output is sRGB and carries no GPS), never panic on an encoder failure (that is
@@ -8,6 +8,8 @@
 //! Images whose colour channels are all equal (for instance after `grayscale`) are written as
 //! one-channel JPEG/PNG: the check stops at the first coloured pixel, so it costs nothing on
 //! colour images and saves a third of the work and bytes on grey ones.
+
+mod avif;
 
 use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
 
@@ -36,7 +38,7 @@ pub(super) fn encode(
         OutputFormat::Jpeg => jpeg(image, quality),
         OutputFormat::Png => png(image, settings.png_compression),
         OutputFormat::Webp => webp(image, quality, settings.webp_method),
-        OutputFormat::Avif => avif(image, quality, settings.avif_speed),
+        OutputFormat::Avif => avif::encode(image, quality, settings),
     }
 }
 
@@ -168,40 +170,6 @@ fn webp(image: &Image, quality: u8, method: u8) -> Result<Vec<u8>, PipelineError
         .encode_advanced(&config)
         .map_err(|e| internal("webp", format!("{e:?}")))?;
     Ok(encoded.to_vec())
-}
-
-/// AVIF through ravif (rav1e): sRGB primaries and transfer (ravif's fixed choice), 10-bit
-/// internally (ravif's recommendation, also for 8-bit input), alpha only when some pixel is
-/// not opaque. Alpha quality sits halfway between `quality` and 100: alpha artefacts show as
-/// ragged edges, which look worse than colour noise. Threads: ravif's default (the current
-/// rayon pool).
-fn avif(image: &Image, quality: u8, speed: u8) -> Result<Vec<u8>, PipelineError> {
-    let quality = f32::from(quality);
-    let encoder = ravif::Encoder::new()
-        .with_quality(quality)
-        .with_alpha_quality((quality + 100.0) / 2.0)
-        .with_speed(speed.clamp(1, 10));
-    let (w, h) = (image.width as usize, image.height as usize);
-    let encoded = match image.layout {
-        PixelLayout::Rgb8 => {
-            let pixels: Vec<ravif::RGB8> = image
-                .data
-                .chunks_exact(3)
-                .map(|p| ravif::RGB8::new(p[0], p[1], p[2]))
-                .collect();
-            encoder.encode_rgb(ravif::Img::new(pixels.as_slice(), w, h))
-        }
-        PixelLayout::Rgba8 => {
-            let pixels: Vec<ravif::RGBA8> = image
-                .data
-                .chunks_exact(4)
-                .map(|p| ravif::RGBA8::new(p[0], p[1], p[2], p[3]))
-                .collect();
-            encoder.encode_rgba(ravif::Img::new(pixels.as_slice(), w, h))
-        }
-    }
-    .map_err(|e| internal("avif", e))?;
-    Ok(encoded.avif_file)
 }
 
 #[cfg(test)]
@@ -468,11 +436,18 @@ mod tests {
     fn out_of_range_settings_do_not_panic() {
         let s = EncodeSettings {
             avif_speed: 0,
+            avif_chroma: super::super::AvifChroma::Yuv420,
+            avif_bit_depth: 12,
             webp_method: 99,
             png_compression: 7,
         };
         let image = gradient(8, 8, PixelLayout::Rgb8);
-        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp] {
+        for format in [
+            OutputFormat::Jpeg,
+            OutputFormat::Png,
+            OutputFormat::Webp,
+            OutputFormat::Avif,
+        ] {
             assert!(encode(&image, format, 0, &s).is_ok(), "{format}");
         }
         let bad = Image {
