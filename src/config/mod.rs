@@ -259,6 +259,8 @@ pub struct CpuConfig {
     pub transform_timeout: Duration,
     pub avif_concurrency: usize,
     pub nice: u8,
+    /// Threads of the runtime's blocking pool (file I/O), resolved: never 0.
+    pub blocking_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -576,6 +578,12 @@ fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
         transform_timeout: p.duration("cpu.transform_timeout", &c.transform_timeout),
         avif_concurrency: p.positive("cpu.avif_concurrency", c.avif_concurrency as u64) as usize,
         nice: c.nice,
+        blocking_threads: match c.blocking_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(4, |n| n.get() * 2)
+                .max(4),
+            n => n,
+        },
     };
 
     let mut plans = BTreeMap::new();
@@ -990,6 +998,15 @@ mod tests {
             problems.contains("encode.avif_bit_depth: 12 is not 8 or 10"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn the_blocking_pool_is_small_and_never_zero() {
+        let auto = parse("", no_env()).unwrap().cpu.blocking_threads;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto, (2 * cores).max(4));
+        let set = parse("[cpu]\nblocking_threads = 3\n", no_env()).unwrap();
+        assert_eq!(set.cpu.blocking_threads, 3);
     }
 
     #[test]

@@ -394,6 +394,9 @@ pub struct RawCpu {
     pub avif_concurrency: usize,
     /// OS niceness of render threads (0 = normal, up to 19), so cache hits preempt renders.
     pub nice: u8,
+    /// Threads for blocking file I/O (the local object store, the disk cache); 0 means
+    /// twice the cores, at least 4.
+    pub blocking_threads: usize,
 }
 
 impl Default for RawCpu {
@@ -404,6 +407,7 @@ impl Default for RawCpu {
             transform_timeout: "30s".into(),
             avif_concurrency: 1,
             nice: 10,
+            blocking_threads: 0,
         }
     }
 }
