@@ -19,10 +19,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::error::{ErrorCode, HttpError};
 use crate::origin::Origin;
 use crate::server::Body;
+use crate::state::AppState;
 use crate::store::{AccountStatus, ImageRecord};
 
 /// What an erasure removed.

@@ -16,136 +16,17 @@ use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::cache::flight::SingleFlight;
 use crate::cache::variants::CacheError;
-use crate::cache::variants::VariantKey;
 use crate::cluster::Broadcaster;
 use crate::config::Config;
 use crate::cpu::Pool;
-use crate::delivery::RenderOutcome;
-use crate::ingest::{Ingest, IngestError};
+use crate::ingest::IngestError;
 use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError};
 use crate::server::routes::{OpsHandler, PublicHandler};
 use crate::server::{self, ConnectionSettings};
 use crate::signing::SigningKeys;
+use crate::state::AppState;
 use crate::store::{Backend, Store, StoreError, locks};
-
-/// Only if every plan were removed from the config, which validation does not allow.
-static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
-    max_uploads_per_month: Some(0),
-    max_storage_bytes: Some(0),
-    max_bandwidth_per_month: Some(0),
-    max_api_requests_per_month: Some(0),
-    max_transformations_per_month: Some(0),
-    requests_per_minute: 1,
-};
-
-/// Everything a request handler may use.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub origin: Origin,
-    pub cpu: Pool,
-    pub caches: Caches,
-    pub api_keys: ApiKeys,
-    /// Renders in flight, so concurrent misses for one variant share one render.
-    pub flights: SingleFlight<VariantKey, RenderOutcome>,
-    pub metrics: Metrics,
-    /// The operator token (from `admin.token_file`); `None` disables the operator API.
-    pub operator_token: Option<String>,
-    /// True once start-up work is done; false again when draining.
-    pub ready: AtomicBool,
-    /// URL signing keys (first signs, all verify).
-    pub signing: SigningKeys,
-    /// JWT verification, when `auth.jwt.jwks_url` is set.
-    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
-    /// Monthly usage per account, counted in memory.
-    pub usage: crate::usage::UsageMeter,
-    pub rate_limits: crate::ratelimit::RateLimits,
-    /// Renders per preset id since the last flush (written with the API key usage).
-    pub preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-    /// This process among the nodes sharing the database (random per start).
-    pub node_id: String,
-    /// Cache invalidations for the other nodes (PostgreSQL); disabled on SQLite.
-    pub cluster: Broadcaster,
-    /// The public listener's bound address, once `start` has bound it.
-    pub bound_public_addr: std::sync::OnceLock<SocketAddr>,
-}
-
-impl AppState {
-    /// Orderly close for offline commands and shutdown: the disk cache is flushed so what was
-    /// rendered survives the restart.
-    pub async fn close(&self) {
-        self.flush_usage().await;
-        // Invalidations published by the last requests (or an offline command) reach the
-        // other nodes before the store closes; not waiting long on a database that is gone.
-        if tokio::time::timeout(Duration::from_secs(5), self.cluster.flush())
-            .await
-            .is_err()
-        {
-            tracing::warn!("cache invalidations for other nodes not all sent before closing");
-        }
-        if let Err(e) = self.caches.close().await {
-            tracing::warn!(error = %e, "closing the variant cache");
-        }
-        self.store.close().await;
-    }
-
-    /// Writes the usage counted in memory (API keys, presets). On failure the counts of this
-    /// interval are lost, never double counted.
-    pub async fn flush_usage(&self) {
-        if let Err(e) = self.api_keys.flush_usage(&self.store).await {
-            tracing::warn!(error = %e, "flushing API key usage");
-        }
-        let presets =
-            std::mem::take(&mut *self.preset_usage.lock().unwrap_or_else(|p| p.into_inner()));
-        for (id, renders) in presets {
-            if let Err(e) = self.store.add_preset_usage(&id, renders).await {
-                tracing::warn!(error = %e, "flushing preset usage");
-            }
-        }
-        if let Err(e) = self.usage.flush(&self.store).await {
-            tracing::warn!(error = %e, "flushing account usage (kept for the next flush)");
-        }
-        self.rate_limits.shrink();
-    }
-
-    /// The public listener's address: as bound (port 0 resolved) once started, else as
-    /// configured.
-    pub fn public_addr(&self) -> SocketAddr {
-        self.bound_public_addr
-            .get()
-            .copied()
-            .unwrap_or(self.config.server.public_listen)
-    }
-
-    /// The plan named `name`; an account on a plan the config no longer defines gets `free`'s
-    /// limits (the built-in plans always exist).
-    pub fn plan(&self, name: &str) -> &crate::config::Plan {
-        self.config
-            .plans
-            .get(name)
-            .or_else(|| self.config.plans.get("free"))
-            .or_else(|| self.config.plans.values().next())
-            .unwrap_or(&FALLBACK_PLAN)
-    }
-
-    /// Counts one render made with a preset.
-    pub fn count_preset_render(&self, preset_id: &str) {
-        let mut usage = self.preset_usage.lock().unwrap_or_else(|p| p.into_inner());
-        *usage.entry(preset_id.to_string()).or_default() += 1;
-    }
-
-    pub fn ingest(&self) -> Ingest<'_> {
-        Ingest {
-            store: &self.store,
-            origin: &self.origin,
-            caches: &self.caches,
-            cpu: &self.cpu,
-            limits: &self.config.limits,
-            deadline: self.config.cpu.transform_timeout,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -317,12 +198,6 @@ impl RunningApp {
     }
 }
 
-/// Whether start-up should warn that `server.public_url` is missing: the public listener is
-/// not on loopback (so clients on other machines get URLs from the API) and no URL is set.
-pub fn needs_public_url(server: &crate::config::ServerConfig) -> bool {
-    !server.public_listen.ip().is_loopback() && server.public_url.is_none()
-}
-
 /// Starts a node: opens the store and origin, binds both listeners, seeds the demo account
 /// when configured, and only then reports ready.
 pub async fn start(config: Config) -> Result<RunningApp, AppError> {
@@ -338,7 +213,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     })?;
     let state = build_state(config).await?;
     let _ = state.bound_public_addr.set(public_addr);
-    if needs_public_url(&state.config.server) {
+    if state.config.server.needs_public_url() {
         tracing::warn!(
             public_listen = %public_addr,
             "the public listener is reachable from other machines and server.public_url is \
@@ -405,9 +280,15 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
     if state.store.backend() == Backend::Postgres {
+        let target = state.clone();
         tasks.spawn(crate::cluster::listen(
-            state.clone(),
             state.config.store.url.clone(),
+            state.node_id.clone(),
+            state.metrics.clone(),
+            move |notice| {
+                let target = target.clone();
+                async move { target.apply_notice(notice).await }
+            },
             rx_usage,
         ));
     }

@@ -11,14 +11,15 @@
 //! staleness even while it cannot listen at all.
 //!
 //! On SQLite there is one node: nothing is sent or listened for.
-//! Must never decide what a notice invalidates beyond calling the caches' local methods.
+//! Must never decide what a notice invalidates: it carries notices; the state applies them
+//! (`AppState::apply_notice`), through the caches' local methods.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::app::AppState;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// The NOTIFY channel.
@@ -159,11 +160,20 @@ async fn send(store: &Store, node: &str, notice: &Notice) -> bool {
     all_sent
 }
 
-/// Applies other nodes' notices to this node's caches until shutdown. Reconnects on its own;
-/// after every (re)connection it clears the metadata caches, since notices sent while it was
-/// not listening are lost.
-pub async fn listen(state: Arc<AppState>, url: String, mut shutdown: watch::Receiver<bool>) {
-    let metrics = &state.metrics;
+/// Hands other nodes' notices to `apply` until shutdown: `Some(notice)`, or `None` when this
+/// node must forget every cached metadata answer (after every (re)connection, since notices
+/// sent while it was not listening are lost, and for a notice it cannot read). Skips this
+/// node's own notices (`node_id`). Reconnects on its own.
+pub async fn listen<F, Fut>(
+    url: String,
+    node_id: String,
+    metrics: Metrics,
+    apply: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Option<Notice>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
         let connected = async {
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
@@ -184,7 +194,7 @@ pub async fn listen(state: Arc<AppState>, url: String, mut shutdown: watch::Rece
                 }
             }
         };
-        clear(&state);
+        apply(None).await;
         metrics
             .cluster_notices_total
             .with_label_values(&["resync"])
@@ -194,13 +204,10 @@ pub async fn listen(state: Arc<AppState>, url: String, mut shutdown: watch::Rece
             tokio::select! {
                 got = listener.try_recv() => match got {
                     Ok(Some(n)) => match Notice::decode(n.payload()) {
-                        Some((node, _)) if node == state.node_id => {}
+                        Some((node, _)) if node == node_id => {}
                         decoded => {
                             metrics.cluster_notices_total.with_label_values(&["received"]).inc();
-                            match decoded {
-                                Some((_, notice)) => apply(&state, notice).await,
-                                None => clear(&state),
-                            }
+                            apply(decoded.map(|(_, notice)| notice)).await;
                         }
                     },
                     Ok(None) => {
@@ -224,22 +231,6 @@ pub async fn listen(state: Arc<AppState>, url: String, mut shutdown: watch::Rece
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Forgets every cached metadata answer (not the variants: those are content-addressed and
-/// readable only with a data key, which is metadata).
-fn clear(state: &AppState) {
-    state.caches.meta.invalidate_all_local();
-    state.api_keys.forget_all();
-}
-
-async fn apply(state: &AppState, notice: Notice) {
-    match notice {
-        Notice::Account(name) => state.caches.meta.invalidate_account_local(&name).await,
-        Notice::Hashes(scopes) => state.caches.forget_scopes(&scopes).await,
-        Notice::ApiKey(hash) => state.api_keys.forget_key(&hash).await,
-        Notice::All => clear(state),
-    }
 }
 
 /// A random id for this process, so it can skip its own notices.

@@ -21,5 +21,9 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
 pub mod signing;
+pub mod state;
 pub mod store;
 pub mod usage;
+
+#[cfg(test)]
+mod layering;

@@ -269,7 +269,7 @@ fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
 /// With `WatchdogSec=`, pings systemd at half the interval, but only after the metadata
 /// store answered a query within that time: a wedged runtime or a dead database stops the
 /// pings, and systemd restarts the node.
-fn spawn_watchdog(state: std::sync::Arc<imgnode::app::AppState>) {
+fn spawn_watchdog(state: std::sync::Arc<imgnode::state::AppState>) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };

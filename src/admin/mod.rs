@@ -13,10 +13,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::Scopes;
 use crate::error::{ErrorCode, HttpError};
 use crate::server::{Body, full, response};
+use crate::state::AppState;
 use crate::store::{Account, AccountStatus, StoreError, validate_account_name};
 
 /// Routes of the ops listener.

@@ -13,12 +13,12 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ErrorCode, HttpError};
 use crate::ingest::{IngestError, Original, path_stem};
 use crate::pipeline::{self, PipelineError, SourceFormat};
 use crate::server::{Body, response};
+use crate::state::AppState;
 use crate::store::{ImageRecord, ImageWithPaths, Placement, Visibility};
 use crate::usage::{self, Quota};
 

@@ -17,12 +17,12 @@ use serde::Deserialize;
 
 use std::net::IpAddr;
 
-use crate::app::AppState;
 use crate::auth::jwt::{JwtError, JwtVerifier};
 use crate::auth::{AuthError, MAX_EXPIRY_DAYS, Principal, Scope, Scopes};
 use crate::error::{ErrorCode, HttpError};
 use crate::ratelimit::RateState;
 use crate::server::{Body, response};
+use crate::state::AppState;
 use crate::store::ApiKeyRecord;
 use crate::store::AuditRecord;
 use crate::usage::{self, Quota};

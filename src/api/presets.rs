@@ -9,11 +9,11 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::delivery::preset;
 use crate::error::{ErrorCode, HttpError};
 use crate::server::{Body, response};
+use crate::state::AppState;
 use crate::store::{PresetChange, PresetRecord};
 
 const MAX_NAME: usize = 50;

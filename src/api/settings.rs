@@ -4,10 +4,10 @@
 use http::{Response, StatusCode};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::HttpError;
 use crate::server::{Body, response};
+use crate::state::AppState;
 use crate::store::{
     AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, THEMES, WIDTHS_POLICIES,
 };

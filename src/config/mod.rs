@@ -7,6 +7,8 @@
 
 pub mod raw;
 
+pub mod proxies;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,11 +141,20 @@ pub struct ServerConfig {
     /// Trusted proxies are exempt.
     pub max_connections_per_ip: usize,
     /// Peers whose forwarding header names the client (see `server::client`).
-    pub trusted_proxies: crate::server::client::TrustedProxies,
+    pub trusted_proxies: proxies::TrustedProxies,
     /// Plain HTTP/2 with prior knowledge on the public listener.
     pub h2c: bool,
     /// `(certificate chain, key)` PEM files: TLS on the public listener.
     pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ServerConfig {
+    /// Whether start-up should warn that `server.public_url` is missing: the public listener
+    /// is not on loopback (so clients on other machines get URLs from the API) and no URL is
+    /// set.
+    pub fn needs_public_url(&self) -> bool {
+        !self.public_listen.ip().is_loopback() && self.public_url.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -760,11 +771,8 @@ fn jwt_config(p: &mut Problems<'_>, raw: &raw::RawJwt) -> Option<crate::auth::jw
 }
 
 /// `server.trusted_proxies` (every bad entry named) and `server.forwarded_header`.
-fn trusted_proxies(
-    p: &mut Problems<'_>,
-    raw: &raw::RawServer,
-) -> crate::server::client::TrustedProxies {
-    use crate::server::client::{ForwardedHeader, TrustedProxies, parse_net};
+fn trusted_proxies(p: &mut Problems<'_>, raw: &raw::RawServer) -> proxies::TrustedProxies {
+    use proxies::{ForwardedHeader, TrustedProxies, parse_net};
     let mut nets = Vec::new();
     for entry in &raw.trusted_proxies {
         match parse_net(entry) {
@@ -1056,8 +1064,7 @@ mod tests {
 
     #[test]
     fn a_reachable_listener_without_public_url_warns() {
-        let warns =
-            |text: &str| crate::app::needs_public_url(&parse(text, no_env()).unwrap().server);
+        let warns = |text: &str| parse(text, no_env()).unwrap().server.needs_public_url();
         assert!(!warns(""), "loopback");
         assert!(!warns("[server]\npublic_listen = \"[::1]:8080\"\n"));
         assert!(warns("[server]\npublic_listen = \"0.0.0.0:8080\"\n"));
@@ -1080,7 +1087,7 @@ mod tests {
         assert!(t.contains("10.1.2.3".parse().unwrap()));
         assert!(t.contains("192.0.2.7".parse().unwrap()));
         assert!(!t.contains("192.0.2.8".parse().unwrap()));
-        assert_eq!(t.header, crate::server::client::ForwardedHeader::Forwarded);
+        assert_eq!(t.header, proxies::ForwardedHeader::Forwarded);
         let err = parse(
             "[server]\ntrusted_proxies = [\"10.0.0.0/33\", \"cdn.example\"]\n\
              forwarded_header = \"x-real-ip\"\n",

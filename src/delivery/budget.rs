@@ -5,10 +5,10 @@
 //! cache key is that of what is really rendered, and URLs that differ only by what a policy
 //! removes share one variant. No I/O, no pixels.
 
-use crate::app::AppState;
 use crate::error::{ErrorCode, HttpError};
 use crate::pipeline::{Limits, Transform, plan};
 use crate::ratelimit::RateState;
+use crate::state::AppState;
 use crate::store::AccountSettings;
 
 /// Applies the account's `allowed_widths` (in device pixels, after `dpr`) and `max_quality`.

@@ -20,7 +20,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 use std::sync::Arc;
 
-use crate::app::AppState;
 use crate::cache::flight::Role;
 use crate::cache::variants::{Tier, Variant, VariantKey};
 use crate::cpu::JobClass;
@@ -29,6 +28,7 @@ use crate::origin::{OriginError, OriginGetError};
 use crate::pipeline::{self, Fit, OutputFormat, StageTimings, Transform};
 use crate::server::{Body, empty, full, response::NOSNIFF};
 use crate::signing::Refusal;
+use crate::state::{AppState, RenderOutcome};
 use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
 use crate::usage::{self, Quota};
 use url::{TransformDefaults, TransformParams};
@@ -65,14 +65,6 @@ pub struct DeliveryRequest<'a> {
     /// The client's address (from a trusted proxy's forwarding headers, or the peer), for
     /// the per-client render budget.
     pub client: std::net::IpAddr,
-}
-
-/// A render's result as every waiter of a single flight receives it.
-#[derive(Clone)]
-pub struct RenderOutcome {
-    variant: Variant,
-    /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
-    timing: (Duration, StageTimings),
 }
 
 /// Answers one image request. Errors are returned for the router to render.

@@ -9,63 +9,8 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::HeaderMap;
-use ipnet::IpNet;
 
-/// Which header the trusted proxies write the client's address into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`.
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
-    Forwarded,
-}
-
-impl ForwardedHeader {
-    /// The config spelling: `x-forwarded-for` or `forwarded`.
-    pub fn parse(value: &str) -> Option<ForwardedHeader> {
-        match value.to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
-            "forwarded" => Some(ForwardedHeader::Forwarded),
-            _ => None,
-        }
-    }
-}
-
-/// `server.trusted_proxies` and `server.forwarded_header`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxies {
-    pub nets: Vec<IpNet>,
-    pub header: ForwardedHeader,
-}
-
-impl Default for TrustedProxies {
-    /// Nobody is trusted: the client is always the TCP peer.
-    fn default() -> Self {
-        TrustedProxies {
-            nets: Vec::new(),
-            header: ForwardedHeader::XForwardedFor,
-        }
-    }
-}
-
-impl TrustedProxies {
-    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped IPv6 address counts as its
-    /// IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// One `server.trusted_proxies` entry: `a.b.c.d/n`, `v6::/n`, or a bare address (one host).
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    if text.contains('/') {
-        text.parse().ok()
-    } else {
-        text.parse::<IpAddr>().ok().map(IpNet::from)
-    }
-}
+pub use crate::config::proxies::{ForwardedHeader, TrustedProxies, parse_net};
 
 /// The address a request comes from: the TCP peer, unless the peer is a trusted proxy; then
 /// the right-most address in the configured header that is not itself a trusted proxy (each

@@ -11,9 +11,9 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Body, Handler, response};
-use crate::app::AppState;
 use crate::delivery::{self, DeliveryRequest};
 use crate::error::{ErrorCode, HttpError};
+use crate::state::AppState;
 
 /// Routes of the public listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
