@@ -12,16 +12,21 @@ use crate::store::{
     AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, THEMES, WIDTHS_POLICIES,
 };
 
-/// `PUT /api/v1/settings`: every field optional; only those given change.
+/// `PUT /api/v1/settings`: every field optional; only those given change. A nullable setting
+/// (`email`, `default_max_width`, `default_max_height`, `max_quality`) sent as `null` is
+/// cleared; `null` for any other field changes nothing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSettings {
-    pub email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub email: Option<Option<String>>,
     pub delivery_formats: Option<Vec<String>>,
     pub default_quality: Option<i64>,
     pub default_fit_mode: Option<String>,
-    pub default_max_width: Option<i64>,
-    pub default_max_height: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    pub default_max_width: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub default_max_height: Option<Option<i64>>,
     pub theme: Option<String>,
     pub language: Option<String>,
     /// `[]` allows every width again.
@@ -45,17 +50,21 @@ impl UpdateSettings {
     /// Applies the update to `current`, or names the first bad field.
     pub fn apply(self, mut current: AccountSettings) -> Result<AccountSettings, HttpError> {
         let bad = |m: String| Err(HttpError::validation(m));
-        if let Some(email) = self.email {
-            let email = email.trim().to_string();
-            let plausible = email.len() <= 254
-                && email
-                    .split_once('@')
-                    .is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-            if !plausible {
-                return bad("email must be an address like name@example.com".into());
+        match self.email {
+            Some(Some(email)) => {
+                let email = email.trim().to_string();
+                let plausible = email.len() <= 254
+                    && email
+                        .split_once('@')
+                        .is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
+                    && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !plausible {
+                    return bad("email must be an address like name@example.com".into());
+                }
+                current.email = Some(email);
             }
-            current.email = Some(email);
+            Some(None) => current.email = None,
+            None => {}
         }
         if let Some(formats) = self.delivery_formats {
             let mut chosen: Vec<String> = Vec::new();
@@ -102,11 +111,13 @@ impl UpdateSettings {
                 &mut current.default_max_height,
             ),
         ] {
-            if let Some(v) = value {
-                match u32::try_from(v) {
+            match value {
+                Some(Some(v)) => match u32::try_from(v) {
                     Ok(v) if (1..=10_000).contains(&v) => *slot = Some(v),
                     _ => return bad(format!("{name} must be an integer from 1 to 10000")),
-                }
+                },
+                Some(None) => *slot = None,
+                None => {}
             }
         }
         if let Some(theme) = self.theme {
@@ -298,6 +309,35 @@ mod tests {
         assert_eq!(s.theme, "dark");
         assert_eq!(s.default_fit_mode, "cover");
         assert_eq!(s.language, "en");
+    }
+
+    #[test]
+    fn null_clears_a_nullable_setting_and_changes_nothing_else() {
+        let set = update(serde_json::json!({
+            "email": "a@example.com", "default_max_width": 800, "default_max_height": 600,
+            "max_quality": 70
+        }))
+        .unwrap();
+        let cleared = serde_json::from_value::<UpdateSettings>(serde_json::json!({
+            "email": null, "default_max_width": null, "default_max_height": null,
+            "max_quality": null, "theme": null, "default_quality": null
+        }))
+        .unwrap()
+        .apply(set.clone())
+        .unwrap();
+        assert_eq!(cleared.email, None);
+        assert_eq!(cleared.default_max_width, None);
+        assert_eq!(cleared.default_max_height, None);
+        assert_eq!(cleared.max_quality, None);
+        assert_eq!(cleared.theme, set.theme);
+        assert_eq!(cleared.default_quality, set.default_quality);
+        // Absent fields keep their values.
+        let kept = serde_json::from_value::<UpdateSettings>(serde_json::json!({"theme": "dark"}))
+            .unwrap()
+            .apply(set)
+            .unwrap();
+        assert_eq!(kept.default_max_width, Some(800));
+        assert_eq!(kept.email.as_deref(), Some("a@example.com"));
     }
 
     #[test]

@@ -351,6 +351,23 @@ async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
         high.len()
     );
 
+    // `null` clears a nullable setting (what the SDKs send to remove a bound); the URL with
+    // no size is full size again, and the other settings are untouched.
+    let (status, _, body) = api(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/settings",
+        &key,
+        Some(json!({"default_max_width": null, "theme": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["settings"]["default_max_width"].is_null(), "{body}");
+    assert_eq!(body["settings"]["theme"], "dark");
+    assert_eq!(body["settings"]["default_quality"], 30);
+    let (_, _, plain) = node.fetch("/i/acme/pic.png").await;
+    assert_eq!(crate::harness::decode(&plain).width(), 1200);
+
     // Validation and scopes.
     let (status, _, body) = api(
         &node,
