@@ -130,6 +130,8 @@ pub async fn handle(
         }
     };
     params.preset = None;
+    // `format=webp` in the URL: an alias of the extension, over a preset's format too.
+    let ext = params.format.unwrap_or(ext);
 
     let negotiated = params.format_auto;
     let mut output = if negotiated {
@@ -142,6 +144,7 @@ pub async fn handle(
     // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL).
     let transforms = !TransformParams {
         format_auto: false,
+        format: None,
         ..params.clone()
     }
     .is_empty();

@@ -153,6 +153,9 @@ pub struct TransformParams {
     pub preset: Option<String>,
     /// `format=auto`: negotiate the output format from `Accept`.
     pub format_auto: bool,
+    /// `format=jpeg|jpg|png|webp|avif`: this output format, whatever the extension says (an
+    /// alias of the extension, as img-src's SDKs send it). Exclusive with `format_auto`.
+    pub format: Option<OutputFormat>,
     pub bg: Option<Rgb>,
 }
 
@@ -437,7 +440,7 @@ const MSG_BLUR: &str = "blur must be an integer from 0 to 100";
 const MSG_SHARPEN: &str = "sharpen must be an integer from 0 to 100";
 const MSG_ROTATE: &str = "rotate must be one of 0, 90, 180, 270, auto";
 const MSG_FLIP: &str = "flip must be one of h, v, both";
-const MSG_FORMAT: &str = "format must be auto";
+const MSG_FORMAT: &str = "format must be auto, jpeg, jpg, png, webp or avif";
 const MSG_BG: &str = "bg must be 6 hex digits RRGGBB (optionally preceded by %23)";
 const MSG_PRESET: &str = "preset must be p:{name} with a name of 1 to 50 characters from \
                           A-Z, a-z, 0-9, _ and -, and no value";
@@ -546,10 +549,12 @@ fn apply(out: &mut DeliveryQuery, key: Key<'_>, value: &str) -> Result<(), UrlEr
         }
         Key::Flip => p.flip = Some(parse_flip(value).ok_or_else(|| err("flip", MSG_FLIP))?),
         Key::Format => {
-            if value != "auto" {
-                return Err(err("format", MSG_FORMAT));
+            if value == "auto" {
+                (p.format_auto, p.format) = (true, None);
+            } else {
+                let format = parse_ext(value).map_err(|_| err("format", MSG_FORMAT))?;
+                (p.format_auto, p.format) = (false, Some(format));
             }
-            p.format_auto = true;
         }
         Key::Bg => p.bg = Some(parse_bg(value).ok_or_else(|| err("bg", MSG_BG))?),
         Key::Preset(name) => {
@@ -792,7 +797,8 @@ impl TransformParams {
     }
 
     /// `self` (a preset's values) overridden by every parameter `over` (the URL) gives.
-    /// `format=auto` from either side applies; the preset name is `over`'s, else `self`'s.
+    /// `format=auto` from either side applies unless the URL names a format; the preset name
+    /// is `over`'s, else `self`'s.
     pub fn overlay(&self, over: &TransformParams) -> TransformParams {
         TransformParams {
             w: over.w.or(self.w),
@@ -808,7 +814,10 @@ impl TransformParams {
             rotate: over.rotate.or(self.rotate),
             flip: over.flip.or(self.flip),
             preset: over.preset.clone().or_else(|| self.preset.clone()),
-            format_auto: over.format_auto || self.format_auto,
+            format_auto: over.format_auto || (self.format_auto && over.format.is_none()),
+            format: over
+                .format
+                .or(if over.format_auto { None } else { self.format }),
             bg: over.bg.or(self.bg),
         }
     }
@@ -922,6 +931,13 @@ impl TransformParams {
         }
         if self.format_auto {
             push_str_pair(&mut out, "format", "auto");
+        } else if let Some(format) = self.format {
+            // `jpeg` is the normal spelling of JPEG here (the preset API's), `jpg` is accepted.
+            let name = match format {
+                OutputFormat::Jpeg => "jpeg",
+                other => other.extension(),
+            };
+            push_str_pair(&mut out, "format", name);
         }
         if let Some(gray) = self.grayscale {
             push_str_pair(&mut out, "grayscale", if gray { "true" } else { "false" });
@@ -1253,7 +1269,17 @@ mod tests {
                 &[("h", "flip=h"), ("v", "flip=v"), ("both", "flip=both")],
                 &["", "x", "hv", "horizontal"],
             ),
-            ("format", &[("auto", "format=auto")], &["", "webp", "AUTO"]),
+            (
+                "format",
+                &[
+                    ("auto", "format=auto"),
+                    ("webp", "format=webp"),
+                    ("jpg", "format=jpeg"),
+                    ("JPEG", "format=jpeg"),
+                    ("avif", "format=avif"),
+                ],
+                &["", "gif", "jxl", "webp2"],
+            ),
             (
                 "bg",
                 &[
@@ -1819,6 +1845,7 @@ mod tests {
                     flip,
                     preset,
                     format_auto,
+                    format: None,
                     bg,
                 },
             )

@@ -1,7 +1,7 @@
 //! The delivery contract over HTTP: every parameter and fit mode, output formats,
 //! negotiation, headers, 304 and HEAD. Sizes are read back from the decoded responses.
 
-use crate::harness::{TestNode, decode, dimensions, fixture};
+use crate::harness::{TestNode, assert_json_error, decode, dimensions, fixture};
 use image::GenericImageView;
 
 /// ladybird.jpg is 1200x750 (8:5).
@@ -201,6 +201,35 @@ async fn the_original_extension_without_parameters_serves_the_stored_bytes() {
     let (_, headers, _) = node.fetch("/i/demo/ladybird.png").await;
     assert_eq!(headers["content-type"], "image/png");
     assert_eq!(headers["x-cache"], "MISS");
+}
+
+/// `format=webp` (what img-src's SDKs put on the query) names the output format like the
+/// extension does; the original's own format asked that way is still its untouched bytes.
+#[tokio::test]
+async fn an_explicit_format_parameter_is_an_alias_of_the_extension() {
+    let node = TestNode::start().await;
+    for (query, media) in [
+        ("format=webp", "image/webp"),
+        ("format=png&w=300", "image/png"),
+        ("format=JPG&w=300", "image/jpeg"),
+    ] {
+        let (status, headers, body) = node.fetch(&format!("{PHOTO}.avif?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(headers["content-type"], media, "{query}");
+        assert!(headers.get("vary").is_none(), "{query}");
+        let width = decode(&body).width();
+        assert_eq!(
+            width,
+            if query.contains("w=") { 300 } else { 1200 },
+            "{query}"
+        );
+    }
+    let (_, headers, body) = node.fetch("/i/demo/ladybird.webp?format=jpeg").await;
+    assert_eq!(headers["x-cache"], "ORIGINAL");
+    assert_eq!(&body[..], &fixture("photos/ladybird.jpg")[..]);
+    let (status, headers, body) = node.fetch(&format!("{PHOTO}.jpg?format=gif")).await;
+    assert_json_error(status, &headers, &body, 400, "VALIDATION_ERROR");
+    assert!(String::from_utf8_lossy(&body).contains("format must be auto, jpeg"));
 }
 
 #[tokio::test]
