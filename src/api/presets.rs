@@ -58,10 +58,15 @@ fn check_description(description: Option<&str>) -> Result<(), HttpError> {
     }
 }
 
-/// The stored form of `params`: validated, then kept as the client wrote it.
+/// The stored form of `params`: validated, then kept as the client wrote it, less the keys
+/// it set to `null` (unset).
 fn check_params(params: &Value) -> Result<String, HttpError> {
     preset::parse(params).map_err(HttpError::validation)?;
-    Ok(params.to_string())
+    let mut stored = params.clone();
+    if let Value::Object(map) = &mut stored {
+        map.retain(|_, v| !v.is_null());
+    }
+    Ok(stored.to_string())
 }
 
 pub async fn list(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {

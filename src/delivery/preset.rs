@@ -2,10 +2,12 @@
 //! "format": "webp"}`), validated with the delivery URL grammar itself so a preset can hold
 //! exactly what a URL can.
 //!
-//! Keys are the delivery keys plus `format`, which takes `auto` (negotiate) or an output
-//! format (`jpeg`/`jpg`, `png`, `webp`, `avif`) that replaces the URL extension's format.
-//! Unknown keys are refused (a typo in a stored preset must not be silently ignored), as are
-//! nested presets and signatures. Pure and allocation-light; no I/O.
+//! Keys are the delivery keys, `format` included: `auto` (negotiate) or an output format
+//! (`jpeg`/`jpg`, `png`, `webp`, `avif`) that replaces the URL extension's format. `jxl` is
+//! accepted and kept, and applies nothing until JPEG XL output exists (img-src's SDKs offer
+//! it). A key whose value is `null` is unset. Unknown keys are refused (a typo in a stored
+//! preset must not be silently ignored), as are nested presets and signatures. Pure and
+//! allocation-light; no I/O.
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
@@ -45,7 +47,6 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
         return Err("params must be a JSON object of delivery parameters".into());
     };
     let mut query = String::new();
-    let mut output = None;
     for (key, value) in map {
         if !PRESET_KEYS.contains(&key.as_str()) {
             return Err(format!(
@@ -54,27 +55,14 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
             ));
         }
         let text = match value {
+            Value::Null => continue,
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             _ => return Err(format!("params.{key} must be a string, number or boolean")),
         };
-        if key == "format" {
-            match text.as_str() {
-                "auto" => {}
-                "jpeg" | "jpg" => output = Some(OutputFormat::Jpeg),
-                "png" => output = Some(OutputFormat::Png),
-                "webp" => output = Some(OutputFormat::Webp),
-                "avif" => output = Some(OutputFormat::Avif),
-                _ => {
-                    return Err(
-                        "params.format must be one of auto, jpeg, jpg, png, webp, avif".into(),
-                    );
-                }
-            }
-            if output.is_some() {
-                continue;
-            }
+        if key == "format" && text.eq_ignore_ascii_case("jxl") {
+            continue;
         }
         if !query.is_empty() {
             query.push('&');
@@ -83,8 +71,11 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
         query.push('=');
         query.extend(utf8_percent_encode(&text, NON_ALPHANUMERIC));
     }
-    let parsed =
-        url::parse_query(&query).map_err(|e| format!("params.{}: {}", e.key, e.message))?;
+    let mut parsed = url::parse_query(&query).map_err(|e| match e.key.as_str() {
+        "format" => "params.format must be one of auto, jpeg, jpg, png, webp, avif, jxl".into(),
+        key => format!("params.{key}: {}", e.message),
+    })?;
+    let output = parsed.params.format.take();
     Ok(PresetParams {
         params: parsed.params,
         output,
@@ -113,6 +104,19 @@ mod tests {
                 .format_auto
         );
         assert_eq!(parse(&json!({})).unwrap(), PresetParams::default());
+    }
+
+    #[test]
+    fn null_unsets_a_key_and_jxl_is_kept_without_effect() {
+        let p = parse(&json!({"w": 300, "h": null, "format": "jxl"})).unwrap();
+        assert_eq!((p.params.w, p.params.h, p.output), (Some(300), None, None));
+        assert!(!p.params.format_auto);
+        let jpeg = parse(&json!({"format": "JPG", "q": null})).unwrap();
+        assert_eq!(jpeg.output, Some(OutputFormat::Jpeg));
+        assert_eq!(
+            jpeg.params.format, None,
+            "the format is the preset's output, not a param"
+        );
     }
 
     #[test]

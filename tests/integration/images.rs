@@ -504,9 +504,27 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
         );
         assert_eq!(dimensions(&body), (120, 80), "{spelling}");
     }
-    // Explicit parameters override the preset's.
+    // Explicit parameters override the preset's; the query's own format too.
     let (_, _, body) = node.fetch("/i/acme/bug.jpg?p:card&w=60").await;
     assert_eq!(dimensions(&body), (60, 80));
+    let (_, headers, _) = node.fetch("/i/acme/bug.jpg?p:card&format=png").await;
+    assert_eq!(headers["content-type"], "image/png");
+    // What the SDKs send: `null` unsets a key (and is not stored), `jxl` is accepted and
+    // applies nothing until JPEG XL output exists.
+    let (status, sdk) = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/settings/presets",
+        &key,
+        Some(json!({"name": "sdk", "params": {"w": 90, "h": null, "q": null, "format": "jxl"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sdk}");
+    assert_eq!(sdk["params"], json!({"w": 90, "format": "jxl"}));
+    let (code, headers, body) = node.fetch("/i/acme/bug.jpg?p:sdk").await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(dimensions(&body).0, 90);
     // An unknown preset, a bad one: 400.
     let (code, headers, body) = node.fetch("/i/acme/bug.jpg?p:nope").await;
     assert_json_error(code, &headers, &body, 400, "VALIDATION_ERROR");
@@ -561,14 +579,23 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     let (_, headers, _) = node.fetch("/i/acme/bug.jpg?p:card").await;
     assert_eq!(headers["x-cache"], "HIT-MEMORY");
 
-    // usage_count counts renders (3 spellings share one, the override, the edit: 3), written
-    // at the usage flush: stop the node (which flushes) and read the database.
+    // usage_count counts renders (3 spellings share one, the override, the query's format,
+    // the edit: 4; `sdk`: 1), written at the usage flush: stop the node (which flushes) and
+    // read the database.
     let dir = node.stop().await;
     let url = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
     let store = imgnode::store::Store::open(&url).await.unwrap();
     let presets = store.presets("acme").await.unwrap();
-    assert_eq!(presets.len(), 1);
-    assert_eq!(presets[0].usage_count, 3);
+    let count = |name: &str| {
+        presets
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.usage_count)
+    };
+    assert_eq!(
+        (presets.len(), count("card"), count("sdk")),
+        (2, Some(4), Some(1))
+    );
     store.close().await;
 }
 
