@@ -766,6 +766,35 @@ pub async fn set_visibility(
 pub struct SignedUrlRequest {
     #[serde(alias = "expires_in")]
     pub expires_in_seconds: Option<i64>,
+    /// Older img-src clients: the transform the URL is for, as delivery parameters (an object
+    /// such as `{"w": 400, "format": "webp"}`, or a query string `w=400&format=webp`). They
+    /// become part of the signed URL.
+    #[serde(alias = "transformation")]
+    pub transform: Option<serde_json::Value>,
+}
+
+/// A `transform` body as a validated delivery query in its normal (signed) spelling.
+fn transform_query(value: &serde_json::Value) -> Result<String, HttpError> {
+    use serde_json::Value;
+    let bad = |m: String| HttpError::validation(m);
+    let raw = match value {
+        Value::Null => return Ok(String::new()),
+        Value::String(q) => q.trim_start_matches('?').to_string(),
+        Value::Object(map) => {
+            crate::delivery::preset::object_query(map, "transform").map_err(bad)?
+        }
+        _ => {
+            return Err(bad(
+                "transform must be an object of delivery parameters or a query string".into(),
+            ));
+        }
+    };
+    let parsed = crate::delivery::url::parse_query(&raw)
+        .map_err(|e| bad(format!("transform.{}: {}", e.key, e.message)))?;
+    if parsed.signature.is_some() || parsed.expires.is_some() {
+        return Err(bad("transform: sig and exp are the node's to add".into()));
+    }
+    Ok(parsed.params.signing_query())
 }
 
 pub async fn signed_url(
@@ -781,6 +810,12 @@ pub async fn signed_url(
             "expires_in_seconds must be an integer from {SIGNED_URL_MIN} to {SIGNED_URL_MAX}"
         )));
     }
+    let transform = body
+        .transform
+        .as_ref()
+        .map(transform_query)
+        .transpose()?
+        .unwrap_or_default();
     let image = owned_image(state, who, id).await?;
     let paths = state.store.image_paths(&who.account, id).await?;
     let path = paths
@@ -789,14 +824,19 @@ pub async fn signed_url(
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
     let path = &path;
     let expires_at = crate::store::now_unix() + ttl;
+    let query = if transform.is_empty() {
+        format!("exp={expires_at}")
+    } else {
+        format!("{transform}&exp={expires_at}")
+    };
     let url = crate::delivery::url::DeliveryUrl::parse(
         &format!("{}/{}", image.account, encode_path(path)),
-        &format!("exp={expires_at}"),
+        &query,
     )
     .map_err(|e| HttpError::internal(format!("stored path {path}: {e}")))?;
     let sig = state.signing.sign(&url.signing_message());
     let signed = format!(
-        "{}?exp={expires_at}&sig={sig}",
+        "{}?{query}&sig={sig}",
         delivery_url(base, &who.account, path)
     );
     Ok(response::json(

@@ -46,11 +46,28 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
     let Value::Object(map) = value else {
         return Err("params must be a JSON object of delivery parameters".into());
     };
+    let query = object_query(map, "params")?;
+    let mut parsed = url::parse_query(&query).map_err(|e| match e.key.as_str() {
+        "format" => "params.format must be one of auto, jpeg, jpg, png, webp, avif, jxl".into(),
+        key => format!("params.{key}: {}", e.message),
+    })?;
+    let output = parsed.params.format.take();
+    Ok(PresetParams {
+        params: parsed.params,
+        output,
+    })
+}
+
+/// A JSON object of delivery parameters (`{"w": 400, "format": "webp"}`) as a delivery query
+/// string, for the URL grammar to validate: keys among [`PRESET_KEYS`], scalar values, `null`
+/// skipped (unset), `format: jxl` skipped (nothing to apply yet). Errors are prefixed with
+/// `what` (`params.w ...`).
+pub fn object_query(map: &serde_json::Map<String, Value>, what: &str) -> Result<String, String> {
     let mut query = String::new();
     for (key, value) in map {
         if !PRESET_KEYS.contains(&key.as_str()) {
             return Err(format!(
-                "params.{key} is not a preset parameter; use {}",
+                "{what}.{key} is not a delivery parameter; use {}",
                 PRESET_KEYS.join(", ")
             ));
         }
@@ -59,7 +76,7 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            _ => return Err(format!("params.{key} must be a string, number or boolean")),
+            _ => return Err(format!("{what}.{key} must be a string, number or boolean")),
         };
         if key == "format" && text.eq_ignore_ascii_case("jxl") {
             continue;
@@ -71,15 +88,7 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
         query.push('=');
         query.extend(utf8_percent_encode(&text, NON_ALPHANUMERIC));
     }
-    let mut parsed = url::parse_query(&query).map_err(|e| match e.key.as_str() {
-        "format" => "params.format must be one of auto, jpeg, jpg, png, webp, avif, jxl".into(),
-        key => format!("params.{key}: {}", e.message),
-    })?;
-    let output = parsed.params.format.take();
-    Ok(PresetParams {
-        params: parsed.params,
-        output,
-    })
+    Ok(query)
 }
 
 #[cfg(test)]

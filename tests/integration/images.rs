@@ -658,6 +658,50 @@ async fn signatures_rotate_lock_the_node_and_guard_private_images() {
     assert_eq!(node.fetch(local(url)).await.0, 200);
     let exp = signed["expires_at"].as_i64().unwrap();
     assert_eq!(local(url), sign(&new_keys, "acme/bug.jpg", exp));
+    // Older clients name the transform the URL is for (`transform` or `transformation`, an
+    // object or a query string): it is signed into the URL.
+    for body in [
+        json!({"transform": {"w": 150, "format": "webp", "q": null}}),
+        json!({"transformation": "?format=webp&w=150"}),
+    ] {
+        let (status, signed) = api(
+            &node,
+            reqwest::Method::POST,
+            &format!("/api/v1/images/{id}/signed-url"),
+            &key,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}: {signed}");
+        let url = local(signed["signed_url"].as_str().unwrap()).to_string();
+        assert!(
+            url.starts_with("/i/acme/bug.jpg?format=webp&w=150&exp="),
+            "{url}"
+        );
+        let (code, headers, image) = node.fetch(&url).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(headers["content-type"], "image/webp");
+        assert_eq!(dimensions(&image).0, 150);
+        let (code, _, _) = node.fetch(&url.replace("w=150", "w=151")).await;
+        assert_eq!(code, 403, "the transform is signed");
+    }
+    for body in [
+        json!({"transform": {"width": 150}}),
+        json!({"transform": "w=0"}),
+        json!({"transform": "w=10&sig=abc"}),
+        json!({"transform": [1]}),
+    ] {
+        let (status, err) = api(
+            &node,
+            reqwest::Method::POST,
+            &format!("/api/v1/images/{id}/signed-url"),
+            &key,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["code"], "VALIDATION_ERROR");
+    }
 
     // Refused: a stranger's key, an expired URL, a changed parameter, a changed expiry.
     let refused = [
