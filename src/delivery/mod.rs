@@ -110,8 +110,8 @@ pub async fn handle(
         return Err(HttpError::not_found());
     }
 
-    let (mut params, ext, preset_id) = match &url.query.params.preset {
-        None => (url.query.params.clone(), url.ext, None),
+    let (mut params, preset_output, preset_id) = match &url.query.params.preset {
+        None => (url.query.params.clone(), None, None),
         Some(name) => {
             let preset = caches
                 .meta
@@ -124,14 +124,24 @@ pub async fn handle(
                 .map_err(|e| HttpError::internal(format!("preset {}: {e}", preset.id)))?;
             (
                 values.params.overlay(&url.query.params),
-                values.output.unwrap_or(url.ext),
+                values.output,
                 Some(preset.id.clone()),
             )
         }
     };
     params.preset = None;
-    // `format=webp` in the URL: an alias of the extension, over a preset's format too.
-    let ext = params.format.unwrap_or(ext);
+    // The output format, most specific first: the query's `format=webp` (an alias of the
+    // extension); a preset's format, when the URL does not ask for another one (its extension
+    // is the original's own, or it says `format=auto`); the extension.
+    let own_extension = image.format.as_output() == Some(url.ext);
+    let ext = match (url.query.params.format, preset_output) {
+        (Some(format), _) => format,
+        (None, Some(format)) if own_extension || url.query.params.format_auto => {
+            params.format_auto = false;
+            format
+        }
+        _ => url.ext,
+    };
 
     let negotiated = params.format_auto;
     let mut output = if negotiated {

@@ -509,6 +509,19 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     assert_eq!(dimensions(&body), (60, 80));
     let (_, headers, _) = node.fetch("/i/acme/bug.jpg?p:card&format=png").await;
     assert_eq!(headers["content-type"], "image/png");
+    // The preset's format applies where the URL does not ask for another: on the original's
+    // own extension (above) and with `format=auto`; another extension wins over it.
+    for (url, media) in [
+        ("/i/acme/bug.avif?p:card", "image/avif"),
+        ("/i/acme/bug.png?p:card", "image/png"),
+        ("/i/acme/bug.jpg?p:card&format=auto", "image/webp"),
+    ] {
+        let (code, headers, body) = node.fetch(url).await;
+        assert_eq!(code, 200, "{url}");
+        assert_eq!(headers["content-type"], media, "{url}");
+        assert!(headers.get("vary").is_none(), "{url}");
+        assert_eq!(dimensions(&body), (120, 80), "{url}");
+    }
     // What the SDKs send: `null` unsets a key (and is not stored), `jxl` is accepted and
     // applies nothing until JPEG XL output exists.
     let (status, sdk) = api(
@@ -579,9 +592,10 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     let (_, headers, _) = node.fetch("/i/acme/bug.jpg?p:card").await;
     assert_eq!(headers["x-cache"], "HIT-MEMORY");
 
-    // usage_count counts renders (3 spellings share one, the override, the query's format,
-    // the edit: 4; `sdk`: 1), written at the usage flush: stop the node (which flushes) and
-    // read the database.
+    // usage_count counts renders (3 spellings share one, the override, the query's PNG, the
+    // AVIF, the edit: 5; `.png` and `format=auto` were cache hits of the PNG and the WebP;
+    // `sdk`: 1), written at the usage flush: stop the node (which flushes) and read the
+    // database.
     let dir = node.stop().await;
     let url = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
     let store = imgnode::store::Store::open(&url).await.unwrap();
@@ -594,7 +608,7 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     };
     assert_eq!(
         (presets.len(), count("card"), count("sdk")),
-        (2, Some(4), Some(1))
+        (2, Some(5), Some(1))
     );
     store.close().await;
 }
