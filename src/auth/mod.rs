@@ -1,7 +1,8 @@
 //! Tenant authentication: API keys and their scopes.
 //!
-//! A key is `{prefix}{64 hex digits}` from the OS random source; only its SHA-256 is stored,
-//! and the full key is shown once, when issued. Lookups are cached briefly in memory, and a
+//! A key is `{prefix}{49 hex digits}` from the OS random source (56 characters with
+//! `imgsrc_`, img-src's documented length; keys issued with 64 digits before still work); only
+//! its SHA-256 is stored, and the full key is shown once, when issued. Lookups are cached briefly in memory, and a
 //! revocation evicts the key here before it answers, so it is refused on the next call.
 //! Usage (`last_used_at`, `total_requests`) is counted in memory and written by
 //! `flush_usage` on an interval and at shutdown: no database write per request.
@@ -22,6 +23,9 @@ use crate::cluster::{Broadcaster, Notice};
 use sha2::{Digest, Sha256};
 
 use crate::store::{ApiKeyRecord, NewApiKey, Store, StoreError, now_unix};
+
+/// Characters after the prefix in a key the node issues (hex digits).
+const SECRET_CHARS: usize = 49;
 
 /// The default key prefix, as the img-src service issues them.
 pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
@@ -269,7 +273,11 @@ impl ApiKeys {
         OsRng
             .try_fill_bytes(&mut random)
             .map_err(|_| AuthError::Random)?;
-        let secret = format!("{}{}", self.prefix, hex::encode(&random[..32]));
+        // img-src's documented length: `imgsrc_` and 49 characters, 56 in all (196 bits of
+        // the OS random source). Keys issued longer before keep working: only the hash of the
+        // whole token is looked up.
+        let mut secret = format!("{}{}", self.prefix, hex::encode(&random[..25]));
+        secret.truncate(self.prefix.len() + SECRET_CHARS);
         let id = format!("key_{}", hex::encode(&random[32..]));
         let key_prefix = secret.chars().take(self.prefix.len() + 8).collect();
         let record = store
@@ -468,7 +476,8 @@ mod tests {
             .await
             .unwrap();
         assert!(issued.secret.starts_with("imgsrc_"));
-        assert_eq!(issued.secret.len(), 7 + 64);
+        assert_eq!(issued.secret.len(), 56, "img-src's documented length");
+        assert!(issued.secret[7..].bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(issued.secret.starts_with(&issued.record.key_prefix));
         let who = keys
             .authenticate(&s, Some(&format!("Bearer {}", issued.secret)))
@@ -487,6 +496,36 @@ mod tests {
             let secret_part = secret_part.as_bytes();
             assert!(!db.windows(secret_part.len()).any(|w| w == secret_part));
         }
+    }
+
+    #[tokio::test]
+    async fn keys_issued_longer_before_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let old = format!("imgsrc_{}", "ab12".repeat(16));
+        assert_eq!(old.len(), 71);
+        s.create_api_key(
+            &NewApiKey {
+                id: "key_0123456789abcdef".into(),
+                account: "acme".into(),
+                name: "old".into(),
+                key_hash: hash_key(&old),
+                key_prefix: old[..15].into(),
+                scopes: Scopes::DEFAULT.as_str().to_string(),
+                expires_at: None,
+                parent: None,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+        let keys = ApiKeys::new(DEFAULT_KEY_PREFIX);
+        let who = keys
+            .authenticate(&s, Some(&format!("Bearer {old}")))
+            .await
+            .unwrap();
+        assert_eq!(who.account, "acme");
+        s.close().await;
     }
 
     #[tokio::test]

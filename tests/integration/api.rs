@@ -393,6 +393,8 @@ async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
     )
     .await;
     let reader = created["key"].as_str().unwrap();
+    // img-src's documented key format: `imgsrc_` and a secret, 56 characters.
+    assert_eq!((reader.len(), &reader[..7]), (56, "imgsrc_"));
     assert_eq!(
         api(
             &node,
