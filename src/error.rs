@@ -97,6 +97,8 @@ pub struct HttpError {
     pub detail: Option<String>,
     /// Seconds, for 503/429.
     pub retry_after: Option<u64>,
+    /// For 405: the methods the route accepts (`Allow`); `None` means `GET, HEAD`.
+    pub allow: Option<&'static str>,
 }
 
 impl HttpError {
@@ -106,6 +108,18 @@ impl HttpError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// `405 METHOD_NOT_ALLOWED` naming the methods the route accepts.
+    pub fn method_not_allowed(allow: &'static str) -> HttpError {
+        HttpError {
+            allow: Some(allow),
+            ..HttpError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("method not allowed on this route; use {allow}"),
+            )
         }
     }
 

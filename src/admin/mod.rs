@@ -89,10 +89,15 @@ impl OpsRoute {
         };
         let head_ok = allowed == Method::GET && method == Method::HEAD;
         if method != allowed && !head_ok {
-            return Err(HttpError::new(
-                ErrorCode::MethodNotAllowed,
-                format!("use {allowed}"),
-            ));
+            // What the path takes, for `Allow`: several methods on two paths.
+            let allow = match segments.as_slice() {
+                ["admin", "v1", "accounts"] => "GET, HEAD, POST",
+                ["admin", "v1", "accounts", _] => "GET, HEAD, PATCH, DELETE",
+                _ if allowed == Method::POST => "POST",
+                _ if allowed == Method::DELETE => "DELETE",
+                _ => "GET, HEAD",
+            };
+            return Err(HttpError::method_not_allowed(allow));
         }
         Ok(route)
     }

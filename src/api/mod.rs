@@ -56,21 +56,30 @@ pub enum ApiRoute {
     CreateKey,
     DeleteKey(String),
     NotFound,
+    /// A known path with a method it does not take: the methods it does (`Allow`).
+    NotAllowed(&'static str),
 }
 
 impl ApiRoute {
-    /// Matches `path` (which starts with `/api/v1/`) and `method`.
-    pub fn parse(method: &Method, path: &str) -> Result<ApiRoute, HttpError> {
+    /// Matches `path` (which starts with `/api/v1/`) and `method`; HEAD matches wherever GET
+    /// does. A known path with a method it does not take is [`ApiRoute::NotAllowed`], answered
+    /// after authentication like every other call (with the rate-limit headers).
+    pub fn parse(method: &Method, path: &str) -> ApiRoute {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         let rest = path.strip_prefix("/api/v1/").unwrap_or("");
         if let Some(tail) = rest.strip_prefix("images/path/") {
             return match *method {
-                Method::DELETE if !tail.is_empty() => Ok(ApiRoute::DeletePath(tail.to_string())),
-                _ => Err(not_allowed()),
+                Method::DELETE if !tail.is_empty() => ApiRoute::DeletePath(tail.to_string()),
+                _ => ApiRoute::NotAllowed("DELETE"),
             };
         }
         let segments: Vec<&str> = rest.split('/').collect();
         let id = |s: &str| s.to_string();
-        let route = match (method, segments.as_slice()) {
+        match (method, segments.as_slice()) {
             (&Method::POST, ["images"]) => ApiRoute::Upload,
             (&Method::GET, ["images"]) => ApiRoute::ListImages,
             (&Method::GET, ["images", "search"]) => ApiRoute::SearchImages,
@@ -78,9 +87,10 @@ impl ApiRoute {
             (&Method::DELETE, ["images", i]) if !i.is_empty() => ApiRoute::DeleteImage(id(i)),
             (&Method::POST, ["images", i, "signed-url"]) => ApiRoute::SignedUrl(id(i)),
             (&Method::PATCH, ["images", i, "visibility"]) => ApiRoute::SetVisibility(id(i)),
-            (_, ["images"])
-            | (_, ["images", _])
-            | (_, ["images", _, "signed-url" | "visibility"]) => return Err(not_allowed()),
+            (_, ["images"]) => ApiRoute::NotAllowed("GET, HEAD, POST"),
+            (_, ["images", _]) => ApiRoute::NotAllowed("GET, HEAD, DELETE"),
+            (_, ["images", _, "signed-url"]) => ApiRoute::NotAllowed("POST"),
+            (_, ["images", _, "visibility"]) => ApiRoute::NotAllowed("PATCH"),
             (&Method::GET, ["settings", "presets"]) => ApiRoute::ListPresets,
             (&Method::POST, ["settings", "presets"]) => ApiRoute::CreatePreset,
             (&Method::GET, ["settings", "presets", p]) if !p.is_empty() => {
@@ -92,28 +102,25 @@ impl ApiRoute {
             (&Method::DELETE, ["settings", "presets", p]) if !p.is_empty() => {
                 ApiRoute::DeletePreset(id(p))
             }
-            (_, ["settings", "presets"]) | (_, ["settings", "presets", _]) => {
-                return Err(not_allowed());
-            }
+            (_, ["settings", "presets"]) => ApiRoute::NotAllowed("GET, HEAD, POST"),
+            (_, ["settings", "presets", _]) => ApiRoute::NotAllowed("GET, HEAD, PUT, DELETE"),
             (&Method::GET, ["usage"]) => ApiRoute::GetUsage,
             (&Method::GET, ["account", "export"]) => ApiRoute::ExportAccount,
             (&Method::DELETE, ["account"]) => ApiRoute::EraseAccount,
-            (_, ["account"]) | (_, ["account", "export"]) => return Err(not_allowed()),
-            (_, ["usage"]) => return Err(not_allowed()),
+            (_, ["account"]) => ApiRoute::NotAllowed("DELETE"),
+            (_, ["account", "export"] | ["usage"]) => ApiRoute::NotAllowed("GET, HEAD"),
             (&Method::GET, ["settings"]) => ApiRoute::GetSettings,
             (&Method::PUT, ["settings"]) => ApiRoute::UpdateSettings,
-            (_, ["settings"]) => return Err(not_allowed()),
+            (_, ["settings"]) => ApiRoute::NotAllowed("GET, HEAD, PUT"),
             (&Method::GET, ["settings", "api-keys"]) => ApiRoute::ListKeys,
             (&Method::POST, ["settings", "api-keys"]) => ApiRoute::CreateKey,
             (&Method::DELETE, ["settings", "api-keys", id]) if !id.is_empty() => {
                 ApiRoute::DeleteKey((*id).to_string())
             }
-            (_, ["settings", "api-keys"]) | (_, ["settings", "api-keys", _]) => {
-                return Err(not_allowed());
-            }
+            (_, ["settings", "api-keys"]) => ApiRoute::NotAllowed("GET, HEAD, POST"),
+            (_, ["settings", "api-keys", _]) => ApiRoute::NotAllowed("DELETE"),
             _ => ApiRoute::NotFound,
-        };
-        Ok(route)
+        }
     }
 
     /// The scope a key needs for this route.
@@ -127,7 +134,8 @@ impl ApiRoute {
             | ApiRoute::GetUsage
             | ApiRoute::GetSettings
             | ApiRoute::ListKeys
-            | ApiRoute::NotFound => Scope::Read,
+            | ApiRoute::NotFound
+            | ApiRoute::NotAllowed(_) => Scope::Read,
             // A signed URL grants access to a private image: it is a write.
             ApiRoute::Upload
             | ApiRoute::DeleteImage(_)
@@ -191,6 +199,7 @@ impl ApiRoute {
             ApiRoute::CreateKey => "api_keys_create",
             ApiRoute::DeleteKey(_) => "api_keys_delete",
             ApiRoute::NotFound => "api_not_found",
+            ApiRoute::NotAllowed(_) => "api_bad_method",
         }
     }
 }
@@ -362,6 +371,10 @@ async fn run(
         drain(req).await;
         return Err(HttpError::new(ErrorCode::NotFound, "no such route"));
     }
+    if let ApiRoute::NotAllowed(allow) = route {
+        drain(req).await;
+        return Err(HttpError::method_not_allowed(allow));
+    }
     if !principal.scopes.allows(route.scope()) {
         drain(req).await;
         return Err(HttpError::forbidden(format!(
@@ -435,6 +448,7 @@ async fn run(
         ApiRoute::CreateKey => create_key(state, principal, read_json(req).await?).await,
         ApiRoute::DeleteKey(id) => delete_key(state, principal, &id).await,
         ApiRoute::NotFound => Err(HttpError::new(ErrorCode::NotFound, "no such route")),
+        ApiRoute::NotAllowed(allow) => Err(HttpError::method_not_allowed(allow)),
     }
 }
 
@@ -652,13 +666,6 @@ pub(crate) async fn drain(req: Request<Incoming>) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), body).await;
 }
 
-fn not_allowed() -> HttpError {
-    HttpError::new(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this route",
-    )
-}
-
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, HttpError> {
     Ok(Limited::new(req.into_body(), MAX_JSON_BODY)
         .collect()
@@ -697,16 +704,27 @@ mod tests {
     #[test]
     fn routes_match_methods() {
         assert_eq!(
-            ApiRoute::parse(&Method::GET, "/api/v1/settings/api-keys").unwrap(),
+            ApiRoute::parse(&Method::GET, "/api/v1/settings/api-keys"),
             ApiRoute::ListKeys
         );
         assert_eq!(
-            ApiRoute::parse(&Method::DELETE, "/api/v1/settings/api-keys/key_1").unwrap(),
+            ApiRoute::parse(&Method::DELETE, "/api/v1/settings/api-keys/key_1"),
             ApiRoute::DeleteKey("key_1".into())
         );
-        assert!(ApiRoute::parse(&Method::PUT, "/api/v1/settings/api-keys").is_err());
         assert_eq!(
-            ApiRoute::parse(&Method::GET, "/api/v1/nothing").unwrap(),
+            ApiRoute::parse(&Method::PUT, "/api/v1/settings/api-keys"),
+            ApiRoute::NotAllowed("GET, HEAD, POST")
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::HEAD, "/api/v1/settings/presets/p1"),
+            ApiRoute::GetPreset("p1".into())
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/api/v1/images/path/a/b.jpg"),
+            ApiRoute::NotAllowed("DELETE")
+        );
+        assert_eq!(
+            ApiRoute::parse(&Method::GET, "/api/v1/nothing"),
             ApiRoute::NotFound
         );
         assert_eq!(ApiRoute::CreateKey.scope(), Scope::Write);

@@ -52,7 +52,8 @@ pub fn error(
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     if err.code == ErrorCode::MethodNotAllowed {
-        h.insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let allow = err.allow.unwrap_or("GET, HEAD");
+        h.insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     res
 }

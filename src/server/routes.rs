@@ -89,15 +89,13 @@ impl Handler for PublicHandler {
 
         let mut rate = None;
         let (res, cache, label) = match route {
-            PublicRoute::Api => match crate::api::ApiRoute::parse(&method, &path) {
-                Ok(api) => {
-                    let label = api.label();
-                    let outcome = crate::api::handle(state, api, req, client).await;
-                    rate = outcome.rate;
-                    (outcome.result, None, label)
-                }
-                Err(e) => (Err(e), None, "api_bad_method"),
-            },
+            PublicRoute::Api => {
+                let api = crate::api::ApiRoute::parse(&method, &path);
+                let label = api.label();
+                let outcome = crate::api::handle(state, api, req, client).await;
+                rate = outcome.rate;
+                (outcome.result, None, label)
+            }
             _ if !get_like => (
                 Err(HttpError::new(
                     ErrorCode::MethodNotAllowed,

@@ -145,6 +145,81 @@ async fn other_methods_are_405() {
         "METHOD_NOT_ALLOWED",
     );
     assert_eq!(h["allow"], "GET, HEAD");
+
+    // The tenant API: `Allow` names what the route takes, the answer comes after
+    // authentication with the rate-limit headers, and HEAD works wherever GET does.
+    let key = node.account_key("demo", "read,write").await;
+    for (method, path, allow) in [
+        (
+            reqwest::Method::PUT,
+            "/api/v1/settings/api-keys",
+            "GET, HEAD, POST",
+        ),
+        (reqwest::Method::POST, "/api/v1/settings", "GET, HEAD, PUT"),
+        (
+            reqwest::Method::GET,
+            "/api/v1/images/abc/signed-url",
+            "POST",
+        ),
+        (reqwest::Method::PATCH, "/api/v1/usage", "GET, HEAD"),
+    ] {
+        let res = node
+            .client
+            .request(method.clone(), format!("{}{path}", node.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let (status, h) = (res.status().as_u16(), res.headers().clone());
+        let body = res.bytes().await.unwrap();
+        assert_json_error(status, &h, &body, 405, "METHOD_NOT_ALLOWED");
+        assert_eq!(h["allow"], allow, "{method} {path}");
+        assert!(h.contains_key("x-ratelimit-limit"), "{method} {path}");
+    }
+    let res = node
+        .client
+        .head(format!("{}/api/v1/settings", node.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert!(res.bytes().await.unwrap().is_empty());
+    // The operator API names its routes' methods too.
+    let operated = TestNode::start_operated("").await;
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/admin/v1/purge", "POST"),
+        (
+            reqwest::Method::POST,
+            "/admin/v1/accounts/demo",
+            "GET, HEAD, PATCH, DELETE",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/admin/v1/accounts",
+            "GET, HEAD, POST",
+        ),
+        (reqwest::Method::POST, "/metrics", "GET, HEAD"),
+    ] {
+        let res = operated
+            .client
+            .request(method.clone(), format!("{}{path}", operated.ops))
+            .bearer_auth(crate::harness::OPERATOR)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+    }
+    // Without a key, the route's 405 is not reached: 401 first, as for every route.
+    let res = node
+        .client
+        .put(format!("{}/api/v1/settings/api-keys", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 #[tokio::test]
