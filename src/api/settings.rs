@@ -35,6 +35,7 @@ pub struct UpdateSettings {
     /// `null` removes the bound.
     #[serde(default, deserialize_with = "present")]
     pub max_quality: Option<Option<i64>>,
+    pub serve_originals: Option<bool>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
@@ -166,6 +167,9 @@ impl UpdateSettings {
             }
             current.widths_policy = rule;
         }
+        if let Some(serve) = self.serve_originals {
+            current.serve_originals = serve;
+        }
         match self.max_quality {
             None => {}
             Some(None) => current.max_quality = None,
@@ -206,6 +210,7 @@ pub async fn settings_json(
         "allowed_widths": s.allowed_widths,
         "widths_policy": s.widths_policy,
         "max_quality": s.max_quality,
+        "serve_originals": s.serve_originals,
         "created_at": record.created_at,
         "updated_at": stored.updated_at.unwrap_or(record.created_at),
         "total_uploads": uploads,

@@ -151,15 +151,23 @@ pub async fn handle(
     };
     let head_only = req.method == Method::HEAD;
 
-    // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL).
+    // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL),
+    // unless they exceed the account's default maximum size: then, unsigned and without
+    // `serve_originals`, the URL is rendered within it like any URL without a size.
+    let settings = caches.meta.settings(&state.store, &account.name).await?;
     let transforms = !TransformParams {
         format_auto: false,
         format: None,
         ..params.clone()
     }
     .is_empty();
-    let passthrough = !transforms && image.format.as_output() == Some(output);
-    if state.config.delivery.require_signature && !signed && !passthrough {
+    let bare = !transforms && image.format.as_output() == Some(output);
+    let within_bounds = settings.default_max_width.is_none_or(|w| image.width <= w)
+        && settings
+            .default_max_height
+            .is_none_or(|h| image.height <= h);
+    let passthrough = bare && (signed || settings.serve_originals || within_bounds);
+    if state.config.delivery.require_signature && !signed && !bare {
         // A bare format conversion (`photo.avif` of a JPEG) is a render like any other.
         return Err(HttpError::forbidden(SIGNATURE_REQUIRED));
     }
@@ -194,7 +202,6 @@ pub async fn handle(
         return Ok((meta.respond(state, bytes, head_only), meta.cache));
     }
 
-    let settings = caches.meta.settings(&state.store, &account.name).await?;
     let limits = &state.config.limits;
     let mut transform = params.resolve(&defaults_of(&settings), limits);
     budget::apply_size_policy(&mut transform, &settings)?;

@@ -29,6 +29,10 @@ pub struct AccountSettings {
     pub widths_policy: String,
     /// Highest `q` delivery renders; higher requests get this one.
     pub max_quality: Option<u8>,
+    /// Whether the stored extension without parameters answers the original's bytes even when
+    /// they exceed `default_max_width`/`height` (otherwise such a URL is rendered within them,
+    /// and the full-size original takes a signed URL).
+    pub serve_originals: bool,
 }
 
 /// Values of `widths_policy`.
@@ -54,6 +58,7 @@ impl Default for AccountSettings {
             allowed_widths: Vec::new(),
             widths_policy: "snap".into(),
             max_quality: None,
+            serve_originals: false,
         }
     }
 }

@@ -351,6 +351,43 @@ async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
         high.len()
     );
 
+    // The stored extension without parameters is bounded too: rendered within the maximum,
+    // not the original's bytes; those take a signed URL, or `serve_originals`.
+    let (_, headers, body) = node.fetch("/i/acme/pic.jpg").await;
+    assert_eq!(crate::harness::decode(&body).width(), 300);
+    assert_ne!(headers["x-cache"], "ORIGINAL");
+    let (_, _, list) = api(&node, reqwest::Method::GET, "/api/v1/images", &key, None).await;
+    let id = list["images"][0]["id"].as_str().unwrap().to_string();
+    let (status, _, signed) = api(
+        &node,
+        reqwest::Method::POST,
+        &format!("/api/v1/images/{id}/signed-url"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{signed}");
+    let url = signed["signed_url"].as_str().unwrap();
+    let (_, headers, body) = node.fetch(&url[url.find("/i/").unwrap()..]).await;
+    assert_eq!(headers["x-cache"], "ORIGINAL");
+    assert_eq!(&body[..], &photo[..]);
+    for (serve, cache) in [(true, "ORIGINAL"), (false, "HIT-MEMORY")] {
+        let (status, _, body) = api(
+            &node,
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            &key,
+            Some(json!({"serve_originals": serve})),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["settings"]["serve_originals"]),
+            (200, &json!(serve))
+        );
+        let (_, headers, _) = node.fetch("/i/acme/pic.jpg").await;
+        assert_eq!(headers["x-cache"], cache, "serve_originals {serve}");
+    }
+
     // `null` clears a nullable setting (what the SDKs send to remove a bound); the URL with
     // no size is full size again, and the other settings are untouched.
     let (status, _, body) = api(
@@ -367,6 +404,8 @@ async fn settings_defaults_apply_to_delivery_urls_that_do_not_set_them() {
     assert_eq!(body["settings"]["default_quality"], 30);
     let (_, _, plain) = node.fetch("/i/acme/pic.png").await;
     assert_eq!(crate::harness::decode(&plain).width(), 1200);
+    let (_, headers, _) = node.fetch("/i/acme/pic.jpg").await;
+    assert_eq!(headers["x-cache"], "ORIGINAL");
 
     // Validation and scopes.
     let (status, _, body) = api(
