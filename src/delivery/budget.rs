@@ -5,6 +5,7 @@
 //! cache key is that of what is really rendered, and URLs that differ only by what a policy
 //! removes share one variant. No I/O, no pixels.
 
+use super::url::{TransformDefaults, TransformParams};
 use crate::error::{ErrorCode, HttpError};
 use crate::pipeline::{Limits, Transform, plan};
 use crate::ratelimit::RateState;
@@ -81,6 +82,37 @@ pub fn fit_pixels(source: (u32, u32), t: &mut Transform, limits: &Limits, budget
         // One side or none: that side (or the width) decides, the other follows.
         (None, Some(_)) => t.height = Some(shrink(h)),
         _ => t.width = Some(shrink(w)),
+    }
+}
+
+/// `dpr` pushing the output past `limits.max_output_pixels` is clamped like `dpr` past the
+/// side limit (`TransformParams::resolve`): `t` is shrunk, shape kept, to the largest size
+/// under the limit. A size already over the limit without `dpr` is left for the render to
+/// refuse (400), as the spec wants for an explicit over-limit size.
+pub fn clamp_dpr(
+    source: (u32, u32),
+    params: &TransformParams,
+    defaults: &TransformDefaults,
+    t: &mut Transform,
+    limits: &Limits,
+) {
+    if params.dpr.is_none_or(|d| d.hundredths() <= 100) {
+        return;
+    }
+    let unbounded = Limits {
+        max_output_pixels: u64::MAX,
+        ..limits.clone()
+    };
+    if output_pixels(source, t, &unbounded) <= limits.max_output_pixels {
+        return;
+    }
+    let without = TransformParams {
+        dpr: None,
+        ..params.clone()
+    }
+    .resolve(defaults, limits);
+    if output_pixels(source, &without, limits) > 0 {
+        fit_pixels(source, t, &unbounded, limits.max_output_pixels);
     }
 }
 

@@ -203,12 +203,14 @@ pub async fn handle(
     }
 
     let limits = &state.config.limits;
-    let mut transform = params.resolve(&defaults_of(&settings), limits);
+    let defaults = defaults_of(&settings);
+    let mut transform = params.resolve(&defaults, limits);
+    let source = (image.width, image.height);
+    budget::clamp_dpr(source, &params, &defaults, &mut transform, limits);
     budget::apply_size_policy(&mut transform, &settings)?;
     let budgets = &state.config.delivery.budgets;
     if !signed {
         transform.quality = transform.quality.min(budgets.unsigned_max_quality);
-        let source = (image.width, image.height);
         if negotiated
             && output == OutputFormat::Avif
             && budget::output_pixels(source, &transform, limits) > budgets.unsigned_avif_max_pixels

@@ -203,6 +203,27 @@ async fn the_original_extension_without_parameters_serves_the_stored_bytes() {
     assert_eq!(headers["x-cache"], "MISS");
 }
 
+/// `dpr` beyond the output pixel limit is clamped (shape kept), as beyond the side limit; an
+/// explicit size over the limit stays a 400.
+#[tokio::test]
+async fn dpr_past_the_output_pixel_limit_is_clamped() {
+    let node = TestNode::start_with(
+        "[limits]\nmax_output_pixels = 2000000\n[delivery]\nunsigned_max_pixels = 2000000\n",
+    )
+    .await;
+    let (status, headers, body) = node.fetch(&format!("{PHOTO}.jpg?w=1000&dpr=2")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "image/jpeg");
+    let (w, h) = dimensions(&body);
+    assert!(u64::from(w) * u64::from(h) <= 2_000_000, "{w}x{h}");
+    assert!(
+        w >= 1780 && (f64::from(w) / f64::from(h) - 1.6).abs() < 0.01,
+        "{w}x{h}"
+    );
+    let (status, headers, body) = node.fetch(&format!("{PHOTO}.jpg?w=2000")).await;
+    assert_json_error(status, &headers, &body, 400, "VALIDATION_ERROR");
+}
+
 /// `format=webp` (what img-src's SDKs put on the query) names the output format like the
 /// extension does; the original's own format asked that way is still its untouched bytes.
 #[tokio::test]
