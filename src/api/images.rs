@@ -5,6 +5,8 @@
 //! lookups are invalidated and its cached variants purged (and its original deleted when no
 //! account references the bytes any more).
 
+use std::collections::BTreeMap;
+
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -197,10 +199,34 @@ pub fn upload_path(
     Ok(path)
 }
 
-fn list_item(base: &str, item: &ImageWithPaths) -> Value {
+/// The latest unexpired signed URL of each private image of `items` whose path still exists,
+/// for `active_signed_url`.
+async fn active_signed_urls(
+    state: &AppState,
+    account: &str,
+    items: &[ImageWithPaths],
+) -> Result<BTreeMap<String, (String, i64)>, HttpError> {
+    let private: Vec<&str> = items
+        .iter()
+        .filter(|i| i.image.visibility == Visibility::Private)
+        .map(|i| i.image.id.as_str())
+        .collect();
+    let mut found = state.store.active_signed_urls(account, &private).await?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let (path, url, expires_at) = found.remove(&item.image.id)?;
+            item.paths
+                .contains(&path)
+                .then(|| (item.image.id.clone(), (url, expires_at)))
+        })
+        .collect())
+}
+
+fn list_item(base: &str, item: &ImageWithPaths, signed: &BTreeMap<String, (String, i64)>) -> Value {
     let image = &item.image;
     let first = item.paths.first().map(String::as_str).unwrap_or("");
-    json!({
+    let mut value = json!({
         "id": image.id,
         "original_filename": image.original_filename,
         "sanitized_filename": sanitize_filename(&image.original_filename),
@@ -210,7 +236,11 @@ fn list_item(base: &str, item: &ImageWithPaths) -> Value {
         "url": format!("/api/v1/images/{}", image.id),
         "cdn_url": delivery_url(base, &image.account, &servable(first, image.format)),
         "paths": item.paths,
-    })
+    });
+    if let Some((url, expires_at)) = signed.get(&image.id) {
+        value["active_signed_url"] = json!({"signed_url": url, "expires_at": expires_at});
+    }
+    value
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -526,10 +556,11 @@ pub async fn list(
         )
         .await?;
     let total = listing.total as usize;
+    let signed = active_signed_urls(state, &who.account, &listing.images).await?;
     let page: Vec<Value> = listing
         .images
         .iter()
-        .map(|item| list_item(base, item))
+        .map(|item| list_item(base, item, &signed))
         .collect();
     let folders: Vec<Value> = listing
         .folders
@@ -567,7 +598,11 @@ pub async fn search(
         .store
         .search_images(&who.account, &q, limit, offset)
         .await?;
-    let results: Vec<Value> = found.iter().map(|item| list_item(base, item)).collect();
+    let signed = active_signed_urls(state, &who.account, &found).await?;
+    let results: Vec<Value> = found
+        .iter()
+        .map(|item| list_item(base, item, &signed))
+        .collect();
     Ok(response::json(
         StatusCode::OK,
         &json!({"results": results, "total": total, "query": q}),
@@ -818,11 +853,10 @@ pub async fn signed_url(
         .unwrap_or_default();
     let image = owned_image(state, who, id).await?;
     let paths = state.store.image_paths(&who.account, id).await?;
-    let path = paths
+    let stored = paths
         .first()
-        .map(|p| servable(p, image.format))
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
-    let path = &path;
+    let path = &servable(stored, image.format);
     let expires_at = crate::store::now_unix() + ttl;
     let query = if transform.is_empty() {
         format!("exp={expires_at}")
@@ -839,6 +873,10 @@ pub async fn signed_url(
         "{}?{query}&sig={sig}",
         delivery_url(base, &who.account, path)
     );
+    state
+        .store
+        .put_signed_url(&who.account, id, stored, &signed, expires_at)
+        .await?;
     Ok(response::json(
         StatusCode::OK,
         &json!({

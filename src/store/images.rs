@@ -173,6 +173,67 @@ impl Store {
         self.with_paths(account, &rows).await
     }
 
+    /// Records the signed URL just issued for an image, replacing the one before.
+    pub async fn put_signed_url(
+        &self,
+        account: &str,
+        image_id: &str,
+        path: &str,
+        url: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signed_urls (account, image_id, path, url, expires_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account, image_id) DO UPDATE
+             SET path = excluded.path, url = excluded.url, expires_at = excluded.expires_at",
+        )
+        .bind(account)
+        .bind(image_id)
+        .bind(path)
+        .bind(url)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest signed URL of each of `ids` that has not expired: image id -> (path, url,
+    /// expires_at).
+    pub async fn active_signed_urls(
+        &self,
+        account: &str,
+        ids: &[&str],
+    ) -> Result<BTreeMap<String, (String, String, i64)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT image_id, path, url, expires_at FROM signed_urls
+             WHERE account = $1 AND expires_at > $2 AND image_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account)
+            .bind(now_unix());
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let mut out = BTreeMap::new();
+        for row in query.fetch_all(&self.pool).await? {
+            out.insert(
+                row.try_get("image_id")?,
+                (
+                    row.try_get("path")?,
+                    row.try_get("url")?,
+                    row.try_get("expires_at")?,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
     /// Images whose path or original filename contains `query` (case-insensitive), newest
     /// first; returns one page and the total.
     pub async fn search_images(
@@ -236,6 +297,11 @@ impl Store {
                 .await?
                 .map(|r| r.try_get("hash"))
                 .transpose()?;
+        sqlx::query("DELETE FROM signed_urls WHERE account = $1 AND image_id = $2")
+            .bind(account)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(hash.map(|hash| DeletedImage { hash, paths }))
     }
@@ -287,6 +353,11 @@ impl Store {
         .map(|r| r.try_get("path"))
         .collect::<Result<_, _>>()?;
         let hash: String = if remaining.is_empty() {
+            sqlx::query("DELETE FROM signed_urls WHERE account = $1 AND image_id = $2")
+                .bind(account)
+                .bind(&image_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash")
                 .bind(account)
                 .bind(&image_id)

@@ -182,6 +182,21 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "DELETE FROM cache_keys",
         ],
     ),
+    (
+        11,
+        &[
+            // The latest signed URL issued per image (`active_signed_url` in listings), with
+            // the path it names, so one whose path is gone is not shown.
+            "CREATE TABLE signed_urls (
+            account TEXT NOT NULL,
+            image_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            url TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (account, image_id)
+        )",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

@@ -326,6 +326,7 @@ impl Store {
             "presets",
             "account_settings",
             "usage",
+            "signed_urls",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE account = $1"
@@ -506,6 +507,11 @@ impl Store {
                 .await?
                 .try_get("n")?;
                 if left == 0 {
+                    sqlx::query("DELETE FROM signed_urls WHERE account = $1 AND image_id = $2")
+                        .bind(&image.account)
+                        .bind(&prev)
+                        .execute(&mut *tx)
+                        .await?;
                     let hash: Option<String> = sqlx::query(
                         "DELETE FROM images WHERE account = $1 AND id = $2 RETURNING hash",
                     )

@@ -963,3 +963,80 @@ async fn listing_and_search_page_through_folders() {
     assert_eq!(status, 400);
     node.stop().await;
 }
+
+/// `active_signed_url`: the latest unexpired signed URL issued for a private image, in listings
+/// and search results; never for a public image, gone with the path it names.
+#[tokio::test]
+async fn listings_show_the_active_signed_url_of_private_images() {
+    let node = TestNode::start_with("[demo]\nseed = false\n").await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, up) = upload_file(&node, &key, fixture(PHOTO), "bug.jpg", None).await;
+    assert_eq!(status, 201, "{up}");
+    let id = up["id"].as_str().unwrap().to_string();
+    // Public: a signed URL is issued, but not shown.
+    sign_once(&node, &key, &id, 600).await;
+    let (listed, found) = list(&node, &key).await;
+    assert!(listed.get("active_signed_url").is_none(), "{listed}");
+    assert!(found.get("active_signed_url").is_none(), "{found}");
+    // Private: the latest one issued is shown, in both, and it serves the image.
+    let (status, _) = api(
+        &node,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/images/{id}/visibility"),
+        &key,
+        Some(json!({"visibility": "private"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sign_once(&node, &key, &id, 900).await;
+    let latest = sign_once(&node, &key, &id, 300).await;
+    let (listed, found) = list(&node, &key).await;
+    for item in [&listed, &found] {
+        let active = &item["active_signed_url"];
+        assert_eq!(active["signed_url"], latest["signed_url"], "{item}");
+        assert_eq!(active["expires_at"], latest["expires_at"], "{item}");
+    }
+    let url = local(latest["signed_url"].as_str().unwrap()).to_string();
+    assert_eq!(node.fetch(&url).await.0, 200);
+    // Deleting the image takes its signed URL with it.
+    let (status, _) = api(
+        &node,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/images/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, up) = upload_file(&node, &key, fixture(PHOTO), "bug.jpg", None).await;
+    assert_eq!((status, up["id"].as_str()), (201, Some(id.as_str())));
+    let (listed, _) = list(&node, &key).await;
+    assert!(listed.get("active_signed_url").is_none(), "{listed}");
+}
+
+/// The first image of the listing and of a search for `bug`.
+async fn list(node: &TestNode, key: &str) -> (Value, Value) {
+    let (_, listed) = api(node, reqwest::Method::GET, "/api/v1/images", key, None).await;
+    let (_, found) = api(
+        node,
+        reqwest::Method::GET,
+        "/api/v1/images/search?q=bug",
+        key,
+        None,
+    )
+    .await;
+    (listed["images"][0].clone(), found["results"][0].clone())
+}
+
+async fn sign_once(node: &TestNode, key: &str, id: &str, ttl: i64) -> Value {
+    let (status, signed) = api(
+        node,
+        reqwest::Method::POST,
+        &format!("/api/v1/images/{id}/signed-url"),
+        key,
+        Some(json!({"expires_in_seconds": ttl})),
+    )
+    .await;
+    assert_eq!(status, 200, "{signed}");
+    signed
+}
