@@ -331,7 +331,7 @@ fn plausible_credential(state: &AppState, headers: &http::HeaderMap) -> bool {
     }
     token
         .strip_prefix(state.config.auth.key_prefix.as_str())
-        .is_some_and(|secret| secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()))
+        .is_some_and(crate::auth::plausible_secret)
 }
 
 fn rate_limited(rate: &RateState, message: &str) -> HttpError {

@@ -27,6 +27,12 @@ use crate::store::{ApiKeyRecord, NewApiKey, Store, StoreError, now_unix};
 /// Characters after the prefix in a key the node issues (hex digits).
 const SECRET_CHARS: usize = 49;
 
+/// Whether `secret` (a key without its prefix) has the shape of one the node issues: 49 hex
+/// digits, or 64 for keys issued by earlier versions.
+pub fn plausible_secret(secret: &str) -> bool {
+    matches!(secret.len(), SECRET_CHARS | 64) && secret.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The default key prefix, as the img-src service issues them.
 pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
 
@@ -477,7 +483,8 @@ mod tests {
             .unwrap();
         assert!(issued.secret.starts_with("imgsrc_"));
         assert_eq!(issued.secret.len(), 56, "img-src's documented length");
-        assert!(issued.secret[7..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(plausible_secret(&issued.secret[7..]));
+        assert!(plausible_secret(&"ab12".repeat(16)) && !plausible_secret(&"ab".repeat(24)));
         assert!(issued.secret.starts_with(&issued.record.key_prefix));
         let who = keys
             .authenticate(&s, Some(&format!("Bearer {}", issued.secret)))

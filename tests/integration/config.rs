@@ -101,7 +101,7 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
         .lines()
         .find_map(|l| l.strip_prefix("api key: "))
         .expect("the first API key is printed");
-    assert!(key.starts_with("imgsrc_") && key.len() == 71, "{key}");
+    assert!(key.starts_with("imgsrc_") && key.len() == 56, "{key}");
     let out = imgnode()
         .envs(env)
         .args(["account", "create", "acme"])
