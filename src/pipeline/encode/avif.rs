@@ -27,6 +27,9 @@ pub(super) fn encode(
     settings: &EncodeSettings,
 ) -> Result<Vec<u8>, PipelineError> {
     let speed = settings.avif_speed.clamp(1, 10);
+    if settings.avif_chroma == AvifChroma::Yuv444 {
+        return with_ravif(image, quality, speed);
+    }
     let opaque_rgb;
     let rgb = match image.layout {
         PixelLayout::Rgb8 => &image.data,
@@ -40,10 +43,7 @@ pub(super) fn encode(
         }
         PixelLayout::Rgba8 => return with_ravif(image, quality, speed),
     };
-    match settings.avif_chroma {
-        AvifChroma::Yuv444 => with_ravif(image, quality, speed),
-        AvifChroma::Yuv420 => subsampled(rgb, image.width, image.height, quality, speed, settings),
-    }
+    subsampled(rgb, image.width, image.height, quality, speed, settings)
 }
 
 /// URL quality to AV1's quantizer index (0 lossless-ish, 255 coarsest). Linear, as libavif
