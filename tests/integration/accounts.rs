@@ -441,6 +441,25 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     let (_, _, variant) = node.fetch("/i/acme/a.webp?w=300").await;
     let (code, _, _) = node.fetch("/i/acme/b.webp?w=50").await;
     assert_eq!(code, 200);
+    // A signed URL issued for a private image is kept for `active_signed_url`: erased too.
+    let (_, _, listed) = node.api(Method::GET, "/api/v1/images", &key, None).await;
+    let id = listed["images"][0]["id"].as_str().unwrap().to_string();
+    let (status, _, signed) = node
+        .api(
+            Method::POST,
+            &format!("/api/v1/images/{id}/signed-url"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["signed_url"]
+        .as_str()
+        .unwrap()
+        .rsplit("sig=")
+        .next()
+        .unwrap()
+        .to_string();
     let data_dir = node.data_dir();
     let photo_sample = &photo[photo.len() / 2..photo.len() / 2 + 64];
     let variant_sample = variant[variant.len() / 2..variant.len() / 2 + 32].to_vec();
@@ -499,6 +518,10 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     assert!(
         !dir_contains(dir.path(), &variant_sample),
         "a variant's bytes remain"
+    );
+    assert!(
+        !dir_contains(dir.path(), signature.as_bytes()),
+        "an issued signed URL remains"
     );
 }
 
