@@ -678,14 +678,7 @@ async fn signatures_rotate_lock_the_node_and_guard_private_images() {
         json!({"transform": {"w": 150, "format": "webp", "q": null}}),
         json!({"transformation": "?format=webp&w=150"}),
     ] {
-        let (status, signed) = api(
-            &node,
-            reqwest::Method::POST,
-            &format!("/api/v1/images/{id}/signed-url"),
-            &key,
-            Some(body.clone()),
-        )
-        .await;
+        let (status, signed) = signed_url(&node, &key, &id, body.clone()).await;
         assert_eq!(status, 200, "{body}: {signed}");
         let url = local(signed["signed_url"].as_str().unwrap()).to_string();
         assert!(
@@ -705,14 +698,7 @@ async fn signatures_rotate_lock_the_node_and_guard_private_images() {
         json!({"transform": "w=10&sig=abc"}),
         json!({"transform": [1]}),
     ] {
-        let (status, err) = api(
-            &node,
-            reqwest::Method::POST,
-            &format!("/api/v1/images/{id}/signed-url"),
-            &key,
-            Some(body.clone()),
-        )
-        .await;
+        let (status, err) = signed_url(&node, &key, &id, body.clone()).await;
         assert_eq!(status, 400, "{body}: {err}");
         assert_eq!(err["error"]["code"], "VALIDATION_ERROR");
     }
@@ -1029,14 +1015,19 @@ async fn list(node: &TestNode, key: &str) -> (Value, Value) {
 }
 
 async fn sign_once(node: &TestNode, key: &str, id: &str, ttl: i64) -> Value {
-    let (status, signed) = api(
+    let (status, signed) = signed_url(node, key, id, json!({"expires_in_seconds": ttl})).await;
+    assert_eq!(status, 200, "{signed}");
+    signed
+}
+
+/// `POST /api/v1/images/{id}/signed-url` with `body`.
+async fn signed_url(node: &TestNode, key: &str, id: &str, body: Value) -> (u16, Value) {
+    api(
         node,
         reqwest::Method::POST,
         &format!("/api/v1/images/{id}/signed-url"),
         key,
-        Some(json!({"expires_in_seconds": ttl})),
+        Some(body),
     )
-    .await;
-    assert_eq!(status, 200, "{signed}");
-    signed
+    .await
 }
