@@ -259,7 +259,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
         settings_for("ops", None),
         rx.clone(),
     ));
-    match crate::account::resume_erasures(&state).await {
+    match crate::accounts::resume_erasures(&state).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(accounts = n, "finished interrupted erasures"),
         Err(e) => tracing::error!(error = %e, "resuming interrupted erasures failed"),
@@ -358,7 +358,7 @@ async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Recei
                 if let Err(e) = apply_retention(&state).await {
                     tracing::warn!(error = %e, "retention task failed");
                 }
-                if let Err(e) = crate::account::resume_erasures(&state).await {
+                if let Err(e) = crate::accounts::resume_erasures(&state).await {
                     tracing::warn!(error = %e, "resuming interrupted erasures failed");
                 }
                 lock.release().await;

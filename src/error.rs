@@ -8,12 +8,16 @@
 
 use std::fmt;
 
+use crate::accounts::AccountError;
 use crate::auth::AuthError;
+use crate::cache::flight::TaskFailed;
 use crate::cpu::CpuError;
 use crate::delivery::url::UrlError;
 use crate::origin::{OriginError, OriginGetError};
 use crate::pipeline::PipelineError;
+use crate::render::RenderError;
 use crate::store::StoreError;
+use crate::usage::QuotaError;
 
 /// The stable codes of the spec's error table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +276,50 @@ impl From<AuthError> for HttpError {
             // The key limit (409), a busy database (503), or a 500.
             AuthError::Store(e) => e.into(),
             AuthError::Random => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AccountError> for HttpError {
+    fn from(e: AccountError) -> HttpError {
+        match e {
+            AccountError::NoSuchAccount | AccountError::NoSuchKey => {
+                HttpError::new(ErrorCode::NotFound, e.to_string())
+            }
+            AccountError::Erasing => HttpError::new(ErrorCode::Conflict, e.to_string()),
+            AccountError::Invalid(m) => HttpError::validation(m),
+            AccountError::Refused(m) => HttpError::forbidden(m),
+            AccountError::Store(e) => e.into(),
+            AccountError::Auth(e) => e.into(),
+            AccountError::Export(m) => HttpError::internal(m),
+        }
+    }
+}
+
+impl From<QuotaError> for HttpError {
+    fn from(e: QuotaError) -> HttpError {
+        let code = match e {
+            QuotaError::Monthly { .. } => ErrorCode::QuotaExceeded,
+            QuotaError::Storage { .. } => ErrorCode::PayloadTooLarge,
+        };
+        HttpError::new(code, e.to_string())
+    }
+}
+
+impl From<TaskFailed> for HttpError {
+    fn from(e: TaskFailed) -> HttpError {
+        HttpError::internal(e.to_string())
+    }
+}
+
+impl From<RenderError> for HttpError {
+    fn from(e: RenderError) -> HttpError {
+        match e {
+            RenderError::Cpu(e) => e.into(),
+            RenderError::Origin(e) => e.into(),
+            RenderError::Pipeline(e) => e.into(),
+            RenderError::Store(e) => StoreError::Shared(e).into(),
+            RenderError::Task(e) => e.into(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! imgnode: an image-transform CDN node. See `README.md` and `../shared/design.md` for the
 //! architecture; each module's doc says what it owns and what it must never do.
 
-pub mod account;
+pub mod accounts;
 pub mod admin;
 pub mod api;
 pub mod app;
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod origin;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod render;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use imgnode::accounts;
 use imgnode::config::{self, Config, ENV_CONFIG_FILE, EXIT_CONFIG};
 
 #[derive(Parser)]
@@ -145,40 +146,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Account {
             action: AccountCommand::Create { name, plan },
         } => {
-            imgnode::store::validate_account_name(&name).map_err(anyhow::Error::msg)?;
-            known_plan(&config, &plan)?;
             let state = imgnode::app::build_state(config).await?;
-            let account = state.store.create_account(&name, &plan).await?;
-            // Running nodes may hold a cached "no such account" (sent to them on PostgreSQL).
-            state.caches.meta.invalidate_account(&account.name).await;
-            let key = state
-                .api_keys
-                .issue(
-                    &state.store,
-                    &account.name,
-                    "default",
-                    imgnode::auth::Scopes::OWNER,
-                    None,
-                )
-                .await?;
+            let created = accounts::create(&state, &name, Some(&plan)).await;
+            state.close().await;
+            let created = created?;
+            let account = &created.account;
             println!("created account {} (plan {})", account.name, account.plan);
             // The key goes to stdout once; it is stored only as a hash.
-            println!("api key: {}", key.secret);
-            state.close().await;
+            println!("api key: {}", created.key.secret);
             Ok(())
         }
         Command::Account {
             action: AccountCommand::Plan { name, plan },
         } => {
-            known_plan(&config, &plan)?;
             let state = imgnode::app::build_state(config).await?;
-            let changed = state.store.set_account_plan(&name, &plan).await?;
-            // Running nodes on the same PostgreSQL database drop their cached plan.
-            state.caches.meta.invalidate_account(&name).await;
+            let changed = accounts::set_plan(&state, &name, &plan).await;
             state.close().await;
-            if !changed {
-                anyhow::bail!("no account named {name}");
-            }
+            changed?;
             println!("account {name} is now on plan {plan}");
             Ok(())
         }
@@ -186,9 +170,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             action: AccountCommand::Erase { name },
         } => {
             let state = imgnode::app::build_state(config).await?;
-            let erased = imgnode::account::erase(&state, &name).await;
+            let erased = accounts::erase(&state, &name).await;
             state.close().await;
-            let erased = erased.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let erased = erased?;
             println!(
                 "erased account {name}: {} images, {} originals deleted",
                 erased.images, erased.originals_deleted
@@ -297,12 +281,4 @@ fn init_logging(config: &Config) {
     } else {
         builder.init();
     }
-}
-
-fn known_plan(config: &imgnode::config::Config, plan: &str) -> anyhow::Result<()> {
-    if config.plans.contains_key(plan) {
-        return Ok(());
-    }
-    let known: Vec<&str> = config.plans.keys().map(String::as_str).collect();
-    anyhow::bail!("unknown plan {plan}; plans: {}", known.join(", "))
 }

@@ -11,25 +11,15 @@ use std::time::Duration;
 
 use crate::auth::ApiKeys;
 use crate::cache::Caches;
-use crate::cache::flight::SingleFlight;
-use crate::cache::variants::{Variant, VariantKey};
 use crate::cluster::{Broadcaster, Notice};
 use crate::config::Config;
 use crate::cpu::Pool;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
-use crate::pipeline::StageTimings;
+use crate::render::RenderFlights;
 use crate::signing::SigningKeys;
 use crate::store::Store;
-
-/// A render's result as every waiter of a single flight receives it.
-#[derive(Clone)]
-pub struct RenderOutcome {
-    pub variant: Variant,
-    /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
-    pub timing: (Duration, StageTimings),
-}
 
 /// Only if every plan were removed from the config, which validation does not allow.
 static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
@@ -50,7 +40,7 @@ pub struct AppState {
     pub caches: Caches,
     pub api_keys: ApiKeys,
     /// Renders in flight, so concurrent misses for one variant share one render.
-    pub flights: SingleFlight<VariantKey, RenderOutcome>,
+    pub flights: RenderFlights,
     pub metrics: Metrics,
     /// The operator token (from `admin.token_file`); `None` disables the operator API.
     pub operator_token: Option<String>,

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::config::Plan;
-use crate::error::{ErrorCode, HttpError};
 use crate::store::{Backend, Store, StoreError, UsageCounts, now_unix};
 
 /// `YYYY-MM` of a unix time (UTC).
@@ -183,8 +182,19 @@ pub enum Quota {
     Bandwidth,
 }
 
-/// `429 QUOTA_EXCEEDED` when `used` has reached the plan's limit for `quota`.
-pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), HttpError> {
+/// A plan's limit that a request would pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// A monthly quota is used up (`429 QUOTA_EXCEEDED`).
+    #[error("the monthly quota of {limit} {what} is used up")]
+    Monthly { limit: u64, what: &'static str },
+    /// Storing the upload would pass the plan's storage (`413 PAYLOAD_TOO_LARGE`).
+    #[error("this upload would exceed the storage quota of {limit} bytes")]
+    Storage { limit: u64 },
+}
+
+/// [`QuotaError::Monthly`] when `used` has reached the plan's limit for `quota`.
+pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), QuotaError> {
     let (limit, used, what) = match quota {
         Quota::Uploads => (plan.max_uploads_per_month, used.uploads, "uploads"),
         Quota::ApiRequests => (
@@ -204,21 +214,17 @@ pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), HttpEr
         ),
     };
     match limit {
-        Some(limit) if used >= limit => Err(HttpError::new(
-            ErrorCode::QuotaExceeded,
-            format!("the monthly quota of {limit} {what} is used up"),
-        )),
+        Some(limit) if used >= limit => Err(QuotaError::Monthly { limit, what }),
         _ => Ok(()),
     }
 }
 
-/// `413 PAYLOAD_TOO_LARGE` when storing `adding` more bytes would exceed the plan's storage.
-pub fn check_storage(plan: &Plan, used_bytes: u64, adding: u64) -> Result<(), HttpError> {
+/// [`QuotaError::Storage`] when storing `adding` more bytes would exceed the plan's storage.
+pub fn check_storage(plan: &Plan, used_bytes: u64, adding: u64) -> Result<(), QuotaError> {
     match plan.max_storage_bytes {
-        Some(limit) if used_bytes.saturating_add(adding) > limit => Err(HttpError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("this upload would exceed the storage quota of {limit} bytes"),
-        )),
+        Some(limit) if used_bytes.saturating_add(adding) > limit => {
+            Err(QuotaError::Storage { limit })
+        }
         _ => Ok(()),
     }
 }
@@ -253,8 +259,11 @@ mod tests {
         used.uploads = 2;
         let e = check(&plan, Quota::Uploads, &used).unwrap_err();
         assert_eq!(
-            (e.status().as_u16(), e.code),
-            (429, ErrorCode::QuotaExceeded)
+            e,
+            QuotaError::Monthly {
+                limit: 2,
+                what: "uploads"
+            }
         );
         assert!(check(&plan, Quota::ApiRequests, &used).is_ok());
         assert!(check(&plan, Quota::Transformations, &UsageCounts::default()).is_err());
@@ -269,15 +278,12 @@ mod tests {
         assert!(check(&metered, Quota::Bandwidth, &used).is_ok());
         used.bandwidth_bytes = 1000;
         let e = check(&metered, Quota::Bandwidth, &used).unwrap_err();
-        assert_eq!(
-            (e.status().as_u16(), e.code),
-            (429, ErrorCode::QuotaExceeded)
-        );
-        assert!(e.message.contains("bandwidth"), "{}", e.message);
+        assert!(matches!(e, QuotaError::Monthly { limit: 1000, .. }));
+        assert!(e.to_string().contains("bandwidth"), "{e}");
         assert!(check_storage(&plan, 60, 40).is_ok());
         assert_eq!(
-            check_storage(&plan, 60, 41).unwrap_err().status().as_u16(),
-            413
+            check_storage(&plan, 60, 41).unwrap_err(),
+            QuotaError::Storage { limit: 100 }
         );
     }
 

@@ -13,11 +13,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::auth::Scopes;
+use crate::accounts;
 use crate::error::{ErrorCode, HttpError};
 use crate::server::{Body, full, response};
 use crate::state::AppState;
-use crate::store::{Account, AccountStatus, StoreError, validate_account_name};
+use crate::store::{Account, AccountStatus};
 
 /// Routes of the ops listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,23 +253,24 @@ async fn run(
                 &serde_json::json!({"accounts": accounts, "total": accounts.len()}),
             ))
         }
-        OpsRoute::CreateAccount => create_account(state, read_json(req).await?).await,
+        OpsRoute::CreateAccount => {
+            let body: CreateAccountRequest = read_json(req).await?;
+            let created = accounts::create(state, &body.name, body.plan.as_deref()).await?;
+            Ok(response::json(
+                StatusCode::CREATED,
+                &serde_json::json!({
+                    "account": account_json(&created.account),
+                    "api_key": accounts::issued_key_document(&created.key),
+                }),
+            ))
+        }
         OpsRoute::SetPlan(name) => {
             let body: SetPlanRequest = read_json(req).await?;
-            check_plan(state, &body.plan)?;
-            if !state.store.set_account_plan(&name, &body.plan).await? {
-                return Err(missing_or_erasing(state, &name).await);
-            }
-            state.caches.meta.invalidate_account(&name).await;
-            let account = state
-                .store
-                .account(&name)
-                .await?
-                .ok_or_else(HttpError::not_found)?;
+            let account = accounts::set_plan(state, &name, &body.plan).await?;
             Ok(response::json(StatusCode::OK, &account_json(&account)))
         }
         OpsRoute::EraseAccount(name) => {
-            let erased = crate::account::erase(state, &name).await?;
+            let erased = accounts::erase(state, &name).await?;
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -280,59 +281,28 @@ async fn run(
                 }),
             ))
         }
-        OpsRoute::ExportAccount(name) => crate::account::export(state, &name).await,
+        OpsRoute::ExportAccount(name) => {
+            Ok(response::export(accounts::export(state, &name).await?))
+        }
         OpsRoute::Audit => audit_log(state, req.uri().query().unwrap_or("")).await,
         OpsRoute::Account(name) => {
-            let account = state
-                .store
-                .account(&name)
-                .await?
-                .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such account"))?;
+            let account = accounts::get(state, &name).await?;
             Ok(response::json(StatusCode::OK, &account_json(&account)))
         }
         OpsRoute::SetStatus(name, status) => {
-            if status == AccountStatus::Erasing {
-                return Err(HttpError::validation(
-                    "erase with DELETE /admin/v1/accounts/{name}",
-                ));
-            }
-            if !state.store.set_account_status(&name, status).await? {
-                return Err(missing_or_erasing(state, &name).await);
-            }
-            state.caches.meta.invalidate_account(&name).await;
-            let account = state
-                .store
-                .account(&name)
-                .await?
-                .ok_or_else(HttpError::not_found)?;
+            let account = accounts::set_status(state, &name, status).await?;
             Ok(response::json(StatusCode::OK, &account_json(&account)))
         }
         OpsRoute::CreateKey(name) => {
-            let body: crate::api::CreateKeyRequest = read_json(req).await?;
-            let scopes = body.validate()?;
-            match state.store.account(&name).await? {
-                Some(a) if a.status != AccountStatus::Erasing => {}
-                _ => return Err(missing_or_erasing(state, &name).await),
-            }
-            let issued = state
-                .api_keys
-                .issue(
-                    &state.store,
-                    &name,
-                    body.name.trim(),
-                    scopes,
-                    body.expires_in_days,
-                )
-                .await?;
+            let body: accounts::KeyRequest = read_json(req).await?;
+            let issued = accounts::issue_key(state, &name, &body).await?;
             Ok(response::json(
                 StatusCode::CREATED,
-                &crate::api::issued_json(&issued.record, &issued.secret),
+                &accounts::issued_key_document(&issued),
             ))
         }
         OpsRoute::RevokeKey(name, id) => {
-            if !state.api_keys.revoke(&state.store, &name, &id).await? {
-                return Err(HttpError::new(ErrorCode::NotFound, "no such API key"));
-            }
+            accounts::revoke_key(state, &name, &id).await?;
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({"success": true, "message": "API key revoked"}),
@@ -351,35 +321,10 @@ fn account_json(a: &Account) -> serde_json::Value {
     })
 }
 
-/// Why a change to `name` was refused: it does not exist (404) or it is being erased (409).
-async fn missing_or_erasing(state: &AppState, name: &str) -> HttpError {
-    match state.store.account(name).await {
-        Ok(Some(a)) if a.status == AccountStatus::Erasing => HttpError::new(
-            ErrorCode::Conflict,
-            "the account is being erased; nothing can change it any more",
-        ),
-        Ok(_) => HttpError::new(ErrorCode::NotFound, "no such account"),
-        Err(e) => e.into(),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetPlanRequest {
     plan: String,
-}
-
-/// A plan must be defined in the config (`[plans.<name>]` or built in).
-fn check_plan(state: &AppState, plan: &str) -> Result<(), HttpError> {
-    if state.config.plans.contains_key(plan) {
-        Ok(())
-    } else {
-        let known: Vec<&str> = state.config.plans.keys().map(String::as_str).collect();
-        Err(HttpError::validation(format!(
-            "plan must be one of {}",
-            known.join(", ")
-        )))
-    }
 }
 
 /// `GET /admin/v1/audit?account=&action=&since=&until=&limit=` (unix seconds; limit 1–1000,
@@ -437,35 +382,6 @@ async fn audit_log(state: &AppState, query: &str) -> Result<Response<Body>, Http
 struct CreateAccountRequest {
     name: String,
     plan: Option<String>,
-}
-
-/// Creates an account and its first API key (shown once).
-async fn create_account(
-    state: &AppState,
-    req: CreateAccountRequest,
-) -> Result<Response<Body>, HttpError> {
-    validate_account_name(&req.name).map_err(HttpError::validation)?;
-    let plan = req.plan.unwrap_or_else(|| "free".to_string());
-    check_plan(state, &plan)?;
-    let account = match state.store.create_account(&req.name, &plan).await {
-        Ok(a) => a,
-        Err(StoreError::Conflict(m)) => return Err(HttpError::new(ErrorCode::Conflict, m)),
-        Err(e) => return Err(e.into()),
-    };
-    state.caches.meta.invalidate_account(&account.name).await;
-    let issued = state
-        .api_keys
-        // The owner's key: every scope, `account` (export, erasure) included.
-        .issue(&state.store, &account.name, "default", Scopes::OWNER, None)
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))?;
-    Ok(response::json(
-        StatusCode::CREATED,
-        &serde_json::json!({
-            "account": account_json(&account),
-            "api_key": crate::api::issued_json(&issued.record, &issued.secret),
-        }),
-    ))
 }
 
 /// `POST /admin/v1/purge`: `{"account": "a", "image_id": "…"}` (one image),

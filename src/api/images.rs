@@ -378,7 +378,7 @@ pub async fn upload(
     let used = state.usage.current(&state.store, &who.account).await?;
     if let Err(e) = usage::check(plan, Quota::Uploads, &used) {
         super::drain(req).await;
-        return Err(e);
+        return Err(e.into());
     }
     let form = read_form(state, req).await?;
     let (filename, bytes) = form

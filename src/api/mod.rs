@@ -17,13 +17,13 @@ use serde::Deserialize;
 
 use std::net::IpAddr;
 
+use crate::accounts;
 use crate::auth::jwt::{JwtError, JwtVerifier};
-use crate::auth::{AuthError, MAX_EXPIRY_DAYS, Principal, Scope, Scopes};
+use crate::auth::{AuthError, Principal, Scope};
 use crate::error::{ErrorCode, HttpError};
 use crate::ratelimit::RateState;
 use crate::server::{Body, response};
 use crate::state::AppState;
-use crate::store::ApiKeyRecord;
 use crate::store::AuditRecord;
 use crate::usage::{self, Quota};
 
@@ -390,7 +390,7 @@ async fn run(
     used.api_requests = used.api_requests.saturating_sub(1);
     if let Err(e) = usage::check(state.plan(&principal.plan), Quota::ApiRequests, &used) {
         drain(req).await;
-        return Err(e);
+        return Err(e.into());
     }
     let who = principal;
     let base = images::base_url(state, req.headers(), req.uri());
@@ -418,7 +418,9 @@ async fn run(
         }
         ApiRoute::DeletePreset(id) => presets::delete(state, who, &id).await,
         ApiRoute::GetUsage => settings::usage(state, who).await,
-        ApiRoute::ExportAccount => crate::account::export(state, &who.account).await,
+        ApiRoute::ExportAccount => Ok(response::export(
+            accounts::export(state, &who.account).await?,
+        )),
         ApiRoute::EraseAccount => {
             let body: EraseRequest = read_json_opt(req).await?.ok_or_else(|| {
                 HttpError::validation("send {\"confirm\": \"<account name>\"} to erase the account")
@@ -428,7 +430,7 @@ async fn run(
                     "confirm must be exactly this account's name",
                 ));
             }
-            let erased = crate::account::erase(state, &who.account).await?;
+            let erased = accounts::erase(state, &who.account).await?;
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -513,23 +515,9 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
     }
 }
 
-/// The list/create shape of a key (never the secret).
-pub fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": k.id,
-        "name": k.name,
-        "key_prefix": k.key_prefix,
-        "scopes": k.scopes,
-        "created_at": k.created_at,
-        "expires_at": k.expires_at,
-        "last_used_at": k.last_used_at,
-        "total_requests": k.total_requests,
-    })
-}
-
 async fn list_keys(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
     let keys = state.store.api_keys(&who.account).await?;
-    let items: Vec<_> = keys.iter().map(key_json).collect();
+    let items: Vec<_> = keys.iter().map(accounts::key_document).collect();
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({"api_keys": items, "total": items.len()}),
@@ -543,92 +531,16 @@ pub struct EraseRequest {
     pub confirm: String,
 }
 
-/// `POST /api/v1/settings/api-keys` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKeyRequest {
-    pub name: String,
-    /// `"read,write"` or `["read", "write"]`: parsed by [`Scopes::from_names`] either way.
-    pub scopes: Option<serde_json::Value>,
-    pub expires_in_days: Option<u32>,
-}
-
-impl CreateKeyRequest {
-    /// Checks the body; returns the scopes to grant.
-    pub fn validate(&self) -> Result<Scopes, HttpError> {
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(HttpError::validation(
-                "name must be 1 to 100 characters without control characters",
-            ));
-        }
-        if let Some(days) = self.expires_in_days
-            && !(1..=MAX_EXPIRY_DAYS).contains(&days)
-        {
-            return Err(HttpError::validation(format!(
-                "expires_in_days must be an integer from 1 to {MAX_EXPIRY_DAYS}"
-            )));
-        }
-        let scopes = match &self.scopes {
-            None => return Ok(Scopes::DEFAULT),
-            Some(serde_json::Value::String(text)) => Scopes::parse(text),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(serde_json::Value::as_str)
-                .collect::<Option<Vec<&str>>>()
-                .and_then(Scopes::from_names),
-            Some(_) => None,
-        };
-        scopes.ok_or_else(|| {
-            HttpError::validation(
-                "scopes must name one or more of \"read\", \"write\", \"account\", \
-                 comma-separated (\"read,write\") or as an array ([\"read\", \"write\"])",
-            )
-        })
-    }
-}
-
 async fn create_key(
     state: &AppState,
     who: &Principal,
-    body: CreateKeyRequest,
+    body: accounts::KeyRequest,
 ) -> Result<Response<Body>, HttpError> {
-    let scopes = body.validate()?;
-    // A key cannot grant more than the key that creates it.
-    if !scopes.within(who.scopes) {
-        return Err(HttpError::forbidden(
-            "a key cannot create a key with scopes it does not have",
-        ));
-    }
-    // Never outlives its creator (the answer's `expires_at` is the capped one), and is
-    // revoked with it.
-    let issued = state
-        .api_keys
-        .issue_by(
-            &state.store,
-            who,
-            body.name.trim(),
-            scopes,
-            body.expires_in_days,
-        )
-        .await?;
+    let issued = accounts::issue_key_by(state, who, &body).await?;
     Ok(response::json(
         StatusCode::CREATED,
-        &issued_json(&issued.record, &issued.secret),
+        &accounts::issued_key_document(&issued),
     ))
-}
-
-/// The one answer that carries a key's secret.
-pub fn issued_json(k: &ApiKeyRecord, secret: &str) -> serde_json::Value {
-    serde_json::json!({
-        "id": k.id,
-        "key": secret,
-        "key_prefix": k.key_prefix,
-        "name": k.name,
-        "scopes": k.scopes,
-        "created_at": k.created_at,
-        "expires_at": k.expires_at,
-    })
 }
 
 async fn delete_key(
@@ -636,13 +548,7 @@ async fn delete_key(
     who: &Principal,
     id: &str,
 ) -> Result<Response<Body>, HttpError> {
-    if !state
-        .api_keys
-        .revoke(&state.store, &who.account, id)
-        .await?
-    {
-        return Err(HttpError::new(ErrorCode::NotFound, "no such API key"));
-    }
+    accounts::revoke_key(state, &who.account, id).await?;
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({"success": true, "message": "API key revoked"}),
@@ -731,46 +637,5 @@ mod tests {
         assert_eq!(ApiRoute::ExportAccount.scope(), Scope::Account);
         assert_eq!(ApiRoute::EraseAccount.scope(), Scope::Account);
         assert!(ApiRoute::EraseAccount.mutates() && !ApiRoute::ExportAccount.mutates());
-    }
-
-    #[test]
-    fn key_requests_are_validated() {
-        let ok = |name: &str, scopes: Option<&str>, days: Option<u32>| {
-            CreateKeyRequest {
-                name: name.into(),
-                scopes: scopes.map(serde_json::Value::from),
-                expires_in_days: days,
-            }
-            .validate()
-        };
-        assert_eq!(ok("ci", None, None).unwrap(), Scopes::DEFAULT);
-        assert_eq!(ok("ci", Some("read"), Some(365)).unwrap().as_str(), "read");
-        assert_eq!(
-            ok("ci", Some("read, account"), None).unwrap().as_str(),
-            "read,account"
-        );
-        let listed = CreateKeyRequest {
-            name: "ci".into(),
-            scopes: Some(serde_json::json!(["account", "read"])),
-            expires_in_days: None,
-        };
-        assert_eq!(listed.validate().unwrap().as_str(), "read,account");
-        for bad in [
-            serde_json::json!([]),
-            serde_json::json!(["read", 1]),
-            serde_json::json!(["admin"]),
-            serde_json::json!(7),
-        ] {
-            let request = CreateKeyRequest {
-                name: "ci".into(),
-                scopes: Some(bad.clone()),
-                expires_in_days: None,
-            };
-            assert!(request.validate().is_err(), "{bad}");
-        }
-        assert!(ok("", None, None).is_err());
-        assert!(ok("ci", Some("admin"), None).is_err());
-        assert!(ok("ci", None, Some(0)).is_err());
-        assert!(ok("ci", None, Some(366)).is_err());
     }
 }

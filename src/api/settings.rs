@@ -182,44 +182,8 @@ impl UpdateSettings {
     }
 }
 
-/// The `UserSettings` object of the img-src API.
-pub async fn settings_json(
-    state: &AppState,
-    account: &str,
-) -> Result<serde_json::Value, HttpError> {
-    let stored = state.store.account_settings(account).await?;
-    let record = state
-        .store
-        .account(account)
-        .await?
-        .ok_or_else(HttpError::not_found)?;
-    let (uploads, bytes) = state.store.account_totals(account).await?;
-    let s = &stored.settings;
-    Ok(serde_json::json!({
-        "id": record.name,
-        "username": record.name,
-        "email": s.email,
-        "plan": record.plan,
-        "delivery_formats": s.delivery_formats,
-        "default_quality": s.default_quality,
-        "default_fit_mode": s.default_fit_mode,
-        "default_max_width": s.default_max_width,
-        "default_max_height": s.default_max_height,
-        "theme": s.theme,
-        "language": s.language,
-        "allowed_widths": s.allowed_widths,
-        "widths_policy": s.widths_policy,
-        "max_quality": s.max_quality,
-        "serve_originals": s.serve_originals,
-        "created_at": record.created_at,
-        "updated_at": stored.updated_at.unwrap_or(record.created_at),
-        "total_uploads": uploads,
-        "storage_used_bytes": bytes,
-    }))
-}
-
 pub async fn get(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
-    let settings = settings_json(state, &who.account).await?;
+    let settings = crate::accounts::settings_document(state, &who.account).await?;
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({ "settings": settings }),
@@ -245,7 +209,7 @@ pub async fn update(
         account = %who.account,
         actor = %who.key_id,
     );
-    let settings = settings_json(state, &who.account).await?;
+    let settings = crate::accounts::settings_document(state, &who.account).await?;
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({ "settings": settings, "message": "Settings updated" }),

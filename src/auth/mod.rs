@@ -411,11 +411,11 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// `bytes` random bytes from the OS generator, hex-encoded (ids of presets and the like).
-pub fn random_hex(bytes: usize) -> Result<String, crate::error::HttpError> {
+pub fn random_hex(bytes: usize) -> Result<String, AuthError> {
     let mut random = vec![0u8; bytes];
     OsRng
         .try_fill_bytes(&mut random)
-        .map_err(|_| crate::error::HttpError::internal("the OS random source failed"))?;
+        .map_err(|_| AuthError::Random)?;
     Ok(hex::encode(random))
 }
 

@@ -13,10 +13,13 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use crate::error::HttpError;
+type InFlight<K, T, E> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, Result<T, E>>>>>>;
 
-type Outcome<T> = Result<T, HttpError>;
-type InFlight<K, T> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, Outcome<T>>>>>>;
+/// The work's task ended without an outcome (it panicked): what every waiter gets then,
+/// converted into the caller's error type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("render task failed: {0}")]
+pub struct TaskFailed(pub String);
 
 /// How a caller got its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +30,12 @@ pub enum Role {
     Follower,
 }
 
-pub struct SingleFlight<K, T: Clone> {
-    inflight: InFlight<K, T>,
+/// Keys `K`, shared outcomes `Result<T, E>`: both sides are cloned to every waiter.
+pub struct SingleFlight<K, T: Clone, E: Clone> {
+    inflight: InFlight<K, T, E>,
 }
 
-impl<K, T: Clone> Default for SingleFlight<K, T> {
+impl<K, T: Clone, E: Clone> Default for SingleFlight<K, T, E> {
     fn default() -> Self {
         SingleFlight {
             inflight: Arc::new(Mutex::new(HashMap::new())),
@@ -39,10 +43,11 @@ impl<K, T: Clone> Default for SingleFlight<K, T> {
     }
 }
 
-impl<K, T> SingleFlight<K, T>
+impl<K, T, E> SingleFlight<K, T, E>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + From<TaskFailed> + 'static,
 {
     /// Whether `key` is running now.
     pub fn contains(&self, key: &K) -> bool {
@@ -55,10 +60,10 @@ where
     /// Runs `work` unless the same `key` is already running, then waits for that run.
     /// `work` must publish its result (e.g. into the cache) before it returns: the key leaves
     /// the in-flight table when it ends, and later callers look in the cache first.
-    pub async fn run<F, Fut>(&self, key: K, work: F) -> (Outcome<T>, Role)
+    pub async fn run<F, Fut>(&self, key: K, work: F) -> (Result<T, E>, Role)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Outcome<T>> + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let (shared, role) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,9 +82,8 @@ where
                     outcome
                 });
                 let shared = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(HttpError::internal(format!("render task failed: {e}")))
-                    })
+                    task.await
+                        .unwrap_or_else(|e| Err(TaskFailed(e.to_string()).into()))
                 }
                 .boxed()
                 .shared();
@@ -108,7 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let flights: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let flights: Arc<SingleFlight<u32, u32, TaskFailed>> = Arc::new(SingleFlight::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, gate) = oneshot::channel::<()>();
         let gate = gate.shared();
@@ -142,7 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_shared_not_retried() {
-        let flights: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let flights: Arc<SingleFlight<u32, u32, TaskFailed>> = Arc::new(SingleFlight::default());
         let (release, gate) = oneshot::channel::<()>();
         let leader = {
             let flights = flights.clone();
@@ -150,7 +154,7 @@ mod tests {
                 flights
                     .run(1, move || async move {
                         let _ = gate.await;
-                        Err(HttpError::validation("bad"))
+                        Err(TaskFailed("bad".into()))
                     })
                     .await
             })
@@ -172,14 +176,14 @@ mod tests {
         release.send(()).unwrap();
         let (a, _) = leader.await.unwrap();
         let (b, role) = follower.await.unwrap();
-        assert_eq!(a.unwrap_err().message, "bad");
+        assert_eq!(a.unwrap_err().0, "bad");
         assert_eq!(role, Role::Follower);
-        assert_eq!(b.unwrap_err().message, "bad");
+        assert_eq!(b.unwrap_err().0, "bad");
     }
 
     #[tokio::test]
     async fn a_cancelled_leader_does_not_cancel_the_work() {
-        let flights: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let flights: Arc<SingleFlight<u32, u32, TaskFailed>> = Arc::new(SingleFlight::default());
         let (release, gate) = oneshot::channel::<()>();
         let leader = {
             let flights = flights.clone();

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::cluster::{Broadcaster, Notice};
 use crate::store::{Store, StoreError};
 use meta::MetaCache;
-use variants::{CacheError, VariantCache, VariantCacheConfig, VariantKey};
+use variants::{CacheError, Variant, VariantCache, VariantCacheConfig, VariantKey};
 
 /// Settings of every cache, from `[cache]`.
 #[derive(Debug, Clone)]
@@ -122,6 +122,26 @@ impl Caches {
         if let Some(cache) = &self.originals {
             cache.invalidate(hash).await;
         }
+    }
+
+    /// Stores a freshly rendered variant of the original `scope`, encrypted under its data
+    /// key. A purge that ran while it rendered deleted the key the render would have used:
+    /// then the entry is taken back out at once, so nothing purged is served again.
+    pub async fn insert_rendered(
+        &self,
+        store: &Store,
+        scope: &str,
+        key: VariantKey,
+        variant: Variant,
+    ) -> Result<(), StoreError> {
+        let data_key = self.meta.data_key_for_insert(store, scope).await?;
+        self.variants.insert(key, variant, data_key.clone());
+        self.note_cached(scope, key);
+        let current = self.meta.data_key(store, scope).await?;
+        if current.is_none_or(|k| k.as_bytes() != data_key.as_bytes()) {
+            self.variants.remove(&key);
+        }
+        Ok(())
     }
 
     /// Remembers that `key` (a variant of the original `scope`, see [`scope`]) may now sit in

@@ -21,14 +21,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use std::sync::Arc;
 
 use crate::cache::flight::Role;
-use crate::cache::variants::{Tier, Variant, VariantKey};
-use crate::cpu::JobClass;
+use crate::cache::variants::{Tier, VariantKey};
+use crate::cpu::CpuError;
 use crate::error::HttpError;
-use crate::origin::{OriginError, OriginGetError};
-use crate::pipeline::{self, Fit, OutputFormat, StageTimings, Transform};
+use crate::pipeline::{Fit, OutputFormat, StageTimings, Transform};
+use crate::render::{self, RenderError, RenderJob};
 use crate::server::{Body, empty, full, response::NOSNIFF};
 use crate::signing::Refusal;
-use crate::state::{AppState, RenderOutcome};
+use crate::state::AppState;
 use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
 use crate::usage::{self, Quota};
 use url::{TransformDefaults, TransformParams};
@@ -197,7 +197,7 @@ pub async fn handle(
             ));
         }
         let started = Instant::now();
-        let bytes = fetch_original(state, &image.hash).await?;
+        let bytes = render::fetch_original(state, &image.hash).await?;
         meta.timing = Some((started.elapsed(), StageTimings::default()));
         return Ok((meta.respond(state, bytes, head_only), meta.cache));
     }
@@ -303,7 +303,15 @@ pub async fn handle(
         state
             .flights
             .run(key, move || {
-                render_and_store(owned, hash, scope, transform, output, key, false)
+                let job = RenderJob {
+                    hash,
+                    scope,
+                    transform,
+                    output,
+                    key,
+                    background: false,
+                };
+                render::render_and_store(owned, job)
             })
             .await
     };
@@ -409,27 +417,6 @@ fn defaults_of(settings: &AccountSettings) -> TransformDefaults {
 }
 
 /// The original's bytes, through the originals cache when the origin is remote.
-async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, HttpError> {
-    let max = state.config.limits.max_source_bytes;
-    let load = async {
-        let got = state.origin.get(hash, max).await;
-        let outcome = match &got {
-            Ok(_) => "ok",
-            Err(OriginGetError::Origin(OriginError::NotFound(_))) => "not_found",
-            Err(OriginGetError::Origin(OriginError::Timeout)) => "timeout",
-            Err(OriginGetError::Origin(OriginError::Unavailable(_))) => "unavailable",
-            Err(OriginGetError::TooLarge(_)) => "too_large",
-        };
-        state
-            .metrics
-            .origin_fetches_total
-            .with_label_values(&[outcome])
-            .inc();
-        got
-    };
-    Ok(state.caches.original(hash, load).await?)
-}
-
 /// What a background AVIF encode needs from the request that asked for it.
 struct Background {
     client: std::net::IpAddr,
@@ -497,12 +484,20 @@ async fn background_avif(state: &Arc<AppState>, job: Background) {
         let (outcome, role) = state
             .flights
             .run(key, move || {
-                render_and_store(owned, hash, scope, transform, OutputFormat::Avif, key, true)
+                let job = RenderJob {
+                    hash,
+                    scope,
+                    transform,
+                    output: OutputFormat::Avif,
+                    key,
+                    background: true,
+                };
+                render::render_and_store(owned, job)
             })
             .await;
         let label = match &outcome {
             Ok(_) => "stored",
-            Err(e) if e.code == crate::error::ErrorCode::Overloaded => "dropped",
+            Err(RenderError::Cpu(CpuError::Overloaded { .. })) => "dropped",
             Err(_) => "failed",
         };
         if outcome.is_ok() && role == Role::Leader {
@@ -514,73 +509,6 @@ async fn background_avif(state: &Arc<AppState>, job: Background) {
             .with_label_values(&[label])
             .inc();
     });
-}
-
-/// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
-/// its own task, so it finishes (and fills the cache) even if its first requester left.
-/// `background`: nobody waits for it (see [`background_avif`]); it runs only on an idle pool.
-async fn render_and_store(
-    state: Arc<AppState>,
-    hash: String,
-    scope: String,
-    transform: Transform,
-    output: OutputFormat,
-    key: VariantKey,
-    background: bool,
-) -> Result<RenderOutcome, HttpError> {
-    let class = match output {
-        _ if background => JobClass::Background,
-        OutputFormat::Avif => JobClass::Avif,
-        _ => JobClass::Normal,
-    };
-    // The place in the CPU pool first: a render the pool refuses fetches nothing, and at most
-    // threads + queue originals are held for renders at once, however many requests come.
-    let admission = state.cpu.admit(class)?;
-    let started = Instant::now();
-    let source = fetch_original(&state, &hash).await?;
-    let fetch = started.elapsed();
-
-    let limits = state.config.limits.clone();
-    let settings = state.config.encode.clone();
-    let rendered = admission
-        .run(state.config.cpu.transform_timeout, move || {
-            pipeline::render(&source, &transform, output, &limits, &settings)
-        })
-        .await?;
-    let rendered = match rendered {
-        Ok(r) => {
-            state.metrics.render.observe_ok(output, fetch, &r.timings);
-            r
-        }
-        Err(e) => {
-            state.metrics.render.observe_err(output, &e);
-            return Err(e.into());
-        }
-    };
-    let variant = Variant {
-        bytes: Bytes::from(rendered.bytes),
-        media_type: output.media_type(),
-        stored_at: crate::store::now_unix() as u64,
-    };
-    let caches = &state.caches;
-    let data_key = caches
-        .meta
-        .data_key_for_insert(&state.store, &scope)
-        .await?;
-    caches
-        .variants
-        .insert(key, variant.clone(), data_key.clone());
-    caches.note_cached(&scope, key);
-    // A purge that ran while this rendered deleted the key it encrypted with: take the entry
-    // back out, so nothing purged is served again.
-    let current = caches.meta.data_key(&state.store, &scope).await?;
-    if current.is_none_or(|k| k.as_bytes() != data_key.as_bytes()) {
-        caches.variants.remove(&key);
-    }
-    Ok(RenderOutcome {
-        variant,
-        timing: (fetch, rendered.timings),
-    })
 }
 
 /// A strong ETag: the variant key in hex (128 bits of SHA-256 over the original's hash, the

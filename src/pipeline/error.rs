@@ -1,7 +1,7 @@
 //! The pipeline's error kinds, classified by who caused them (mapped to HTTP in `crate::error`).
 
 /// Why a render failed, classified by who caused it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PipelineError {
     /// The bytes are not a format this node decodes.
     #[error("unsupported image format")]

@@ -24,6 +24,25 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     res
 }
 
+/// An account export: the tar archive streamed as an attachment. A stream error aborts the
+/// response, so the client sees a truncated transfer.
+pub fn export(export: crate::accounts::Export) -> Response<Body> {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    let frames = export
+        .archive
+        .map(|chunk| chunk.map(hyper::body::Frame::data));
+    let mut res = Response::new(StreamBody::new(frames).boxed_unsync());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", export.file_name))
+    {
+        h.insert(http::header::CONTENT_DISPOSITION, v);
+    }
+    res
+}
+
 /// The JSON error body of the spec. 404s may be cached briefly (`not_found_max_age`) so a
 /// CDN absorbs scans for missing images; every other error is `no-store`.
 pub fn error(

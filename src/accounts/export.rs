@@ -1,90 +1,19 @@
-//! The privacy operations on a whole account: export (access and portability) and erasure.
-//!
-//! Owns their order. Erasure first marks the account `erasing` (from then on nothing of it is
-//! served and its keys are refused), purges its cached variants (data keys first), deletes its
-//! metadata in one transaction, deletes the originals no other account references, and only
-//! then deletes the account row; an erasure interrupted by a crash is resumed at start-up
-//! because the row is still there, marked. Export streams a tar archive: one JSON document,
-//! then each image's metadata and original, read a page at a time, so memory stays flat
-//! whatever the account's size.
-//! Must never decide HTTP routes or authentication.
+//! Export (access and portability): a tar archive streamed from the database and the
+//! object store. One JSON document first, then each image's metadata and original, read a
+//! page at a time, so memory stays flat whatever the account's size.
 
 use std::io;
 
+use std::pin::Pin;
+
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use futures_util::Stream;
 use serde_json::{Value, json};
 
-use crate::error::{ErrorCode, HttpError};
+use super::AccountError;
 use crate::origin::Origin;
-use crate::server::Body;
 use crate::state::AppState;
 use crate::store::{AccountStatus, ImageRecord};
-
-/// What an erasure removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Erased {
-    pub images: usize,
-    /// Originals deleted from object storage (those no other account references).
-    pub originals_deleted: usize,
-}
-
-/// Erases `name` completely (see the module doc for the order). Idempotent: running it again
-/// on a half-erased account finishes the job.
-pub async fn erase(state: &AppState, name: &str) -> Result<Erased, HttpError> {
-    if !state
-        .store
-        .set_account_status(name, AccountStatus::Erasing)
-        .await?
-    {
-        return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
-    }
-    state.caches.meta.invalidate_account(name).await;
-    state.caches.purge_account(&state.store, name).await?;
-    // Saves the hashes to release in the same transaction: a resume after this point still
-    // finds them.
-    state.store.delete_account_data(name).await?;
-    state.caches.meta.invalidate_account(name).await;
-    state.api_keys.forget_account(name);
-    state.usage.forget(name);
-    let hashes = state.store.erasure_originals(name).await?;
-    let mut originals_deleted = 0;
-    for hash in &hashes {
-        // A failure here leaves an unreferenced object, which the orphan sweep deletes.
-        match state.ingest().release_original(hash).await {
-            Ok(true) => originals_deleted += 1,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "erasure: deleting an original failed"),
-        }
-    }
-    state.store.delete_account(name).await?;
-    state.caches.meta.invalidate_account(name).await;
-    tracing::info!(
-        account = name,
-        images = hashes.len(),
-        originals_deleted,
-        "account erased"
-    );
-    Ok(Erased {
-        images: hashes.len(),
-        originals_deleted,
-    })
-}
-
-/// Finishes every erasure a crash (or a cancelled request) interrupted; run at start-up
-/// before serving, and with every retention pass.
-pub async fn resume_erasures(state: &AppState) -> Result<usize, HttpError> {
-    let pending = state.store.accounts_in(AccountStatus::Erasing).await?;
-    for name in &pending {
-        tracing::warn!(account = %name, "resuming an interrupted account erasure");
-        erase(state, name).await?;
-    }
-    Ok(pending.len())
-}
 
 /// The archive name of an image's original.
 fn original_entry(image: &ImageRecord) -> String {
@@ -92,14 +21,14 @@ fn original_entry(image: &ImageRecord) -> String {
 }
 
 /// The metadata document of an export: everything stored about the account but secrets.
-async fn document(state: &AppState, name: &str) -> Result<Value, HttpError> {
+async fn document(state: &AppState, name: &str) -> Result<Value, AccountError> {
     let account = state
         .store
         .account(name)
         .await?
         .filter(|a| a.status != AccountStatus::Erasing)
-        .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such account"))?;
-    let settings = crate::api::settings::settings_json(state, name).await?;
+        .ok_or(AccountError::NoSuchAccount)?;
+    let settings = super::settings_document(state, name).await?;
     let presets: Vec<Value> = state
         .store
         .presets(name)
@@ -118,7 +47,7 @@ async fn document(state: &AppState, name: &str) -> Result<Value, HttpError> {
         .api_keys(name)
         .await?
         .iter()
-        .map(crate::api::key_json)
+        .map(super::key_document)
         .collect();
     let usage: Vec<Value> = state
         .store
@@ -167,16 +96,24 @@ fn tar_entry(path: &str, data: &[u8], mtime: u64) -> io::Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// `GET .../export`: `application/x-tar` with `account.json` and `originals/{id}.{ext}`.
-/// A failure mid-stream aborts the response (the client sees a truncated transfer, never a
-/// well-formed archive with entries missing).
-pub async fn export(state: &AppState, name: &str) -> Result<Response<Body>, HttpError> {
+/// An account's export: a tar archive (`application/x-tar`) to stream under `file_name`.
+pub struct Export {
+    pub file_name: String,
+    /// `account.json`, then `images/{id}.json` and `originals/{id}.{ext}` per image. A failure
+    /// mid-stream ends it with an error (the client must see a truncated transfer, never a
+    /// well-formed archive with entries missing).
+    pub archive: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
+}
+
+/// Exports `name`: its metadata document is built now (so a missing account fails before
+/// any byte), the images as the archive is read.
+pub async fn export(state: &AppState, name: &str) -> Result<Export, AccountError> {
     let doc = document(state, name).await?;
     let json = serde_json::to_vec_pretty(&doc)
-        .map_err(|e| HttpError::internal(format!("export document: {e}")))?;
+        .map_err(|e| AccountError::Export(format!("document: {e}")))?;
     let now = u64::try_from(crate::store::now_unix()).unwrap_or(0);
     let first = tar_entry("account.json", &json, now)
-        .map_err(|e| HttpError::internal(format!("export header: {e}")))?;
+        .map_err(|e| AccountError::Export(format!("header: {e}")))?;
     let cursor = Cursor {
         store: state.store.clone(),
         origin: state.origin.clone(),
@@ -187,18 +124,10 @@ pub async fn export(state: &AppState, name: &str) -> Result<Response<Body>, Http
         max: state.config.limits.max_source_bytes,
         mtime: now,
     };
-    let body = export_stream(first, cursor);
-    let mut res =
-        Response::new(StreamBody::new(body.map(|chunk| chunk.map(Frame::data))).boxed_unsync());
-    *res.status_mut() = StatusCode::OK;
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"imgnode-export-{name}.tar\""
-    )) {
-        h.insert(CONTENT_DISPOSITION, v);
-    }
-    Ok(res)
+    Ok(Export {
+        file_name: format!("imgnode-export-{name}.tar"),
+        archive: Box::pin(export_stream(first, cursor)),
+    })
 }
 
 /// Images of an export read a page at a time (by id), so memory does not grow with the

@@ -1,0 +1,72 @@
+//! Erasure of a whole account, in an order that survives a crash.
+//!
+//! Erasure first marks the account `erasing` (from then on nothing of it is served and its
+//! keys are refused), purges its cached variants (data keys first), deletes its metadata in
+//! one transaction, deletes the originals no other account references, and only then
+//! deletes the account row; an erasure interrupted by a crash is resumed at start-up because
+//! the row is still there, marked.
+
+use super::AccountError;
+use crate::state::AppState;
+use crate::store::AccountStatus;
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub images: usize,
+    /// Originals deleted from object storage (those no other account references).
+    pub originals_deleted: usize,
+}
+
+/// Erases `name` completely (see the module doc for the order). Idempotent: running it again
+/// on a half-erased account finishes the job.
+pub async fn erase(state: &AppState, name: &str) -> Result<Erased, AccountError> {
+    if !state
+        .store
+        .set_account_status(name, AccountStatus::Erasing)
+        .await?
+    {
+        return Err(AccountError::NoSuchAccount);
+    }
+    state.caches.meta.invalidate_account(name).await;
+    state.caches.purge_account(&state.store, name).await?;
+    // Saves the hashes to release in the same transaction: a resume after this point still
+    // finds them.
+    state.store.delete_account_data(name).await?;
+    state.caches.meta.invalidate_account(name).await;
+    state.api_keys.forget_account(name);
+    state.usage.forget(name);
+    let hashes = state.store.erasure_originals(name).await?;
+    let mut originals_deleted = 0;
+    for hash in &hashes {
+        // A failure here leaves an unreferenced object, which the orphan sweep deletes.
+        match state.ingest().release_original(hash).await {
+            Ok(true) => originals_deleted += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "erasure: deleting an original failed"),
+        }
+    }
+    state.store.delete_account(name).await?;
+    state.caches.meta.invalidate_account(name).await;
+    tracing::info!(
+        account = name,
+        images = hashes.len(),
+        originals_deleted,
+        "account erased"
+    );
+    Ok(Erased {
+        images: hashes.len(),
+        originals_deleted,
+    })
+}
+
+/// Finishes every erasure a crash (or a cancelled request) interrupted; run at start-up
+/// before serving, and with every retention pass.
+pub async fn resume_erasures(state: &AppState) -> Result<usize, AccountError> {
+    let pending = state.store.accounts_in(AccountStatus::Erasing).await?;
+    for name in &pending {
+        tracing::warn!(account = %name, "resuming an interrupted account erasure");
+        erase(state, name).await?;
+    }
+    Ok(pending.len())
+}

@@ -1,0 +1,147 @@
+//! The render use case: one variant made from its original and put in the variant cache.
+//!
+//! Owns the order of a render (a place in the CPU pool first, then the original, then the
+//! pipeline, then the cache) and what a render may fail with, [`RenderError`], which
+//! `error.rs` maps to HTTP. Concurrent requests for one variant share one render through the
+//! state's [`RenderFlights`]. Must never decide HTTP answers, formats or budgets: the
+//! delivery handler has decided what to render and whether it may before it comes here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cache::flight::{SingleFlight, TaskFailed};
+use crate::cache::variants::{Variant, VariantKey};
+use crate::cpu::{CpuError, JobClass};
+use crate::origin::{OriginError, OriginGetError};
+use crate::pipeline::{self, OutputFormat, PipelineError, StageTimings, Transform};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// A render's result as every waiter of a single flight receives it.
+#[derive(Clone)]
+pub struct RenderOutcome {
+    pub variant: Variant,
+    /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
+    pub timing: (Duration, StageTimings),
+}
+
+/// Why a render failed; cloned to every waiter of its flight.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// The CPU pool refused it (full queue), timed it out, or the work panicked.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error(transparent)]
+    Origin(#[from] OriginGetError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Looking up or creating the original's data key.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
+impl From<StoreError> for RenderError {
+    fn from(e: StoreError) -> RenderError {
+        RenderError::Store(Arc::new(e))
+    }
+}
+
+/// Renders in flight, by variant.
+pub type RenderFlights = SingleFlight<VariantKey, RenderOutcome, RenderError>;
+
+/// What to render: the original (by hash), whose variants it is (`scope`, see
+/// [`crate::cache::scope`]), the transform and format, and the cache key of the result.
+pub struct RenderJob {
+    pub hash: String,
+    pub scope: String,
+    pub transform: Transform,
+    pub output: OutputFormat,
+    pub key: VariantKey,
+    /// Nobody waits for it (a background AVIF): it runs only on an idle pool.
+    pub background: bool,
+}
+
+/// The original's bytes, through the originals cache (one load however many ask at once),
+/// counted by outcome.
+pub async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, OriginGetError> {
+    let max = state.config.limits.max_source_bytes;
+    let load = async {
+        let got = state.origin.get(hash, max).await;
+        let outcome = match &got {
+            Ok(_) => "ok",
+            Err(OriginGetError::Origin(OriginError::NotFound(_))) => "not_found",
+            Err(OriginGetError::Origin(OriginError::Timeout)) => "timeout",
+            Err(OriginGetError::Origin(OriginError::Unavailable(_))) => "unavailable",
+            Err(OriginGetError::TooLarge(_)) => "too_large",
+        };
+        state
+            .metrics
+            .origin_fetches_total
+            .with_label_values(&[outcome])
+            .inc();
+        got
+    };
+    state.caches.original(hash, load).await
+}
+
+/// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
+/// its own task, so it finishes (and fills the cache) even if its first requester left.
+pub async fn render_and_store(
+    state: Arc<AppState>,
+    job: RenderJob,
+) -> Result<RenderOutcome, RenderError> {
+    let RenderJob {
+        hash,
+        scope,
+        transform,
+        output,
+        key,
+        background,
+    } = job;
+    let class = match output {
+        _ if background => JobClass::Background,
+        OutputFormat::Avif => JobClass::Avif,
+        _ => JobClass::Normal,
+    };
+    // The place in the CPU pool first: a render the pool refuses fetches nothing, and at most
+    // threads + queue originals are held for renders at once, however many requests come.
+    let admission = state.cpu.admit(class)?;
+    let started = Instant::now();
+    let source = fetch_original(&state, &hash).await?;
+    let fetch = started.elapsed();
+
+    let limits = state.config.limits.clone();
+    let settings = state.config.encode.clone();
+    let rendered = admission
+        .run(state.config.cpu.transform_timeout, move || {
+            pipeline::render(&source, &transform, output, &limits, &settings)
+        })
+        .await?;
+    let rendered = match rendered {
+        Ok(r) => {
+            state.metrics.render.observe_ok(output, fetch, &r.timings);
+            r
+        }
+        Err(e) => {
+            state.metrics.render.observe_err(output, &e);
+            return Err(e.into());
+        }
+    };
+    let variant = Variant {
+        bytes: Bytes::from(rendered.bytes),
+        media_type: output.media_type(),
+        stored_at: crate::store::now_unix() as u64,
+    };
+    state
+        .caches
+        .insert_rendered(&state.store, &scope, key, variant.clone())
+        .await?;
+    Ok(RenderOutcome {
+        variant,
+        timing: (fetch, rendered.timings),
+    })
+}
