@@ -22,7 +22,7 @@ use crate::cpu::Pool;
 use crate::ingest::IngestError;
 use crate::metrics::Metrics;
 use crate::origin::{Origin, OriginError};
-use crate::server::routes::{OpsHandler, PublicHandler};
+use crate::routes::{OpsHandler, PublicHandler};
 use crate::server::{self, ConnectionSettings};
 use crate::signing::SigningKeys;
 use crate::state::AppState;

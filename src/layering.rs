@@ -1,13 +1,34 @@
 //! The layer rule, checked on the source: dependencies point one way, from the edge to the
-//! core. The wiring (`app`, `main`) may use everything; the handlers (`api`, `admin`,
-//! `delivery`, `server`, and `error`, which maps every error to its HTTP answer) may use the
-//! core but not the wiring; the core (everything else: `state`, the stores, caches, pipeline,
-//! CPU pool, config, ...) uses neither.
+//! core (`docs/architecture.md`).
+//!
+//! - The wiring (`app`, `main`) may use everything.
+//! - Routing (`routes`) may use the handlers and everything below, not the wiring.
+//! - The handlers (`api`, `admin`, `delivery`), the transport (`server`) and the error table
+//!   (`error`, which maps every error to its HTTP answer) may use the core, not routing or
+//!   the wiring; the transport uses no handler either (it holds no business logic).
+//! - The core (everything else: `state`, the use cases `accounts` and `render`, the stores,
+//!   caches, pipeline, CPU pool, config, ...) uses none of the above.
 
 use std::path::{Path, PathBuf};
 
 const WIRING: &[&str] = &["app", "main", "lib", "layering"];
+const ROUTING: &[&str] = &["routes"];
 const HANDLERS: &[&str] = &["api", "admin", "delivery", "server", "error"];
+const TRANSPORT: &str = "server";
+
+/// The top-level modules `module` must not import.
+fn forbidden(module: &str) -> Vec<&'static str> {
+    let upper: &[&[&str]] = if ROUTING.contains(&module) {
+        &[WIRING]
+    } else if module == TRANSPORT {
+        &[WIRING, ROUTING, &["api", "admin", "delivery"]]
+    } else if HANDLERS.contains(&module) {
+        &[WIRING, ROUTING]
+    } else {
+        &[WIRING, ROUTING, HANDLERS]
+    };
+    upper.iter().flat_map(|l| l.iter().copied()).collect()
+}
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -43,11 +64,7 @@ fn dependencies_point_from_the_edge_to_the_core() {
         if WIRING.contains(&module.as_str()) {
             continue;
         }
-        let forbidden: Vec<&str> = if HANDLERS.contains(&module.as_str()) {
-            WIRING.to_vec()
-        } else {
-            WIRING.iter().chain(HANDLERS).copied().collect()
-        };
+        let forbidden = forbidden(&module);
         let text = std::fs::read_to_string(file).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or_default();
@@ -64,5 +81,56 @@ fn dependencies_point_from_the_edge_to_the_core() {
         wrong.is_empty(),
         "imports against the layers:\n{}",
         wrong.join("\n")
+    );
+}
+
+/// The backticked names in the second column of the layer table's row starting `| {layer}`.
+fn documented(doc: &str, layer: &str) -> Vec<String> {
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| {layer} |")))
+        .unwrap_or_else(|| panic!("docs/architecture.md has no `{layer}` row"));
+    let modules = row.split('|').nth(2).unwrap_or_default();
+    modules
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|name| !name.contains(' ') && !name.contains('('))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_architecture_document_names_the_layers_this_test_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let names = |list: &[&str]| sorted(list.iter().map(|s| s.to_string()).collect());
+    assert_eq!(sorted(documented(&doc, "Wiring")), names(&["app", "main"]));
+    assert_eq!(sorted(documented(&doc, "Routing")), names(ROUTING));
+    let mut handlers = documented(&doc, "Handlers");
+    handlers.extend(documented(&doc, "Transport and error table"));
+    assert_eq!(sorted(handlers), names(HANDLERS));
+    // Every top-level module is placed in some layer.
+    let mut placed: Vec<String> = ["Wiring", "Routing", "Handlers", "Transport and error table"]
+        .iter()
+        .chain(&["Use cases", "Core"])
+        .flat_map(|layer| documented(&doc, layer))
+        .collect();
+    placed.extend(["lib", "layering"].map(String::from));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut missing: Vec<String> = files
+        .iter()
+        .map(|f| module_of(&root.join("src"), f))
+        .filter(|m| !placed.contains(m))
+        .collect();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "modules missing from docs/architecture.md's layer table: {missing:?}"
     );
 }

@@ -1,5 +1,6 @@
-//! imgnode: an image-transform CDN node. See `README.md` and `../shared/design.md` for the
-//! architecture; each module's doc says what it owns and what it must never do.
+//! imgnode: an image-transform CDN node. The architecture (layers, a request's path, where
+//! state lives, how to add a route, parameter, format or metric) is `docs/architecture.md`;
+//! each module's doc says what it owns and what it must never do.
 
 pub mod accounts;
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod origin;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod render;
+pub mod routes;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -5,7 +5,6 @@
 
 pub mod client;
 pub mod response;
-pub mod routes;
 pub mod tls;
 
 use std::collections::HashMap;

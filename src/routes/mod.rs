@@ -1,0 +1,174 @@
+//! Routing: a request becomes a route of its listener's table before any handler runs, and
+//! every route runs inside one request envelope ([`envelope`]).
+//!
+//! The public listener answers `/health`, the tenant API (`/api/v1/`, routed further by
+//! `api::ApiRoute`) and image URLs (`delivery`); the ops listener answers metrics, probes and
+//! the operator API (`admin::OpsRoute`). Sits above the handlers and below the wiring: it
+//! picks a handler, never decides an answer itself.
+
+mod envelope;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::delivery::{self, DeliveryRequest};
+use crate::error::{ErrorCode, HttpError};
+use crate::server::{Body, Handler, response};
+use crate::state::AppState;
+use envelope::Answer;
+
+/// Routes of the public listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicRoute<'a> {
+    Health,
+    /// The tenant API under `/api/v1/`.
+    Api,
+    /// `/i/{account}/{path}.{ext}`, or the bare form on a CDN host; holds what follows the
+    /// prefix.
+    Image(&'a str),
+    NotFound,
+}
+
+impl PublicRoute<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            PublicRoute::Health => "health",
+            PublicRoute::Api => "api",
+            PublicRoute::Image(_) => "image",
+            PublicRoute::NotFound => "not_found",
+        }
+    }
+}
+
+pub fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
+    if path == "/health" {
+        return PublicRoute::Health;
+    }
+    if path.starts_with("/api/v1/") {
+        return PublicRoute::Api;
+    }
+    if let Some(rest) = path.strip_prefix("/i/") {
+        return PublicRoute::Image(rest);
+    }
+    let d = &state.config.delivery;
+    let bare = d.bare_paths
+        || host.is_some_and(|h| {
+            let h = h.split(':').next().unwrap_or(h);
+            d.cdn_hosts.iter().any(|c| c.eq_ignore_ascii_case(h))
+        });
+    if bare {
+        // Top-level routes are matched above, and account names that could collide with
+        // them are refused at creation (`store::validate_account_name`).
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        if rest.contains('/') {
+            return PublicRoute::Image(rest);
+        }
+    }
+    PublicRoute::NotFound
+}
+
+/// The public listener's handler.
+#[derive(Clone)]
+pub struct PublicHandler(pub Arc<AppState>);
+
+impl Handler for PublicHandler {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let state = &self.0;
+        envelope::serve(state, req, peer, |req, client| async move {
+            let path = req.uri().path().to_string();
+            let host = req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().host())
+                .map(str::to_string);
+            let route = public_route(&path, host.as_deref(), state);
+            let method = req.method();
+            let get_like = method == Method::GET || method == Method::HEAD;
+            match route {
+                PublicRoute::Api => {
+                    let api = crate::api::ApiRoute::parse(method, &path);
+                    let label = api.label();
+                    let outcome = crate::api::handle(state, api, req, client).await;
+                    Answer {
+                        rate: outcome.rate,
+                        // Tenant API answers are per account and credential: never stored
+                        // by a shared cache, errors included (the brief public caching of
+                        // 404s is for image URLs).
+                        private: true,
+                        ..Answer::new(outcome.result, label)
+                    }
+                }
+                _ if !get_like => Answer::new(
+                    Err(HttpError::new(
+                        ErrorCode::MethodNotAllowed,
+                        "use GET or HEAD",
+                    )),
+                    route.label(),
+                ),
+                PublicRoute::Health => Answer::new(
+                    Ok(response::json(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "ok", "timestamp": rfc3339_now()}),
+                    )),
+                    route.label(),
+                ),
+                PublicRoute::Image(target) => {
+                    let r = delivery::handle(
+                        state,
+                        DeliveryRequest {
+                            target,
+                            query: req.uri().query().unwrap_or(""),
+                            method,
+                            headers: req.headers(),
+                            client,
+                        },
+                    )
+                    .await;
+                    match r {
+                        Ok((res, cache)) => Answer {
+                            cache: Some(cache.as_str()),
+                            ..Answer::new(Ok(res), route.label())
+                        },
+                        Err(e) => Answer::new(Err(e), route.label()),
+                    }
+                }
+                PublicRoute::NotFound => Answer::new(
+                    Err(HttpError::new(ErrorCode::NotFound, "no such route")),
+                    route.label(),
+                ),
+            }
+        })
+        .await
+    }
+}
+
+/// The ops listener's handler.
+#[derive(Clone)]
+pub struct OpsHandler(pub Arc<AppState>);
+
+impl Handler for OpsHandler {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let state = &self.0;
+        envelope::serve(state, req, peer, |req, client| async move {
+            match crate::admin::OpsRoute::parse(req.method(), req.uri().path()) {
+                Ok(route) => {
+                    let label = route.label();
+                    Answer::new(crate::admin::handle(state, route, req, client).await, label)
+                }
+                Err(e) => Answer::new(Err(e), "ops_bad_method"),
+            }
+        })
+        .await
+    }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
