@@ -2,7 +2,6 @@
 //! id, the client address, timing, the error rendering, the rate-limit headers, metrics and
 //! the access log line.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,50 +41,52 @@ impl Answer {
     }
 }
 
-/// Runs `route` on `req` inside the envelope.
-pub(super) async fn serve<F, Fut>(
-    state: &AppState,
-    req: Request<Incoming>,
+/// One request's envelope: opened before the route runs ([`Envelope::open`]), closed with the
+/// route's [`Answer`] ([`Envelope::close`]). Two calls rather than a wrapper around the route's
+/// future, so the route's (large) future is not moved into another one on the hit path.
+pub(super) struct Envelope {
+    started: Instant,
     peer: SocketAddr,
-    route: F,
-) -> Response<Body>
-where
-    F: FnOnce(Request<Incoming>, IpAddr) -> Fut,
-    Fut: Future<Output = Answer>,
-{
-    let started = Instant::now();
-    let client = client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
-    let request_id = request_id(req.headers());
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let head_only = method == Method::HEAD;
-    let answer = route(req, client).await;
-    let mut res = finish(state, answer.result, &path, head_only);
-    let h = res.headers_mut();
-    if answer.private {
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    /// The client's address (see [`client_ip`]).
+    pub client: IpAddr,
+    request_id: String,
+    /// The request's path, owned so the route can borrow it while the request moves on.
+    pub path: String,
+    method: Method,
+}
+
+impl Envelope {
+    pub fn open(state: &AppState, req: &Request<Incoming>, peer: SocketAddr) -> Envelope {
+        Envelope {
+            started: Instant::now(),
+            peer,
+            client: client_ip(peer, req.headers(), &state.config.server.trusted_proxies),
+            request_id: request_id(req.headers()),
+            path: req.uri().path().to_string(),
+            method: req.method().clone(),
+        }
     }
-    if let Some(rate) = answer.rate {
-        h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
-        h.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+
+    /// The response for `answer`: errors rendered, envelope headers added, metrics and the
+    /// access log line written.
+    pub fn close(self, state: &AppState, answer: Answer) -> Response<Body> {
+        let head_only = self.method == Method::HEAD;
+        let mut res = finish(state, answer.result, &self.path, head_only);
+        let h = res.headers_mut();
+        if answer.private {
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        if let Some(rate) = answer.rate {
+            h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
+            h.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            h.insert(X_REQUEST_ID, v);
+        }
+        record(state, &self, answer.label, answer.cache, &res);
+        res
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
-    record(
-        state,
-        &method,
-        &path,
-        peer,
-        client,
-        answer.label,
-        answer.cache,
-        &res,
-        started,
-        &request_id,
-    );
-    res
 }
 
 fn finish(
@@ -164,19 +165,21 @@ fn log_path(path: &str) -> &str {
 /// Metrics and the access log line. The query string is left out of the log: it can carry
 /// signatures; the path is cut to [`LOG_PATH_MAX`] bytes. `peer` is the TCP peer, `client`
 /// the address it forwards for (the same unless the peer is a trusted proxy).
-#[expect(clippy::too_many_arguments, reason = "one access-log line's fields")]
 fn record(
     state: &AppState,
-    method: &Method,
-    path: &str,
-    peer: SocketAddr,
-    client: IpAddr,
+    envelope: &Envelope,
     route: &'static str,
     cache: Option<&'static str>,
     res: &Response<Body>,
-    started: Instant,
-    request_id: &str,
 ) {
+    let Envelope {
+        started,
+        peer,
+        client,
+        ref request_id,
+        ref path,
+        ref method,
+    } = *envelope;
     let elapsed = started.elapsed();
     let status = res.status();
     let bytes: u64 = if method == Method::HEAD {

@@ -1,5 +1,5 @@
 //! Routing: a request becomes a route of its listener's table before any handler runs, and
-//! every route runs inside one request envelope ([`envelope`]).
+//! every route runs inside one request envelope ([`envelope::Envelope`]).
 //!
 //! The public listener answers `/health`, the tenant API (`/api/v1/`, routed further by
 //! `api::ApiRoute`) and image URLs (`delivery`); the ops listener answers metrics, probes and
@@ -8,7 +8,7 @@
 
 mod envelope;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::HOST;
@@ -19,7 +19,7 @@ use crate::delivery::{self, DeliveryRequest};
 use crate::error::{ErrorCode, HttpError};
 use crate::server::{Body, Handler, response};
 use crate::state::AppState;
-use envelope::Answer;
+use envelope::{Answer, Envelope};
 
 /// Routes of the public listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,72 +78,78 @@ pub struct PublicHandler(pub Arc<AppState>);
 impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = &self.0;
-        envelope::serve(state, req, peer, |req, client| async move {
-            let path = req.uri().path().to_string();
-            let host = req
-                .headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().host())
-                .map(str::to_string);
-            let route = public_route(&path, host.as_deref(), state);
-            let method = req.method();
-            let get_like = method == Method::GET || method == Method::HEAD;
-            match route {
-                PublicRoute::Api => {
-                    let api = crate::api::ApiRoute::parse(method, &path);
-                    let label = api.label();
-                    let outcome = crate::api::handle(state, api, req, client).await;
-                    Answer {
-                        rate: outcome.rate,
-                        // Tenant API answers are per account and credential: never stored
-                        // by a shared cache, errors included (the brief public caching of
-                        // 404s is for image URLs).
-                        private: true,
-                        ..Answer::new(outcome.result, label)
-                    }
-                }
-                _ if !get_like => Answer::new(
-                    Err(HttpError::new(
-                        ErrorCode::MethodNotAllowed,
-                        "use GET or HEAD",
-                    )),
-                    route.label(),
-                ),
-                PublicRoute::Health => Answer::new(
-                    Ok(response::json(
-                        StatusCode::OK,
-                        &serde_json::json!({"status": "ok", "timestamp": rfc3339_now()}),
-                    )),
-                    route.label(),
-                ),
-                PublicRoute::Image(target) => {
-                    let r = delivery::handle(
-                        state,
-                        DeliveryRequest {
-                            target,
-                            query: req.uri().query().unwrap_or(""),
-                            method,
-                            headers: req.headers(),
-                            client,
-                        },
-                    )
-                    .await;
-                    match r {
-                        Ok((res, cache)) => Answer {
-                            cache: Some(cache.as_str()),
-                            ..Answer::new(Ok(res), route.label())
-                        },
-                        Err(e) => Answer::new(Err(e), route.label()),
-                    }
-                }
-                PublicRoute::NotFound => Answer::new(
-                    Err(HttpError::new(ErrorCode::NotFound, "no such route")),
-                    route.label(),
-                ),
+        let envelope = Envelope::open(state, &req, peer);
+        let answer = public(state, req, envelope.client, &envelope.path).await;
+        envelope.close(state, answer)
+    }
+}
+
+async fn public(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    client: IpAddr,
+    path: &str,
+) -> Answer {
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    let route = public_route(path, host, state);
+    let method = req.method();
+    let get_like = method == Method::GET || method == Method::HEAD;
+    match route {
+        PublicRoute::Api => {
+            let api = crate::api::ApiRoute::parse(method, path);
+            let label = api.label();
+            let outcome = crate::api::handle(state, api, req, client).await;
+            Answer {
+                rate: outcome.rate,
+                // Tenant API answers are per account and credential: never stored by a
+                // shared cache, errors included (the brief public caching of 404s is for
+                // image URLs).
+                private: true,
+                ..Answer::new(outcome.result, label)
             }
-        })
-        .await
+        }
+        _ if !get_like => Answer::new(
+            Err(HttpError::new(
+                ErrorCode::MethodNotAllowed,
+                "use GET or HEAD",
+            )),
+            route.label(),
+        ),
+        PublicRoute::Health => Answer::new(
+            Ok(response::json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "timestamp": rfc3339_now()}),
+            )),
+            route.label(),
+        ),
+        PublicRoute::Image(target) => {
+            let r = delivery::handle(
+                state,
+                DeliveryRequest {
+                    target,
+                    query: req.uri().query().unwrap_or(""),
+                    method,
+                    headers: req.headers(),
+                    client,
+                },
+            )
+            .await;
+            match r {
+                Ok((res, cache)) => Answer {
+                    cache: Some(cache.as_str()),
+                    ..Answer::new(Ok(res), route.label())
+                },
+                Err(e) => Answer::new(Err(e), route.label()),
+            }
+        }
+        PublicRoute::NotFound => Answer::new(
+            Err(HttpError::new(ErrorCode::NotFound, "no such route")),
+            route.label(),
+        ),
     }
 }
 
@@ -154,16 +160,16 @@ pub struct OpsHandler(pub Arc<AppState>);
 impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = &self.0;
-        envelope::serve(state, req, peer, |req, client| async move {
-            match crate::admin::OpsRoute::parse(req.method(), req.uri().path()) {
-                Ok(route) => {
-                    let label = route.label();
-                    Answer::new(crate::admin::handle(state, route, req, client).await, label)
-                }
-                Err(e) => Answer::new(Err(e), "ops_bad_method"),
+        let envelope = Envelope::open(state, &req, peer);
+        let answer = match crate::admin::OpsRoute::parse(req.method(), &envelope.path) {
+            Ok(route) => {
+                let label = route.label();
+                let result = crate::admin::handle(state, route, req, envelope.client).await;
+                Answer::new(result, label)
             }
-        })
-        .await
+            Err(e) => Answer::new(Err(e), "ops_bad_method"),
+        };
+        envelope.close(state, answer)
     }
 }
 
