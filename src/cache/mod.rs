@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::cluster::{Broadcaster, Notice};
 use crate::store::{Store, StoreError};
 use meta::MetaCache;
-use variants::{CacheError, Variant, VariantCache, VariantCacheConfig, VariantKey};
+use variants::{CacheError, Tier, Variant, VariantCache, VariantCacheConfig, VariantKey};
 
 /// Settings of every cache, from `[cache]`.
 #[derive(Debug, Clone)]
@@ -124,6 +124,27 @@ impl Caches {
         }
     }
 
+    /// A cached variant of the original `scope` and the tier it came from; `None` when it is
+    /// not cached, or the original has no data key (purged, or never rendered).
+    pub async fn rendered(
+        &self,
+        store: &Store,
+        scope: &str,
+        key: &VariantKey,
+    ) -> Result<Option<(Bytes, Tier)>, StoreError> {
+        let Some(data_key) = self.meta.data_key(store, scope).await? else {
+            return Ok(None);
+        };
+        let Some((variant, tier)) = self.variants.get(key, &data_key).await else {
+            return Ok(None);
+        };
+        if tier == Tier::Disk {
+            // The disk hit is now back in memory: purge must know it is there.
+            self.note_cached(scope, *key);
+        }
+        Ok(Some((variant.bytes, tier)))
+    }
+
     /// Stores a freshly rendered variant of the original `scope`, encrypted under its data
     /// key. A purge that ran while it rendered deleted the key the render would have used:
     /// then the entry is taken back out at once, so nothing purged is served again.
@@ -146,7 +167,7 @@ impl Caches {
 
     /// Remembers that `key` (a variant of the original `scope`, see [`scope`]) may now sit in
     /// memory.
-    pub fn note_cached(&self, scope: &str, key: VariantKey) {
+    fn note_cached(&self, scope: &str, key: VariantKey) {
         /// Variants of one original tracked for active removal; more are left to age out.
         const PER_ORIGINAL: usize = 1024;
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());

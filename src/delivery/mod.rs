@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::cache::flight::Role;
 use crate::cache::variants::{Tier, VariantKey};
+use crate::config::Plan;
 use crate::cpu::CpuError;
 use crate::error::HttpError;
 use crate::pipeline::{Fit, OutputFormat, StageTimings, Transform};
@@ -29,7 +30,7 @@ use crate::render::{self, RenderError, RenderJob};
 use crate::server::{Body, empty, full, response::NOSNIFF};
 use crate::signing::Refusal;
 use crate::state::AppState;
-use crate::store::{AccountSettings, AccountStatus, ImageRecord, Visibility};
+use crate::store::{Account, AccountSettings, AccountStatus, ImageRecord, Visibility};
 use crate::usage::{self, Quota};
 use url::{TransformDefaults, TransformParams};
 
@@ -67,11 +68,66 @@ pub struct DeliveryRequest<'a> {
     pub client: std::net::IpAddr,
 }
 
-/// Answers one image request. Errors are returned for the router to render.
+/// Answers one image request: [`resolve`] decides what to answer, then the original's bytes
+/// or a variant (cached or rendered) are served. Errors are returned for the router to render.
 pub async fn handle(
     state: &Arc<AppState>,
     req: DeliveryRequest<'_>,
 ) -> Result<(Response<Body>, CacheStatus), HttpError> {
+    let (resolved, answer) = resolve(state, &req).await?;
+    match answer {
+        Answer::Original => serve_original(state, &req, &resolved).await,
+        Answer::Variant(transform) => serve_variant(state, &req, &resolved, transform).await,
+    }
+}
+
+/// What a request resolved to before any byte is fetched: who asks for which image, in which
+/// format (the [`Answer`] says whether that is the original's bytes or a rendered variant).
+struct Resolved<'a> {
+    signed: bool,
+    account: Arc<Account>,
+    plan: &'a Plan,
+    image: Arc<ImageRecord>,
+    /// The preset the URL named, for its render count.
+    preset_id: Option<String>,
+    /// The format the URL asks for, before negotiation.
+    ext: OutputFormat,
+    /// The format to answer with (negotiated when `negotiated`).
+    output: OutputFormat,
+    negotiated: bool,
+    /// For a private image, when its signature expires (see [`ResponseMeta::private_until`]).
+    private_until: Option<i64>,
+}
+
+/// What to answer with.
+enum Answer {
+    /// The stored bytes, untouched.
+    Original,
+    /// A rendered variant: the transform after defaults, size policy and budgets.
+    Variant(Transform),
+}
+
+impl Resolved<'_> {
+    fn meta(&self) -> ResponseMeta<'_> {
+        ResponseMeta {
+            format: self.output,
+            etag: String::new(),
+            image: &self.image,
+            vary_accept: self.negotiated,
+            private_until: self.private_until,
+            stand_in: false,
+            cache: CacheStatus::Original,
+            timing: None,
+        }
+    }
+}
+
+/// The URL checked (signature, account status, bandwidth quota, visibility) and turned into
+/// what to answer. Reads metadata only (through the metadata cache); fetches no bytes.
+async fn resolve<'a>(
+    state: &'a AppState,
+    req: &DeliveryRequest<'_>,
+) -> Result<(Resolved<'a>, Answer), HttpError> {
     let url = url::DeliveryUrl::parse(req.target, req.query)?;
     let signed = check_signature(state, &url)?;
 
@@ -149,7 +205,6 @@ pub async fn handle(
     } else {
         ext
     };
-    let head_only = req.method == Method::HEAD;
 
     // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL),
     // unless they exceed the account's default maximum size: then, unsigned and without
@@ -176,53 +231,85 @@ pub async fn handle(
             .expires
             .unwrap_or_else(|| crate::store::now_unix() + PRIVATE_MAX_AGE)
     });
-    let mut meta = ResponseMeta {
-        format: output,
-        etag: String::new(),
-        image: &image,
-        vary_accept: negotiated,
-        private_until,
-        stand_in: false,
-        cache: CacheStatus::Original,
-        timing: None,
+    let answer = if passthrough {
+        Answer::Original
+    } else {
+        let limits = &state.config.limits;
+        let defaults = defaults_of(&settings);
+        let mut transform = params.resolve(&defaults, limits);
+        let source = (image.width, image.height);
+        budget::clamp_dpr(source, &params, &defaults, &mut transform, limits);
+        budget::apply_size_policy(&mut transform, &settings)?;
+        let budgets = &state.config.delivery.budgets;
+        if !signed {
+            transform.quality = transform.quality.min(budgets.unsigned_max_quality);
+            if negotiated
+                && output == OutputFormat::Avif
+                && budget::output_pixels(source, &transform, limits)
+                    > budgets.unsigned_avif_max_pixels
+            {
+                output = negotiate::best_without_avif(req.headers, ext);
+            }
+            let max_pixels = match output {
+                OutputFormat::Avif => budgets.unsigned_avif_max_pixels,
+                _ => budgets.unsigned_max_pixels,
+            };
+            budget::fit_pixels(source, &mut transform, limits, max_pixels);
+        }
+        Answer::Variant(transform)
     };
-    if passthrough {
-        let scope = crate::cache::scope(&account.name, &image.hash);
-        meta.etag = etag_of(&caches.variant_key(&scope, "", "original"));
-        // Revalidation needs no bytes at all: the ETag is derived from the request alone.
-        if not_modified(req.headers, &meta.etag) {
-            return Ok((
-                meta.build(state, StatusCode::NOT_MODIFIED, None),
-                meta.cache,
-            ));
-        }
-        let started = Instant::now();
-        let bytes = render::fetch_original(state, &image.hash).await?;
-        meta.timing = Some((started.elapsed(), StageTimings::default()));
-        return Ok((meta.respond(state, bytes, head_only), meta.cache));
-    }
+    let resolved = Resolved {
+        signed,
+        account,
+        plan,
+        image,
+        preset_id,
+        ext,
+        output,
+        negotiated,
+        private_until,
+    };
+    Ok((resolved, answer))
+}
 
-    let limits = &state.config.limits;
-    let defaults = defaults_of(&settings);
-    let mut transform = params.resolve(&defaults, limits);
-    let source = (image.width, image.height);
-    budget::clamp_dpr(source, &params, &defaults, &mut transform, limits);
-    budget::apply_size_policy(&mut transform, &settings)?;
-    let budgets = &state.config.delivery.budgets;
-    if !signed {
-        transform.quality = transform.quality.min(budgets.unsigned_max_quality);
-        if negotiated
-            && output == OutputFormat::Avif
-            && budget::output_pixels(source, &transform, limits) > budgets.unsigned_avif_max_pixels
-        {
-            output = negotiate::best_without_avif(req.headers, ext);
-        }
-        let max_pixels = match output {
-            OutputFormat::Avif => budgets.unsigned_avif_max_pixels,
-            _ => budgets.unsigned_max_pixels,
-        };
-        budget::fit_pixels(source, &mut transform, limits, max_pixels);
+/// The original's own bytes (X-Cache: ORIGINAL), or a 304 without fetching them.
+async fn serve_original(
+    state: &AppState,
+    req: &DeliveryRequest<'_>,
+    resolved: &Resolved<'_>,
+) -> Result<(Response<Body>, CacheStatus), HttpError> {
+    let mut meta = resolved.meta();
+    let image = &resolved.image;
+    let scope = crate::cache::scope(&resolved.account.name, &image.hash);
+    meta.etag = etag_of(&state.caches.variant_key(&scope, "", "original"));
+    // Revalidation needs no bytes at all: the ETag is derived from the request alone.
+    if not_modified(req.headers, &meta.etag) {
+        return Ok((
+            meta.build(state, StatusCode::NOT_MODIFIED, None),
+            meta.cache,
+        ));
     }
+    let started = Instant::now();
+    let bytes = render::fetch_original(state, &image.hash).await?;
+    meta.timing = Some((started.elapsed(), StageTimings::default()));
+    let head_only = req.method == Method::HEAD;
+    Ok((meta.respond(state, bytes, head_only), meta.cache))
+}
+
+/// A rendered variant: from the variant cache, else rendered once (single flight) within
+/// the client's, the image's and the month's budgets; for `format=auto` an AVIF that is not
+/// cached yet may be answered by a stand-in while it renders in the background.
+async fn serve_variant(
+    state: &Arc<AppState>,
+    req: &DeliveryRequest<'_>,
+    resolved: &Resolved<'_>,
+    transform: Transform,
+) -> Result<(Response<Body>, CacheStatus), HttpError> {
+    let caches = &state.caches;
+    let head_only = req.method == Method::HEAD;
+    let (account, image, plan) = (&resolved.account, &resolved.image, resolved.plan);
+    let mut output = resolved.output;
+    let mut meta = resolved.meta();
     let canonical = url::canonical(&transform);
     let scope = crate::cache::scope(&account.name, &image.hash);
     // The variant to answer with: the negotiated one, or (once) a WebP in its place.
@@ -230,7 +317,7 @@ pub async fn handle(
     let background = |(key, transform): (VariantKey, Transform)| {
         let job = Background {
             client: req.client,
-            signed,
+            signed: resolved.signed,
             account: account.name.clone(),
             plan: plan.clone(),
             hash: image.hash.clone(),
@@ -251,15 +338,21 @@ pub async fn handle(
                 meta.cache,
             ));
         }
-        if let Some((bytes, status)) = cached(state, &scope, &key).await? {
-            meta.cache = status;
+        if let Some((bytes, tier)) = caches.rendered(&state.store, &scope, &key).await? {
+            meta.cache = match tier {
+                Tier::Memory => CacheStatus::HitMemory,
+                Tier::Disk => CacheStatus::HitDisk,
+            };
             if let Some(job) = follow_up {
                 background(job).await;
             }
             return Ok((meta.respond(state, bytes, head_only), meta.cache));
         }
         let in_background = state.config.delivery.avif_background;
-        if negotiated && output == OutputFormat::Avif && (in_background || state.cpu.avif_busy()) {
+        if resolved.negotiated
+            && output == OutputFormat::Avif
+            && (in_background || state.cpu.avif_busy())
+        {
             // Not cached yet: the best fast format now, briefly cacheable, rather than a wait
             // for an AVIF encode (ten times a WebP's CPU); the AVIF follows in the background
             // when the pool is idle. Without background encodes this happens only while every
@@ -269,7 +362,7 @@ pub async fn handle(
                 // (budgets included).
                 follow_up = Some((key, transform.clone()));
             }
-            output = negotiate::best_without_avif(req.headers, ext);
+            output = negotiate::best_without_avif(req.headers, resolved.ext);
             meta.stand_in = true;
             state.metrics.avif_fallbacks_total.inc();
             continue;
@@ -285,7 +378,7 @@ pub async fn handle(
         state.rate_limits.client_render(req.client),
         "too many new renders from this address; cached images are not limited",
     )?;
-    if !signed {
+    if !resolved.signed {
         budget::take(
             state,
             "image",
@@ -320,7 +413,7 @@ pub async fn handle(
         state
             .usage
             .record(&account.name, |u| u.transformations += 1);
-        if let Some(id) = &preset_id {
+        if let Some(id) = &resolved.preset_id {
             state.count_preset_render(id);
         }
     }
@@ -341,30 +434,6 @@ pub async fn handle(
         meta.respond(state, outcome.variant.bytes, head_only),
         meta.cache,
     ))
-}
-
-/// A cached variant's bytes and the tier it came from.
-async fn cached(
-    state: &AppState,
-    scope: &str,
-    key: &VariantKey,
-) -> Result<Option<(Bytes, CacheStatus)>, HttpError> {
-    let caches = &state.caches;
-    let Some(data_key) = caches.meta.data_key(&state.store, scope).await? else {
-        return Ok(None);
-    };
-    let Some((variant, tier)) = caches.variants.get(key, &data_key).await else {
-        return Ok(None);
-    };
-    let status = match tier {
-        Tier::Memory => CacheStatus::HitMemory,
-        Tier::Disk => {
-            // The disk hit is now back in memory: purge must know it is there.
-            caches.note_cached(scope, *key);
-            CacheStatus::HitDisk
-        }
-    };
-    Ok(Some((variant.bytes, status)))
 }
 
 const SIGNATURE_REQUIRED: &str = "a valid, unexpired signature is required";
