@@ -1,133 +1,48 @@
 //! The variant cache: rendered images keyed by [`VariantKey`], in a foyer hybrid cache with a
 //! plaintext memory tier and an encrypted disk tier that survives restarts.
 //!
-//! Owns: the foyer instance (memory + block engine on a directory), the on-disk value format,
+//! Owns: the foyer instance (memory + block engine on a directory), placement by size,
 //! per-entry TTL, crypto-erasure (every disk entry is sealed with the data key of its
 //! original, so deleting that key in the metadata DB makes every variant of it unreadable even
-//! if a tombstone is lost), and the `imgnode_cache_*` metrics of this tier.
+//! if a tombstone is lost), and the `imgnode_cache_*` metrics of this tier. In parts:
+//! `crypto` (data keys, sealing, the AAD), `disk` (the on-disk key and value format, media
+//! type codes, the block layout), `memory` (entry weights, the eviction counter) and `metrics`
+//! (the handles). The public types are here or re-exported from here; what the parts share
+//! among themselves is `pub(super)`.
 //!
 //! Must never: write plaintext variant bytes to disk, return an entry that is expired, damaged
 //! or sealed with another key, let a damaged cache file surface as an error or a panic, decide
 //! HTTP statuses, or create threads (foyer runs its flushers on the current tokio runtime).
-//!
-//! On-disk value (version 1), all integers little-endian:
-//! `version u8 | format u8 | stored_at u64 | nonce [u8; 12] | sealed_len u32 | sealed`,
-//! where `sealed` is ChaCha20-Poly1305 ciphertext + 16-byte tag, and the AAD binds the
-//! domain, version, format, stored_at and the variant key, so an entry copied under another
-//! key, or with an edited header, fails authentication.
+
+mod crypto;
+mod disk;
+mod memory;
+mod metrics;
 
 use std::{
-    io::{Read, Write},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
-use chacha20poly1305::{
-    ChaCha20Poly1305, Key, KeyInit, Nonce,
-    aead::{Aead, OsRng, Payload, rand_core::RngCore},
-};
 use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCacheBuilderPhaseStorage, HybridCachePolicy, HybridCacheProperties, Load, Location,
     RecoverMode,
 };
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, core::Collector,
-};
-use zeroize::Zeroize;
+use prometheus::Registry;
 
-use super::foyer_metrics::FoyerMetrics;
+pub use crypto::DataKey;
+pub use disk::MEDIA_TYPES;
+use disk::{DiskLayout, StoredVariant, media_type_code};
+use memory::{ENTRY_MEMORY_OVERHEAD, EvictionCounter, MEMORY_ENTRY_DIVISOR};
+use metrics::VariantCacheMetrics;
 
 /// 128-bit digest naming one variant (computed by the caller from original hash + canonical
-/// transform + format + buster).
+/// transform + format + buster). Stored on disk as its 16 bytes (`disk`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct VariantKey(pub [u8; 16]);
-
-impl Code for VariantKey {
-    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
-        writer.write_all(&self.0).map_err(foyer::Error::io_error)
-    }
-
-    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
-        let mut bytes = [0u8; 16];
-        reader
-            .read_exact(&mut bytes)
-            .map_err(foyer::Error::io_error)?;
-        Ok(VariantKey(bytes))
-    }
-
-    fn estimated_size(&self) -> usize {
-        16
-    }
-}
-
-/// A per-original 256-bit data key. The caller keeps it in the metadata DB and deletes it on
-/// purge; that deletion is what makes the original's disk entries unreadable for good.
-pub struct DataKey([u8; 32]);
-
-impl DataKey {
-    /// A fresh random key from the OS generator.
-    ///
-    /// # Panics
-    /// Only if the OS random source is unavailable; use [`DataKey::try_generate`] to handle it.
-    pub fn generate() -> DataKey {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        DataKey(bytes)
-    }
-
-    /// A fresh random key, or an error if the OS random source fails.
-    pub fn try_generate() -> Result<DataKey, CacheError> {
-        let mut bytes = [0u8; 32];
-        OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|_| CacheError::Random)?;
-        Ok(DataKey(bytes))
-    }
-
-    pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
-        DataKey(bytes)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// A second owned copy (zeroized on drop like the first); kept private so copies of key
-    /// material only appear where this module needs one.
-    fn duplicate(&self) -> DataKey {
-        DataKey(self.0)
-    }
-
-    /// Comparison whose time does not depend on where the keys differ.
-    fn same_as(&self, other: &DataKey) -> bool {
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        // The cipher keeps its own copy of the key and zeroizes it on drop (chacha20poly1305's
-        // `zeroize` dependency).
-        ChaCha20Poly1305::new(&Key::from(self.0))
-    }
-}
-
-impl Drop for DataKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl std::fmt::Debug for DataKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DataKey(..)")
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Variant {
@@ -136,28 +51,6 @@ pub struct Variant {
     pub media_type: &'static str,
     /// Unix seconds at which the variant was rendered; the TTL counts from here.
     pub stored_at: u64,
-}
-
-/// Media types with a stable on-disk code: the code is the index + 1, so entries must only
-/// ever be appended to this list.
-pub const MEDIA_TYPES: &[&str] = &[
-    "image/jpeg",
-    "image/png",
-    "image/webp",
-    "image/avif",
-    "image/gif",
-    "image/bmp",
-    "image/jxl",
-    "image/tiff",
-];
-
-fn media_type_code(media_type: &str) -> Option<u8> {
-    let index = MEDIA_TYPES.iter().position(|t| *t == media_type)?;
-    u8::try_from(index + 1).ok()
-}
-
-fn media_type_from_code(code: u8) -> Option<&'static str> {
-    MEDIA_TYPES.get(usize::from(code).checked_sub(1)?).copied()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -198,410 +91,6 @@ fn system_clock() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Stored value and its disk encoding
-
-const FORMAT_VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
-/// version + format + stored_at + nonce + sealed_len.
-const VALUE_HEADER_LEN: usize = 1 + 1 + 8 + NONCE_LEN + 4;
-const AAD_DOMAIN: &[u8; 15] = b"imgnode/variant";
-/// domain + version + format + stored_at + variant key.
-const AAD_LEN: usize = AAD_DOMAIN.len() + 1 + 1 + 8 + 16;
-/// Decode refuses larger sealed lengths before allocating; far above any block size we pick.
-const MAX_SEALED_LEN: usize = 1 << 30;
-/// Memory weight of an entry beyond its bytes (record, key, Arc, headers).
-const ENTRY_MEMORY_OVERHEAD: usize = 128;
-
-/// What foyer stores. In memory it is always `Plain` (hits are served without crypto); `Sealed`
-/// only exists between a disk read and the decryption in [`VariantCache::get`].
-#[derive(Clone)]
-enum StoredVariant {
-    Plain {
-        /// Repeated here because `Code::encode` sees only the value, and the AAD needs it.
-        key: VariantKey,
-        variant: Variant,
-        /// The key `encode` seals with. Held in memory only, never serialized.
-        data_key: Arc<DataKey>,
-        /// Format code, resolved once at insertion; `None` means "memory only".
-        format: Option<u8>,
-    },
-    Sealed(SealedVariant),
-}
-
-#[derive(Clone)]
-struct SealedVariant {
-    format: u8,
-    stored_at: u64,
-    nonce: [u8; NONCE_LEN],
-    /// Ciphertext followed by the tag.
-    sealed: Bytes,
-}
-
-fn aad(key: &VariantKey, format: u8, stored_at: u64) -> [u8; AAD_LEN] {
-    let mut aad = [0u8; AAD_LEN];
-    aad[..15].copy_from_slice(AAD_DOMAIN);
-    aad[15] = FORMAT_VERSION;
-    aad[16] = format;
-    aad[17..25].copy_from_slice(&stored_at.to_le_bytes());
-    aad[25..].copy_from_slice(&key.0);
-    aad
-}
-
-fn coding_error(message: &'static str) -> foyer::Error {
-    foyer::Error::new(foyer::ErrorKind::Parse, message)
-}
-
-impl StoredVariant {
-    fn weight(&self) -> usize {
-        ENTRY_MEMORY_OVERHEAD
-            + match self {
-                StoredVariant::Plain { variant, .. } => variant.bytes.len(),
-                StoredVariant::Sealed(sealed) => sealed.sealed.len(),
-            }
-    }
-}
-
-impl Code for StoredVariant {
-    /// Seals plaintext on its way to disk: this runs on foyer's flusher task, so the insert
-    /// path never pays for encryption, and nothing but the sealed form reaches the file.
-    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
-        match self {
-            StoredVariant::Plain {
-                key,
-                variant,
-                data_key,
-                format: Some(format),
-            } => SealedVariant::seal(key, variant, *format, data_key)
-                .ok_or_else(|| {
-                    foyer::Error::new(foyer::ErrorKind::External, "sealing a variant failed")
-                })?
-                .encode(writer),
-            // Memory-only entries are inserted with `Location::InMem` and never reach here;
-            // refusing keeps the rule "no plaintext on disk" independent of that.
-            StoredVariant::Plain { format: None, .. } => Err(foyer::Error::new(
-                foyer::ErrorKind::Unsupported,
-                "memory-only variant has no disk encoding",
-            )),
-            StoredVariant::Sealed(sealed) => sealed.encode(writer),
-        }
-    }
-
-    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
-        SealedVariant::decode(reader).map(StoredVariant::Sealed)
-    }
-
-    fn estimated_size(&self) -> usize {
-        match self {
-            StoredVariant::Plain { variant, .. } => {
-                VALUE_HEADER_LEN + variant.bytes.len() + TAG_LEN
-            }
-            StoredVariant::Sealed(sealed) => VALUE_HEADER_LEN + sealed.sealed.len(),
-        }
-    }
-}
-
-impl SealedVariant {
-    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
-        let len = u32::try_from(self.sealed.len())
-            .map_err(|_| coding_error("sealed variant longer than u32"))?;
-        let mut header = [0u8; VALUE_HEADER_LEN];
-        header[0] = FORMAT_VERSION;
-        header[1] = self.format;
-        header[2..10].copy_from_slice(&self.stored_at.to_le_bytes());
-        header[10..22].copy_from_slice(&self.nonce);
-        header[22..26].copy_from_slice(&len.to_le_bytes());
-        writer.write_all(&header).map_err(foyer::Error::io_error)?;
-        writer
-            .write_all(&self.sealed)
-            .map_err(foyer::Error::io_error)
-    }
-
-    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
-        let mut header = [0u8; VALUE_HEADER_LEN];
-        reader
-            .read_exact(&mut header)
-            .map_err(foyer::Error::io_error)?;
-        if header[0] != FORMAT_VERSION {
-            return Err(coding_error("unknown variant format version"));
-        }
-        let format = header[1];
-        let mut stored_at = [0u8; 8];
-        stored_at.copy_from_slice(&header[2..10]);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&header[10..22]);
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&header[22..26]);
-        let len = usize::try_from(u32::from_le_bytes(len))
-            .map_err(|_| coding_error("sealed length does not fit usize"))?;
-        if !(TAG_LEN..=MAX_SEALED_LEN).contains(&len) {
-            return Err(coding_error("sealed length out of range"));
-        }
-        // `take` + `read_to_end` grows with the bytes actually present, so a damaged length
-        // cannot make us allocate more than the entry holds.
-        let mut sealed = Vec::new();
-        reader
-            .take(len as u64)
-            .read_to_end(&mut sealed)
-            .map_err(foyer::Error::io_error)?;
-        if sealed.len() != len {
-            return Err(coding_error("sealed variant truncated"));
-        }
-        Ok(SealedVariant {
-            format,
-            stored_at: u64::from_le_bytes(stored_at),
-            nonce,
-            sealed: Bytes::from(sealed),
-        })
-    }
-
-    fn seal(key: &VariantKey, variant: &Variant, format: u8, data_key: &DataKey) -> Option<Self> {
-        let mut nonce = [0u8; NONCE_LEN];
-        // Random 96-bit nonces: each data key seals only the variants of one original, far
-        // below the ~2^32 messages where random-nonce collisions start to matter.
-        OsRng.try_fill_bytes(&mut nonce).ok()?;
-        let aad = aad(key, format, variant.stored_at);
-        let sealed = data_key
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &variant.bytes,
-                    aad: &aad,
-                },
-            )
-            .ok()?;
-        Some(SealedVariant {
-            format,
-            stored_at: variant.stored_at,
-            nonce,
-            sealed: Bytes::from(sealed),
-        })
-    }
-
-    fn open(&self, key: &VariantKey, data_key: &DataKey) -> Option<Variant> {
-        let media_type = media_type_from_code(self.format)?;
-        let aad = aad(key, self.format, self.stored_at);
-        let plain = data_key
-            .cipher()
-            .decrypt(
-                &Nonce::from(self.nonce),
-                Payload {
-                    msg: &self.sealed,
-                    aad: &aad,
-                },
-            )
-            .ok()?;
-        Some(Variant {
-            bytes: Bytes::from(plain),
-            media_type,
-            stored_at: self.stored_at,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Metrics
-
-/// Pre-registered handles. `misses_total` counts every `get` that returns `None`, so
-/// hits + misses = lookups; `expired_total` and `rejected_total` break some misses down.
-///
-/// foyer's own instrumentation reaches prometheus only through [`FoyerMetrics`] (block states,
-/// disk bytes in use, device latency). foyer keeps no count of disk-tier entries (its indexer
-/// is private and block reclamation drops entries silently), so none is published.
-#[derive(Clone)]
-struct VariantCacheMetrics {
-    hits_memory: IntCounter,
-    hits_disk: IntCounter,
-    misses: IntCounter,
-    expired: IntCounter,
-    rejected: IntCounter,
-    inserts: IntCounter,
-    oversize: IntCounter,
-    removals: IntCounter,
-    memory_entries: IntGauge,
-    memory_bytes: IntGauge,
-    /// 1 when the disk tier is in use, 0 when it could not be opened (memory only).
-    disk_available: IntGauge,
-    disk_read_seconds: Histogram,
-    /// Entries pushed out of the memory tier by capacity (they stay on disk).
-    memory_evictions: IntCounter,
-    disk_write_bytes: IntCounter,
-    disk_write_ios: IntCounter,
-    disk_read_bytes: IntCounter,
-    /// foyer's device totals at the last scrape, to turn them into counter increments.
-    disk_seen: Arc<std::sync::Mutex<[u64; 3]>>,
-    /// Block states, disk bytes in use and device latency, forwarded from foyer.
-    foyer: FoyerMetrics,
-}
-
-impl VariantCacheMetrics {
-    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn reg<C: Collector + Clone + 'static>(
-            registry: &Registry,
-            c: C,
-        ) -> Result<C, prometheus::Error> {
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
-        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
-        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
-        let hits = reg(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "imgnode_cache_hits_total",
-                    "Variant cache hits, by tier that answered",
-                ),
-                &["tier"],
-            )?,
-        )?;
-        Ok(VariantCacheMetrics {
-            hits_memory: hits.with_label_values(&["memory"]),
-            hits_disk: hits.with_label_values(&["disk"]),
-            misses: counter(
-                "imgnode_cache_misses_total",
-                "Variant cache lookups that returned nothing (absent, expired or rejected)",
-            )?,
-            expired: counter(
-                "imgnode_cache_expired_total",
-                "Variant cache entries found older than the TTL and removed",
-            )?,
-            rejected: counter(
-                "imgnode_cache_rejected_total",
-                "Variant cache entries that failed to read, decrypt or authenticate, and were removed",
-            )?,
-            inserts: counter("imgnode_cache_inserts_total", "Variants inserted")?,
-            oversize: counter(
-                "imgnode_cache_oversize_total",
-                "Variants larger than max_entry_bytes (kept in memory only, or not cached)",
-            )?,
-            removals: counter(
-                "imgnode_cache_removals_total",
-                "Variants removed by request (purge), expiry or rejection",
-            )?,
-            memory_entries: gauge(
-                "imgnode_cache_memory_entries",
-                "Variants held in the memory tier",
-            )?,
-            memory_bytes: gauge(
-                "imgnode_cache_memory_bytes",
-                "Weighted bytes held in the memory tier",
-            )?,
-            disk_available: gauge(
-                "imgnode_cache_disk_available",
-                "1 when the disk tier is in use; 0 when it could not be opened (full, read-only \
-                 or missing folder) and the node caches in memory only",
-            )?,
-            memory_evictions: counter(
-                "imgnode_cache_memory_evictions_total",
-                "Variants evicted from the memory tier for capacity (still on disk)",
-            )?,
-            disk_write_bytes: counter(
-                "imgnode_cache_disk_write_bytes_total",
-                "Bytes written to the disk tier's device",
-            )?,
-            disk_write_ios: counter(
-                "imgnode_cache_disk_writes_total",
-                "Write operations on the disk tier's device",
-            )?,
-            disk_read_bytes: counter(
-                "imgnode_cache_disk_read_bytes_total",
-                "Bytes read from the disk tier's device",
-            )?,
-            disk_seen: Arc::new(std::sync::Mutex::new([0; 3])),
-            foyer: FoyerMetrics::register(registry)?,
-            disk_read_seconds: reg(
-                registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "imgnode_cache_disk_read_duration_seconds",
-                        "Time to read one entry from the disk tier (hit or miss)",
-                    )
-                    .buckets(vec![
-                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                        0.1, 0.25, 1.0,
-                    ]),
-                )?,
-            )?,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Disk layout
-
-/// foyer's I/O alignment.
-const PAGE: u64 = 4096;
-/// foyer's default blob index size, reserved at the start of each blob in a block.
-const BLOB_INDEX_BYTES: u64 = 4096;
-/// Worst-case per-entry overhead on disk: foyer's entry header (36 B) + key (16 B) + our value
-/// header (26 B) + tag (16 B), rounded up to the page foyer aligns every entry to.
-const DISK_ENTRY_OVERHEAD: u64 = PAGE;
-/// foyer's default block size; we go smaller only for small devices, larger only for large
-/// entries.
-const PREFERRED_BLOCK_BYTES: u64 = 16 << 20;
-/// Eviction is per block, so a device needs several of them to evict only part of itself;
-/// foyer also warns below `2 * (flushers + clean_block_threshold)` = 4.
-const MIN_BLOCKS: u64 = 8;
-/// One entry may use at most this fraction of the memory tier, so a single large variant
-/// cannot flush the hot set.
-const MEMORY_ENTRY_DIVISOR: u64 = 8;
-/// foyer's default flush buffer and submit-queue threshold; raised to the block size when
-/// entries are larger, since an entry that does not fit the flush buffer is dropped.
-const DEFAULT_FLUSH_BUFFER_BYTES: u64 = 16 << 20;
-/// Largest `max_entry_bytes` accepted (the on-disk length field is a u32 and foyer's indexer
-/// addresses entries with 32-bit lengths).
-const MAX_ENTRY_LIMIT: u64 = 1 << 30;
-
-fn align_up(value: u64, align: u64) -> u64 {
-    value.div_ceil(align) * align
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DiskLayout {
-    capacity: u64,
-    block: u64,
-    flush_buffer: u64,
-}
-
-impl DiskLayout {
-    fn plan(config: &VariantCacheConfig) -> Result<Self, CacheError> {
-        if config.memory_bytes == 0 {
-            return Err(CacheError::Config("memory_bytes must be > 0".into()));
-        }
-        if config.ttl.as_secs() == 0 {
-            return Err(CacheError::Config("ttl must be at least 1s".into()));
-        }
-        if config.max_entry_bytes == 0 || config.max_entry_bytes > MAX_ENTRY_LIMIT {
-            return Err(CacheError::Config(format!(
-                "max_entry_bytes must be in 1..={MAX_ENTRY_LIMIT}"
-            )));
-        }
-        let capacity = config.disk_bytes / PAGE * PAGE;
-        // The tombstone log takes one 16-byte slot per page of capacity, in its own partition.
-        let tombstone_bytes = align_up((capacity / PAGE).div_ceil(PAGE / 16) * PAGE, PAGE);
-        let usable = capacity.saturating_sub(tombstone_bytes);
-        let needed =
-            align_up(config.max_entry_bytes + DISK_ENTRY_OVERHEAD, PAGE) + BLOB_INDEX_BYTES;
-        let preferred = (usable / MIN_BLOCKS / PAGE * PAGE).min(PREFERRED_BLOCK_BYTES);
-        let block = needed.max(preferred);
-        if usable / block < MIN_BLOCKS {
-            return Err(CacheError::Config(format!(
-                "disk_bytes ({}) must hold {MIN_BLOCKS} blocks of {block} bytes plus the \
-                 tombstone log; raise disk_bytes or lower max_entry_bytes",
-                config.disk_bytes
-            )));
-        }
-        Ok(DiskLayout {
-            capacity,
-            block,
-            flush_buffer: block.max(DEFAULT_FLUSH_BUFFER_BYTES),
-        })
-    }
 }
 
 fn to_usize(value: u64, what: &str) -> Result<usize, CacheError> {
@@ -1009,20 +498,6 @@ impl VariantCache {
     }
 }
 
-/// Counts memory-tier evictions (foyer calls this as entries leave memory).
-struct EvictionCounter(IntCounter);
-
-impl foyer::EventListener for EvictionCounter {
-    type Key = VariantKey;
-    type Value = StoredVariant;
-
-    fn on_leave(&self, reason: foyer::Event, _key: &VariantKey, _value: &StoredVariant) {
-        if reason == foyer::Event::Evict {
-            self.0.inc();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -1030,9 +505,10 @@ mod tests {
         sync::atomic::{AtomicU64, Ordering},
     };
 
+    use super::disk::{MIN_BLOCKS, PAGE};
     use super::*;
 
-    const T0: u64 = 1_700_000_000;
+    pub(super) const T0: u64 = 1_700_000_000;
     const TTL: u64 = 3600;
     const MARKER: &[u8; 64] = b"<<imgnode-plaintext-marker-0123456789abcdefghijklmnopqrstuv>>!!#";
 
@@ -1078,7 +554,7 @@ mod tests {
         }
     }
 
-    fn key(n: u32) -> VariantKey {
+    pub(super) fn key(n: u32) -> VariantKey {
         let mut k = [0u8; 16];
         k[..4].copy_from_slice(&n.to_le_bytes());
         k[8] = 0xA5;
@@ -1086,7 +562,7 @@ mod tests {
     }
 
     /// Deterministic, non-repeating-looking bytes of `len`, distinct per `seed`.
-    fn payload(seed: u32, len: usize) -> Bytes {
+    pub(super) fn payload(seed: u32, len: usize) -> Bytes {
         let mut state = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
@@ -1099,7 +575,7 @@ mod tests {
             .into()
     }
 
-    fn variant(bytes: Bytes, stored_at: u64) -> Variant {
+    pub(super) fn variant(bytes: Bytes, stored_at: u64) -> Variant {
         Variant {
             bytes,
             media_type: "image/webp",
@@ -1384,37 +860,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_entry_moved_under_another_key_fails_authentication() {
-        let dk = DataKey::generate();
-        let v = variant(payload(1, 300), T0);
-        let sealed = SealedVariant::seal(&key(1), &v, 3, &dk).expect("seal");
-        assert!(sealed.open(&key(1), &dk).is_some());
-        assert!(sealed.open(&key(2), &dk).is_none(), "key is in the AAD");
-        let mut edited = sealed.clone();
-        edited.stored_at += 1;
-        assert!(
-            edited.open(&key(1), &dk).is_none(),
-            "stored_at is in the AAD"
-        );
-        let mut edited = sealed.clone();
-        edited.format = 1;
-        assert!(edited.open(&key(1), &dk).is_none(), "format is in the AAD");
-        // Round trip through the disk encoding.
-        let mut buf = Vec::new();
-        sealed.encode(&mut buf).expect("encode");
-        let decoded = SealedVariant::decode(&mut buf.as_slice()).expect("decode");
-        assert_eq!(
-            decoded.open(&key(1), &dk).map(|v| v.bytes),
-            Some(v.bytes.clone())
-        );
-        // A damaged length field neither panics nor over-allocates.
-        buf[22..26].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(SealedVariant::decode(&mut buf.as_slice()).is_err());
-        buf.truncate(40);
-        assert!(SealedVariant::decode(&mut buf.as_slice()).is_err());
-    }
-
-    #[tokio::test]
     async fn plaintext_never_reaches_disk_and_removed_entries_stay_gone() {
         let h = Harness::new();
         let dk = Arc::new(DataKey::generate());
@@ -1567,40 +1012,5 @@ mod tests {
             "memory-only entry not on disk"
         );
         cache.close().await.expect("close");
-    }
-
-    #[test]
-    fn layout_fits_entries_and_rejects_tiny_devices() {
-        let mut config = VariantCacheConfig {
-            memory_bytes: 1 << 20,
-            disk_bytes: 10 << 30,
-            dir: PathBuf::new(),
-            ttl: Duration::from_secs(60),
-            max_entry_bytes: 8 << 20,
-        };
-        let layout = DiskLayout::plan(&config).expect("plan");
-        assert_eq!(layout.block, PREFERRED_BLOCK_BYTES);
-        config.max_entry_bytes = 40 << 20;
-        let layout = DiskLayout::plan(&config).expect("plan");
-        assert!(layout.block >= (40 << 20) + DISK_ENTRY_OVERHEAD + BLOB_INDEX_BYTES);
-        assert!(layout.flush_buffer >= layout.block);
-        config.disk_bytes = 100 << 20;
-        assert!(matches!(
-            DiskLayout::plan(&config),
-            Err(CacheError::Config(_))
-        ));
-        config.max_entry_bytes = 0;
-        assert!(matches!(
-            DiskLayout::plan(&config),
-            Err(CacheError::Config(_))
-        ));
-    }
-
-    #[test]
-    fn data_key_debug_hides_the_key() {
-        let dk = DataKey::from_bytes([0xAB; 32]);
-        let shown = format!("{dk:?}");
-        assert_eq!(shown, "DataKey(..)");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab"));
     }
 }
