@@ -70,14 +70,35 @@ pub enum AppError {
 /// of a hex or base64 secret, beyond any guessing through the operator API's rate limit.
 pub const MIN_OPERATOR_TOKEN_BYTES: usize = 32;
 
-/// Builds the shared state without listening (also used by the CLI's offline commands).
-/// Returns once the disk cache has recovered.
+/// Builds a serving node's shared state without listening. Returns once the disk cache has
+/// recovered.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
+    build(config, Role::Node).await
+}
+
+/// Builds the state of a command run beside (or instead of) a node: `imgnode account ...`,
+/// `imgnode import`. It opens the metadata and object stores; the variant cache is memory
+/// only, so the node's cache folder is never opened a second time, and every cache
+/// invalidation is published for the serving node to apply (on SQLite through the store's
+/// notice table, which the node reads every second; on PostgreSQL by NOTIFY).
+pub async fn build_command_state(config: Config) -> Result<Arc<AppState>, AppError> {
+    build(config, Role::Command).await
+}
+
+/// Who the state is built for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Node,
+    Command,
+}
+
+async fn build(config: Config, role: Role) -> Result<Arc<AppState>, AppError> {
     // Before anything is created: files 0600, folders 0700 (see `fsperm`).
     crate::fsperm::restrict_umask();
     // Not fatal here: what needs a folder reports its own error when it cannot use it (a disk
     // cache that cannot be opened runs memory-only, a PostgreSQL + S3 node may need neither).
-    for dir in [&config.data_dir, &config.cache.settings.dir] {
+    let cache_dir = (role == Role::Node).then_some(&config.cache.settings.dir);
+    for dir in std::iter::once(&config.data_dir).chain(cache_dir) {
         if let Err(e) = crate::fsperm::create_private_dir(dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the folder");
         }
@@ -111,9 +132,10 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     )
     .map_err(AppError::Cpu)?;
     let node_id = crate::cluster::node_id();
-    let cluster = match store.backend() {
-        Backend::Sqlite => Broadcaster::disabled(),
-        Backend::Postgres => {
+    let cluster = match (store.backend(), role) {
+        // One serving node on SQLite: nobody to tell.
+        (Backend::Sqlite, Role::Node) => Broadcaster::disabled(),
+        _ => {
             let counts = metrics.cluster_notices_total.clone();
             let (cluster, sender) = Broadcaster::for_store(&store, node_id.clone(), counts);
             // Ends when the last clone of the broadcaster is dropped with the state.
@@ -121,7 +143,15 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
             cluster
         }
     };
-    let caches = Caches::open(&config.cache.settings, metrics.registry(), cluster.clone()).await?;
+    let caches = match role {
+        Role::Node => {
+            Caches::open(&config.cache.settings, metrics.registry(), cluster.clone()).await?
+        }
+        Role::Command => {
+            Caches::open_memory_only(&config.cache.settings, metrics.registry(), cluster.clone())
+                .await?
+        }
+    };
     let api_keys = ApiKeys::new(&config.auth.key_prefix)
         .clustered(cluster.clone())
         .with_max_keys(config.auth.max_keys_per_account);
@@ -279,7 +309,9 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
-    if state.store.backend() == Backend::Postgres {
+    if state.store.backend() == Backend::Sqlite {
+        tasks.spawn(read_notices_periodically(state.clone(), rx_usage.clone()));
+    } else {
         let target = state.clone();
         tasks.spawn(crate::cluster::listen(
             state.config.store.url.clone(),
@@ -306,79 +338,113 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
 
 /// Writes aggregated API key usage every `auth.usage_flush_interval` until shutdown (the
 /// final flush happens in `AppState::close`). A crash loses at most one interval of counts.
-async fn flush_usage_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(state.config.auth.usage_flush_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                state.flush_usage().await;
-            }
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
-        }
+async fn flush_usage_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let mut rounds = Rounds::new(state.config.auth.usage_flush_interval, First::Now, shutdown);
+    while rounds.next().await {
+        state.flush_usage().await;
     }
 }
 
 /// Deletes unreferenced originals older than `upload.orphan_grace`, every
 /// `upload.sweep_interval` (first run one interval after start).
-async fn sweep_orphans_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let every = state.config.upload.sweep_interval;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let grace = i64::try_from(state.config.upload.orphan_grace.as_secs()).unwrap_or(i64::MAX);
-                let before = crate::store::now_unix().saturating_sub(grace);
-                // One node at a time lists the bucket; the others skip this round.
-                let Some(lock) = task_lock(&state, locks::ORPHAN_SWEEP).await else { continue };
-                match state.ingest().sweep_orphans(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "orphan sweep"),
-                    Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
-                }
-                lock.release().await;
-            }
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+async fn sweep_orphans_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let mut rounds = Rounds::new(
+        state.config.upload.sweep_interval,
+        First::AfterOne,
+        shutdown,
+    );
+    while rounds.next().await {
+        let grace = i64::try_from(state.config.upload.orphan_grace.as_secs()).unwrap_or(i64::MAX);
+        let before = crate::store::now_unix().saturating_sub(grace);
+        // One node at a time lists the bucket; the others skip this round.
+        let Some(lock) = task_lock(&state, locks::ORPHAN_SWEEP).await else {
+            continue;
+        };
+        match state.ingest().sweep_orphans(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "orphan sweep"),
+            Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
+        lock.release().await;
     }
 }
 
 /// Deletes monthly usage rows older than `retention.usage_logs` and audit records older than
 /// `retention.audit`, every `retention.interval` (first run one interval after start; start-up
 /// itself resumes interrupted erasures).
-async fn retention_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let every = state.config.retention.interval;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let Some(lock) = task_lock(&state, locks::RETENTION).await else { continue };
-                if let Err(e) = apply_retention(&state).await {
-                    tracing::warn!(error = %e, "retention task failed");
-                }
-                if let Err(e) = crate::accounts::resume_erasures(&state).await {
-                    tracing::warn!(error = %e, "resuming interrupted erasures failed");
-                }
-                lock.release().await;
-            }
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+async fn retention_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let mut rounds = Rounds::new(state.config.retention.interval, First::AfterOne, shutdown);
+    while rounds.next().await {
+        let Some(lock) = task_lock(&state, locks::RETENTION).await else {
+            continue;
+        };
+        if let Err(e) = apply_retention(&state).await {
+            tracing::warn!(error = %e, "retention task failed");
         }
+        if let Err(e) = crate::accounts::resume_erasures(&state).await {
+            tracing::warn!(error = %e, "resuming interrupted erasures failed");
+        }
+        lock.release().await;
     }
 }
 
 /// Checks every few seconds that the disk cache still takes writes (see
 /// `VariantCache::probe_disk`).
-async fn probe_disk_periodically(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(DISK_PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                state.caches.variants.probe_disk().await;
+async fn probe_disk_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let mut rounds = Rounds::new(DISK_PROBE_INTERVAL, First::Now, shutdown);
+    while rounds.next().await {
+        state.caches.variants.probe_disk().await;
+    }
+}
+
+/// On SQLite, applies the cache invalidations that commands run beside this node wrote
+/// (`cluster::NoticeLog`), every `cluster::POLL_INTERVAL`.
+async fn read_notices_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let mut log = crate::cluster::NoticeLog::new(state.node_id.clone());
+    let mut rounds = Rounds::new(crate::cluster::POLL_INTERVAL, First::Now, shutdown);
+    while rounds.next().await {
+        match log.read(&state.store).await {
+            Ok(notices) => {
+                for notice in notices {
+                    state.apply_notice(notice).await;
+                }
             }
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+            Err(e) => tracing::warn!(error = %e, "cannot read cache invalidations"),
+        }
+    }
+}
+
+/// When a background loop runs its first round.
+enum First {
+    Now,
+    AfterOne,
+}
+
+/// A background loop's clock, shared by every periodic task: [`Rounds::next`] waits for the
+/// next round and answers false once shutdown has begun. A round that is running finishes
+/// first; rounds that fall behind are delayed, not bunched.
+struct Rounds {
+    tick: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Rounds {
+    fn new(every: Duration, first: First, shutdown: watch::Receiver<bool>) -> Rounds {
+        let start = match first {
+            First::Now => tokio::time::Instant::now(),
+            First::AfterOne => tokio::time::Instant::now() + every,
+        };
+        let mut tick = tokio::time::interval_at(start, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Rounds { tick, shutdown }
+    }
+
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            // Also when the sender is gone: nobody can ask for more rounds.
+            _ = self.shutdown.wait_for(|stop| *stop) => false,
+            _ = self.tick.tick() => true,
         }
     }
 }

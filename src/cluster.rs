@@ -10,7 +10,8 @@
 //! caches' TTLs (`cache.metadata_ttl`, `cache.negative_ttl`, 30 s for API keys) bound
 //! staleness even while it cannot listen at all.
 //!
-//! On SQLite there is one node: nothing is sent or listened for.
+//! On SQLite there is one serving node; a command run beside it (`imgnode account ...`)
+//! writes its notices to a table the node reads every second ([`NoticeLog`]).
 //! Must never decide what a notice invalidates: it carries notices; the state applies them
 //! (`AppState::apply_notice`), through the caches' local methods.
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "imgnode_invalidate";
@@ -226,6 +227,45 @@ pub async fn listen<F, Fut>(
             }
         }
         metrics.cluster_listening.set(0);
+    }
+}
+
+/// How often a node on SQLite reads the notices other processes wrote ([`NoticeLog`]).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most notices read in one round; the rest follow in the next.
+const POLL_BATCH: i64 = 1000;
+
+/// The SQLite side of [`listen`]: there, the only other writer is a command run beside the
+/// serving node (`imgnode account ...`), whose notices arrive as rows of the store's
+/// `notices` table ([`Store::notify`]); the node reads them every [`POLL_INTERVAL`].
+pub struct NoticeLog {
+    node: String,
+    /// The newest notice id read; `None` before the first round.
+    last: Option<i64>,
+}
+
+impl NoticeLog {
+    pub fn new(node_id: String) -> NoticeLog {
+        NoticeLog {
+            node: node_id,
+            last: None,
+        }
+    }
+
+    /// The notices written since the last round, for the state to apply (`None`: one this
+    /// version cannot read, so forget everything). The first round only finds where the log
+    /// ends: this node's caches were empty when it started.
+    pub async fn read(&mut self, store: &Store) -> Result<Vec<Option<Notice>>, StoreError> {
+        let (last, payloads) = store.notices_after(self.last, POLL_BATCH).await?;
+        self.last = Some(last);
+        Ok(payloads
+            .iter()
+            .filter_map(|p| match Notice::decode(p) {
+                Some((node, _)) if node == self.node => None,
+                decoded => Some(decoded.map(|(_, notice)| notice)),
+            })
+            .collect())
     }
 }
 

@@ -198,21 +198,42 @@ pub struct ImportReport {
     pub added: usize,
     /// Paths added to bytes the account already had (SHA-256 dedup).
     pub deduplicated: usize,
+    /// Files already imported: their path holds the same bytes (a re-run of an import).
+    pub unchanged: usize,
     /// Files refused, with the reason.
     pub skipped: Vec<(String, String)>,
 }
 
+/// What an import reports as it goes; the command line draws it (a progress bar on a
+/// terminal, periodic lines otherwise).
+pub trait ImportProgress {
+    /// The folder has been listed: this many files and bytes to go through.
+    fn start(&mut self, files: u64, bytes: u64);
+    /// One file done (imported, unchanged or skipped) of this many bytes.
+    fn done(&mut self, bytes: u64);
+}
+
+/// Progress nobody watches.
+impl ImportProgress for () {
+    fn start(&mut self, _: u64, _: u64) {}
+    fn done(&mut self, _: u64) {}
+}
+
 impl Ingest<'_> {
     /// Imports every file under `dir` into `account`, each at its path relative to `dir`.
-    /// Files that are not acceptable images are reported, not fatal.
+    /// Files that are not acceptable images are reported, not fatal; files whose path already
+    /// holds the same bytes are counted as unchanged without being probed again, so a re-run
+    /// of an interrupted import resumes where it stopped.
     pub async fn import_dir(
         &self,
         account: &str,
         dir: &std::path::Path,
+        progress: &mut dyn ImportProgress,
     ) -> Result<ImportReport, std::io::Error> {
         let mut report = ImportReport::default();
         let mut pending = vec![dir.to_path_buf()];
         let mut files = Vec::new();
+        let mut total_bytes = 0u64;
         while let Some(folder) = pending.pop() {
             let mut entries = tokio::fs::read_dir(&folder).await?;
             while let Some(entry) = entries.next_entry().await? {
@@ -220,12 +241,15 @@ impl Ingest<'_> {
                 if kind.is_dir() {
                     pending.push(entry.path());
                 } else if kind.is_file() {
-                    files.push(entry.path());
+                    let len = entry.metadata().await.map_or(0, |m| m.len());
+                    total_bytes += len;
+                    files.push((entry.path(), len));
                 }
             }
         }
         files.sort();
-        for file in files {
+        progress.start(files.len() as u64, total_bytes);
+        for (file, len) in files {
             let rel = file
                 .strip_prefix(dir)
                 .unwrap_or(&file)
@@ -233,31 +257,63 @@ impl Ingest<'_> {
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            let bytes = match tokio::fs::read(&file).await {
-                Ok(b) => Bytes::from(b),
-                Err(e) => {
-                    report.skipped.push((rel, e.to_string()));
-                    continue;
-                }
-            };
-            let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
-            let original = Original {
-                account: account.to_string(),
-                path: rel.clone(),
-                original_filename: name,
-                bytes,
-                visibility: Visibility::Public,
-                // A folder holding `a.jpg` and `a.png` must not have one delete the other.
-                placement: Placement::default(),
-            };
-            match self.add(original).await {
-                Ok(done) if done.outcome.is_new => report.added += 1,
-                Ok(_) => report.deduplicated += 1,
-                Err(e) => report.skipped.push((rel, e.to_string())),
+            match self.import_file(account, &file, rel.clone()).await {
+                Ok(Imported::Added) => report.added += 1,
+                Ok(Imported::Deduplicated) => report.deduplicated += 1,
+                Ok(Imported::Unchanged) => report.unchanged += 1,
+                Err(why) => report.skipped.push((rel, why)),
             }
+            progress.done(len);
         }
         Ok(report)
     }
+
+    async fn import_file(
+        &self,
+        account: &str,
+        file: &std::path::Path,
+        rel: String,
+    ) -> Result<Imported, String> {
+        let bytes = Bytes::from(tokio::fs::read(file).await.map_err(|e| e.to_string())?);
+        if let Ok(stem) = path_stem(&rel)
+            && let Ok(Some(existing)) = self.store.image_by_stem(account, stem).await
+            && existing.size == bytes.len() as u64
+        {
+            let hashed = bytes.clone();
+            let hash = self
+                .cpu
+                .run(JobClass::Normal, self.deadline, move || {
+                    hex::encode(Sha256::digest(&hashed))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if hash == existing.hash {
+                return Ok(Imported::Unchanged);
+            }
+        }
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        let original = Original {
+            account: account.to_string(),
+            path: rel,
+            original_filename: name,
+            bytes,
+            visibility: Visibility::Public,
+            // A folder holding `a.jpg` and `a.png` must not have one delete the other.
+            placement: Placement::default(),
+        };
+        match self.add(original).await {
+            Ok(done) if done.outcome.is_new => Ok(Imported::Added),
+            Ok(_) => Ok(Imported::Deduplicated),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What became of one imported file.
+enum Imported {
+    Added,
+    Deduplicated,
+    Unchanged,
 }
 
 /// Characters no stored path may hold: backslashes, control characters (Cc), and format

@@ -126,18 +126,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => serve(config).await,
         Command::CheckConfig => Ok(()),
         Command::Import { account, dir } => {
-            let state = imgnode::app::build_state(config).await?;
+            let state = imgnode::app::build_command_state(config).await?;
             if state.store.account(&account).await?.is_none() {
                 anyhow::bail!("no account `{account}` (create it with `imgnode account create`)");
             }
-            let report = state.ingest().import_dir(&account, &dir).await?;
+            let mut progress = ImportProgress::new();
+            let report = state
+                .ingest()
+                .import_dir(&account, &dir, &mut progress)
+                .await;
+            progress.finish();
+            let report = report?;
             for (path, why) in &report.skipped {
                 eprintln!("skipped {path}: {why}");
             }
             println!(
-                "imported {} new, {} deduplicated, {} skipped",
+                "imported {} new, {} deduplicated, {} already imported, {} skipped",
                 report.added,
                 report.deduplicated,
+                report.unchanged,
                 report.skipped.len()
             );
             state.close().await;
@@ -146,7 +153,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Account {
             action: AccountCommand::Create { name, plan },
         } => {
-            let state = imgnode::app::build_state(config).await?;
+            let state = imgnode::app::build_command_state(config).await?;
             let created = accounts::create(&state, &name, Some(&plan)).await;
             state.close().await;
             let created = created?;
@@ -159,7 +166,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Account {
             action: AccountCommand::Plan { name, plan },
         } => {
-            let state = imgnode::app::build_state(config).await?;
+            let state = imgnode::app::build_command_state(config).await?;
             let changed = accounts::set_plan(&state, &name, &plan).await;
             state.close().await;
             changed?;
@@ -169,7 +176,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Account {
             action: AccountCommand::Erase { name },
         } => {
-            let state = imgnode::app::build_state(config).await?;
+            let state = imgnode::app::build_command_state(config).await?;
             let erased = accounts::erase(&state, &name).await;
             state.close().await;
             let erased = erased?;
@@ -178,6 +185,97 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 erased.images, erased.originals_deleted
             );
             Ok(())
+        }
+    }
+}
+
+/// `imgnode import` progress on stderr: a bar (files, bytes, rate, ETA) on a terminal, else
+/// a plain line every [`ImportProgress::LINE_EVERY`] (a log, a CI job) and one at the end.
+struct ImportProgress {
+    /// `None` when stderr is not a terminal.
+    bar: Option<indicatif::ProgressBar>,
+    /// Done and total.
+    files: (u64, u64),
+    bytes: (u64, u64),
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+}
+
+impl ImportProgress {
+    const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn new() -> ImportProgress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{wide_bar}] {binary_bytes}/{binary_total_bytes} \
+                     {binary_bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        let now = std::time::Instant::now();
+        ImportProgress {
+            bar,
+            files: (0, 0),
+            bytes: (0, 0),
+            started: now,
+            last_line: now,
+        }
+    }
+
+    fn line(&self) {
+        use indicatif::{BinaryBytes, HumanDuration};
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = self.bytes.0 as f64 / secs;
+        let left = self.bytes.1.saturating_sub(self.bytes.0) as f64;
+        let eta = if rate > 0.0 { left / rate } else { 0.0 };
+        eprintln!(
+            "import: {}/{} files, {} of {}, {}/s, ETA {}",
+            self.files.0,
+            self.files.1,
+            BinaryBytes(self.bytes.0),
+            BinaryBytes(self.bytes.1),
+            BinaryBytes(rate as u64),
+            HumanDuration(std::time::Duration::from_secs_f64(eta)),
+        );
+    }
+
+    fn finish(&self) {
+        match &self.bar {
+            Some(bar) => bar.finish(),
+            None => self.line(),
+        }
+    }
+}
+
+impl imgnode::ingest::ImportProgress for ImportProgress {
+    fn start(&mut self, files: u64, bytes: u64) {
+        self.files = (0, files);
+        self.bytes = (0, bytes);
+        if let Some(bar) = &self.bar {
+            bar.set_length(bytes);
+            bar.set_message(format!("0/{files} files"));
+        }
+    }
+
+    fn done(&mut self, bytes: u64) {
+        self.files.0 += 1;
+        self.bytes.0 += bytes;
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(bytes);
+                bar.set_message(format!("{}/{} files", self.files.0, self.files.1));
+            }
+            None if self.last_line.elapsed() >= Self::LINE_EVERY => {
+                self.last_line = std::time::Instant::now();
+                self.line();
+            }
+            None => {}
         }
     }
 }

@@ -24,6 +24,16 @@ use crate::store::{Store, StoreError};
 use meta::MetaCache;
 use variants::{CacheError, Tier, Variant, VariantCache, VariantCacheConfig, VariantKey};
 
+fn variant_config(settings: &CacheSettings) -> VariantCacheConfig {
+    VariantCacheConfig {
+        memory_bytes: settings.memory_bytes,
+        disk_bytes: settings.disk_bytes,
+        dir: settings.dir.clone(),
+        ttl: settings.ttl,
+        max_entry_bytes: settings.max_entry_bytes,
+    }
+}
+
 /// Settings of every cache, from `[cache]`.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -55,22 +65,32 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Every cache, the variants' disk tier under `settings.dir` (locked: see
+    /// [`variants::LOCK_FILE`]).
     pub async fn open(
         settings: &CacheSettings,
         registry: &prometheus::Registry,
         cluster: Broadcaster,
     ) -> Result<Caches, CacheError> {
-        let variants = VariantCache::open(
-            &VariantCacheConfig {
-                memory_bytes: settings.memory_bytes,
-                disk_bytes: settings.disk_bytes,
-                dir: settings.dir.clone(),
-                ttl: settings.ttl,
-                max_entry_bytes: settings.max_entry_bytes,
-            },
-            registry,
-        )
-        .await?;
+        let variants = VariantCache::open(&variant_config(settings), registry).await?;
+        Ok(Caches::with_variants(variants, settings, cluster))
+    }
+
+    /// Every cache in memory only: a command run beside a node never opens its folder.
+    pub async fn open_memory_only(
+        settings: &CacheSettings,
+        registry: &prometheus::Registry,
+        cluster: Broadcaster,
+    ) -> Result<Caches, CacheError> {
+        let variants = VariantCache::open_memory_only(&variant_config(settings), registry).await?;
+        Ok(Caches::with_variants(variants, settings, cluster))
+    }
+
+    fn with_variants(
+        variants: VariantCache,
+        settings: &CacheSettings,
+        cluster: Broadcaster,
+    ) -> Caches {
         let originals = (settings.originals_bytes > 0).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(settings.originals_bytes)
@@ -78,7 +98,7 @@ impl Caches {
                 .support_invalidation_closures()
                 .build()
         });
-        Ok(Caches {
+        Caches {
             variants,
             meta: MetaCache::new(
                 settings.metadata_entries,
@@ -91,7 +111,7 @@ impl Caches {
             index_limit: usize::try_from(settings.metadata_entries).unwrap_or(usize::MAX),
             buster: settings.buster.clone(),
             cluster,
-        })
+        }
     }
 
     /// The key of one variant: the inputs that decide its bytes, and the account that owns

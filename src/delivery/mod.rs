@@ -485,7 +485,6 @@ fn defaults_of(settings: &AccountSettings) -> TransformDefaults {
     }
 }
 
-/// The original's bytes, through the originals cache when the origin is remote.
 /// What a background AVIF encode needs from the request that asked for it.
 struct Background {
     client: std::net::IpAddr,

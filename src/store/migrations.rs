@@ -197,6 +197,19 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        12,
+        &[
+            // Cache invalidations on SQLite, where there is no LISTEN/NOTIFY: a command run
+            // beside a serving node (`imgnode account plan ...`) writes its notices here and
+            // the node reads them (`cluster::NoticeLog`). Unused on PostgreSQL.
+            "CREATE TABLE notices (
+            id BIGINT PRIMARY KEY,
+            payload TEXT NOT NULL,
+            at BIGINT NOT NULL
+        )",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

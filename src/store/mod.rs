@@ -184,17 +184,64 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Tells every node listening on `channel` (PostgreSQL LISTEN/NOTIFY); nothing on SQLite,
-    /// where there is one node.
+    /// Tells every node listening on `channel`: PostgreSQL LISTEN/NOTIFY, or on SQLite a row
+    /// of the `notices` table, which the serving node polls ([`Store::notices_after`]).
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(channel)
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(channel)
+                    .bind(payload)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                let now = now_unix();
+                // One statement, so the id is taken inside SQLite's write lock: ids only grow,
+                // even with two processes writing.
+                sqlx::query(
+                    "INSERT INTO notices (id, payload, at) \
+                     SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM notices",
+                )
                 .bind(payload)
+                .bind(now)
                 .execute(&self.pool)
                 .await?;
+                // Notices older than an hour were read long ago; the newest row stays, so
+                // ids never restart.
+                sqlx::query(
+                    "DELETE FROM notices WHERE at < $1 \
+                     AND id < (SELECT MAX(id) FROM notices)",
+                )
+                .bind(now - NOTICE_RETENTION_SECS)
+                .execute(&self.pool)
+                .await?;
+            }
         }
         Ok(())
+    }
+
+    /// Notices written after `after` (SQLite; see [`Store::notify`]), oldest first, at most
+    /// `limit`. `after = None` asks only for the newest id, to start reading from.
+    pub async fn notices_after(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<(i64, Vec<String>), StoreError> {
+        let Some(after) = after else {
+            let (last,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM notices")
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok((last.unwrap_or(0), Vec::new()));
+        };
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, payload FROM notices WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        let last = rows.last().map_or(after, |(id, _)| *id);
+        Ok((last, rows.into_iter().map(|(_, p)| p).collect()))
     }
 
     /// A cheap round trip, for readiness.
@@ -661,6 +708,9 @@ pub fn rfc3339(unix: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// How long SQLite keeps a cache-invalidation notice (see [`Store::notify`]).
+const NOTICE_RETENTION_SECS: i64 = 3600;
 
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{TestNode, dimensions, fixture};
+use crate::harness::{ChildNode, TestNode, child_config, cli_create_account, dimensions, fixture};
 
 fn imgnode() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgnode"));
@@ -115,23 +115,33 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
         .unwrap();
     assert!(!out.status.success());
 
-    let out = imgnode()
-        .envs(env)
-        .args(["import", "--account", "acme"])
-        .arg(photos.path())
-        .output()
-        .unwrap();
+    let import = || {
+        let out = imgnode()
+            .envs(env)
+            .args(["import", "--account", "acme"])
+            .arg(photos.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+    };
+    let (stdout, stderr) = import();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("1 new, 1 deduplicated, 1 skipped"),
+        stdout.contains("1 new, 1 deduplicated, 0 already imported, 1 skipped"),
         "{stdout}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("notes.txt"));
+    assert!(stderr.contains("notes.txt"), "{stderr}");
+    // Not a terminal: progress as plain lines, the last one with every file counted.
+    assert!(stderr.contains("import: 3/3 files"), "{stderr}");
+    // A re-run (an interrupted import resumed) skips what is already there.
+    let (stdout, _) = import();
+    assert!(
+        stdout.contains("0 new, 0 deduplicated, 2 already imported, 1 skipped"),
+        "{stdout}"
+    );
+    // Offline commands never create (or open) the variant cache's folder.
+    assert!(!dir.path().join("cache").exists());
     // One object in the origin for two paths.
     let objects = walk_files(&dir.path().join("originals"));
     assert_eq!(objects, 1);
@@ -145,6 +155,95 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
         assert_eq!(status, 200, "{path}");
         assert_eq!(dimensions(&body), (120, 75));
     }
+}
+
+/// `imgnode --config CONFIG ARGS...`, run to its end.
+fn with_config(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    imgnode()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Polls `path` on `node` until it answers `status`: the change a command made beside the
+/// node reaches it asynchronously (within about a second, `cluster::POLL_INTERVAL`). The
+/// metadata TTLs of the node are an hour, so only the notice can make it happen in time.
+async fn wait_for_status(node: &ChildNode, path: &str, status: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = reqwest::get(format!("{}{path}", node.base))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} still answers {got}, not {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn commands_beside_a_running_node_reach_its_caches_and_never_share_its_cache_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = child_config(
+        dir.path(),
+        "[cache]\nmetadata_ttl = \"1h\"\nnegative_ttl = \"1h\"\n",
+    )
+    .await;
+    cli_create_account(&config, "acme");
+    let node = ChildNode::spawn(&config).await;
+    let url = "/i/acme/dune.webp?w=120";
+    // Not there yet, and the node remembers that for an hour.
+    assert_eq!(
+        reqwest::get(format!("{}{url}", node.base))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let photos = tempfile::tempdir().unwrap();
+    std::fs::write(photos.path().join("dune.jpg"), fixture("photos/dune.jpg")).unwrap();
+    let photos_dir = photos.path().to_str().unwrap();
+    let out = with_config(&config, &["import", "--account", "acme", photos_dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_status(&node, url, 200).await;
+    let hit = reqwest::get(format!("{}{url}", node.base)).await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT-MEMORY");
+
+    // A second node on the same cache folder is refused with a clear error, and the running
+    // node keeps serving.
+    let out = with_config(&config, &["serve"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(
+        reqwest::get(format!("{}{url}", node.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Erased from the command line: the node stops serving the variant it holds in memory.
+    let out = with_config(&config, &["account", "erase", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_status(&node, url, 404).await;
 }
 
 fn walk_files(dir: &std::path::Path) -> usize {

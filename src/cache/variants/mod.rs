@@ -81,6 +81,11 @@ pub enum CacheError {
     Metrics(#[from] prometheus::Error),
     #[error("the OS random source failed")]
     Random,
+    #[error(
+        "variant cache folder {dir} is in use by another process{holder}: two processes must \
+         never share one (give each node its own cache.dir)"
+    )]
+    InUse { dir: PathBuf, holder: String },
 }
 
 /// Current time in unix seconds; injectable so tests can move time without sleeping.
@@ -129,6 +134,60 @@ pub struct VariantCache {
     dir: PathBuf,
     /// Whether the disk tier was opened (false: memory only since start-up).
     disk_opened: bool,
+    /// The exclusive lock on the disk tier's folder ([`LOCK_FILE`]), held until `close`.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+/// The lock file in the disk tier's folder: a second process that would open the same folder
+/// (a node started twice, a command beside a node) is refused instead of corrupting it.
+pub const LOCK_FILE: &str = ".imgnode.lock";
+
+/// Takes the exclusive lock on `dir` (created if missing). `Ok(None)` when the folder cannot
+/// be used at all (the disk tier then fails to open the same way, and the cache runs in
+/// memory); [`CacheError::InUse`] when another process holds it.
+fn lock_dir(dir: &std::path::Path) -> Result<Option<std::fs::File>, CacheError> {
+    use std::io::{Read, Seek, Write};
+    let opened = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+    });
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create the cache lock file");
+            return Ok(None);
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(CacheError::InUse {
+                dir: dir.to_path_buf(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot lock the cache folder");
+            return Ok(None);
+        }
+    }
+    // Who holds it, for the error a second process shows.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(Some(file))
 }
 
 impl VariantCache {
@@ -149,12 +208,20 @@ impl VariantCache {
         clock: Clock,
     ) -> Result<VariantCache, CacheError> {
         let layout = DiskLayout::plan(config)?;
+        let lock = lock_dir(&config.dir)?;
         let metrics = VariantCacheMetrics::register(registry)?;
         let disk_error = |source| CacheError::Disk {
             dir: config.dir.clone(),
             source,
         };
         let with_disk = async {
+            if lock.is_none() {
+                // Unlocked, the folder could be another process's: not opened.
+                return Err(disk_error(foyer::Error::new(
+                    foyer::ErrorKind::Io,
+                    "the cache folder cannot be locked",
+                )));
+            }
             let device = FsDeviceBuilder::new(&config.dir)
                 // Without a capacity foyer claims 80 % of the free space on the filesystem.
                 .with_capacity(to_usize(layout.capacity, "disk_bytes")?)
@@ -191,18 +258,42 @@ impl VariantCache {
                     "the disk cache cannot be opened: caching in memory only"
                 );
                 metrics.disk_available.set(0);
-                let memory_only =
-                    Self::builder(config, &metrics)?
-                        .build()
-                        .await
-                        .map_err(|source| CacheError::Disk {
-                            dir: config.dir.clone(),
-                            source,
-                        })?;
-                (memory_only, false)
+                (Self::memory_tier(config, &metrics).await?, false)
             }
             Err(other) => return Err(other),
         };
+        Ok(Self::assemble(
+            config,
+            hybrid,
+            metrics,
+            clock,
+            disk_opened,
+            lock,
+        ))
+    }
+
+    /// The memory tier alone (no disk engine).
+    async fn memory_tier(
+        config: &VariantCacheConfig,
+        metrics: &VariantCacheMetrics,
+    ) -> Result<HybridCache<VariantKey, StoredVariant>, CacheError> {
+        Self::builder(config, metrics)?
+            .build()
+            .await
+            .map_err(|source| CacheError::Disk {
+                dir: config.dir.clone(),
+                source,
+            })
+    }
+
+    fn assemble(
+        config: &VariantCacheConfig,
+        hybrid: HybridCache<VariantKey, StoredVariant>,
+        metrics: VariantCacheMetrics,
+        clock: Clock,
+        disk_opened: bool,
+        lock: Option<std::fs::File>,
+    ) -> VariantCache {
         let cache = VariantCache {
             hybrid,
             metrics,
@@ -212,9 +303,23 @@ impl VariantCache {
             clock,
             dir: config.dir.clone(),
             disk_opened,
+            lock: std::sync::Mutex::new(lock),
         };
         cache.update_memory_gauges();
-        Ok(cache)
+        cache
+    }
+
+    /// A cache in memory only, which never touches `config.dir`: for a command run beside a
+    /// node (the node's folder stays the node's).
+    pub async fn open_memory_only(
+        config: &VariantCacheConfig,
+        registry: &Registry,
+    ) -> Result<VariantCache, CacheError> {
+        let metrics = VariantCacheMetrics::register(registry)?;
+        metrics.disk_available.set(0);
+        let hybrid = Self::memory_tier(config, &metrics).await?;
+        let clock = Arc::new(system_clock);
+        Ok(Self::assemble(config, hybrid, metrics, clock, false, None))
     }
 
     /// Checks that the disk tier's folder still takes writes: on a read-only or full
@@ -368,14 +473,19 @@ impl VariantCache {
     }
 
     /// Flushes pending disk writes and closes the disk tier, for an orderly shutdown.
+    /// Flushes the disk tier and releases the folder's lock (a restarted node in the same
+    /// process may take it again).
     pub async fn close(&self) -> Result<(), CacheError> {
-        self.hybrid
+        let closed = self
+            .hybrid
             .close()
             .await
             .map_err(|source| CacheError::Disk {
                 dir: self.dir.clone(),
                 source,
-            })
+            });
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        closed
     }
 
     fn placement(&self, size: u64, has_disk_code: bool) -> Placement {
@@ -552,6 +662,29 @@ mod tests {
         fn dir(&self) -> &Path {
             &self.config.dir
         }
+    }
+
+    #[tokio::test]
+    async fn one_folder_is_held_by_one_open_cache_at_a_time() {
+        let h = Harness::new();
+        let (first, _) = h.open().await;
+        let second = VariantCache::open(&h.config, &Registry::new()).await;
+        match second {
+            Err(CacheError::InUse { dir, holder }) => {
+                assert_eq!(dir, h.config.dir);
+                assert_eq!(holder, format!(" (pid {})", std::process::id()));
+            }
+            Err(other) => panic!("expected InUse, got {other}"),
+            Ok(_) => panic!("a second cache opened a folder in use"),
+        }
+        // A memory-only cache never touches the folder, so it may sit beside the first.
+        let beside = VariantCache::open_memory_only(&h.config, &Registry::new())
+            .await
+            .expect("memory only");
+        beside.close().await.expect("close");
+        first.close().await.expect("close");
+        let (again, _) = h.open().await;
+        again.close().await.expect("close");
     }
 
     pub(super) fn key(n: u32) -> VariantKey {
