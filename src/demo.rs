@@ -8,11 +8,11 @@ use bytes::Bytes;
 use crate::ingest::{Ingest, IngestError, Original};
 use crate::store::{StoreError, Visibility};
 
-pub const ACCOUNT: &str = "demo";
+pub(crate) const ACCOUNT: &str = "demo";
 
 /// The `free` plan's quotas: the demo account's photos are public, so whoever reaches the
 /// node can make it render them; a quota bounds what that costs.
-pub const PLAN: &str = "free";
+pub(crate) const PLAN: &str = "free";
 
 const PHOTOS: &[(&str, &[u8])] = &[
     (
@@ -35,7 +35,7 @@ const PHOTOS: &[(&str, &[u8])] = &[
 
 /// Creates the `demo` account with its photos unless the account exists. Returns whether it
 /// seeded anything.
-pub async fn seed(ingest: &Ingest<'_>) -> Result<bool, IngestError> {
+pub(crate) async fn seed(ingest: &Ingest<'_>) -> Result<bool, IngestError> {
     match ingest.store.create_account(ACCOUNT, PLAN).await {
         Ok(_) => {}
         Err(StoreError::Conflict(_)) => return Ok(false),

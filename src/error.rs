@@ -147,11 +147,6 @@ impl HttpError {
         }
     }
 
-    pub fn with_detail(mut self, detail: impl Into<String>) -> HttpError {
-        self.detail = Some(detail.into());
-        self
-    }
-
     pub fn status(&self) -> http::StatusCode {
         self.code.status()
     }

@@ -2,26 +2,30 @@
 //! state lives, how to add a route, parameter, format or metric) is `docs/architecture.md`;
 //! each module's doc says what it owns and what it must never do.
 
+// Everything is crate-private unless the binary, the integration tests, the benches or the
+// fuzz targets use it: then the dead-code lint sees what nothing uses.
+#![warn(unreachable_pub)]
+
 pub mod accounts;
-pub mod admin;
+pub(crate) mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cluster;
 pub mod config;
-pub mod cpu;
+pub(crate) mod cpu;
 pub mod delivery;
-pub mod demo;
-pub mod error;
+pub(crate) mod demo;
+pub(crate) mod error;
 pub mod fsperm;
 pub mod ingest;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod origin;
 pub mod pipeline;
-pub mod ratelimit;
-pub mod render;
-pub mod routes;
+pub(crate) mod ratelimit;
+pub(crate) mod render;
+pub(crate) mod routes;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -40,7 +40,7 @@ pub struct RateState {
     pub retry_after: Option<u64>,
 }
 
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     clock: DefaultClock,
     /// Addresses over their failed-authentication allowance, until it refills: every bad
     /// credential from them is refused (one that cannot be valid without a lookup); a valid
@@ -111,7 +111,7 @@ fn now_unix() -> i64 {
 }
 
 impl RateLimits {
-    pub fn new(budgets: &crate::config::RenderBudgets) -> RateLimits {
+    pub(crate) fn new(budgets: &crate::config::RenderBudgets) -> RateLimits {
         RateLimits {
             clock: DefaultClock::default(),
             blocked: std::sync::Mutex::new(HashMap::new()),
@@ -132,20 +132,20 @@ impl RateLimits {
 
     /// Takes one new render from the allowance of `client`'s network; `None` when the budget
     /// is off.
-    pub fn client_render(&self, client: IpAddr) -> Option<RateState> {
+    pub(crate) fn client_render(&self, client: IpAddr) -> Option<RateState> {
         let budget = self.client_renders.as_ref()?;
         Some(budget.take(&self.clock, &network_of(client)))
     }
 
     /// Takes one new variant from the hourly allowance of an original (`scope`); `None` when
     /// the cap is off.
-    pub fn image_variant(&self, scope: &str) -> Option<RateState> {
+    pub(crate) fn image_variant(&self, scope: &str) -> Option<RateState> {
         let budget = self.image_variants.as_ref()?;
         Some(budget.take(&self.clock, &scope.to_string()))
     }
 
     /// Takes one request from `who`'s allowance at `per_minute`.
-    pub fn check(&self, who: &str, per_minute_limit: u32) -> RateState {
+    pub(crate) fn check(&self, who: &str, per_minute_limit: u32) -> RateState {
         let limiter = {
             let mut by_rate = self.by_rate.lock().unwrap_or_else(|p| p.into_inner());
             by_rate
@@ -163,7 +163,7 @@ impl RateLimits {
     /// limit refuses does not use the account's allowance (so one key over its rate does not
     /// starve the account's other keys); one the account's limit refuses has used one of the
     /// key's.
-    pub fn check_key_and_account(
+    pub(crate) fn check_key_and_account(
         &self,
         key_id: &str,
         account: &str,
@@ -181,7 +181,7 @@ impl RateLimits {
 
     /// Counts one failed authentication from `ip` (an IPv6 address counts for its /64); a
     /// refusal means "answer 429 instead", and the address is blocked until it may try again.
-    pub fn auth_failure(&self, ip: IpAddr) -> RateState {
+    pub(crate) fn auth_failure(&self, ip: IpAddr) -> RateState {
         let ip = network_of(ip);
         let outcome = self.auth_failures.check_key(&ip);
         let rate = state(&self.clock, AUTH_FAILURES_PER_MINUTE, outcome);
@@ -196,7 +196,7 @@ impl RateLimits {
     }
 
     /// The refusal to answer when `ip` is blocked for failed authentications.
-    pub fn blocked(&self, ip: IpAddr) -> Option<RateState> {
+    pub(crate) fn blocked(&self, ip: IpAddr) -> Option<RateState> {
         let ip = network_of(ip);
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         let (until, rate) = *blocked.get(&ip)?;
@@ -212,7 +212,7 @@ impl RateLimits {
     }
 
     /// Forgets keys whose allowance is full again (bounded memory); run periodically.
-    pub fn shrink(&self) {
+    pub(crate) fn shrink(&self) {
         for limiter in self
             .by_rate
             .lock()

@@ -21,7 +21,7 @@ use crate::store::StoreError;
 
 /// A render's result as every waiter of a single flight receives it.
 #[derive(Clone)]
-pub struct RenderOutcome {
+pub(crate) struct RenderOutcome {
     pub variant: Variant,
     /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
     pub timing: (Duration, StageTimings),
@@ -51,11 +51,11 @@ impl From<StoreError> for RenderError {
 }
 
 /// Renders in flight, by variant.
-pub type RenderFlights = SingleFlight<VariantKey, RenderOutcome, RenderError>;
+pub(crate) type RenderFlights = SingleFlight<VariantKey, RenderOutcome, RenderError>;
 
 /// What to render: the original (by hash), whose variants it is (`scope`, see
 /// [`crate::cache::scope`]), the transform and format, and the cache key of the result.
-pub struct RenderJob {
+pub(crate) struct RenderJob {
     pub hash: String,
     pub scope: String,
     pub transform: Transform,
@@ -67,7 +67,7 @@ pub struct RenderJob {
 
 /// The original's bytes, through the originals cache (one load however many ask at once),
 /// counted by outcome.
-pub async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, OriginGetError> {
+pub(crate) async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, OriginGetError> {
     let max = state.config.limits.max_source_bytes;
     let load = async {
         let got = state.origin.get(hash, max).await;
@@ -90,7 +90,7 @@ pub async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, Origi
 
 /// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
 /// its own task, so it finishes (and fills the cache) even if its first requester left.
-pub async fn render_and_store(
+pub(crate) async fn render_and_store(
     state: Arc<AppState>,
     job: RenderJob,
 ) -> Result<RenderOutcome, RenderError> {

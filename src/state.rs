@@ -33,34 +33,34 @@ static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
 
 /// Everything a request handler may use.
 pub struct AppState {
-    pub config: Config,
+    pub(crate) config: Config,
     pub store: Store,
     pub origin: Origin,
-    pub cpu: Pool,
+    pub(crate) cpu: Pool,
     pub caches: Caches,
     pub api_keys: ApiKeys,
     /// Renders in flight, so concurrent misses for one variant share one render.
-    pub flights: RenderFlights,
-    pub metrics: Metrics,
+    pub(crate) flights: RenderFlights,
+    pub(crate) metrics: Metrics,
     /// The operator token (from `admin.token_file`); `None` disables the operator API.
-    pub operator_token: Option<String>,
+    pub(crate) operator_token: Option<String>,
     /// True once start-up work is done; false again when draining.
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
     /// URL signing keys (first signs, all verify).
     pub signing: SigningKeys,
     /// JWT verification, when `auth.jwt.jwks_url` is set.
-    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
+    pub(crate) jwt: Option<crate::auth::jwt::JwtVerifier>,
     /// Monthly usage per account, counted in memory.
     pub usage: crate::usage::UsageMeter,
-    pub rate_limits: crate::ratelimit::RateLimits,
+    pub(crate) rate_limits: crate::ratelimit::RateLimits,
     /// Renders per preset id since the last flush (written with the API key usage).
-    pub preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    pub(crate) preset_usage: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// This process among the nodes sharing the database (random per start).
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Cache invalidations for the other nodes (PostgreSQL); disabled on SQLite.
-    pub cluster: Broadcaster,
+    pub(crate) cluster: Broadcaster,
     /// The public listener's bound address, once `start` has bound it.
-    pub bound_public_addr: std::sync::OnceLock<SocketAddr>,
+    pub(crate) bound_public_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl AppState {
@@ -84,7 +84,7 @@ impl AppState {
 
     /// Writes the usage counted in memory (API keys, presets). On failure the counts of this
     /// interval are lost, never double counted.
-    pub async fn flush_usage(&self) {
+    pub(crate) async fn flush_usage(&self) {
         if let Err(e) = self.api_keys.flush_usage(&self.store).await {
             tracing::warn!(error = %e, "flushing API key usage");
         }
@@ -103,7 +103,7 @@ impl AppState {
 
     /// The public listener's address: as bound (port 0 resolved) once started, else as
     /// configured.
-    pub fn public_addr(&self) -> SocketAddr {
+    pub(crate) fn public_addr(&self) -> SocketAddr {
         self.bound_public_addr
             .get()
             .copied()
@@ -112,7 +112,7 @@ impl AppState {
 
     /// The plan named `name`; an account on a plan the config no longer defines gets `free`'s
     /// limits (the built-in plans always exist).
-    pub fn plan(&self, name: &str) -> &crate::config::Plan {
+    pub(crate) fn plan(&self, name: &str) -> &crate::config::Plan {
         self.config
             .plans
             .get(name)
@@ -122,7 +122,7 @@ impl AppState {
     }
 
     /// Counts one render made with a preset.
-    pub fn count_preset_render(&self, preset_id: &str) {
+    pub(crate) fn count_preset_render(&self, preset_id: &str) {
         let mut usage = self.preset_usage.lock().unwrap_or_else(|p| p.into_inner());
         *usage.entry(preset_id.to_string()).or_default() += 1;
     }
@@ -131,7 +131,7 @@ impl AppState {
     /// read, or a listening connection that was lost) forgets every cached metadata answer.
     /// Variants are not forgotten: they are content-addressed and readable only with a data
     /// key, which is metadata.
-    pub async fn apply_notice(&self, notice: Option<Notice>) {
+    pub(crate) async fn apply_notice(&self, notice: Option<Notice>) {
         match notice {
             Some(Notice::Account(name)) => self.caches.meta.invalidate_account_local(&name).await,
             Some(Notice::Hashes(scopes)) => self.caches.forget_scopes(&scopes).await,

@@ -21,7 +21,7 @@ use crate::store::{Account, AccountStatus};
 
 /// Routes of the ops listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpsRoute {
+pub(crate) enum OpsRoute {
     Metrics,
     Live,
     Ready,
@@ -48,7 +48,7 @@ enum Auth {
 }
 
 impl OpsRoute {
-    pub fn parse(method: &Method, path: &str) -> Result<OpsRoute, HttpError> {
+    pub(crate) fn parse(method: &Method, path: &str) -> Result<OpsRoute, HttpError> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (route, allowed) = match segments.as_slice() {
             ["metrics"] => (OpsRoute::Metrics, Method::GET),
@@ -119,7 +119,7 @@ impl OpsRoute {
         }
     }
 
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             OpsRoute::Metrics => "metrics",
             OpsRoute::Live => "live",
@@ -169,7 +169,7 @@ impl OpsRoute {
 
 /// Answers one ops request; errors come back for the router to render. Every operator call
 /// that changes something is written to the audit log with its outcome.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     route: OpsRoute,
     req: Request<Incoming>,

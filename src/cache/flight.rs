@@ -23,7 +23,7 @@ pub struct TaskFailed(pub String);
 
 /// How a caller got its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// This caller started the work.
     Leader,
     /// Another caller's work was already running; this one waited for it.
@@ -31,7 +31,7 @@ pub enum Role {
 }
 
 /// Keys `K`, shared outcomes `Result<T, E>`: both sides are cloned to every waiter.
-pub struct SingleFlight<K, T: Clone, E: Clone> {
+pub(crate) struct SingleFlight<K, T: Clone, E: Clone> {
     inflight: InFlight<K, T, E>,
 }
 
@@ -50,7 +50,7 @@ where
     E: Clone + Send + Sync + From<TaskFailed> + 'static,
 {
     /// Whether `key` is running now.
-    pub fn contains(&self, key: &K) -> bool {
+    pub(crate) fn contains(&self, key: &K) -> bool {
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -60,7 +60,7 @@ where
     /// Runs `work` unless the same `key` is already running, then waits for that run.
     /// `work` must publish its result (e.g. into the cache) before it returns: the key leaves
     /// the in-flight table when it ends, and later callers look in the cache first.
-    pub async fn run<F, Fut>(&self, key: K, work: F) -> (Result<T, E>, Role)
+    pub(crate) async fn run<F, Fut>(&self, key: K, work: F) -> (Result<T, E>, Role)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -94,12 +94,14 @@ where
         (shared.await, role)
     }
 
-    /// Keys currently in flight (for metrics and tests).
-    pub fn len(&self) -> usize {
+    /// Keys currently in flight.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inflight.lock().map_or(0, |m| m.len())
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -6,10 +6,10 @@
 //! under a deleted data key (crypto-erasure), so no byte of it can be read back.
 //! Must never decide HTTP status (errors flow back as the callers' errors).
 
-pub mod flight;
+pub(crate) mod flight;
 mod foyer_metrics;
-pub mod meta;
-pub mod variants;
+pub(crate) mod meta;
+pub(crate) mod variants;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -275,7 +275,7 @@ impl Caches {
 /// What variants, data keys and purges are keyed by: an original as one account holds it
 /// (`{account}/{hash}`; account names have no `/`). Content hashes alone are shared by every
 /// account that uploaded the same bytes.
-pub fn scope(account: &str, hash: &str) -> String {
+pub(crate) fn scope(account: &str, hash: &str) -> String {
     // On every request: no formatting machinery, one allocation.
     let mut s = String::with_capacity(account.len() + 1 + hash.len());
     s.push_str(account);
@@ -285,7 +285,7 @@ pub fn scope(account: &str, hash: &str) -> String {
 }
 
 /// SHA-256 over the NUL-separated inputs, first 128 bits.
-pub fn variant_key(scope: &str, canonical: &str, format: &str, buster: &str) -> VariantKey {
+pub(crate) fn variant_key(scope: &str, canonical: &str, format: &str, buster: &str) -> VariantKey {
     let mut h = Sha256::new();
     for part in [scope, canonical, format, buster] {
         h.update(part.as_bytes());

@@ -16,7 +16,7 @@ use crate::store::AccountSettings;
 /// A width not in the list snaps up to the next allowed one (the largest when it is over all
 /// of them), the height following in proportion, or is a 400 when the account chose
 /// `widths_policy = "refuse"`.
-pub fn apply_size_policy(t: &mut Transform, s: &AccountSettings) -> Result<(), HttpError> {
+pub(super) fn apply_size_policy(t: &mut Transform, s: &AccountSettings) -> Result<(), HttpError> {
     if let Some(max) = s.max_quality {
         t.quality = t.quality.min(max.max(1));
     }
@@ -51,7 +51,7 @@ pub fn apply_size_policy(t: &mut Transform, s: &AccountSettings) -> Result<(), H
 
 /// Pixels `t` would encode from a source of `source` (oriented) pixels; an output the planner
 /// refuses counts as 0 (the render refuses it with its own error).
-pub fn output_pixels(source: (u32, u32), t: &Transform, limits: &Limits) -> u64 {
+pub(super) fn output_pixels(source: (u32, u32), t: &Transform, limits: &Limits) -> u64 {
     let Ok(p) = plan(source, t, limits) else {
         return 0;
     };
@@ -62,7 +62,7 @@ pub fn output_pixels(source: (u32, u32), t: &Transform, limits: &Limits) -> u64 
 /// Shrinks `t` so that its output has at most `budget` pixels, keeping its proportions (an
 /// unsigned URL over its encode budget is served smaller, like `dpr` beyond the output limit,
 /// and cached under the smaller size's key).
-pub fn fit_pixels(source: (u32, u32), t: &mut Transform, limits: &Limits, budget: u64) {
+pub(super) fn fit_pixels(source: (u32, u32), t: &mut Transform, limits: &Limits, budget: u64) {
     let Ok(p) = plan(source, t, limits) else {
         return;
     };
@@ -89,7 +89,7 @@ pub fn fit_pixels(source: (u32, u32), t: &mut Transform, limits: &Limits, budget
 /// side limit (`TransformParams::resolve`): `t` is shrunk, shape kept, to the largest size
 /// under the limit. A size already over the limit without `dpr` is left for the render to
 /// refuse (400), as the spec wants for an explicit over-limit size.
-pub fn clamp_dpr(
+pub(super) fn clamp_dpr(
     source: (u32, u32),
     params: &TransformParams,
     defaults: &TransformDefaults,
@@ -119,7 +119,7 @@ pub fn clamp_dpr(
 /// What one render budget (`label`: client, image) said of a new render: a refusal is a 429
 /// with `Retry-After`, counted in `imgnode_delivery_renders_refused_total`. `None`: the
 /// budget is off.
-pub fn take(
+pub(super) fn take(
     state: &AppState,
     label: &str,
     rate: Option<RateState>,

@@ -30,7 +30,7 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    pub fn new(result: Result<Response<Body>, HttpError>, label: &'static str) -> Answer {
+    pub(super) fn new(result: Result<Response<Body>, HttpError>, label: &'static str) -> Answer {
         Answer {
             result,
             label,
@@ -56,7 +56,7 @@ pub(super) struct Envelope {
 }
 
 impl Envelope {
-    pub fn open(state: &AppState, req: &Request<Incoming>, peer: SocketAddr) -> Envelope {
+    pub(super) fn open(state: &AppState, req: &Request<Incoming>, peer: SocketAddr) -> Envelope {
         Envelope {
             started: Instant::now(),
             peer,
@@ -69,7 +69,7 @@ impl Envelope {
 
     /// The response for `answer`: errors rendered, envelope headers added, metrics and the
     /// access log line written.
-    pub fn close(self, state: &AppState, answer: Answer) -> Response<Body> {
+    pub(super) fn close(self, state: &AppState, answer: Answer) -> Response<Body> {
         let head_only = self.method == Method::HEAD;
         let mut res = finish(state, answer.result, &self.path, head_only);
         let h = res.headers_mut();

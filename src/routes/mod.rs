@@ -23,7 +23,7 @@ use envelope::{Answer, Envelope};
 
 /// Routes of the public listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublicRoute<'a> {
+pub(crate) enum PublicRoute<'a> {
     Health,
     /// The tenant API under `/api/v1/`.
     Api,
@@ -44,7 +44,7 @@ impl PublicRoute<'_> {
     }
 }
 
-pub fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
+pub(crate) fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
     if path == "/health" {
         return PublicRoute::Health;
     }
@@ -73,7 +73,7 @@ pub fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> 
 
 /// The public listener's handler.
 #[derive(Clone)]
-pub struct PublicHandler(pub Arc<AppState>);
+pub(crate) struct PublicHandler(pub Arc<AppState>);
 
 impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -155,7 +155,7 @@ async fn public(
 
 /// The ops listener's handler.
 #[derive(Clone)]
-pub struct OpsHandler(pub Arc<AppState>);
+pub(crate) struct OpsHandler(pub Arc<AppState>);
 
 impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -45,7 +45,7 @@ impl Code for VariantKey {
 
 /// Media types with a stable on-disk code: the code is the index + 1, so entries must only
 /// ever be appended to this list.
-pub const MEDIA_TYPES: &[&str] = &[
+pub(crate) const MEDIA_TYPES: &[&str] = &[
     "image/jpeg",
     "image/png",
     "image/webp",

@@ -33,8 +33,7 @@ use foyer::{
 };
 use prometheus::Registry;
 
-pub use crypto::DataKey;
-pub use disk::MEDIA_TYPES;
+pub(crate) use crypto::DataKey;
 use disk::{DiskLayout, StoredVariant, media_type_code};
 use memory::{ENTRY_MEMORY_OVERHEAD, EvictionCounter, MEMORY_ENTRY_DIVISOR};
 use metrics::VariantCacheMetrics;
@@ -89,7 +88,7 @@ pub enum CacheError {
 }
 
 /// Current time in unix seconds; injectable so tests can move time without sleeping.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 fn system_clock() -> u64 {
     SystemTime::now()
@@ -140,7 +139,7 @@ pub struct VariantCache {
 
 /// The lock file in the disk tier's folder: a second process that would open the same folder
 /// (a node started twice, a command beside a node) is refused instead of corrupting it.
-pub const LOCK_FILE: &str = ".imgnode.lock";
+pub(crate) const LOCK_FILE: &str = ".imgnode.lock";
 
 /// Takes the exclusive lock on `dir` (created if missing). `Ok(None)` when the folder cannot
 /// be used at all (the disk tier then fails to open the same way, and the cache runs in

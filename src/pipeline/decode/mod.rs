@@ -153,14 +153,14 @@ pub(super) mod test_support {
     use super::super::probe::probe;
     use super::*;
 
-    pub fn fixture(rel: &str) -> Vec<u8> {
+    pub(crate) fn fixture(rel: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
             .join(rel);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    pub fn decode_fixture(rel: &str) -> Result<Image, PipelineError> {
+    pub(crate) fn decode_fixture(rel: &str) -> Result<Image, PipelineError> {
         let bytes = fixture(rel);
         let limits = Limits::default();
         let info = probe(&bytes, &limits)?;
@@ -168,7 +168,7 @@ pub(super) mod test_support {
     }
 
     /// The pixel at (x, y) as RGBA (alpha 255 for Rgb8).
-    pub fn pixel(image: &Image, x: u32, y: u32) -> [u8; 4] {
+    pub(crate) fn pixel(image: &Image, x: u32, y: u32) -> [u8; 4] {
         let c = image.channels();
         let at = (y as usize * image.width as usize + x as usize) * c;
         let p = &image.data[at..at + c];
@@ -178,7 +178,7 @@ pub(super) mod test_support {
     /// `image` reduced by `d`x`d` box averages over its real pixels (partial blocks at the
     /// right and bottom edges average what they have), any channel count: what a decode at
     /// 1/`d` should show.
-    pub fn box_reduce(image: &Image, d: usize) -> Image {
+    pub(crate) fn box_reduce(image: &Image, d: usize) -> Image {
         let c = image.channels();
         let (w, h) = (image.width as usize, image.height as usize);
         let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
@@ -201,7 +201,7 @@ pub(super) mod test_support {
     }
 
     /// (mean, max) absolute difference over every channel of every pixel.
-    pub fn difference(a: &Image, b: &Image) -> (f64, u8) {
+    pub(crate) fn difference(a: &Image, b: &Image) -> (f64, u8) {
         assert_eq!((a.width, a.height), (b.width, b.height));
         assert_eq!(a.layout, b.layout);
         let diffs = a.data.iter().zip(&b.data).map(|(&x, &y)| x.abs_diff(y));
@@ -210,7 +210,7 @@ pub(super) mod test_support {
     }
 
     /// Asserts that `actual` is within `tolerance` of `expected` on every channel.
-    pub fn assert_near(actual: [u8; 4], expected: [u8; 4], tolerance: u8, what: &str) {
+    pub(crate) fn assert_near(actual: [u8; 4], expected: [u8; 4], tolerance: u8, what: &str) {
         let close = actual
             .iter()
             .zip(expected)
@@ -222,7 +222,7 @@ pub(super) mod test_support {
     }
 
     /// Checks the fixture quadrants: red, green / blue, white (or transparent).
-    pub fn assert_quadrants(image: &Image, tolerance: u8, what: &str) {
+    pub(crate) fn assert_quadrants(image: &Image, tolerance: u8, what: &str) {
         assert_eq!((image.width, image.height), (64, 48), "{what}");
         assert_near(pixel(image, 8, 6), [255, 0, 0, 255], tolerance, what);
         assert_near(pixel(image, 56, 6), [0, 255, 0, 255], tolerance, what);
