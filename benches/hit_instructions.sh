@@ -15,6 +15,8 @@
 #   9e43674 (before the abuse-resistance round)   48,844-48,873 instructions per hit
 #   de2c7ef (render budgets, client addresses,     50,007 (+2.4 %)
 #            HTTP/2 idle tracking, per-account keys)
+#   69ba8bc (hit-path work of issue 16)              40,946
+#   99b79ab (issue 17 restructure, 2026-12-07)       41,751-41,825 (+2.0 %; see RESULTS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
