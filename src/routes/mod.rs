@@ -44,7 +44,11 @@ impl PublicRoute<'_> {
     }
 }
 
-pub(crate) fn public_route<'a>(path: &'a str, host: Option<&str>, state: &AppState) -> PublicRoute<'a> {
+pub(crate) fn public_route<'a>(
+    path: &'a str,
+    host: Option<&str>,
+    state: &AppState,
+) -> PublicRoute<'a> {
     if path == "/health" {
         return PublicRoute::Health;
     }
