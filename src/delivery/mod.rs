@@ -97,6 +97,8 @@ struct Resolved<'a> {
     negotiated: bool,
     /// For a private image, when its signature expires (see [`ResponseMeta::private_until`]).
     private_until: Option<i64>,
+    /// The account's settings (`delivery_formats` decides a stand-in's format).
+    settings: Arc<AccountSettings>,
 }
 
 /// What to answer with.
@@ -199,9 +201,10 @@ async fn resolve<'a>(
         _ => url.ext,
     };
 
+    let settings = caches.meta.settings(&state.store, &account.name).await?;
     let negotiated = params.format_auto;
     let mut output = if negotiated {
-        negotiate::best(req.headers, ext)
+        negotiate::best(req.headers, ext, &settings.delivery_formats)
     } else {
         ext
     };
@@ -209,7 +212,6 @@ async fn resolve<'a>(
     // The original's own format and nothing to do: its bytes, untouched (X-Cache: ORIGINAL),
     // unless they exceed the account's default maximum size: then, unsigned and without
     // `serve_originals`, the URL is rendered within it like any URL without a size.
-    let settings = caches.meta.settings(&state.store, &account.name).await?;
     let transforms = !TransformParams {
         format_auto: false,
         format: None,
@@ -248,7 +250,7 @@ async fn resolve<'a>(
                 && budget::output_pixels(source, &transform, limits)
                     > budgets.unsigned_avif_max_pixels
             {
-                output = negotiate::best_without_avif(req.headers, ext);
+                output = negotiate::best_without_avif(req.headers, ext, &settings.delivery_formats);
             }
             let max_pixels = match output {
                 OutputFormat::Avif => budgets.unsigned_avif_max_pixels,
@@ -268,6 +270,7 @@ async fn resolve<'a>(
         output,
         negotiated,
         private_until,
+        settings,
     };
     Ok((resolved, answer))
 }
@@ -362,7 +365,11 @@ async fn serve_variant(
                 // (budgets included).
                 follow_up = Some((key, transform.clone()));
             }
-            output = negotiate::best_without_avif(req.headers, resolved.ext);
+            output = negotiate::best_without_avif(
+                req.headers,
+                resolved.ext,
+                &resolved.settings.delivery_formats,
+            );
             meta.stand_in = true;
             state.metrics.avif_fallbacks_total.inc();
             continue;

@@ -1,32 +1,53 @@
-//! Output format negotiation for `format=auto`: AVIF, then WebP, then the extension's format,
-//! by what the client's `Accept` header lists with a non-zero quality.
+//! Output format negotiation for `format=auto`: the first of the account's `delivery_formats`
+//! (in its order) that the client's `Accept` header lists with a non-zero quality, else the
+//! extension's format. Only formats browsers announce take part (AVIF, WebP); JPEG and PNG in
+//! the list never replace the extension's format (a PNG with alpha stays a PNG).
 
 use http::HeaderMap;
 use http::header::ACCEPT;
 
 use crate::pipeline::OutputFormat;
 
-/// The best format the client accepts. `*/*` and `image/*` are not taken as support for
-/// AVIF or WebP: browsers that decode them list them explicitly.
-pub fn best(headers: &HeaderMap, fallback: OutputFormat) -> OutputFormat {
-    let (avif, webp) = accepted(headers);
-    if avif {
-        OutputFormat::Avif
-    } else if webp {
-        OutputFormat::Webp
-    } else {
-        fallback
-    }
+/// The best format the client accepts among `preferred` (the account's `delivery_formats`,
+/// most preferred first). `*/*` and `image/*` are not taken as support for AVIF or WebP:
+/// browsers that decode them list them explicitly.
+pub(crate) fn best(
+    headers: &HeaderMap,
+    fallback: OutputFormat,
+    preferred: &[String],
+) -> OutputFormat {
+    choose(headers, fallback, preferred, true)
 }
 
 /// [`best`] when AVIF is not an option (its lane is busy, or the output is over the unsigned
-/// AVIF budget): WebP if the client takes it, else `fallback` (never AVIF).
-pub fn best_without_avif(headers: &HeaderMap, fallback: OutputFormat) -> OutputFormat {
-    match (accepted(headers).1, fallback) {
-        (true, _) => OutputFormat::Webp,
-        (false, OutputFormat::Avif) => OutputFormat::Jpeg,
-        (false, other) => other,
+/// AVIF budget): the next preferred format the client takes, else `fallback` (JPEG when the
+/// fallback itself is AVIF).
+pub(crate) fn best_without_avif(
+    headers: &HeaderMap,
+    fallback: OutputFormat,
+    preferred: &[String],
+) -> OutputFormat {
+    match choose(headers, fallback, preferred, false) {
+        OutputFormat::Avif => OutputFormat::Jpeg,
+        other => other,
     }
+}
+
+fn choose(
+    headers: &HeaderMap,
+    fallback: OutputFormat,
+    preferred: &[String],
+    avif_allowed: bool,
+) -> OutputFormat {
+    let (avif, webp) = accepted(headers);
+    for format in preferred {
+        match format.as_str() {
+            "avif" if avif && avif_allowed => return OutputFormat::Avif,
+            "webp" if webp => return OutputFormat::Webp,
+            _ => {}
+        }
+    }
+    fallback
 }
 
 /// Whether `Accept` takes AVIF and WebP (q > 0).
@@ -63,6 +84,14 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    fn formats(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn default_formats() -> Vec<String> {
+        crate::store::AccountSettings::default().delivery_formats
+    }
+
     fn accept(v: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_static(v));
@@ -73,16 +102,23 @@ mod tests {
     fn prefers_avif_then_webp_then_the_extension() {
         let chrome = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
         assert_eq!(
-            best(&accept(chrome), OutputFormat::Jpeg),
+            best(&accept(chrome), OutputFormat::Jpeg, &default_formats()),
             OutputFormat::Avif
         );
         assert_eq!(
-            best(&accept("image/webp,*/*"), OutputFormat::Jpeg),
+            best(
+                &accept("image/webp,*/*"),
+                OutputFormat::Jpeg,
+                &default_formats()
+            ),
             OutputFormat::Webp
         );
-        assert_eq!(best(&accept("*/*"), OutputFormat::Png), OutputFormat::Png);
         assert_eq!(
-            best(&HeaderMap::new(), OutputFormat::Jpeg),
+            best(&accept("*/*"), OutputFormat::Png, &default_formats()),
+            OutputFormat::Png
+        );
+        assert_eq!(
+            best(&HeaderMap::new(), OutputFormat::Jpeg, &default_formats()),
             OutputFormat::Jpeg
         );
     }
@@ -90,8 +126,45 @@ mod tests {
     #[test]
     fn quality_zero_means_not_accepted() {
         assert_eq!(
-            best(&accept("image/avif;q=0, image/webp"), OutputFormat::Jpeg),
+            best(
+                &accept("image/avif;q=0, image/webp"),
+                OutputFormat::Jpeg,
+                &default_formats()
+            ),
             OutputFormat::Webp
+        );
+    }
+
+    #[test]
+    fn the_accounts_order_decides_and_unlisted_formats_are_never_chosen() {
+        let chrome = accept("image/avif,image/webp,image/apng,image/*,*/*;q=0.8");
+        let webp_first = formats(&["webp", "avif", "jpeg"]);
+        assert_eq!(
+            best(&chrome, OutputFormat::Jpeg, &webp_first),
+            OutputFormat::Webp
+        );
+        let no_avif = formats(&["webp", "jpeg"]);
+        assert_eq!(
+            best(&chrome, OutputFormat::Jpeg, &no_avif),
+            OutputFormat::Webp
+        );
+        let avif_only = accept("image/avif");
+        assert_eq!(
+            best(&avif_only, OutputFormat::Png, &no_avif),
+            OutputFormat::Png
+        );
+        let classic = formats(&["jpeg", "png"]);
+        assert_eq!(
+            best(&chrome, OutputFormat::Png, &classic),
+            OutputFormat::Png
+        );
+        assert_eq!(
+            best_without_avif(&chrome, OutputFormat::Jpeg, &default_formats()),
+            OutputFormat::Webp
+        );
+        assert_eq!(
+            best_without_avif(&avif_only, OutputFormat::Avif, &default_formats()),
+            OutputFormat::Jpeg
         );
     }
 }

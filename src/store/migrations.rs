@@ -210,6 +210,17 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        13,
+        &[
+            // `format=auto` follows the order of `delivery_formats` from here on. Settings
+            // stored with the old default list (WebP before AVIF, never chosen as an order)
+            // get the new default, so those accounts keep getting AVIF first.
+            r#"UPDATE account_settings SET settings = REPLACE(settings,
+            '"delivery_formats":["webp","avif","jpeg","png"]',
+            '"delivery_formats":["avif","webp","jpeg","png"]')"#,
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

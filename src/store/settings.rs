@@ -11,6 +11,10 @@ pub const FIT_MODES: &[&str] = &["cover", "contain", "fill", "scale-down"];
 pub const THEMES: &[&str] = &["light", "dark", "system"];
 pub const DELIVERY_FORMATS: &[&str] = &["webp", "avif", "jpeg", "png", "jxl"];
 
+/// `delivery_formats` of an account that never chose: `format=auto` prefers AVIF, then WebP
+/// (the list's order is the preference).
+pub(crate) const DEFAULT_DELIVERY_FORMATS: &[&str] = &["avif", "webp", "jpeg", "png"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccountSettings {
@@ -45,7 +49,7 @@ impl Default for AccountSettings {
     fn default() -> Self {
         AccountSettings {
             email: None,
-            delivery_formats: DELIVERY_FORMATS[..4]
+            delivery_formats: DEFAULT_DELIVERY_FORMATS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

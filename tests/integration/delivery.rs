@@ -275,6 +275,33 @@ async fn format_auto_negotiates_from_accept_and_varies() {
     }
     let (_, headers, _) = node.fetch(&format!("{PHOTO}.jpg?w=200")).await;
     assert!(headers.get("vary").is_none());
+
+    // The account's `delivery_formats` decide, in their order: a format it does not list is
+    // never chosen, whatever the client accepts.
+    let key = node.account_key("demo", "read,write").await;
+    let chrome = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+    for (formats, want) in [
+        (serde_json::json!(["webp", "jpeg"]), "image/webp"),
+        (serde_json::json!(["webp", "avif"]), "image/webp"),
+        (serde_json::json!(["jpeg", "png"]), "image/jpeg"),
+        (serde_json::json!(["avif", "webp"]), "image/avif"),
+    ] {
+        let body = serde_json::json!({"delivery_formats": formats});
+        let (status, _, _) = node
+            .api(reqwest::Method::PUT, "/api/v1/settings", &key, Some(body))
+            .await;
+        assert_eq!(status, 200);
+        let res = node
+            .get_with(
+                &format!("{PHOTO}.jpg?w=210&format=auto"),
+                &[("accept", chrome)],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], want, "{formats}");
+        let bytes = res.bytes().await.unwrap();
+        assert_eq!(dimensions(&bytes).0, 210, "{formats}");
+    }
 }
 
 /// `format=auto` for an AVIF-capable client whose AVIF is not cached: a WebP stand-in at once,

@@ -596,7 +596,7 @@ async fn the_official_sdk_manages_images_settings_and_presets() {
         (s.id.as_str(), s.username.as_str(), s.plan.as_str()),
         ("acme", "acme", "pro")
     );
-    assert_eq!(s.delivery_formats, ["webp", "avif", "jpeg", "png"]);
+    assert_eq!(s.delivery_formats, ["avif", "webp", "jpeg", "png"]);
     assert_eq!(
         (s.default_quality, s.default_fit_mode.as_str()),
         (80, "cover")
