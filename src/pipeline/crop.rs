@@ -7,21 +7,23 @@
 //!
 //! - `Entropy` keeps the window whose luminance histogram has the highest Shannon entropy
 //!   (the busiest region), like libvips' `VIPS_INTERESTING_ENTROPY`.
-//! - `Attention` keeps the most salient window. The saliency map is the one libvips'
-//!   `VIPS_INTERESTING_ATTENTION` uses (libvips `libvips/conversion/smartcrop.c`), itself
-//!   taken from smartcrop.js (github.com/jwagner/smartcrop.js): the sum of
-//!   1. edge energy: the absolute 4-neighbour Laplacian of luminance, times 5;
-//!   2. a skin-tone mask: closeness of the normalised RGB vector to smartcrop.js' skin colour
-//!      (0.78, 0.57, 0.44), kept above 0.8 similarity and scaled to 0-255, only where
-//!      lightness is 0.2-1.0;
-//!   3. a saturation mask: HSL saturation above 0.4, scaled to 0-255, only where lightness is
-//!      0.05-0.9 (smartcrop.js' thresholds).
+//! - `Attention` keeps the most salient window. Its saliency map starts from the cues of
+//!   libvips' `VIPS_INTERESTING_ATTENTION` and smartcrop.js (edges, skin, saturation), each
+//!   scaled to 0-1 so none drowns the others, plus colour rarity:
+//!   1. edges: Sobel magnitude of CIE L* on a lightly smoothed map (texture finer than a
+//!      cell or two weighs less than an outline), over the image's 99th percentile;
+//!   2. skin: smartcrop.js' closeness of the normalised RGB vector to (0.78, 0.57, 0.44),
+//!      above 0.8, where L* is 20-95; weighted three times, faces being small and common;
+//!   3. saturation: CIE LCh chroma from 40, full at 80;
+//!   4. rarity: distance of a cell's colour from the image's mean colour (Achanta's
+//!      frequency-tuned saliency), over its 99th percentile.
 //!
-//!   libvips blurs this map and centres the crop on its maximum; here the window with the
-//!   largest total saliency is chosen with a summed-area table (every placement in O(1)),
-//!   which also accounts for salient regions larger than one point. Among windows within 2 %
-//!   of the best total, the one whose centre is nearest the saliency centroid inside it wins,
-//!   so a small salient object ends up centred rather than pushed to an edge.
+//!   The median cell's value is subtracted (what is everywhere is not salient), the map is
+//!   blurred at a twentieth of the window's diagonal, and the window holding the largest
+//!   sum wins (a summed-area table prices every placement in O(1)). Measured on the photos
+//!   of `tests/fixtures/photos/SOURCES.md` with their subject boxes: 53 of 55 crops keep at
+//!   least 80 % of the subject (the previous map, smartcrop.js' cues unscaled: 18 of 34 on
+//!   the first five photos).
 
 use super::spec::Crop;
 use super::{Image, PixelLayout};
@@ -225,71 +227,165 @@ fn entropy_window(a: &Analysis, ww: usize, wh: usize) -> (usize, usize) {
     (best.2, best.3)
 }
 
+/// CIE L*, a*, b* (D65) of an sRGB colour with channels 0-255.
+fn lab(r: f32, g: f32, b: f32) -> [f32; 3] {
+    let lin = |c: f32| {
+        let c = c / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (lin(r), lin(g), lin(b));
+    let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    let f = |t: f32| {
+        if t > 0.008_856 {
+            t.cbrt()
+        } else {
+            7.787 * t + 16.0 / 116.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+}
+
+/// Separable box blur of radius `r` (clamped borders), `passes` times (three passes
+/// approximate a Gaussian).
+fn blur(v: &mut [f32], w: usize, h: usize, r: usize, passes: usize) {
+    if r == 0 {
+        return;
+    }
+    let mut tmp = vec![0f32; v.len()];
+    for _ in 0..passes {
+        for y in 0..h {
+            for x in 0..w {
+                let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
+                let sum: f32 = v[y * w + lo..=y * w + hi].iter().sum();
+                tmp[y * w + x] = sum / (hi - lo + 1) as f32;
+            }
+        }
+        for y in 0..h {
+            let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
+            for x in 0..w {
+                let sum: f32 = (lo..=hi).map(|yy| tmp[yy * w + x]).sum();
+                v[y * w + x] = sum / (hi - lo + 1) as f32;
+            }
+        }
+    }
+}
+
+/// The value below which `share` of `v` lies (0 for an empty slice).
+fn percentile(v: &[f32], share: f32) -> f32 {
+    let mut sorted: Vec<f32> = v.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted
+        .get(((sorted.len() as f32 - 1.0) * share) as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// The saliency map of the module doc, one value per analysis cell.
-fn saliency(a: &Analysis) -> Vec<f64> {
+fn saliency(a: &Analysis) -> Vec<f32> {
     const SKIN: [f32; 3] = [0.78, 0.57, 0.44];
     let (w, h) = (a.width, a.height);
-    let mut map = vec![0f64; w * h];
+    let labs: Vec<[f32; 3]> = a
+        .rgb
+        .chunks_exact(3)
+        .map(|c| lab(c[0], c[1], c[2]))
+        .collect();
+    // Edges: Sobel on L* of a lightly smoothed map, so texture finer than a cell or two
+    // (grass, fur, noise) weighs less than an object's outline.
+    let mut l: Vec<f32> = labs.iter().map(|c| c[0]).collect();
+    blur(&mut l, w, h, 1, 1);
+    let at = |x: usize, y: usize| l[y.min(h - 1) * w + x.min(w - 1)];
+    let mut edge = vec![0f32; w * h];
     for y in 0..h {
         for x in 0..w {
-            let i = y * w + x;
-            let l = a.luma[i];
-            // Edge energy: 4-neighbour Laplacian with replicated borders.
-            let up = a.luma[y.saturating_sub(1) * w + x];
-            let down = a.luma[(y + 1).min(h - 1) * w + x];
-            let left = a.luma[y * w + x.saturating_sub(1)];
-            let right = a.luma[y * w + (x + 1).min(w - 1)];
-            let edge = (4.0 * l - up - down - left - right).abs() * 5.0;
-
-            let [r, g, b] = [
-                a.rgb[i * 3] / 255.0,
-                a.rgb[i * 3 + 1] / 255.0,
-                a.rgb[i * 3 + 2] / 255.0,
-            ];
-            let max = r.max(g).max(b);
-            let min = r.min(g).min(b);
-            let lightness = (max + min) / 2.0;
-
-            let mag = (r * r + g * g + b * b).sqrt();
-            let skin = if mag > 0.0 && (0.2..=1.0).contains(&lightness) {
-                let d = [r / mag - SKIN[0], g / mag - SKIN[1], b / mag - SKIN[2]];
-                let similarity = 1.0 - (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-                if similarity > 0.8 {
-                    (similarity - 0.8) * (255.0 / 0.2)
-                } else {
-                    0.0
-                }
-            } else {
-                0.0
-            };
-
-            let saturation = if max == min {
-                0.0
-            } else if lightness > 0.5 {
-                (max - min) / (2.0 - max - min)
-            } else {
-                (max - min) / (max + min)
-            };
-            let saturated = if saturation > 0.4 && (0.05..=0.9).contains(&lightness) {
-                (saturation - 0.4) * (255.0 / 0.6)
-            } else {
-                0.0
-            };
-            map[i] = f64::from(edge + skin + saturated);
+            let (xm, ym) = (x.saturating_sub(1), y.saturating_sub(1));
+            let gx = at(x + 1, ym) + 2.0 * at(x + 1, y) + at(x + 1, y + 1)
+                - at(xm, ym)
+                - 2.0 * at(xm, y)
+                - at(xm, y + 1);
+            let gy = at(xm, y + 1) + 2.0 * at(x, y + 1) + at(x + 1, y + 1)
+                - at(xm, ym)
+                - 2.0 * at(x, ym)
+                - at(x + 1, ym);
+            edge[y * w + x] = (gx * gx + gy * gy).sqrt();
         }
+    }
+    let edge_scale = percentile(&edge, 0.99).max(1.0);
+    // Rarity: how far a cell's (smoothed) colour is from the image's mean colour, so an
+    // object of a colour the picture has little of stands out (frequency-tuned saliency).
+    let n = (w * h) as f32;
+    let mean = labs.iter().fold([0f32; 3], |m, c| {
+        [m[0] + c[0] / n, m[1] + c[1] / n, m[2] + c[2] / n]
+    });
+    let mut smooth: Vec<[f32; 3]> = labs.clone();
+    for band in 0..3 {
+        let mut plane: Vec<f32> = labs.iter().map(|c| c[band]).collect();
+        blur(&mut plane, w, h, 1, 1);
+        for (s, v) in smooth.iter_mut().zip(plane) {
+            s[band] = v;
+        }
+    }
+    let rarity: Vec<f32> = smooth
+        .iter()
+        .map(|c| {
+            ((c[0] - mean[0]).powi(2) + (c[1] - mean[1]).powi(2) + (c[2] - mean[2]).powi(2)).sqrt()
+        })
+        .collect();
+    let rarity_scale = percentile(&rarity, 0.99).max(1.0);
+
+    let mut map = vec![0f32; w * h];
+    for (i, cell) in map.iter_mut().enumerate() {
+        let [r, g, b] = [a.rgb[i * 3], a.rgb[i * 3 + 1], a.rgb[i * 3 + 2]];
+        let [lightness, ca, cb] = labs[i];
+        let e = (edge[i] / edge_scale).min(1.0);
+        let mag = (r * r + g * g + b * b).sqrt();
+        let skin = if mag > 0.0 && (20.0..=95.0).contains(&lightness) {
+            let d = [r / mag - SKIN[0], g / mag - SKIN[1], b / mag - SKIN[2]];
+            let similarity = 1.0 - (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            ((similarity - 0.8) / 0.2).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let chroma = (ca * ca + cb * cb).sqrt();
+        let saturated = ((chroma - CHROMA_FROM) / CHROMA_SPAN).clamp(0.0, 1.0);
+        let rare = (rarity[i] / rarity_scale).min(1.0);
+        *cell =
+            EDGE_WEIGHT * e + SKIN_WEIGHT * skin + CHROMA_WEIGHT * saturated + RARITY_WEIGHT * rare;
+    }
+    // What is everywhere is not salient: the median cell's level is the background.
+    let level = percentile(&map, 0.5);
+    for v in &mut map {
+        *v = (*v - level).max(0.0);
     }
     map
 }
 
+/// Weights of the four cues (each 0-1 per cell). Skin weighs most: people are the most
+/// common subject, and a face is small next to the clothes and background around it.
+const EDGE_WEIGHT: f32 = 1.0;
+const SKIN_WEIGHT: f32 = 3.0;
+const CHROMA_WEIGHT: f32 = 0.5;
+const RARITY_WEIGHT: f32 = 0.5;
+/// Chroma (CIE LCh) from which a colour counts as saturated, and the span to full weight.
+const CHROMA_FROM: f32 = 40.0;
+
+const CHROMA_SPAN: f32 = 40.0;
+
 /// Summed-area table with a zero first row and column: `sat[(y+1)*(w+1) + x+1]` is the sum
 /// of `v` over `[0..=x] x [0..=y]`.
-fn summed_area(v: &[f64], w: usize, h: usize, weight: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+fn summed_area(v: &[f32], w: usize, h: usize) -> Vec<f64> {
     let stride = w + 1;
     let mut sat = vec![0f64; stride * (h + 1)];
     for y in 0..h {
         let mut row_sum = 0.0;
         for x in 0..w {
-            row_sum += v[y * w + x] * weight(x, y);
+            row_sum += f64::from(v[y * w + x]);
             sat[(y + 1) * stride + x + 1] = sat[y * stride + x + 1] + row_sum;
         }
     }
@@ -301,40 +397,23 @@ fn window_sum(sat: &[f64], stride: usize, x: usize, y: usize, ww: usize, wh: usi
         + sat[y * stride + x]
 }
 
+/// The window holding the most saliency, after a blur scaled to the window (a radius of a
+/// twentieth of its diagonal) so that a compact salient region outweighs scattered texture.
 fn attention_window(a: &Analysis, ww: usize, wh: usize) -> (usize, usize) {
-    let map = saliency(a);
     let (w, h) = (a.width, a.height);
-    let stride = w + 1;
-    let total = summed_area(&map, w, h, |_, _| 1.0);
-    let moment_x = summed_area(&map, w, h, |x, _| x as f64);
-    let moment_y = summed_area(&map, w, h, |_, y| y as f64);
-
     let (slack_x, slack_y) = (w - ww, h - wh);
-    let mut best_total = 0.0f64;
+    let mut map = saliency(a);
+    let radius = ((((ww * ww + wh * wh) as f32).sqrt() / 20.0) as usize).max(1);
+    blur(&mut map, w, h, radius, 3);
+    let sat = summed_area(&map, w, h);
+    let stride = w + 1;
+    // Nothing salient anywhere (rounding noise aside: cues are 0-1 a cell): the centre.
+    let mut best = (1e-3 * (ww * wh) as f64, slack_x / 2, slack_y / 2);
     for y in 0..=slack_y {
         for x in 0..=slack_x {
-            best_total = best_total.max(window_sum(&total, stride, x, y, ww, wh));
-        }
-    }
-    if best_total <= 0.0 {
-        // Nothing salient anywhere: fall back to the centre.
-        return (slack_x / 2, slack_y / 2);
-    }
-
-    let mut best = (f64::INFINITY, slack_x / 2, slack_y / 2);
-    for y in 0..=slack_y {
-        for x in 0..=slack_x {
-            let s = window_sum(&total, stride, x, y, ww, wh);
-            if s < best_total * 0.98 {
-                continue;
-            }
-            let cx = window_sum(&moment_x, stride, x, y, ww, wh) / s;
-            let cy = window_sum(&moment_y, stride, x, y, ww, wh) / s;
-            let centre_x = x as f64 + (ww as f64 - 1.0) / 2.0;
-            let centre_y = y as f64 + (wh as f64 - 1.0) / 2.0;
-            let d = (cx - centre_x).powi(2) + (cy - centre_y).powi(2);
-            if d < best.0 {
-                best = (d, x, y);
+            let s = window_sum(&sat, stride, x, y, ww, wh);
+            if s > best.0 {
+                best = (s, x, y);
             }
         }
     }
@@ -450,5 +529,96 @@ mod tests {
     fn attention_of_flat_image_is_centred() {
         let image = patch_image(300, 100, 0, 0, 0, PixelLayout::Rgb8);
         assert_eq!(window(&image, 100, 100, Crop::Attention), (100, 0));
+    }
+
+    /// The subject boxes of `tests/fixtures/photos/SOURCES.md` ("Subject boxes").
+    fn subjects() -> Vec<(&'static str, [u32; 4])> {
+        let table = include_str!("../../tests/fixtures/photos/SOURCES.md");
+        let section = table.split("## Subject boxes").nth(1).expect("the section");
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let file = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let b: Vec<u32> = cells
+                    .get(3)?
+                    .trim_matches('`')
+                    .split(',')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<_>>()?;
+                Some((file, [b[0], b[1], b[2], b[3]]))
+            })
+            .take_while(|(file, _)| file.ends_with(".jpg") || file.ends_with(".png"))
+            .collect()
+    }
+
+    fn photo(file: &str) -> Image {
+        let path = format!(
+            "{}/tests/fixtures/photos/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).expect("photo");
+        let limits = super::super::Limits::default();
+        let info = super::super::probe(&bytes, &limits).expect("probe");
+        super::super::decode_upright(&bytes, &info, &limits, Default::default()).expect("decode")
+    }
+
+    /// Crops that keep less than 80 % of their subject today: the cat's ears and fur outweigh
+    /// its eyes in a 3:1 strip, and the wood grain left of the coffee cup outweighs the cup in
+    /// a 2:3 window. Any other miss fails the test; so does one of these once it is fixed
+    /// (then take it off the list).
+    const KNOWN_MISSES: [(&str, (u32, u32)); 2] = [("chelsea.jpg", (3, 1)), ("coffee.jpg", (2, 3))];
+
+    /// Attention crops of real photos keep their subject: for each photo of the fixture list
+    /// and each output shape (the largest window of that shape, as `fit=cover` takes it), at
+    /// least 80 % of the subject box (of the part of it such a window can hold) is inside,
+    /// except the [`KNOWN_MISSES`]. The old map (smartcrop.js' sum of edges, skin and
+    /// saturation, best window sum) kept 18 of the 34 crops of the first five photos.
+    #[test]
+    fn attention_keeps_the_subject_of_real_photos() {
+        const SHAPES: [(u32, u32); 7] = [(1, 1), (2, 3), (3, 5), (1, 2), (4, 3), (16, 9), (3, 1)];
+        let subjects = subjects();
+        assert!(subjects.len() >= 5, "{subjects:?}");
+        let (mut kept, mut tried, mut misses) = (0, 0, Vec::new());
+        for (file, [x0, y0, x1, y1]) in subjects {
+            let image = photo(file);
+            for (sw, sh) in SHAPES {
+                let (w, h) = (image.width, image.height);
+                let (cw, ch) = if u64::from(w) * u64::from(sh) > u64::from(h) * u64::from(sw) {
+                    (h * sw / sh, h)
+                } else {
+                    (w, w * sh / sw)
+                };
+                if (cw, ch) == (w, h) {
+                    continue;
+                }
+                let (x, y) = window(&image, cw, ch, Crop::Attention);
+                let ix = (x + cw).min(x1).saturating_sub(x.max(x0));
+                let iy = (y + ch).min(y1).saturating_sub(y.max(y0));
+                let holdable = (x1 - x0).min(cw) * (y1 - y0).min(ch);
+                let share = f64::from(ix * iy) / f64::from(holdable);
+                tried += 1;
+                let known = KNOWN_MISSES.contains(&(file, (sw, sh)));
+                if share >= 0.8 {
+                    kept += 1;
+                }
+                if (share >= 0.8) == known {
+                    misses.push(format!(
+                        "{file} {sw}:{sh} window {cw}x{ch} at ({x},{y}): {share:.2}{}",
+                        if known {
+                            " (listed as a known miss)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
+        eprintln!("attention kept the subject in {kept} of {tried} crops");
+        assert!(
+            misses.is_empty(),
+            "{kept}/{tried}; misses:\n{}",
+            misses.join("\n")
+        );
     }
 }
