@@ -29,6 +29,10 @@ static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
     max_api_requests_per_month: Some(0),
     max_transformations_per_month: Some(0),
     requests_per_minute: 1,
+    private_images: false,
+    signed_urls: false,
+    presets: false,
+    max_presets: 0,
 };
 
 /// Everything a request handler may use.

@@ -253,6 +253,10 @@ mod tests {
             max_api_requests_per_month: None,
             max_transformations_per_month: Some(0),
             requests_per_minute: 1,
+            private_images: true,
+            signed_urls: true,
+            presets: true,
+            max_presets: 50,
         };
         let mut used = UsageCounts::default();
         assert!(check(&plan, Quota::Uploads, &used).is_ok());

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
+use crate::config::Feature;
 use crate::error::{ErrorCode, HttpError};
 use crate::ingest::{IngestError, Original, path_stem};
 use crate::pipeline::{self, PipelineError, SourceFormat};
@@ -401,6 +402,9 @@ pub async fn upload(
             .parse()
             .map_err(|()| HttpError::validation("visibility must be \"public\" or \"private\""))?,
     };
+    if visibility == Visibility::Private {
+        super::require(state, who, Feature::PrivateImages)?;
+    }
     let overwrite = match form.overwrite.as_deref().map(str::trim) {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
@@ -778,6 +782,9 @@ pub async fn set_visibility(
         .visibility
         .parse()
         .map_err(|()| HttpError::validation("visibility must be \"public\" or \"private\""))?;
+    if visibility == Visibility::Private {
+        super::require(state, who, Feature::PrivateImages)?;
+    }
     if !state
         .store
         .set_visibility(&who.account, id, visibility)
@@ -839,6 +846,7 @@ pub async fn signed_url(
     id: &str,
     body: SignedUrlRequest,
 ) -> Result<Response<Body>, HttpError> {
+    super::require(state, who, Feature::SignedUrls)?;
     let ttl = body.expires_in_seconds.unwrap_or(SIGNED_URL_DEFAULT);
     if !(SIGNED_URL_MIN..=SIGNED_URL_MAX).contains(&ttl) {
         return Err(HttpError::validation(format!(

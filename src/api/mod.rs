@@ -304,6 +304,25 @@ pub async fn handle(
 }
 
 /// The answer to an address over its failed-authentication allowance.
+/// Refuses a call whose feature the account's plan does not include: 403, naming the plan.
+/// Only new uses are refused: what the account made under a plan that had it (private
+/// images, issued signed URLs, presets) keeps being served.
+pub(crate) fn require(
+    state: &AppState,
+    who: &Principal,
+    feature: crate::config::Feature,
+) -> Result<(), HttpError> {
+    if state.plan(&who.plan).includes(feature) {
+        Ok(())
+    } else {
+        Err(HttpError::forbidden(format!(
+            "the {} plan does not include {}",
+            who.plan,
+            feature.name()
+        )))
+    }
+}
+
 fn auth_refused(rate: RateState) -> ApiOutcome {
     ApiOutcome {
         result: Err(rate_limited(

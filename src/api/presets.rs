@@ -10,11 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
+use crate::config::Feature;
 use crate::delivery::preset;
 use crate::error::{ErrorCode, HttpError};
 use crate::server::{Body, response};
 use crate::state::AppState;
-use crate::store::{PresetChange, PresetRecord};
+use crate::store::{PresetChange, PresetRecord, StoreError};
 
 const MAX_NAME: usize = 50;
 const MAX_DESCRIPTION: usize = 200;
@@ -101,6 +102,7 @@ pub async fn create(
     who: &Principal,
     body: Option<CreatePreset>,
 ) -> Result<Response<Body>, HttpError> {
+    super::require(state, who, Feature::Presets)?;
     let body =
         body.ok_or_else(|| HttpError::validation("a JSON body {name, params} is required"))?;
     check_name(&body.name)?;
@@ -115,8 +117,17 @@ pub async fn create(
             &body.name,
             body.description.as_deref(),
             &params,
+            state.plan(&who.plan).max_presets,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            StoreError::Limit(_) => HttpError::forbidden(format!(
+                "the {} plan allows at most {} presets",
+                who.plan,
+                state.plan(&who.plan).max_presets
+            )),
+            other => other.into(),
+        })?;
     state.caches.meta.bump(&who.account);
     Ok(response::json(StatusCode::CREATED, &preset_json(&preset)))
 }
@@ -142,6 +153,9 @@ pub async fn update(
     id: &str,
     body: Option<UpdatePreset>,
 ) -> Result<Response<Body>, HttpError> {
+    // Presets made under a plan that had them keep working in URLs and can be deleted;
+    // changing them is using the feature.
+    super::require(state, who, Feature::Presets)?;
     let body = body.unwrap_or_default();
     if let Some(name) = &body.name {
         check_name(name)?;

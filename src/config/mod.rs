@@ -58,6 +58,29 @@ pub struct Plan {
     pub max_api_requests_per_month: Option<u64>,
     pub max_transformations_per_month: Option<u64>,
     pub requests_per_minute: u32,
+    pub private_images: bool,
+    pub signed_urls: bool,
+    pub presets: bool,
+    /// Most presets an account on the plan may hold.
+    pub max_presets: u32,
+}
+
+/// What a plan may leave out (img-src sells them on paid plans).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    PrivateImages,
+    SignedUrls,
+    Presets,
+}
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::PrivateImages => "private images",
+            Feature::SignedUrls => "signed URLs",
+            Feature::Presets => "presets",
+        }
+    }
 }
 
 impl Plan {
@@ -69,6 +92,18 @@ impl Plan {
             max_api_requests_per_month: raw.max_api_requests_per_month,
             max_transformations_per_month: raw.max_transformations_per_month,
             requests_per_minute: raw.requests_per_minute,
+            private_images: raw.private_images,
+            signed_urls: raw.signed_urls,
+            presets: raw.presets,
+            max_presets: raw.max_presets,
+        }
+    }
+
+    pub fn includes(&self, feature: Feature) -> bool {
+        match feature {
+            Feature::PrivateImages => self.private_images,
+            Feature::SignedUrls => self.signed_urls,
+            Feature::Presets => self.presets,
         }
     }
 }
@@ -83,19 +118,25 @@ pub fn builtin_plans() -> BTreeMap<String, raw::RawPlan> {
         max_api_requests_per_month: api,
         max_transformations_per_month: transforms,
         requests_per_minute: rpm,
+        ..raw::RawPlan::default()
+    };
+    // Private images, signed URLs and presets are paid features.
+    let free = raw::RawPlan {
+        private_images: false,
+        signed_urls: false,
+        presets: false,
+        max_presets: 0,
+        ..plan(
+            Some(500),
+            Some(GIB),
+            Some(10 * GIB),
+            Some(10_000),
+            Some(5_000),
+            100,
+        )
     };
     BTreeMap::from([
-        (
-            "free".to_string(),
-            plan(
-                Some(500),
-                Some(GIB),
-                Some(10 * GIB),
-                Some(10_000),
-                Some(5_000),
-                100,
-            ),
-        ),
+        ("free".to_string(), free),
         (
             "pro".to_string(),
             plan(

@@ -30,8 +30,10 @@ pub struct RawConfig {
     pub retention: RawRetention,
 }
 
-/// One plan: monthly limits (absent = unlimited) and a tenant API rate.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+/// One plan: monthly limits (absent = unlimited), a tenant API rate, and the features it
+/// includes (a plan defined in config includes them unless it says otherwise; the built-in
+/// `free` plan does not).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawPlan {
     pub max_uploads_per_month: Option<u64>,
@@ -40,6 +42,27 @@ pub struct RawPlan {
     pub max_api_requests_per_month: Option<u64>,
     pub max_transformations_per_month: Option<u64>,
     pub requests_per_minute: u32,
+    pub private_images: bool,
+    pub signed_urls: bool,
+    pub presets: bool,
+    pub max_presets: u32,
+}
+
+impl Default for RawPlan {
+    fn default() -> Self {
+        RawPlan {
+            max_uploads_per_month: None,
+            max_storage_bytes: None,
+            max_bandwidth_per_month: None,
+            max_api_requests_per_month: None,
+            max_transformations_per_month: None,
+            requests_per_minute: 0,
+            private_images: true,
+            signed_urls: true,
+            presets: true,
+            max_presets: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

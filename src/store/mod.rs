@@ -28,7 +28,7 @@ pub use model::{
     Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Placement, Visibility,
     validate_account_name,
 };
-pub use presets::{MAX_PRESETS, PresetChange, PresetRecord};
+pub use presets::{PresetChange, PresetRecord};
 pub use settings::{
     AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, StoredSettings, THEMES,
     WIDTHS_POLICIES,

@@ -5,9 +5,6 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_unix};
 
-/// Most presets one account may have.
-pub const MAX_PRESETS: i64 = 50;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresetRecord {
     pub id: String,
@@ -82,7 +79,8 @@ impl Store {
         row.map(|r| preset_from_row(&r)).transpose()
     }
 
-    /// Creates a preset; `Conflict` for a taken name or when the account is at its limit.
+    /// Creates a preset; `Conflict` for a taken name, `Limit` when the account already has
+    /// `max` (its plan's `max_presets`).
     pub async fn create_preset(
         &self,
         id: &str,
@@ -90,6 +88,7 @@ impl Store {
         name: &str,
         description: Option<&str>,
         params: &str,
+        max: u32,
     ) -> Result<PresetRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Serialises concurrent creates of one account around the limit.
@@ -99,9 +98,9 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("n")?;
-        if count >= MAX_PRESETS {
+        if count >= i64::from(max) {
             return Err(StoreError::Limit(format!(
-                "an account may have at most {MAX_PRESETS} presets"
+                "an account may have at most {max} presets"
             )));
         }
         let now = now_unix();

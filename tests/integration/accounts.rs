@@ -6,7 +6,7 @@ use std::io::Read;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{OPERATOR, TestNode, assert_json_error, dir_contains, fixture};
+use crate::harness::{OPERATOR, TestNode, assert_json_error, dimensions, dir_contains, fixture};
 
 const PHOTO: &str = "photos/ladybird.jpg";
 
@@ -14,6 +14,20 @@ const PHOTO: &str = "photos/ladybird.jpg";
 const TINY: &str = "[plans.tiny]\nmax_uploads_per_month = 2\nmax_storage_bytes = 120000\n\
 max_transformations_per_month = 3\nmax_api_requests_per_month = 1000\nrequests_per_minute = 1000\n\
 [plans.slow]\nrequests_per_minute = 3\n[demo]\nseed = false\n";
+
+/// `POST /api/v1/images/{id}/signed-url` with the defaults; asserts a 200.
+async fn signed_url_of(node: &TestNode, key: &str, id: &str) -> Value {
+    let (status, _, signed) = node
+        .api(
+            Method::POST,
+            &format!("/api/v1/images/{id}/signed-url"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    signed
+}
 
 async fn set_plan(node: &TestNode, account: &str, plan: &str) {
     let (status, body) = node
@@ -444,15 +458,7 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     // A signed URL issued for a private image is kept for `active_signed_url`: erased too.
     let (_, _, listed) = node.api(Method::GET, "/api/v1/images", &key, None).await;
     let id = listed["images"][0]["id"].as_str().unwrap().to_string();
-    let (status, _, signed) = node
-        .api(
-            Method::POST,
-            &format!("/api/v1/images/{id}/signed-url"),
-            &key,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{signed}");
+    let signed = signed_url_of(&node, &key, &id).await;
     let signature = signed["signed_url"]
         .as_str()
         .unwrap()
@@ -567,4 +573,138 @@ async fn suspended_accounts_can_answer_404_on_delivery() {
         .await;
     assert_eq!(node.fetch("/i/demo/ladybird.webp?w=50").await.0, 200);
     node.stop().await;
+}
+
+/// Private images, signed URLs and presets are paid features: the free plan's calls answer
+/// 403 naming the plan, a plan's `max_presets` is a 403 too, and what an account made on a
+/// higher plan keeps being served after it moves down.
+#[tokio::test]
+async fn plan_features_gate_new_uses_and_keep_what_exists() {
+    let node = TestNode::start_operated("[demo]\nseed = false\n").await;
+    let key = node.account_key("acme", "read,write").await;
+    let photo = fixture(PHOTO);
+
+    // On pro: a private image, its signed URL, a preset; the 51st preset is refused.
+    let (status, body) = node
+        .upload_with(
+            &key,
+            photo.clone(),
+            "secret.jpg",
+            &[("visibility", "private")],
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let signed = signed_url_of(&node, &key, &id).await;
+    let signed_url = signed["signed_url"].as_str().unwrap().to_string();
+    let signed_path = &signed_url[signed_url.find("/i/").unwrap()..];
+    for n in 0..50 {
+        let (status, _, body) = node
+            .api(
+                Method::POST,
+                "/api/v1/settings/presets",
+                &key,
+                Some(json!({"name": format!("p{n}"), "params": {"w": 20 + n}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, headers, body) = node
+        .api(
+            Method::POST,
+            "/api/v1/settings/presets",
+            &key,
+            Some(json!({"name": "p50", "params": {"w": 80}})),
+        )
+        .await;
+    assert_json_error(
+        status,
+        &headers,
+        body.to_string().as_bytes(),
+        403,
+        "FORBIDDEN",
+    );
+    assert!(
+        body.to_string().contains("pro plan allows at most 50"),
+        "{body}"
+    );
+
+    // Down to free: every new use is refused, naming the plan.
+    set_plan(&node, "acme", "free").await;
+    let (status, body) = node
+        .upload_with(
+            &key,
+            fixture("formats/png_rgba.png"),
+            "b.png",
+            &[("visibility", "private")],
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.to_string()
+            .contains("the free plan does not include private images")
+    );
+    let (status, body) = node
+        .upload(&key, fixture("formats/png_rgba.png"), "b.png")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let public_id = body["id"].as_str().unwrap().to_string();
+    let refused = [
+        (
+            Method::PATCH,
+            format!("/api/v1/images/{public_id}/visibility"),
+            Some(json!({"visibility": "private"})),
+            "private images",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/images/{id}/signed-url"),
+            None,
+            "signed URLs",
+        ),
+        (
+            Method::POST,
+            "/api/v1/settings/presets".to_string(),
+            Some(json!({"name": "late", "params": {"w": 10}})),
+            "presets",
+        ),
+    ];
+    for (method, path, body, feature) in refused {
+        let (status, headers, answer) = node.api(method, &path, &key, body).await;
+        assert_json_error(
+            status,
+            &headers,
+            answer.to_string().as_bytes(),
+            403,
+            "FORBIDDEN",
+        );
+        let message = answer.to_string();
+        assert!(
+            message.contains(&format!("the free plan does not include {feature}")),
+            "{message}"
+        );
+    }
+
+    // What exists keeps being served: the private image through its signed URL (and not
+    // without it), a preset in a URL.
+    let (status, headers, bytes) = node.fetch(signed_path).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(dimensions(&bytes), (1200, 750));
+    let (status, _, _) = node.fetch("/i/acme/secret.jpg").await;
+    assert_eq!(status, 404);
+    let (status, _, bytes) = node.fetch("/i/acme/b.png?p:p3").await;
+    assert_eq!(status, 200);
+    assert_eq!(dimensions(&bytes).0, 23);
+    // Back on pro, the features return.
+    set_plan(&node, "acme", "pro").await;
+    let (status, _, _) = node
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/images/{public_id}/visibility"),
+            &key,
+            Some(json!({"visibility": "private"})),
+        )
+        .await;
+    assert_eq!(status, 200);
 }

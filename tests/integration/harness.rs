@@ -635,7 +635,8 @@ impl Drop for ChildNode {
     }
 }
 
-/// `imgnode account create` through the CLI; returns the printed key.
+/// `imgnode account create NAME --plan pro` through the CLI (pro: every API feature);
+/// returns the printed key.
 pub fn cli_create_account(config: &Path, name: &str) -> String {
     let created = std::process::Command::new(env!("CARGO_BIN_EXE_imgnode"))
         .args([
@@ -644,6 +645,8 @@ pub fn cli_create_account(config: &Path, name: &str) -> String {
             "account",
             "create",
             name,
+            "--plan",
+            "pro",
         ])
         .output()
         .unwrap();
