@@ -299,6 +299,17 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     {
         tracing::info!(account = crate::demo::ACCOUNT, "seeded the demo account");
     }
+    // On SQLite, where commands' notices are read from the store: the log's position is
+    // taken before the public listener fills any cache, so no notice falls in between.
+    let notice_log = if state.store.backend() == Backend::Sqlite {
+        let mut log = crate::cluster::NoticeLog::new(state.node_id.clone());
+        if let Err(e) = log.read(&state.store).await {
+            tracing::warn!(error = %e, "cannot read cache invalidations");
+        }
+        Some(log)
+    } else {
+        None
+    };
     tasks.spawn(server::serve(
         public,
         PublicHandler(state.clone()),
@@ -309,8 +320,12 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
-    if state.store.backend() == Backend::Sqlite {
-        tasks.spawn(read_notices_periodically(state.clone(), rx_usage.clone()));
+    if let Some(log) = notice_log {
+        tasks.spawn(read_notices_periodically(
+            state.clone(),
+            log,
+            rx_usage.clone(),
+        ));
     } else {
         let target = state.clone();
         tasks.spawn(crate::cluster::listen(
@@ -399,8 +414,11 @@ async fn probe_disk_periodically(state: Arc<AppState>, shutdown: watch::Receiver
 
 /// On SQLite, applies the cache invalidations that commands run beside this node wrote
 /// (`cluster::NoticeLog`), every `cluster::POLL_INTERVAL`.
-async fn read_notices_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
-    let mut log = crate::cluster::NoticeLog::new(state.node_id.clone());
+async fn read_notices_periodically(
+    state: Arc<AppState>,
+    mut log: crate::cluster::NoticeLog,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut rounds = Rounds::new(crate::cluster::POLL_INTERVAL, First::Now, shutdown);
     while rounds.next().await {
         match log.read(&state.store).await {

@@ -255,7 +255,8 @@ impl NoticeLog {
 
     /// The notices written since the last round, for the state to apply (`None`: one this
     /// version cannot read, so forget everything). The first round only finds where the log
-    /// ends: this node's caches were empty when it started.
+    /// ends: the node takes it before it serves, while its caches hold nothing a notice could
+    /// make stale.
     pub async fn read(&mut self, store: &Store) -> Result<Vec<Option<Notice>>, StoreError> {
         let (last, payloads) = store.notices_after(self.last, POLL_BATCH).await?;
         self.last = Some(last);

@@ -287,7 +287,12 @@ impl Ingest<'_> {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            if hash == existing.hash {
+            let paths = self
+                .store
+                .image_paths(account, &existing.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if hash == existing.hash && paths.contains(&rel) {
                 return Ok(Imported::Unchanged);
             }
         }

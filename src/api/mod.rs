@@ -303,7 +303,6 @@ pub async fn handle(
     }
 }
 
-/// The answer to an address over its failed-authentication allowance.
 /// Refuses a call whose feature the account's plan does not include: 403, naming the plan.
 /// Only new uses are refused: what the account made under a plan that had it (private
 /// images, issued signed URLs, presets) keeps being served.
@@ -323,6 +322,7 @@ pub(crate) fn require(
     }
 }
 
+/// The answer to an address over its failed-authentication allowance.
 fn auth_refused(rate: RateState) -> ApiOutcome {
     ApiOutcome {
         result: Err(rate_limited(
