@@ -456,7 +456,7 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::AvifChroma;
+    use crate::pipeline::{AvifChroma, AvifEncoder};
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()
@@ -565,8 +565,17 @@ mod tests {
                 "{text}"
             );
         }
+        assert_eq!(
+            parse("", no_env()).unwrap().encode.avif_encoder,
+            AvifEncoder::Aom
+        );
+        let env = vec![("IMGNODE_ENCODE__AVIF_ENCODER".into(), "rav1e".into())];
+        assert_eq!(
+            parse("", env).unwrap().encode.avif_encoder,
+            AvifEncoder::Rav1e
+        );
         let err = parse(
-            "[encode]\navif_chroma = 422\navif_bit_depth = 12\n",
+            "[encode]\navif_chroma = 422\navif_bit_depth = 12\navif_encoder = \"x265\"\n",
             no_env(),
         )
         .unwrap_err();
@@ -577,6 +586,10 @@ mod tests {
         );
         assert!(
             problems.contains("encode.avif_bit_depth: 12 is not 8 or 10"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("encode.avif_encoder: `x265` is not aom or rav1e"),
             "{problems}"
         );
     }

@@ -382,6 +382,7 @@ pub enum Chroma {
 #[serde(default)]
 pub struct RawEncode {
     pub avif_speed: u8,
+    pub avif_encoder: String,
     pub avif_chroma: Chroma,
     pub avif_bit_depth: u8,
     pub webp_method: u8,
@@ -393,6 +394,11 @@ impl Default for RawEncode {
         let d = crate::pipeline::EncodeSettings::default();
         RawEncode {
             avif_speed: d.avif_speed,
+            avif_encoder: match d.avif_encoder {
+                crate::pipeline::AvifEncoder::Aom => "aom",
+                crate::pipeline::AvifEncoder::Rav1e => "rav1e",
+            }
+            .to_owned(),
             avif_chroma: Chroma::Number(match d.avif_chroma {
                 crate::pipeline::AvifChroma::Yuv420 => 420,
                 crate::pipeline::AvifChroma::Yuv444 => 444,

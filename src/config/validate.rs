@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig};
 use super::*;
-use crate::pipeline::{AvifChroma, EncodeSettings, Limits};
+use crate::pipeline::{AvifChroma, AvifEncoder, EncodeSettings, Limits};
 
 pub(super) fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
     let p = &mut Problems(problems);
@@ -200,6 +200,16 @@ fn limits(p: &mut Problems<'_>, l: &raw::RawLimits) -> Limits {
 
 fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     p.range("encode.avif_speed", e.avif_speed.into(), 1, 10);
+    let avif_encoder = match e.avif_encoder.as_str() {
+        "aom" => AvifEncoder::Aom,
+        "rav1e" => AvifEncoder::Rav1e,
+        other => {
+            p.push(format!(
+                "encode.avif_encoder: `{other}` is not aom or rav1e"
+            ));
+            AvifEncoder::Aom
+        }
+    };
     let avif_chroma = match &e.avif_chroma {
         raw::Chroma::Number(420) => AvifChroma::Yuv420,
         raw::Chroma::Number(444) => AvifChroma::Yuv444,
@@ -224,6 +234,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     p.range("encode.png_compression", e.png_compression.into(), 0, 2);
     EncodeSettings {
         avif_speed: e.avif_speed,
+        avif_encoder,
         avif_chroma,
         avif_bit_depth: e.avif_bit_depth,
         webp_method: e.webp_method,

@@ -29,8 +29,8 @@ pub use error::PipelineError;
 pub use geometry::{OutputPlan, plan};
 pub use probe::{ImageInfo, probe, sniff};
 pub use spec::{
-    AvifChroma, Crop, EncodeSettings, Fit, Flip, Limits, OutputFormat, Rgb, Rotate, SourceFormat,
-    Transform,
+    AvifChroma, AvifEncoder, Crop, EncodeSettings, Fit, Flip, Limits, OutputFormat, Rgb, Rotate,
+    SourceFormat, Transform,
 };
 
 /// Per-stage durations of one render (reported in `Server-Timing` and metrics).

@@ -231,11 +231,24 @@ pub enum AvifChroma {
     Yuv444,
 }
 
+/// The AV1 encoder of opaque 4:2:0 AVIF output (4:4:4 and transparent pictures always go
+/// through ravif, that is rav1e).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvifEncoder {
+    /// libaom in all-intra mode, as libavif drives it (the default: less CPU at equal quality).
+    Aom,
+    /// rav1e, pure Rust.
+    Rav1e,
+}
+
 /// Encoder settings chosen by the operator (not by the URL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSettings {
-    /// rav1e speed 1 (slow, small) to 10 (fast).
+    /// AVIF speed 1 (slow, small) to 10 (fast), libavif's scale: libaom's `cpu-used` (10 is 9)
+    /// or rav1e's speed preset.
     pub avif_speed: u8,
+    /// The encoder of opaque 4:2:0 AVIF.
+    pub avif_encoder: AvifEncoder,
     /// Chroma resolution of opaque AVIF output (transparent pictures are always 4:4:4).
     pub avif_chroma: AvifChroma,
     /// Bits per sample inside 4:2:0 AVIF files: 8 or 10.
@@ -249,7 +262,8 @@ pub struct EncodeSettings {
 impl Default for EncodeSettings {
     fn default() -> Self {
         EncodeSettings {
-            avif_speed: 8,
+            avif_speed: 6,
+            avif_encoder: AvifEncoder::Aom,
             avif_chroma: AvifChroma::Yuv420,
             avif_bit_depth: 8,
             // Measured (benches/RESULTS.md, "WebP output settings"): method 4 reaches

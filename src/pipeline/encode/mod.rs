@@ -9,6 +9,7 @@
 //! one-channel JPEG/PNG: the check stops at the first coloured pixel, so it costs nothing on
 //! colour images and saves a third of the work and bytes on grey ones.
 
+mod aom;
 mod avif;
 
 use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
@@ -436,6 +437,7 @@ mod tests {
     fn out_of_range_settings_do_not_panic() {
         let s = EncodeSettings {
             avif_speed: 0,
+            avif_encoder: super::super::AvifEncoder::Aom,
             avif_chroma: super::super::AvifChroma::Yuv420,
             avif_bit_depth: 12,
             webp_method: 99,
