@@ -382,6 +382,7 @@ pub enum Chroma {
 #[serde(default)]
 pub struct RawEncode {
     pub avif_speed: u8,
+    pub rav1e_speed: u8,
     pub avif_encoder: String,
     pub avif_chroma: Chroma,
     pub avif_bit_depth: u8,
@@ -394,6 +395,7 @@ impl Default for RawEncode {
         let d = crate::pipeline::EncodeSettings::default();
         RawEncode {
             avif_speed: d.avif_speed,
+            rav1e_speed: d.rav1e_speed,
             avif_encoder: match d.avif_encoder {
                 crate::pipeline::AvifEncoder::Aom => "aom",
                 crate::pipeline::AvifEncoder::Rav1e => "rav1e",

@@ -200,6 +200,7 @@ fn limits(p: &mut Problems<'_>, l: &raw::RawLimits) -> Limits {
 
 fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     p.range("encode.avif_speed", e.avif_speed.into(), 1, 10);
+    p.range("encode.rav1e_speed", e.rav1e_speed.into(), 1, 10);
     let avif_encoder = match e.avif_encoder.as_str() {
         "aom" => AvifEncoder::Aom,
         "rav1e" => AvifEncoder::Rav1e,
@@ -234,6 +235,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     p.range("encode.png_compression", e.png_compression.into(), 0, 2);
     EncodeSettings {
         avif_speed: e.avif_speed,
+        rav1e_speed: e.rav1e_speed,
         avif_encoder,
         avif_chroma,
         avif_bit_depth: e.avif_bit_depth,

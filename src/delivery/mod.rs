@@ -357,7 +357,7 @@ async fn serve_variant(
             && (in_background || state.cpu.avif_busy())
         {
             // Not cached yet: the best fast format now, briefly cacheable, rather than a wait
-            // for an AVIF encode (ten times a WebP's CPU); the AVIF follows in the background
+            // for an AVIF encode (about three times a WebP's CPU); the AVIF follows in the background
             // when the pool is idle. Without background encodes this happens only while every
             // AVIF lane is taken, so one tenant's AVIF traffic cannot starve another's pages.
             if in_background {

@@ -244,9 +244,11 @@ pub enum AvifEncoder {
 /// Encoder settings chosen by the operator (not by the URL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSettings {
-    /// AVIF speed 1 (slow, small) to 10 (fast), libavif's scale: libaom's `cpu-used` (10 is 9)
-    /// or rav1e's speed preset.
+    /// libaom's speed (`cpu-used`) 1 (slow, small) to 10 (fast; runs as 9).
     pub avif_speed: u8,
+    /// rav1e's speed preset 1 to 10, for `AvifEncoder::Rav1e` and for ravif (transparent and
+    /// 4:4:4 pictures).
+    pub rav1e_speed: u8,
     /// The encoder of opaque 4:2:0 AVIF.
     pub avif_encoder: AvifEncoder,
     /// Chroma resolution of opaque AVIF output (transparent pictures are always 4:4:4).
@@ -263,6 +265,7 @@ impl Default for EncodeSettings {
     fn default() -> Self {
         EncodeSettings {
             avif_speed: 6,
+            rav1e_speed: 8,
             avif_encoder: AvifEncoder::Aom,
             avif_chroma: AvifChroma::Yuv420,
             avif_bit_depth: 8,

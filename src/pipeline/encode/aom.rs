@@ -62,11 +62,18 @@ struct Session {
 }
 
 /// BT.709 primaries, sRGB transfer, BT.601 matrix, full range: what the RGB -> YUV conversion
-/// in `avif.rs` produced and what the container's `colr` box says.
+/// in `avif.rs` produced. The container carries no `colr` box (these are avif-serialize's
+/// defaults, which it leaves out), so readers take them from this sequence header.
 const PRIMARIES: c_int = 1;
 const TRANSFER: c_int = 13;
 const MATRIX: c_int = 6;
 
+/// The largest picture sent to libaom: AV1 level 6.3's frame limits. Past them libaom 3.6.0
+/// writes level 7.x headers that later decoders refuse (fixed in 3.6.1, which Debian 12's
+/// 3.6.0-1+deb12u2 backports under the old version number); `avif.rs` gives larger pictures to
+/// rav1e. `limits.avif_max_side` (4000 by default) keeps every picture below them anyway.
+pub(super) const MAX_WIDTH: u32 = 16384;
+pub(super) const MAX_HEIGHT: u32 = 8704;
 impl Session {
     fn new<T: Sample>(
         picture: &Planes<'_, T>,
@@ -134,11 +141,15 @@ impl Session {
                 aom::AOM_ENCODER_ABI_VERSION as c_int,
             );
             if err != aom::aom_codec_err_t::AOM_CODEC_OK {
-                return Err(session.error("init"));
+                // After a failed init the context's detail may point at freed memory.
+                return Err(internal(
+                    "avif",
+                    format!("libaom init failed (error {err})"),
+                ));
             }
             session.initialised = true;
             let id = |c: aom::aome_enc_control_id::Type| c as c_int;
-            let controls: [(c_int, c_int); 8] = [
+            let controls: [(c_int, c_int); 7] = [
                 (
                     id(aom::aome_enc_control_id::AOME_SET_CPUUSED),
                     c_int::from(speed.min(9)),
@@ -150,10 +161,6 @@ impl Session {
                 (
                     id(aom::aome_enc_control_id::AOME_SET_TUNING),
                     aom::aom_tune_metric::AOM_TUNE_SSIM as c_int,
-                ),
-                (
-                    id(aom::aome_enc_control_id::AV1E_SET_SKIP_POSTPROC_FILTERING),
-                    1,
                 ),
                 (
                     id(aom::aome_enc_control_id::AV1E_SET_COLOR_RANGE),
@@ -179,6 +186,13 @@ impl Session {
                     return Err(session.error("control"));
                 }
             }
+            // Only spares filtering the reconstruction, which nothing references in a still
+            // picture: best effort, as libavif treats it (libaom before 3.6 lacks it).
+            let _ = aom::aom_codec_control(
+                &mut session.ctx,
+                id(aom::aome_enc_control_id::AV1E_SET_SKIP_POSTPROC_FILTERING),
+                1 as c_uint,
+            );
             (*image).range = aom::aom_color_range::AOM_CR_FULL_RANGE;
             (*image).cp = PRIMARIES as aom::aom_color_primaries_t;
             (*image).tc = TRANSFER as aom::aom_transfer_characteristics_t;
@@ -237,8 +251,11 @@ impl Session {
                     if packet.is_null() {
                         break;
                     }
-                    if (*packet).kind == aom::aom_codec_cx_pkt_kind::AOM_CODEC_CX_FRAME_PKT {
-                        let frame = (*packet).data.frame;
+                    let frame = (*packet).data.frame;
+                    if (*packet).kind == aom::aom_codec_cx_pkt_kind::AOM_CODEC_CX_FRAME_PKT
+                        && frame.sz > 0
+                        && !frame.buf.is_null()
+                    {
                         av1.extend_from_slice(std::slice::from_raw_parts(
                             frame.buf.cast::<u8>(),
                             frame.sz,
@@ -253,17 +270,23 @@ impl Session {
         Ok(av1)
     }
 
-    /// libaom's message for the last failure, as an internal error.
+    /// libaom's message and detail for the last failure of an initialised encoder.
     fn error(&mut self, step: &str) -> PipelineError {
         #[expect(unsafe_code, reason = "libaom's C API; see the module doc")]
-        // SAFETY: `aom_codec_error` accepts any context and returns a static or context-owned
-        // NUL-terminated string (never null), read before the context changes.
-        let message = unsafe {
-            CStr::from_ptr(aom::aom_codec_error(&mut self.ctx))
-                .to_string_lossy()
-                .into_owned()
+        // SAFETY: called only on an initialised context (a failed init never gets here);
+        // `aom_codec_error` returns a static NUL-terminated string and `aom_codec_error_detail`
+        // a context-owned one or null; both are copied before the context changes.
+        let (message, detail) = unsafe {
+            let text = |p: *const std::ffi::c_char| {
+                (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+            };
+            (
+                text(aom::aom_codec_error(&mut self.ctx)).unwrap_or_default(),
+                text(aom::aom_codec_error_detail(&mut self.ctx)),
+            )
         };
-        internal("avif", format!("libaom {step}: {message}"))
+        let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+        internal("avif", format!("libaom {step}: {message}{detail}"))
     }
 }
 

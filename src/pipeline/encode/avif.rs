@@ -3,8 +3,10 @@
 //! (`encode.avif_encoder`), and wrapped by avif-serialize; pictures with transparency, and
 //! every picture when the operator asks for 4:4:4, go through ravif.
 //!
-//! Why libaom by default: at equal DSSIM on photographs it needs about half rav1e's CPU at
-//! speed 6 for slightly fewer bytes (benches/RESULTS.md, "AVIF output settings").
+//! Why libaom by default: at equal DSSIM on photographs, speed 6 needs 0.78x the CPU of rav1e
+//! at its best speed (8) for about 3 % fewer bytes (benches/RESULTS.md, "AVIF output
+//! settings"). Each encoder has its own speed setting (`avif_speed`, `rav1e_speed`): their
+//! scales do not cost the same.
 //!
 //! Why not ravif for everything: ravif always encodes 4:4:4. On photographs 4:2:0 reaches the
 //! same DSSIM with fewer bytes and encodes half the chroma samples, which is what put ravif at
@@ -31,7 +33,7 @@ pub(super) fn encode(
     quality: u8,
     settings: &EncodeSettings,
 ) -> Result<Vec<u8>, PipelineError> {
-    let speed = settings.avif_speed.clamp(1, 10);
+    let speed = settings.rav1e_speed.clamp(1, 10);
     if settings.avif_chroma == AvifChroma::Yuv444 {
         return with_ravif(image, quality, speed);
     }
@@ -48,7 +50,7 @@ pub(super) fn encode(
         }
         PixelLayout::Rgba8 => return with_ravif(image, quality, speed),
     };
-    subsampled(rgb, image.width, image.height, quality, speed, settings)
+    subsampled(rgb, image.width, image.height, quality, settings)
 }
 
 /// URL quality to AV1's quantizer index (0 lossless-ish, 255 coarsest). Linear, as libavif
@@ -65,7 +67,6 @@ fn subsampled(
     width: u32,
     height: u32,
     quality: u8,
-    speed: u8,
     settings: &EncodeSettings,
 ) -> Result<Vec<u8>, PipelineError> {
     let (w, h) = (width as usize, height as usize);
@@ -81,7 +82,7 @@ fn subsampled(
         let mut target = planar(y, u, v, width, height);
         yuv::rgb10_to_i010(&mut target, &wide, width * 3, RANGE, MATRIX)
             .map_err(|e| internal("avif", e))?;
-        encode_420(&planes, width, height, quality, speed, settings)?
+        encode_420(&planes, width, height, quality, settings)?
     } else {
         let mut planes = [vec![0u8; w * h], vec![0u8; cw * ch], vec![0u8; cw * ch]];
         let [y, u, v] = &mut planes;
@@ -95,7 +96,7 @@ fn subsampled(
             YuvConversionMode::Balanced,
         )
         .map_err(|e| internal("avif", e))?;
-        encode_420(&planes, width, height, quality, speed, settings)?
+        encode_420(&planes, width, height, quality, settings)?
     };
     let mut container = avif_serialize::Aviffy::new();
     container
@@ -112,23 +113,25 @@ fn encode_420<T: Pixel + aom::Sample>(
     width: u32,
     height: u32,
     quality: u8,
-    speed: u8,
     settings: &EncodeSettings,
 ) -> Result<Vec<u8>, PipelineError> {
     let [y, u, v] = planes;
     match settings.avif_encoder {
-        AvifEncoder::Aom => aom::encode(
+        // Past AV1 level 6.3's frame size libaom 3.6.0 writes a level 7 header that later
+        // decoders refuse (fixed in 3.6.1); rav1e takes such pictures.
+        AvifEncoder::Aom if width <= aom::MAX_WIDTH && height <= aom::MAX_HEIGHT => aom::encode(
             &aom::Planes {
                 planes: [y, u, v],
                 width,
                 height,
             },
             aom_quantizer(quality),
-            speed,
+            settings.avif_speed.clamp(1, 9),
         ),
-        AvifEncoder::Rav1e => {
+        AvifEncoder::Aom | AvifEncoder::Rav1e => {
             let (w, h) = (width as usize, height as usize);
             let depth = if T::DEPTH > 8 { 10 } else { 8 };
+            let speed = settings.rav1e_speed.clamp(1, 10);
             let config = rav1e_config(w, h, depth, quantizer(quality), speed);
             encode_planes(&config, planes, [w, w.div_ceil(2), w.div_ceil(2)])
         }
@@ -287,6 +290,7 @@ mod tests {
     fn with_encoder(encoder: AvifEncoder, chroma: AvifChroma, bit_depth: u8) -> EncodeSettings {
         EncodeSettings {
             avif_speed: 10,
+            rav1e_speed: 10,
             avif_encoder: encoder,
             avif_chroma: chroma,
             avif_bit_depth: bit_depth,

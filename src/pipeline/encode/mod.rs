@@ -1,5 +1,5 @@
 //! Encoders: the final pixels to JPEG (jpeg-encoder), PNG (png), lossy WebP (libwebp through
-//! the `webp` crate) and AVIF (rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`).
+//! the `webp` crate) and AVIF (libaom or rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`, `aom.rs`).
 //!
 //! Owns encoder settings and nothing else. Must never write metadata (no EXIF, XMP, IPTC or
 //! ICC: every output is sRGB and carries no GPS), never panic on an encoder failure (that is
@@ -202,6 +202,7 @@ mod tests {
     fn settings() -> EncodeSettings {
         EncodeSettings {
             avif_speed: 10,
+            rav1e_speed: 10,
             ..EncodeSettings::default()
         }
     }
@@ -437,6 +438,7 @@ mod tests {
     fn out_of_range_settings_do_not_panic() {
         let s = EncodeSettings {
             avif_speed: 0,
+            rav1e_speed: 0,
             avif_encoder: super::super::AvifEncoder::Aom,
             avif_chroma: super::super::AvifChroma::Yuv420,
             avif_bit_depth: 12,
