@@ -18,7 +18,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub cpu: CpuMetrics,
@@ -43,7 +43,7 @@ pub struct Metrics {
 }
 
 #[derive(Clone)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     /// Labels: route, status.
     pub requests_total: IntCounterVec,
     /// Labels: route, cache.
@@ -69,7 +69,7 @@ struct HitSeries {
 impl HttpMetrics {
     /// Counts one answer: its route, status, cache status (`none` when it has none), time
     /// and body bytes.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         route: &str,
         status: http::StatusCode,
@@ -116,7 +116,7 @@ pub struct CpuMetrics {
 }
 
 #[derive(Clone)]
-pub struct RenderMetrics {
+pub(crate) struct RenderMetrics {
     /// Labels: stage (fetch, decode, resize, effects, encode).
     pub stage_duration_seconds: HistogramVec,
     /// Labels: format, outcome (ok, client_error, error).
@@ -124,7 +124,7 @@ pub struct RenderMetrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let r = Reg(&registry);
         let http = HttpMetrics {
@@ -248,12 +248,12 @@ impl Metrics {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// The text exposition format for `/metrics`.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         if let Some(rss) = resident_bytes() {
             self.process_resident_memory_bytes
                 .set(i64::try_from(rss).unwrap_or(i64::MAX));
@@ -324,7 +324,7 @@ impl Reg<'_> {
 
 impl RenderMetrics {
     /// Records a successful render and its stage durations.
-    pub fn observe_ok(
+    pub(crate) fn observe_ok(
         &self,
         format: crate::pipeline::OutputFormat,
         fetch: std::time::Duration,
@@ -347,7 +347,7 @@ impl RenderMetrics {
             .inc();
     }
 
-    pub fn observe_err(
+    pub(crate) fn observe_err(
         &self,
         format: crate::pipeline::OutputFormat,
         err: &crate::pipeline::PipelineError,
