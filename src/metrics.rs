@@ -106,7 +106,7 @@ impl HttpMetrics {
 }
 
 #[derive(Clone)]
-pub struct CpuMetrics {
+pub(crate) struct CpuMetrics {
     pub queue_depth: IntGauge,
     pub in_flight: IntGauge,
     pub threads: IntGauge,
