@@ -31,7 +31,7 @@ const AUTH_FAILURES_PER_MINUTE: u32 = 20;
 
 /// The numbers of the `X-RateLimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateState {
+pub(crate) struct RateState {
     pub limit: u32,
     pub remaining: u32,
     /// Unix seconds at which the full limit is available again.
