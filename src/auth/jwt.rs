@@ -53,7 +53,7 @@ const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 /// How to verify tokens from one issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtConfig {
+pub(crate) struct JwtConfig {
     /// Where the issuer publishes its keys. `https`, or plain `http` to a loopback address.
     pub(crate) jwks_url: String,
     /// Exact `iss` required.
