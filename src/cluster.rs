@@ -79,7 +79,7 @@ enum Message {
 /// Queues notices for the other nodes; cheap to clone. Publishing never waits: a sender task
 /// writes them to the database in order.
 #[derive(Clone, Default)]
-pub struct Broadcaster {
+pub(crate) struct Broadcaster {
     tx: Option<mpsc::UnboundedSender<Message>>,
 }
 

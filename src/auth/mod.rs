@@ -140,7 +140,7 @@ impl Scopes {
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub(crate) account: String,
     /// The API key id, or `jwt:{subject}`: what the audit log names and rate limits key on.
     pub(crate) key_id: String,

@@ -230,7 +230,7 @@ impl Origin {
 
 /// A failed `Origin::get`: the store's failure, or an object over the byte limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OriginGetError {
+pub(crate) enum OriginGetError {
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error("original is {0} bytes, over the limit")]

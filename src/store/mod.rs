@@ -27,7 +27,7 @@ pub use keys::{ApiKeyRecord, NewApiKey};
 pub(crate) use model::{Account, ImageRecord, PathOutcome, validate_account_name};
 pub use model::{AccountStatus, NewImage, Placement, Visibility};
 pub(crate) use presets::PresetChange;
-pub use presets::PresetRecord;
+pub(crate) use presets::PresetRecord;
 pub(crate) use settings::{
     AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, THEMES, WIDTHS_POLICIES,
 };

@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_DELIVERY_FORMATS: &[&str] = &["avif", "webp", "jpeg", "
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct AccountSettings {
+pub(crate) struct AccountSettings {
     pub(crate) email: Option<String>,
     pub(crate) delivery_formats: Vec<String>,
     pub(crate) default_quality: u8,
