@@ -109,14 +109,13 @@ fn main() {
         let Ok(rendered) = rendered else { continue };
         let mp = f64::from(info.width) * f64::from(info.height) / 1e6;
         println!(
-            "{:<24} {:>5}x{:<5} {:>9.1} {:>9.2}   -> {}x{}",
+            "{:<24} {:>5}x{:<5} {:>9.1} {:>9.2}   {} bytes out",
             path.file_name().unwrap_or_default().to_string_lossy(),
             info.width,
             info.height,
             peak,
             peak / mp,
-            rendered.width,
-            rendered.height
+            rendered.bytes.len(),
         );
         total += peak;
         worst = worst.max(peak);

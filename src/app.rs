@@ -68,11 +68,11 @@ pub enum AppError {
 
 /// Shortest operator token accepted (after trimming whitespace): 32 bytes, 128 bits or more
 /// of a hex or base64 secret, beyond any guessing through the operator API's rate limit.
-pub const MIN_OPERATOR_TOKEN_BYTES: usize = 32;
+const MIN_OPERATOR_TOKEN_BYTES: usize = 32;
 
 /// Builds a serving node's shared state without listening. Returns once the disk cache has
 /// recovered.
-pub async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
+async fn build_state(config: Config) -> Result<Arc<AppState>, AppError> {
     build(config, Role::Node).await
 }
 

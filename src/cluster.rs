@@ -24,14 +24,14 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// The NOTIFY channel.
-pub const CHANNEL: &str = "imgnode_invalidate";
+const CHANNEL: &str = "imgnode_invalidate";
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more: hash lists are split.
 const HASHES_PER_NOTICE: usize = 100;
 
 /// What another node must forget.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// Everything cached about an account: the account row, its settings, its paths, its
     /// presets.
     Account(String),
@@ -79,19 +79,19 @@ enum Message {
 /// Queues notices for the other nodes; cheap to clone. Publishing never waits: a sender task
 /// writes them to the database in order.
 #[derive(Clone, Default)]
-pub struct Broadcaster {
+pub(crate) struct Broadcaster {
     tx: Option<mpsc::UnboundedSender<Message>>,
 }
 
 impl Broadcaster {
     /// A broadcaster that sends nothing (SQLite: one node).
-    pub fn disabled() -> Broadcaster {
+    pub(crate) fn disabled() -> Broadcaster {
         Broadcaster::default()
     }
 
     /// A broadcaster and the sender task to spawn (PostgreSQL), which runs until every clone
     /// of the broadcaster is gone.
-    pub fn for_store(
+    pub(crate) fn for_store(
         store: &Store,
         node: String,
         counts: prometheus::IntCounterVec,
@@ -118,14 +118,14 @@ impl Broadcaster {
         (Broadcaster { tx: Some(tx) }, task)
     }
 
-    pub fn publish(&self, notice: Notice) {
+    pub(crate) fn publish(&self, notice: Notice) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Notice(notice));
         }
     }
 
     /// Waits until what was published so far has been sent (offline commands, shutdown).
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         if let Some(tx) = &self.tx {
             let (done, wait) = oneshot::channel();
             if tx.send(Message::Flush(done)).is_ok() {
@@ -165,7 +165,7 @@ async fn send(store: &Store, node: &str, notice: &Notice) -> bool {
 /// node must forget every cached metadata answer (after every (re)connection, since notices
 /// sent while it was not listening are lost, and for a notice it cannot read). Skips this
 /// node's own notices (`node_id`). Reconnects on its own.
-pub async fn listen<F, Fut>(
+pub(crate) async fn listen<F, Fut>(
     url: String,
     node_id: String,
     metrics: Metrics,
@@ -231,7 +231,7 @@ pub async fn listen<F, Fut>(
 }
 
 /// How often a node on SQLite reads the notices other processes wrote ([`NoticeLog`]).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most notices read in one round; the rest follow in the next.
 const POLL_BATCH: i64 = 1000;
@@ -239,14 +239,14 @@ const POLL_BATCH: i64 = 1000;
 /// The SQLite side of [`listen`]: there, the only other writer is a command run beside the
 /// serving node (`imgnode account ...`), whose notices arrive as rows of the store's
 /// `notices` table ([`Store::notify`]); the node reads them every [`POLL_INTERVAL`].
-pub struct NoticeLog {
+pub(crate) struct NoticeLog {
     node: String,
     /// The newest notice id read; `None` before the first round.
     last: Option<i64>,
 }
 
 impl NoticeLog {
-    pub fn new(node_id: String) -> NoticeLog {
+    pub(crate) fn new(node_id: String) -> NoticeLog {
         NoticeLog {
             node: node_id,
             last: None,
@@ -257,7 +257,7 @@ impl NoticeLog {
     /// version cannot read, so forget everything). The first round only finds where the log
     /// ends: the node takes it before it serves, while its caches hold nothing a notice could
     /// make stale.
-    pub async fn read(&mut self, store: &Store) -> Result<Vec<Option<Notice>>, StoreError> {
+    pub(crate) async fn read(&mut self, store: &Store) -> Result<Vec<Option<Notice>>, StoreError> {
         let (last, payloads) = store.notices_after(self.last, POLL_BATCH).await?;
         self.last = Some(last);
         Ok(payloads

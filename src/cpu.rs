@@ -29,7 +29,7 @@ pub enum CpuError {
 
 /// Which admission lane a job takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobClass {
+pub(crate) enum JobClass {
     Normal,
     /// AVIF encodes hold a core for hundreds of milliseconds; at most `avif_concurrency`
     /// run at once so they cannot starve every other render.
@@ -40,7 +40,7 @@ pub enum JobClass {
     Background,
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     pool: rayon::ThreadPool,
     admission: Arc<Semaphore>,
     avif: Arc<Semaphore>,
@@ -53,7 +53,7 @@ impl Pool {
     /// Render threads run at OS niceness `nice` (0 = normal): the I/O threads that serve
     /// cache hits then win a contended core (at nice 10, about 90 % of it), while renders still
     /// use every idle cycle.
-    pub fn new(
+    pub(crate) fn new(
         threads: usize,
         queue: usize,
         avif_concurrency: usize,
@@ -87,18 +87,14 @@ impl Pool {
         })
     }
 
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
     /// Whether every AVIF lane is taken: a new AVIF job would wait for one.
-    pub fn avif_busy(&self) -> bool {
+    pub(crate) fn avif_busy(&self) -> bool {
         self.avif.available_permits() == 0
     }
 
     /// Runs `job` on the pool, admitted at once or refused; waits at most `deadline`
     /// ([`Pool::admit`] then [`Admission::run`]).
-    pub async fn run<T, F>(
+    pub(crate) async fn run<T, F>(
         &self,
         class: JobClass,
         deadline: Duration,
@@ -115,7 +111,7 @@ impl Pool {
     /// queue, or for a `Background` job on a pool that is not idle. Taken before a render
     /// fetches its original, so a refused render costs no fetch and at most threads + queue
     /// originals are held for renders; dropped unused, the place is freed.
-    pub fn admit(&self, class: JobClass) -> Result<Admission<'_>, CpuError> {
+    pub(crate) fn admit(&self, class: JobClass) -> Result<Admission<'_>, CpuError> {
         let overloaded = || CpuError::Overloaded {
             retry_after: self.retry_after(),
         };
@@ -152,7 +148,7 @@ impl Pool {
 }
 
 /// A job's place in the pool (see [`Pool::admit`]): counted in the queue until it runs.
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     pool: &'a Pool,
     class: JobClass,
     /// A `Background` job's AVIF lane, taken at admission.
@@ -167,7 +163,7 @@ impl Admission<'_> {
     ///
     /// On `Timeout` the job still runs to its end (CPU work cannot be interrupted) and keeps
     /// its admission slot until then, so the queue bound stays true.
-    pub async fn run<T, F>(self, deadline: Duration, job: F) -> Result<T, CpuError>
+    pub(crate) async fn run<T, F>(self, deadline: Duration, job: F) -> Result<T, CpuError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,

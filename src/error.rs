@@ -21,7 +21,7 @@ use crate::usage::QuotaError;
 
 /// The stable codes of the spec's error table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     ValidationError,
     MethodNotAllowed,
     Unauthorized,
@@ -42,7 +42,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -64,7 +64,7 @@ impl ErrorCode {
         }
     }
 
-    pub fn status(self) -> http::StatusCode {
+    fn status(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
             ErrorCode::ValidationError => S::BAD_REQUEST,
@@ -94,19 +94,19 @@ impl fmt::Display for ErrorCode {
 /// An error on its way to becoming a response.
 #[derive(Debug, Clone)]
 pub struct HttpError {
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// Shown to the client for 4xx; replaced by a generic text for 5xx.
-    pub message: String,
+    pub(crate) message: String,
     /// Internal detail for the log line only.
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
     /// Seconds, for 503/429.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// For 405: the methods the route accepts (`Allow`); `None` means `GET, HEAD`.
-    pub allow: Option<&'static str>,
+    pub(crate) allow: Option<&'static str>,
 }
 
 impl HttpError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> HttpError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> HttpError {
         HttpError {
             code,
             message: message.into(),
@@ -117,7 +117,7 @@ impl HttpError {
     }
 
     /// `405 METHOD_NOT_ALLOWED` naming the methods the route accepts.
-    pub fn method_not_allowed(allow: &'static str) -> HttpError {
+    pub(crate) fn method_not_allowed(allow: &'static str) -> HttpError {
         HttpError {
             allow: Some(allow),
             ..HttpError::new(
@@ -127,32 +127,32 @@ impl HttpError {
         }
     }
 
-    pub fn validation(message: impl Into<String>) -> HttpError {
+    pub(crate) fn validation(message: impl Into<String>) -> HttpError {
         HttpError::new(ErrorCode::ValidationError, message)
     }
 
-    pub fn not_found() -> HttpError {
+    pub(crate) fn not_found() -> HttpError {
         HttpError::new(ErrorCode::NotFound, "image not found")
     }
 
-    pub fn forbidden(message: impl Into<String>) -> HttpError {
+    pub(crate) fn forbidden(message: impl Into<String>) -> HttpError {
         HttpError::new(ErrorCode::Forbidden, message)
     }
 
     /// A server-side failure: the client sees a generic message, the log sees `detail`.
-    pub fn internal(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn internal(detail: impl Into<String>) -> HttpError {
         HttpError {
             detail: Some(detail.into()),
             ..HttpError::new(ErrorCode::Internal, "internal error")
         }
     }
 
-    pub fn status(&self) -> http::StatusCode {
+    pub(crate) fn status(&self) -> http::StatusCode {
         self.code.status()
     }
 
     /// The JSON body of the spec: `{"error":{"code","message","status","path"}}`.
-    pub fn body(&self, path: &str) -> String {
+    pub(crate) fn body(&self, path: &str) -> String {
         let status = self.status();
         let message = if status.is_server_error() {
             generic_message(self.code)

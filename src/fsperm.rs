@@ -17,7 +17,7 @@ pub fn restrict_umask() {
 }
 
 /// `create_dir_all` with every folder it creates at mode 0700.
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

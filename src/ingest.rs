@@ -16,7 +16,7 @@ use crate::pipeline::{self, Limits, PipelineError};
 use crate::store::{NewImage, PathOutcome, Placement, Store, StoreError, Visibility};
 
 /// Longest stored path, in bytes.
-pub const MAX_PATH_LEN: usize = 1024;
+const MAX_PATH_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -48,19 +48,18 @@ pub struct Original {
 /// What was stored.
 #[derive(Debug, Clone)]
 pub struct Ingested {
-    pub image: NewImage,
-    pub path: String,
-    pub outcome: PathOutcome,
+    pub(crate) image: NewImage,
+    pub(crate) outcome: PathOutcome,
 }
 
 /// The parts ingestion needs.
 pub struct Ingest<'a> {
-    pub store: &'a Store,
-    pub origin: &'a Origin,
-    pub caches: &'a Caches,
-    pub cpu: &'a Pool,
-    pub limits: &'a Limits,
-    pub deadline: std::time::Duration,
+    pub(crate) store: &'a Store,
+    pub(crate) origin: &'a Origin,
+    pub(crate) caches: &'a Caches,
+    pub(crate) cpu: &'a Pool,
+    pub(crate) limits: &'a Limits,
+    pub(crate) deadline: std::time::Duration,
 }
 
 impl Ingest<'_> {
@@ -136,11 +135,7 @@ impl Ingest<'_> {
                 tracing::warn!(error = %e, "deleting a replaced image's original failed");
             }
         }
-        Ok(Ingested {
-            image,
-            path: original.path,
-            outcome,
-        })
+        Ok(Ingested { image, outcome })
     }
 }
 
@@ -148,7 +143,7 @@ impl Ingest<'_> {
     /// Deletes the object of `hash` when no image of any account references it any more
     /// (checked under the hash's lock, so a concurrent upload of the same bytes wins).
     /// Returns whether it was deleted.
-    pub async fn release_original(&self, hash: &str) -> Result<bool, IngestError> {
+    pub(crate) async fn release_original(&self, hash: &str) -> Result<bool, IngestError> {
         let _guard = self.origin.lock(hash).await;
         let node_lock = self.store.lock_hash(hash).await?;
         let deleted = self.delete_if_unreferenced(hash).await;
@@ -325,7 +320,7 @@ enum Imported {
 /// characters (Cf: bidirectional overrides and isolates U+202A–U+202E, U+2066–U+2069, the
 /// zero-width U+200B–U+200F, U+FEFF, U+061C, the soft hyphen U+00AD, ...), which make a path
 /// display as something it is not (`a\u{202E}gpj.exe` shows as `aexe.jpg`).
-pub fn refused_path_char(c: char) -> bool {
+pub(crate) fn refused_path_char(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     c == '\\' || c.is_control() || c.general_category() == GeneralCategory::Format
 }
@@ -333,7 +328,7 @@ pub fn refused_path_char(c: char) -> bool {
 /// Checks a stored path and returns its stem (the path without the last extension), which
 /// is what delivery URLs look up. Refuses anything that could mean another place or display
 /// as another name: `.`, `..`, empty segments, [`refused_path_char`]s.
-pub fn path_stem(path: &str) -> Result<&str, IngestError> {
+pub(crate) fn path_stem(path: &str) -> Result<&str, IngestError> {
     let bad = |why: &str| {
         Err(IngestError::InvalidPath(format!(
             "`{}`: {why}",

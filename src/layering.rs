@@ -52,6 +52,74 @@ fn module_of(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_string()
 }
 
+/// The lines (from 1) of `text` that import from a module of `forbidden`: a path
+/// `crate::<module>::...` or `crate::<module>;`, or a grouped import naming the module at its
+/// top level (`use crate::{a, <module>::X};`, on one line or several). Comments are ignored.
+fn wrong_imports(text: &str, forbidden: &[&str]) -> Vec<usize> {
+    let code: Vec<&str> = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect();
+    let mut wrong = Vec::new();
+    for (n, line) in code.iter().enumerate() {
+        for upper in forbidden {
+            for path in [format!("crate::{upper}::"), format!("crate::{upper};")] {
+                if line.contains(&path) {
+                    wrong.push(n + 1);
+                }
+            }
+        }
+    }
+    // Grouped imports: the first segment of each top-level item of every `crate::{...}`.
+    let code = code.join("\n");
+    let mut from = 0;
+    while let Some(at) = code[from..].find("crate::{") {
+        let start = from + at + "crate::{".len();
+        let (mut depth, mut item) = (1, start);
+        for (i, c) in code[start..].char_indices() {
+            let i = start + i;
+            match c {
+                '}' | ',' if depth == 1 => {
+                    let text = &code[item..i];
+                    let name = text.trim().split("::").next().unwrap_or_default();
+                    let name = name.split_whitespace().next().unwrap_or_default();
+                    if forbidden.contains(&name) {
+                        let lead = text.len() - text.trim_start().len();
+                        wrong.push(code[..item + lead].matches('\n').count() + 1);
+                    }
+                    item = i + 1;
+                    if c == '}' {
+                        break;
+                    }
+                }
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        from = start;
+    }
+    wrong.sort_unstable();
+    wrong.dedup();
+    wrong
+}
+
+#[test]
+fn grouped_imports_are_checked_too() {
+    let text = "\
+use crate::{app, store};
+use crate::{
+    cache::Caches,
+    routes::{PublicHandler, public_route},
+};
+use crate::store::{Store, app};
+use crate::app::build;
+// use crate::{app};
+use crate::{cache, config::{self, Config}};
+";
+    assert_eq!(wrong_imports(text, &["app", "routes"]), vec![1, 4, 7]);
+}
+
 #[test]
 fn dependencies_point_from_the_edge_to_the_core() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -64,17 +132,10 @@ fn dependencies_point_from_the_edge_to_the_core() {
         if WIRING.contains(&module.as_str()) {
             continue;
         }
-        let forbidden = forbidden(&module);
         let text = std::fs::read_to_string(file).unwrap();
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or_default();
-            for upper in &forbidden {
-                for path in [format!("crate::{upper}::"), format!("crate::{upper};")] {
-                    if code.contains(&path) {
-                        wrong.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
-                    }
-                }
-            }
+        let lines: Vec<&str> = text.lines().collect();
+        for n in wrong_imports(&text, &forbidden(&module)) {
+            wrong.push(format!("{}:{}: {}", file.display(), n, lines[n - 1].trim()));
         }
     }
     assert!(

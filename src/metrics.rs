@@ -18,42 +18,42 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub http: HttpMetrics,
-    pub cpu: CpuMetrics,
-    pub render: RenderMetrics,
+    pub(crate) http: HttpMetrics,
+    pub(crate) cpu: CpuMetrics,
+    pub(crate) render: RenderMetrics,
     /// Labels: outcome (ok, not_found, timeout, unavailable, too_large). Originals cache
     /// hits are not fetches.
-    pub origin_fetches_total: IntCounterVec,
+    pub(crate) origin_fetches_total: IntCounterVec,
     /// Requests that waited for another request's identical render.
-    pub coalesced_total: IntCounter,
+    pub(crate) coalesced_total: IntCounter,
     /// Labels: budget (client, image). New renders refused with 429 by a render budget.
-    pub renders_refused_total: IntCounterVec,
+    pub(crate) renders_refused_total: IntCounterVec,
     /// `format=auto` answers given as a stand-in (WebP or JPEG) while the AVIF is not cached.
-    pub avif_fallbacks_total: IntCounter,
+    pub(crate) avif_fallbacks_total: IntCounter,
     /// Labels: outcome (stored, dropped, failed). Background AVIF encodes behind stand-ins.
-    pub avif_background_total: IntCounterVec,
+    pub(crate) avif_background_total: IntCounterVec,
     /// Set at each scrape from /proc.
     process_resident_memory_bytes: IntGauge,
     /// 1 while this node listens for other nodes' invalidations (PostgreSQL store).
-    pub cluster_listening: IntGauge,
+    pub(crate) cluster_listening: IntGauge,
     /// Labels: direction (sent, failed, received, resync). Cache invalidations between nodes.
-    pub cluster_notices_total: IntCounterVec,
+    pub(crate) cluster_notices_total: IntCounterVec,
 }
 
 #[derive(Clone)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     /// Labels: route, status.
-    pub requests_total: IntCounterVec,
+    requests_total: IntCounterVec,
     /// Labels: route, cache.
-    pub request_duration_seconds: HistogramVec,
+    request_duration_seconds: HistogramVec,
     /// Labels: route.
-    pub response_bytes_total: IntCounterVec,
+    response_bytes_total: IntCounterVec,
     /// Labels: listener (public, ops).
-    pub open_connections: IntGaugeVec,
+    pub(crate) open_connections: IntGaugeVec,
     /// Labels: listener, reason (`max_connections`, `max_connections_per_ip`).
-    pub refused_connections_total: IntCounterVec,
+    pub(crate) refused_connections_total: IntCounterVec,
     /// The series a memory cache hit touches, resolved on first use: the hot path skips
     /// three label lookups (hash, lock, map) per answer.
     hit_series: Arc<HitSeries>,
@@ -69,7 +69,7 @@ struct HitSeries {
 impl HttpMetrics {
     /// Counts one answer: its route, status, cache status (`none` when it has none), time
     /// and body bytes.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         route: &str,
         status: http::StatusCode,
@@ -106,25 +106,25 @@ impl HttpMetrics {
 }
 
 #[derive(Clone)]
-pub struct CpuMetrics {
-    pub queue_depth: IntGauge,
-    pub in_flight: IntGauge,
-    pub threads: IntGauge,
-    pub rejected_total: IntCounter,
-    pub panics_total: IntCounter,
-    pub queue_wait_seconds: Histogram,
+pub(crate) struct CpuMetrics {
+    pub(crate) queue_depth: IntGauge,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) threads: IntGauge,
+    pub(crate) rejected_total: IntCounter,
+    pub(crate) panics_total: IntCounter,
+    pub(crate) queue_wait_seconds: Histogram,
 }
 
 #[derive(Clone)]
-pub struct RenderMetrics {
+pub(crate) struct RenderMetrics {
     /// Labels: stage (fetch, decode, resize, effects, encode).
-    pub stage_duration_seconds: HistogramVec,
+    stage_duration_seconds: HistogramVec,
     /// Labels: format, outcome (ok, client_error, error).
-    pub renders_total: IntCounterVec,
+    renders_total: IntCounterVec,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let r = Reg(&registry);
         let http = HttpMetrics {
@@ -248,12 +248,12 @@ impl Metrics {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// The text exposition format for `/metrics`.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         if let Some(rss) = resident_bytes() {
             self.process_resident_memory_bytes
                 .set(i64::try_from(rss).unwrap_or(i64::MAX));
@@ -324,7 +324,7 @@ impl Reg<'_> {
 
 impl RenderMetrics {
     /// Records a successful render and its stage durations.
-    pub fn observe_ok(
+    pub(crate) fn observe_ok(
         &self,
         format: crate::pipeline::OutputFormat,
         fetch: std::time::Duration,
@@ -347,7 +347,7 @@ impl RenderMetrics {
             .inc();
     }
 
-    pub fn observe_err(
+    pub(crate) fn observe_err(
         &self,
         format: crate::pipeline::OutputFormat,
         err: &crate::pipeline::PipelineError,

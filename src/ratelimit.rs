@@ -31,13 +31,13 @@ const AUTH_FAILURES_PER_MINUTE: u32 = 20;
 
 /// The numbers of the `X-RateLimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateState {
-    pub limit: u32,
-    pub remaining: u32,
+pub(crate) struct RateState {
+    pub(crate) limit: u32,
+    pub(crate) remaining: u32,
     /// Unix seconds at which the full limit is available again.
-    pub reset: i64,
+    pub(crate) reset: i64,
     /// Set when the request is refused: seconds until one more is allowed.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 pub(crate) struct RateLimits {

@@ -22,14 +22,14 @@ use crate::store::StoreError;
 /// A render's result as every waiter of a single flight receives it.
 #[derive(Clone)]
 pub(crate) struct RenderOutcome {
-    pub variant: Variant,
+    pub(crate) variant: Variant,
     /// Origin fetch and stage durations (the leader's), for `Server-Timing`.
-    pub timing: (Duration, StageTimings),
+    pub(crate) timing: (Duration, StageTimings),
 }
 
 /// Why a render failed; cloned to every waiter of its flight.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum RenderError {
+pub(crate) enum RenderError {
     /// The CPU pool refused it (full queue), timed it out, or the work panicked.
     #[error(transparent)]
     Cpu(#[from] CpuError),
@@ -56,13 +56,13 @@ pub(crate) type RenderFlights = SingleFlight<VariantKey, RenderOutcome, RenderEr
 /// What to render: the original (by hash), whose variants it is (`scope`, see
 /// [`crate::cache::scope`]), the transform and format, and the cache key of the result.
 pub(crate) struct RenderJob {
-    pub hash: String,
-    pub scope: String,
-    pub transform: Transform,
-    pub output: OutputFormat,
-    pub key: VariantKey,
+    pub(crate) hash: String,
+    pub(crate) scope: String,
+    pub(crate) transform: Transform,
+    pub(crate) output: OutputFormat,
+    pub(crate) key: VariantKey,
     /// Nobody waits for it (a background AVIF): it runs only on an idle pool.
-    pub background: bool,
+    pub(crate) background: bool,
 }
 
 /// The original's bytes, through the originals cache (one load however many ask at once),

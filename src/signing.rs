@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest accepted key, in bytes of the line as written.
-pub const MIN_KEY_LEN: usize = 32;
+const MIN_KEY_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
@@ -52,7 +52,7 @@ pub enum Refusal {
 impl SigningKeys {
     /// Keys from `file`, or from `{data_dir}/signing.keys`, created with one random key (mode
     /// 0600) when it does not exist yet.
-    pub fn load(file: Option<&Path>, data_dir: &Path) -> Result<SigningKeys, SigningError> {
+    pub(crate) fn load(file: Option<&Path>, data_dir: &Path) -> Result<SigningKeys, SigningError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| SigningError::Io { path, source }

@@ -32,7 +32,7 @@ pub fn period_of(unix: i64) -> String {
 }
 
 /// First second of `period`'s month and first second of the next one (unix).
-pub fn period_bounds(period: &str) -> (i64, i64) {
+pub(crate) fn period_bounds(period: &str) -> (i64, i64) {
     let parse = || -> Option<(i32, u8)> {
         let (y, m) = period.split_once('-')?;
         Some((y.parse().ok()?, m.parse().ok()?))
@@ -165,7 +165,7 @@ impl UsageMeter {
     }
 
     /// Drops an erased account's counters (its rows are deleted by the caller).
-    pub fn forget(&self, account: &str) {
+    pub(crate) fn forget(&self, account: &str) {
         let mut inner = self.lock();
         inner.pending.retain(|(a, _), _| a != account);
         inner.base.retain(|(a, _), _| a != account);
@@ -174,7 +174,7 @@ impl UsageMeter {
 
 /// Which monthly limit a request is about to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quota {
+pub(crate) enum Quota {
     Uploads,
     ApiRequests,
     Transformations,
@@ -184,7 +184,7 @@ pub enum Quota {
 
 /// A plan's limit that a request would pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaError {
+pub(crate) enum QuotaError {
     /// A monthly quota is used up (`429 QUOTA_EXCEEDED`).
     #[error("the monthly quota of {limit} {what} is used up")]
     Monthly { limit: u64, what: &'static str },
@@ -194,7 +194,7 @@ pub enum QuotaError {
 }
 
 /// [`QuotaError::Monthly`] when `used` has reached the plan's limit for `quota`.
-pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), QuotaError> {
+pub(crate) fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), QuotaError> {
     let (limit, used, what) = match quota {
         Quota::Uploads => (plan.max_uploads_per_month, used.uploads, "uploads"),
         Quota::ApiRequests => (
@@ -220,7 +220,7 @@ pub fn check(plan: &Plan, quota: Quota, used: &UsageCounts) -> Result<(), QuotaE
 }
 
 /// [`QuotaError::Storage`] when storing `adding` more bytes would exceed the plan's storage.
-pub fn check_storage(plan: &Plan, used_bytes: u64, adding: u64) -> Result<(), QuotaError> {
+pub(crate) fn check_storage(plan: &Plan, used_bytes: u64, adding: u64) -> Result<(), QuotaError> {
     match plan.max_storage_bytes {
         Some(limit) if used_bytes.saturating_add(adding) > limit => {
             Err(QuotaError::Storage { limit })

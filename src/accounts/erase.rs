@@ -62,7 +62,7 @@ pub async fn erase(state: &AppState, name: &str) -> Result<Erased, AccountError>
 
 /// Finishes every erasure a crash (or a cancelled request) interrupted; run at start-up
 /// before serving, and with every retention pass.
-pub async fn resume_erasures(state: &AppState) -> Result<usize, AccountError> {
+pub(crate) async fn resume_erasures(state: &AppState) -> Result<usize, AccountError> {
     let pending = state.store.accounts_in(AccountStatus::Erasing).await?;
     for name in &pending {
         tracing::warn!(account = %name, "resuming an interrupted account erasure");

@@ -97,17 +97,17 @@ fn tar_entry(path: &str, data: &[u8], mtime: u64) -> io::Result<Bytes> {
 }
 
 /// An account's export: a tar archive (`application/x-tar`) to stream under `file_name`.
-pub struct Export {
-    pub file_name: String,
+pub(crate) struct Export {
+    pub(crate) file_name: String,
     /// `account.json`, then `images/{id}.json` and `originals/{id}.{ext}` per image. A failure
     /// mid-stream ends it with an error (the client must see a truncated transfer, never a
     /// well-formed archive with entries missing).
-    pub archive: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
+    pub(crate) archive: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
 }
 
 /// Exports `name`: its metadata document is built now (so a missing account fails before
 /// any byte), the images as the archive is read.
-pub async fn export(state: &AppState, name: &str) -> Result<Export, AccountError> {
+pub(crate) async fn export(state: &AppState, name: &str) -> Result<Export, AccountError> {
     let doc = document(state, name).await?;
     let json = serde_json::to_vec_pretty(&doc)
         .map_err(|e| AccountError::Export(format!("document: {e}")))?;

@@ -11,8 +11,9 @@
 mod erase;
 mod export;
 
-pub use erase::{Erased, erase, resume_erasures};
-pub use export::{Export, export};
+pub(crate) use erase::resume_erasures;
+pub use erase::{Erased, erase};
+pub(crate) use export::{Export, export};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -74,7 +75,7 @@ pub async fn create(
 }
 
 /// The account named `name`, whatever its status.
-pub async fn get(state: &AppState, name: &str) -> Result<Account, AccountError> {
+pub(crate) async fn get(state: &AppState, name: &str) -> Result<Account, AccountError> {
     state
         .store
         .account(name)
@@ -93,7 +94,7 @@ pub async fn set_plan(state: &AppState, name: &str, plan: &str) -> Result<Accoun
 }
 
 /// Suspends or resumes `name` (erasure is [`erase`], never a status change).
-pub async fn set_status(
+pub(crate) async fn set_status(
     state: &AppState,
     name: &str,
     status: AccountStatus,
@@ -113,16 +114,16 @@ pub async fn set_status(
 /// A request for a new API key, as both APIs take it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyRequest {
-    pub name: String,
+pub(crate) struct KeyRequest {
+    pub(crate) name: String,
     /// `"read,write"` or `["read", "write"]`: parsed by [`Scopes::from_names`] either way.
-    pub scopes: Option<Value>,
-    pub expires_in_days: Option<u32>,
+    pub(crate) scopes: Option<Value>,
+    expires_in_days: Option<u32>,
 }
 
 impl KeyRequest {
     /// Checks the request; returns the scopes to grant.
-    pub fn validate(&self) -> Result<Scopes, AccountError> {
+    fn validate(&self) -> Result<Scopes, AccountError> {
         let invalid = |m: String| Err(AccountError::Invalid(m));
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -160,7 +161,7 @@ impl KeyRequest {
 
 /// Issues a key for `account` on the operator's behalf: it stands on its own (no creator
 /// key to be revoked with).
-pub async fn issue_key(
+pub(crate) async fn issue_key(
     state: &AppState,
     account: &str,
     request: &KeyRequest,
@@ -184,7 +185,7 @@ pub async fn issue_key(
 
 /// Issues a key that the tenant `creator` asked for: never more scopes than the creator's,
 /// never outliving it (the answer's `expires_at` is the capped one), revoked with it.
-pub async fn issue_key_by(
+pub(crate) async fn issue_key_by(
     state: &AppState,
     creator: &Principal,
     request: &KeyRequest,
@@ -208,7 +209,11 @@ pub async fn issue_key_by(
 }
 
 /// Revokes `account`'s key `id` (and the keys it created), here and on the other nodes.
-pub async fn revoke_key(state: &AppState, account: &str, id: &str) -> Result<(), AccountError> {
+pub(crate) async fn revoke_key(
+    state: &AppState,
+    account: &str,
+    id: &str,
+) -> Result<(), AccountError> {
     if state.api_keys.revoke(&state.store, account, id).await? {
         Ok(())
     } else {
@@ -238,7 +243,10 @@ fn check_plan(state: &AppState, plan: &str) -> Result<(), AccountError> {
 }
 
 /// The `UserSettings` object of the img-src API: the API's answer and the export's.
-pub async fn settings_document(state: &AppState, account: &str) -> Result<Value, AccountError> {
+pub(crate) async fn settings_document(
+    state: &AppState,
+    account: &str,
+) -> Result<Value, AccountError> {
     let stored = state.store.account_settings(account).await?;
     let record = get(state, account).await?;
     let (uploads, bytes) = state.store.account_totals(account).await?;
@@ -267,7 +275,7 @@ pub async fn settings_document(state: &AppState, account: &str) -> Result<Value,
 }
 
 /// The list shape of a key (never the secret).
-pub fn key_document(k: &ApiKeyRecord) -> Value {
+pub(crate) fn key_document(k: &ApiKeyRecord) -> Value {
     serde_json::json!({
         "id": k.id,
         "name": k.name,
@@ -281,7 +289,7 @@ pub fn key_document(k: &ApiKeyRecord) -> Value {
 }
 
 /// The one shape that carries a key's secret: the answer to its creation.
-pub fn issued_key_document(k: &IssuedKey) -> Value {
+pub(crate) fn issued_key_document(k: &IssuedKey) -> Value {
     serde_json::json!({
         "id": k.record.id,
         "key": k.secret,

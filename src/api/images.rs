@@ -62,7 +62,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// is one of `delivery.cdn_hosts` (configured, so trusted), else the public listener's address.
 /// Any other `Host` is the client's word and never reaches a URL we hand out: a forged one
 /// would otherwise put an attacker's domain into links a tenant stores and publishes.
-pub fn base_url(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> String {
     if let Some(url) = &state.config.server.public_url {
         return url.clone();
     }
@@ -99,7 +99,7 @@ fn encode_path(path: &str) -> String {
 }
 
 /// `{base}/i/{account}/{path}` for a stored path (with its extension).
-pub fn delivery_url(base: &str, account: &str, path: &str) -> String {
+fn delivery_url(base: &str, account: &str, path: &str) -> String {
     format!("{base}/i/{account}/{}", encode_path(path))
 }
 
@@ -132,7 +132,7 @@ fn links(id: &str) -> Value {
 
 /// `photo 1.JPG` → `photo-1.JPG`: the last segment of the client's name, with anything but
 /// `[A-Za-z0-9._-]` replaced, runs of `-` folded, never empty or dot-led.
-pub fn sanitize_filename(name: &str) -> String {
+fn sanitize_filename(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let mut out = String::with_capacity(last.len());
     for c in last.chars() {
@@ -163,7 +163,7 @@ fn with_extension(name: &str, format: SourceFormat) -> String {
 
 /// The stored path of an upload: `target_path` as the full path when its last segment has an
 /// image extension, else as a folder for the sanitized file name.
-pub fn upload_path(
+fn upload_path(
     target: Option<&str>,
     filename: &str,
     format: SourceFormat,
@@ -251,10 +251,10 @@ fn list_item(base: &str, item: &ImageWithPaths, signed: &BTreeMap<String, (Strin
 pub struct UploadForm {
     /// File name and bytes of the `file` field.
     pub file: Option<(String, bytes::Bytes)>,
-    pub target_path: Option<String>,
-    pub visibility: Option<String>,
+    target_path: Option<String>,
+    visibility: Option<String>,
     /// `overwrite=true`: replace another image stored under the same name.
-    pub overwrite: Option<String>,
+    overwrite: Option<String>,
 }
 
 fn multipart_error(e: multer::Error, max: u64) -> HttpError {
@@ -369,7 +369,7 @@ where
     Ok(out)
 }
 
-pub async fn upload(
+pub(crate) async fn upload(
     state: &AppState,
     who: &Principal,
     req: Request<Incoming>,
@@ -528,7 +528,7 @@ fn int_param(
     }
 }
 
-pub async fn list(
+pub(crate) async fn list(
     state: &AppState,
     who: &Principal,
     base: &str,
@@ -585,7 +585,7 @@ pub async fn list(
     ))
 }
 
-pub async fn search(
+pub(crate) async fn search(
     state: &AppState,
     who: &Principal,
     base: &str,
@@ -628,7 +628,7 @@ async fn owned_image(
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))
 }
 
-pub async fn metadata(
+pub(crate) async fn metadata(
     state: &AppState,
     who: &Principal,
     base: &str,
@@ -681,7 +681,7 @@ async fn forget(state: &AppState, account: &str, hash: &str) -> Result<(), HttpE
     Ok(())
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     state: &AppState,
     who: &Principal,
     id: &str,
@@ -705,7 +705,7 @@ pub async fn delete(
 
 /// `DELETE /api/v1/images/path/{account}/{filepath}`: `rest` is everything after `path/`,
 /// still percent-encoded (the file path may be one `%2F`-encoded segment; `+` is a space).
-pub async fn delete_path(
+pub(crate) async fn delete_path(
     state: &AppState,
     who: &Principal,
     rest: &str,
@@ -768,11 +768,11 @@ pub async fn delete_path(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VisibilityRequest {
-    pub visibility: String,
+pub(crate) struct VisibilityRequest {
+    pub(crate) visibility: String,
 }
 
-pub async fn set_visibility(
+pub(crate) async fn set_visibility(
     state: &AppState,
     who: &Principal,
     id: &str,
@@ -805,14 +805,14 @@ pub async fn set_visibility(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignedUrlRequest {
+pub(crate) struct SignedUrlRequest {
     #[serde(alias = "expires_in")]
-    pub expires_in_seconds: Option<i64>,
+    pub(crate) expires_in_seconds: Option<i64>,
     /// Older img-src clients: the transform the URL is for, as delivery parameters (an object
     /// such as `{"w": 400, "format": "webp"}`, or a query string `w=400&format=webp`). They
     /// become part of the signed URL.
     #[serde(alias = "transformation")]
-    pub transform: Option<serde_json::Value>,
+    transform: Option<serde_json::Value>,
 }
 
 /// A `transform` body as a validated delivery query in its normal (signed) spelling.
@@ -839,7 +839,7 @@ fn transform_query(value: &serde_json::Value) -> Result<String, HttpError> {
     Ok(parsed.params.signing_query())
 }
 
-pub async fn signed_url(
+pub(crate) async fn signed_url(
     state: &AppState,
     who: &Principal,
     base: &str,

@@ -5,8 +5,8 @@
 //! except through `cache` purge and invalidation, and never answer anything but JSON.
 
 pub mod images;
-pub mod presets;
-pub mod settings;
+mod presets;
+mod settings;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
@@ -32,7 +32,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// Routes of the tenant API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiRoute {
+pub(crate) enum ApiRoute {
     Upload,
     ListImages,
     SearchImages,
@@ -64,7 +64,7 @@ impl ApiRoute {
     /// Matches `path` (which starts with `/api/v1/`) and `method`; HEAD matches wherever GET
     /// does. A known path with a method it does not take is [`ApiRoute::NotAllowed`], answered
     /// after authentication like every other call (with the rate-limit headers).
-    pub fn parse(method: &Method, path: &str) -> ApiRoute {
+    pub(crate) fn parse(method: &Method, path: &str) -> ApiRoute {
         let method = if *method == Method::HEAD {
             &Method::GET
         } else {
@@ -160,7 +160,7 @@ impl ApiRoute {
     }
 
     /// The id or name the route acts on, for the audit log.
-    pub fn target(&self) -> Option<&str> {
+    fn target(&self) -> Option<&str> {
         match self {
             ApiRoute::GetImage(t)
             | ApiRoute::DeleteImage(t)
@@ -175,7 +175,7 @@ impl ApiRoute {
         }
     }
 
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ApiRoute::Upload => "api_images_upload",
             ApiRoute::ListImages => "api_images_list",
@@ -205,15 +205,15 @@ impl ApiRoute {
 }
 
 /// What a tenant API call answered with, and its rate-limit state for the headers.
-pub struct ApiOutcome {
-    pub result: Result<Response<Body>, HttpError>,
-    pub rate: Option<RateState>,
+pub(crate) struct ApiOutcome {
+    pub(crate) result: Result<Response<Body>, HttpError>,
+    pub(crate) rate: Option<RateState>,
 }
 
 /// Authenticates (a failure counts against the client address's allowance), applies the
 /// caller's rate limit and monthly API quota, runs the route, counts it, and audits it when it
 /// changes anything. `client` is the client's address (`server::client::client_ip`).
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     route: ApiRoute,
     req: Request<Incoming>,
@@ -363,7 +363,7 @@ fn rate_limited(rate: &RateState, message: &str) -> HttpError {
 /// Unique and ordered: unix microseconds, strictly increasing within this process (two
 /// records in one microsecond still sort in the order they were made), then random bits so
 /// ids of several nodes never collide.
-pub fn audit_id() -> String {
+pub(crate) fn audit_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
@@ -546,8 +546,8 @@ async fn list_keys(state: &AppState, who: &Principal) -> Result<Response<Body>, 
 /// `DELETE /api/v1/account` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EraseRequest {
-    pub confirm: String,
+struct EraseRequest {
+    confirm: String,
 }
 
 async fn create_key(
@@ -604,7 +604,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpErro
 }
 
 /// Reads a JSON body of at most 64 KiB.
-pub async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, HttpError> {
     parse_json(&read_body(req).await?)
@@ -612,7 +612,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// Like [`read_json`] for optional bodies: an empty body or `null` (what the img-src SDKs send
 /// for an omitted body) is `None`.
-pub async fn read_json_opt<T: serde::de::DeserializeOwned>(
+async fn read_json_opt<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<Option<T>, HttpError> {
     let body = read_body(req).await?;

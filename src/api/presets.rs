@@ -70,7 +70,7 @@ fn check_params(params: &Value) -> Result<String, HttpError> {
     Ok(stored.to_string())
 }
 
-pub async fn list(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
+pub(crate) async fn list(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
     let presets = state.store.presets(&who.account).await?;
     let items: Vec<Value> = presets.iter().map(preset_json).collect();
     Ok(response::json(
@@ -79,7 +79,11 @@ pub async fn list(state: &AppState, who: &Principal) -> Result<Response<Body>, H
     ))
 }
 
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<Response<Body>, HttpError> {
+pub(crate) async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<Response<Body>, HttpError> {
     let preset = state
         .store
         .preset(&who.account, id)
@@ -90,14 +94,14 @@ pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<Response
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreatePreset {
-    pub name: String,
+pub(crate) struct CreatePreset {
+    pub(crate) name: String,
     #[serde(default)]
-    pub description: Option<String>,
-    pub params: Value,
+    description: Option<String>,
+    params: Value,
 }
 
-pub async fn create(
+pub(crate) async fn create(
     state: &AppState,
     who: &Principal,
     body: Option<CreatePreset>,
@@ -135,11 +139,11 @@ pub async fn create(
 /// `PUT` body: every field optional; `description: null` clears it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdatePreset {
-    pub name: Option<String>,
+pub(crate) struct UpdatePreset {
+    pub(crate) name: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub description: Option<Option<String>>,
-    pub params: Option<Value>,
+    description: Option<Option<String>>,
+    params: Option<Value>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -147,7 +151,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-pub async fn update(
+pub(crate) async fn update(
     state: &AppState,
     who: &Principal,
     id: &str,
@@ -181,7 +185,7 @@ pub async fn update(
     Ok(response::json(StatusCode::OK, &preset_json(&preset)))
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     state: &AppState,
     who: &Principal,
     id_or_name: &str,

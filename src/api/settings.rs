@@ -17,25 +17,25 @@ use crate::store::{
 /// cleared; `null` for any other field changes nothing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateSettings {
+pub(crate) struct UpdateSettings {
     #[serde(default, deserialize_with = "present")]
-    pub email: Option<Option<String>>,
-    pub delivery_formats: Option<Vec<String>>,
-    pub default_quality: Option<i64>,
-    pub default_fit_mode: Option<String>,
+    pub(crate) email: Option<Option<String>>,
+    delivery_formats: Option<Vec<String>>,
+    default_quality: Option<i64>,
+    default_fit_mode: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub default_max_width: Option<Option<i64>>,
+    default_max_width: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    pub default_max_height: Option<Option<i64>>,
-    pub theme: Option<String>,
-    pub language: Option<String>,
+    default_max_height: Option<Option<i64>>,
+    theme: Option<String>,
+    language: Option<String>,
     /// `[]` allows every width again.
-    pub allowed_widths: Option<Vec<i64>>,
-    pub widths_policy: Option<String>,
+    allowed_widths: Option<Vec<i64>>,
+    widths_policy: Option<String>,
     /// `null` removes the bound.
     #[serde(default, deserialize_with = "present")]
-    pub max_quality: Option<Option<i64>>,
-    pub serve_originals: Option<bool>,
+    max_quality: Option<Option<i64>>,
+    serve_originals: Option<bool>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
@@ -49,7 +49,7 @@ where
 
 impl UpdateSettings {
     /// Applies the update to `current`, or names the first bad field.
-    pub fn apply(self, mut current: AccountSettings) -> Result<AccountSettings, HttpError> {
+    fn apply(self, mut current: AccountSettings) -> Result<AccountSettings, HttpError> {
         let bad = |m: String| Err(HttpError::validation(m));
         match self.email {
             Some(Some(email)) => {
@@ -182,7 +182,7 @@ impl UpdateSettings {
     }
 }
 
-pub async fn get(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
+pub(crate) async fn get(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
     let settings = crate::accounts::settings_document(state, &who.account).await?;
     Ok(response::json(
         StatusCode::OK,
@@ -190,7 +190,7 @@ pub async fn get(state: &AppState, who: &Principal) -> Result<Response<Body>, Ht
     ))
 }
 
-pub async fn update(
+pub(crate) async fn update(
     state: &AppState,
     who: &Principal,
     body: UpdateSettings,
@@ -218,7 +218,7 @@ pub async fn update(
 
 /// `GET /api/v1/usage`: the plan, its limits (`null` = unlimited) and this month's counts,
 /// including what is counted in memory and not flushed yet.
-pub async fn usage(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
+pub(crate) async fn usage(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {
     let plan = state.plan(&who.plan);
     let used = state.usage.current(&state.store, &who.account).await?;
     let (images, bytes) = state.store.account_totals(&who.account).await?;

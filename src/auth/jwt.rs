@@ -29,46 +29,51 @@ use serde_json::{Map, Value};
 use tokio::sync::OwnedMutexGuard;
 
 /// Claim that names the account unless configured otherwise.
-pub const DEFAULT_ACCOUNT_CLAIM: &str = "account";
+#[cfg(test)]
+const DEFAULT_ACCOUNT_CLAIM: &str = "account";
 /// Clock skew tolerated on `exp` and `nbf` by default.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+#[cfg(test)]
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// Default floor between two JWKS fetches.
-pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Default limit on one JWKS fetch, connection to last body byte.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS body read; a larger one fails the fetch.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Longest token looked at; longer ones are refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// A key set older than this is fetched again when next used (within the floor), so a key the
 /// issuer withdrew stops verifying after at most about this long. If that fetch fails, the old
 /// keys go on verifying.
-pub const MAX_KEY_SET_AGE: Duration = Duration::from_secs(3600);
+const MAX_KEY_SET_AGE: Duration = Duration::from_secs(3600);
 /// Largest leeway accepted: more than this is a configuration mistake.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(3600);
+const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 /// How to verify tokens from one issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtConfig {
+pub(crate) struct JwtConfig {
     /// Where the issuer publishes its keys. `https`, or plain `http` to a loopback address.
-    pub jwks_url: String,
+    pub(crate) jwks_url: String,
     /// Exact `iss` required.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// Value `aud` must be or contain.
-    pub audience: String,
+    pub(crate) audience: String,
     /// Clock skew tolerated on `exp` and `nbf`, in whole seconds, at most [`MAX_LEEWAY`].
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
     /// Claim holding the account name (a non-empty string).
-    pub account_claim: String,
+    pub(crate) account_claim: String,
     /// Floor between two JWKS fetches, whatever tokens arrive. Zero disables it (tests only).
-    pub min_refresh_interval: Duration,
+    pub(crate) min_refresh_interval: Duration,
     /// Limit on one JWKS fetch.
-    pub fetch_timeout: Duration,
+    pub(crate) fetch_timeout: Duration,
 }
 
+#[cfg(test)]
 impl JwtConfig {
     /// The three values that have no default, and the documented defaults for the rest.
-    pub fn new(
+    fn new(
         jwks_url: impl Into<String>,
         issuer: impl Into<String>,
         audience: impl Into<String>,
@@ -87,23 +92,23 @@ impl JwtConfig {
 
 /// What a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtClaims {
+pub(crate) struct JwtClaims {
     /// `sub`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The configured account claim.
-    pub account: String,
+    pub(crate) account: String,
     /// `read` granted: listed in `scope`/`scopes`, or neither claim present.
-    pub read: bool,
+    pub(crate) read: bool,
     /// `write` granted: listed in `scope`/`scopes`, or neither claim present.
-    pub write: bool,
+    pub(crate) write: bool,
     /// `account` granted (export and erasure): listed in `scope`/`scopes`. Never by default.
-    pub account_scope: bool,
+    pub(crate) account_scope: bool,
     /// `exp` (unix seconds, fractions dropped): keys the token creates expire by then.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     /// The token is refused (also returned by [`JwtVerifier::new`] for a bad configuration).
     /// The message names the check that failed and never contains token contents.
     #[error("invalid token: {0}")]
@@ -234,7 +239,7 @@ impl Clock {
 }
 
 /// Verifies bearer JWTs of one issuer. Share it (`Arc`): it holds the key cache.
-pub struct JwtVerifier {
+pub(crate) struct JwtVerifier {
     issuer: String,
     account_claim: String,
     /// Indexed by [`KeyKind::index`].
@@ -267,7 +272,7 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// Checks the configuration and builds the HTTP client; fetches nothing yet (the first
     /// `verify` does). A bad configuration is `JwtError::Invalid` with a message naming it.
-    pub fn new(config: JwtConfig) -> Result<JwtVerifier, JwtError> {
+    pub(crate) fn new(config: JwtConfig) -> Result<JwtVerifier, JwtError> {
         let bad = |why: String| invalid(format!("JWT configuration: {why}"));
         let url = reqwest::Url::parse(&config.jwks_url)
             .map_err(|e| bad(format!("jwks_url is not a URL: {e}")))?;
@@ -348,7 +353,7 @@ impl JwtVerifier {
 
     /// Verifies `token` (the bearer value, without `Bearer `). May wait for a JWKS fetch, at
     /// most `fetch_timeout` (plus the wait for a fetch already running).
-    pub async fn verify(&self, token: &str) -> Result<JwtClaims, JwtError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<JwtClaims, JwtError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid("token too long"));
         }
@@ -378,7 +383,7 @@ impl JwtVerifier {
     /// Cheap check used by the router: does this bearer token look like a JWT (three base64url
     /// parts)? Says nothing about validity; the signature part may be empty so that an
     /// unsigned token is routed here and refused with a clear reason.
-    pub fn looks_like_jwt(token: &str) -> bool {
+    pub(crate) fn looks_like_jwt(token: &str) -> bool {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

@@ -11,7 +11,7 @@
 //! `auth.max_keys_per_account` live keys.
 //! Must never log or store a key in clear.
 
-pub mod jwt;
+pub(crate) mod jwt;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,21 +29,21 @@ const SECRET_CHARS: usize = 49;
 
 /// Whether `secret` (a key without its prefix) has the shape of one the node issues: 49 hex
 /// digits, or 64 for keys issued by earlier versions.
-pub fn plausible_secret(secret: &str) -> bool {
+pub(crate) fn plausible_secret(secret: &str) -> bool {
     matches!(secret.len(), SECRET_CHARS | 64) && secret.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The default key prefix, as the img-src service issues them.
-pub const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "imgsrc_";
 
 /// Longest key lifetime a tenant may ask for.
-pub const MAX_EXPIRY_DAYS: u32 = 365;
+pub(crate) const MAX_EXPIRY_DAYS: u32 = 365;
 
 /// Live (unrevoked, unexpired) keys an account may hold unless configured otherwise.
-pub const DEFAULT_MAX_KEYS_PER_ACCOUNT: u32 = 100;
+pub(crate) const DEFAULT_MAX_KEYS_PER_ACCOUNT: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Read,
     Write,
     /// The whole account at once: its export (every private original) and its erasure.
@@ -51,7 +51,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
@@ -63,22 +63,22 @@ impl Scope {
 /// The scopes a key carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scopes {
-    pub read: bool,
-    pub write: bool,
+    pub(crate) read: bool,
+    pub(crate) write: bool,
     /// Export and erasure of the whole account. Never granted by default: asked for by name.
-    pub account: bool,
+    pub(crate) account: bool,
 }
 
 impl Scopes {
     /// What a key gets when its creator names no scopes: `read,write`.
-    pub const DEFAULT: Scopes = Scopes {
+    pub(crate) const DEFAULT: Scopes = Scopes {
         read: true,
         write: true,
         account: false,
     };
 
     /// Everything: the owner's key (an account's first key, issued by the operator or the CLI).
-    pub const OWNER: Scopes = Scopes {
+    pub(crate) const OWNER: Scopes = Scopes {
         read: true,
         write: true,
         account: true,
@@ -91,7 +91,7 @@ impl Scopes {
 
     /// The one scope parser: every name must be `read`, `write` or `account` (surrounding
     /// spaces ignored), and at least one must be given.
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
+    pub(crate) fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
         let mut scopes = Scopes {
             read: false,
             write: false,
@@ -108,7 +108,7 @@ impl Scopes {
         (scopes.read || scopes.write || scopes.account).then_some(scopes)
     }
 
-    pub fn allows(self, scope: Scope) -> bool {
+    pub(crate) fn allows(self, scope: Scope) -> bool {
         match scope {
             Scope::Read => self.read,
             Scope::Write => self.write,
@@ -117,14 +117,14 @@ impl Scopes {
     }
 
     /// Every scope of `self` is one of `other`'s.
-    pub fn within(self, other: Scopes) -> bool {
+    pub(crate) fn within(self, other: Scopes) -> bool {
         (!self.read || other.read)
             && (!self.write || other.write)
             && (!self.account || other.account)
     }
 
     /// Canonical text, as stored: the names in the order `read,write,account`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match (self.read, self.write, self.account) {
             (true, true, true) => "read,write,account",
             (true, true, false) => "read,write",
@@ -140,16 +140,16 @@ impl Scopes {
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub account: String,
+pub(crate) struct Principal {
+    pub(crate) account: String,
     /// The API key id, or `jwt:{subject}`: what the audit log names and rate limits key on.
-    pub key_id: String,
-    pub scopes: Scopes,
+    pub(crate) key_id: String,
+    pub(crate) scopes: Scopes,
     /// The account's plan (filled in by the API once the account is looked up).
-    pub plan: String,
+    pub(crate) plan: String,
     /// When the credential stops working (unix seconds): the key's `expires_at`, a token's
     /// `exp`. Keys it creates expire at the latest then.
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +166,7 @@ pub enum AuthError {
 
 /// The expiry of a key asked to expire at `requested` (`None`: never) by a caller whose own
 /// credential expires at `creator`: the earlier of the two.
-pub fn capped_expiry(requested: Option<i64>, creator: Option<i64>) -> Option<i64> {
+fn capped_expiry(requested: Option<i64>, creator: Option<i64>) -> Option<i64> {
     match (requested, creator) {
         (Some(r), Some(c)) => Some(r.min(c)),
         (r, c) => r.or(c),
@@ -176,7 +176,7 @@ pub fn capped_expiry(requested: Option<i64>, creator: Option<i64>) -> Option<i64
 /// A key as issued: the record and, this once, the secret.
 #[derive(Debug, Clone)]
 pub struct IssuedKey {
-    pub record: ApiKeyRecord,
+    pub(crate) record: ApiKeyRecord,
     pub secret: String,
 }
 
@@ -194,7 +194,7 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn new(prefix: &str) -> ApiKeys {
+    pub(crate) fn new(prefix: &str) -> ApiKeys {
         ApiKeys {
             prefix: prefix.to_string(),
             cache: moka::future::Cache::builder()
@@ -208,13 +208,13 @@ impl ApiKeys {
     }
 
     /// At most `max` live keys per account (`auth.max_keys_per_account`).
-    pub fn with_max_keys(mut self, max: u32) -> ApiKeys {
+    pub(crate) fn with_max_keys(mut self, max: u32) -> ApiKeys {
         self.max_keys = max;
         self
     }
 
     /// Publishes revocations to the other nodes through `cluster`.
-    pub fn clustered(mut self, cluster: Broadcaster) -> ApiKeys {
+    pub(crate) fn clustered(mut self, cluster: Broadcaster) -> ApiKeys {
         self.cluster = cluster;
         self
     }
@@ -240,7 +240,7 @@ impl ApiKeys {
     /// with the creator. The caller checks that `scopes` are within the creator's. `Invalid`
     /// when the creating key was revoked or expired meanwhile; `Store(Conflict)` at the
     /// account's key limit.
-    pub async fn issue_by(
+    pub(crate) async fn issue_by(
         &self,
         store: &Store,
         creator: &Principal,
@@ -307,7 +307,7 @@ impl ApiKeys {
     }
 
     /// The principal behind `Authorization: Bearer <key>`.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         store: &Store,
         header: Option<&str>,
@@ -346,23 +346,28 @@ impl ApiKeys {
 
     /// After an account's erasure: no cached lookup of its keys may survive (its keys are
     /// already refused through the account's status; this frees the memory).
-    pub fn forget_account(&self, _account: &str) {
+    pub(crate) fn forget_account(&self, _account: &str) {
         self.forget_all();
     }
 
     /// Every cached key lookup, on this node.
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.cache.invalidate_all();
     }
 
     /// One cached key lookup (by secret hash), on this node.
-    pub async fn forget_key(&self, hash: &str) {
+    pub(crate) async fn forget_key(&self, hash: &str) {
         self.cache.invalidate(hash).await;
     }
 
     /// Revokes one of an account's keys and every key below it (the keys it created, theirs,
     /// and so on), and forgets them all here, and on the other nodes, before answering.
-    pub async fn revoke(&self, store: &Store, account: &str, id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn revoke(
+        &self,
+        store: &Store,
+        account: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         match store.revoke_api_key(account, id).await? {
             Some(hashes) => {
                 for hash in hashes {
@@ -384,7 +389,7 @@ impl ApiKeys {
 
     /// Writes the usage counted since the last flush. On failure the counts are put back, so
     /// nothing is lost but a crash between flushes (at most one interval of counts).
-    pub async fn flush_usage(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) async fn flush_usage(&self, store: &Store) -> Result<(), StoreError> {
         let pending: Vec<(String, (i64, i64))> = {
             let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
             usage.drain().collect()
@@ -406,12 +411,12 @@ impl ApiKeys {
 
 /// SHA-256 of a key, hex. Keys are 256-bit random secrets, so a fast unsalted hash is enough:
 /// there is nothing to brute-force.
-pub fn hash_key(key: &str) -> String {
+fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// `bytes` random bytes from the OS generator, hex-encoded (ids of presets and the like).
-pub fn random_hex(bytes: usize) -> Result<String, AuthError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, AuthError> {
     let mut random = vec![0u8; bytes];
     OsRng
         .try_fill_bytes(&mut random)

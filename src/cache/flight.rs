@@ -19,7 +19,7 @@ type InFlight<K, T, E> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, Result<T
 /// converted into the caller's error type.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("render task failed: {0}")]
-pub struct TaskFailed(pub String);
+pub(crate) struct TaskFailed(pub(crate) String);
 
 /// How a caller got its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

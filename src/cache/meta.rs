@@ -64,7 +64,7 @@ pub struct MetaCache {
 }
 
 impl MetaCache {
-    pub fn new(
+    pub(crate) fn new(
         entries: u64,
         positive: Duration,
         negative: Duration,
@@ -108,7 +108,7 @@ impl MetaCache {
         .await
     }
 
-    pub async fn image(
+    pub(crate) async fn image(
         &self,
         store: &Store,
         account: &str,
@@ -134,7 +134,7 @@ impl MetaCache {
 
     /// Makes every cached image and preset answer of `account` stale, here and (through the
     /// other nodes' whole account entry) everywhere. Call after the write commits.
-    pub fn bump(&self, account: &str) {
+    pub(crate) fn bump(&self, account: &str) {
         self.bump_local(account);
         self.cluster.publish(Notice::Account(account.to_string()));
     }
@@ -186,7 +186,7 @@ impl MetaCache {
 
     /// The data key of an original's cached variants in one account (`scope`, see
     /// [`crate::cache::scope`]); `None` when it has none (so nothing of it can be cached).
-    pub async fn data_key(
+    pub(crate) async fn data_key(
         &self,
         store: &Store,
         scope: &str,
@@ -203,7 +203,7 @@ impl MetaCache {
     }
 
     /// The data key to encrypt a new variant with, created on first use.
-    pub async fn data_key_for_insert(
+    pub(crate) async fn data_key_for_insert(
         &self,
         store: &Store,
         scope: &str,
@@ -224,7 +224,7 @@ impl MetaCache {
     }
 
     /// The account's settings (defaults for delivery URLs).
-    pub async fn settings(
+    pub(crate) async fn settings(
         &self,
         store: &Store,
         account: &str,
@@ -238,7 +238,7 @@ impl MetaCache {
     }
 
     /// The account's preset with this name (by name only: delivery URLs name presets).
-    pub async fn preset(
+    pub(crate) async fn preset(
         &self,
         store: &Store,
         account: &str,
@@ -255,25 +255,25 @@ impl MetaCache {
         .await
     }
 
-    pub async fn invalidate_settings(&self, account: &str) {
+    pub(crate) async fn invalidate_settings(&self, account: &str) {
         self.settings.invalidate(account).await;
         self.cluster.publish(Notice::Account(account.to_string()));
     }
 
-    pub async fn invalidate_path(&self, account: &str, stem: &str) {
+    pub(crate) async fn invalidate_path(&self, account: &str, stem: &str) {
         self.images
             .invalidate(&(account.to_string(), stem.to_string()))
             .await;
         self.bump(account);
     }
 
-    pub async fn invalidate_account(&self, account: &str) {
+    pub(crate) async fn invalidate_account(&self, account: &str) {
         self.invalidate_account_local(account).await;
         self.cluster.publish(Notice::Account(account.to_string()));
     }
 
     /// Everything about `account`, on this node only (another node's notice).
-    pub async fn invalidate_account_local(&self, account: &str) {
+    pub(crate) async fn invalidate_account_local(&self, account: &str) {
         self.accounts.invalidate(account).await;
         self.settings.invalidate(account).await;
         let owned = account.to_string();
@@ -285,14 +285,14 @@ impl MetaCache {
     }
 
     /// On this node only: callers publish the hashes themselves (see `Caches`).
-    pub async fn invalidate_data_keys(&self, hashes: &[String]) {
+    pub(crate) async fn invalidate_data_keys(&self, hashes: &[String]) {
         for hash in hashes {
             self.data_keys.invalidate(hash).await;
         }
     }
 
     /// Every cached answer, on this node only (callers publish when other nodes must follow).
-    pub fn invalidate_all_local(&self) {
+    pub(crate) fn invalidate_all_local(&self) {
         // Loads in flight were stamped with the old generations: make them stale too.
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.invalidate_all_entries();

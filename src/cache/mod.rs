@@ -36,22 +36,22 @@ fn variant_config(settings: &CacheSettings) -> VariantCacheConfig {
 
 /// Settings of every cache, from `[cache]`.
 #[derive(Debug, Clone)]
-pub struct CacheSettings {
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub dir: PathBuf,
-    pub ttl: Duration,
-    pub max_entry_bytes: u64,
+pub(crate) struct CacheSettings {
+    pub(crate) memory_bytes: u64,
+    pub(crate) disk_bytes: u64,
+    pub(crate) dir: PathBuf,
+    pub(crate) ttl: Duration,
+    pub(crate) max_entry_bytes: u64,
     /// 0 disables the originals cache (the local-folder origin needs none).
-    pub originals_bytes: u64,
-    pub metadata_entries: u64,
-    pub metadata_ttl: Duration,
-    pub negative_ttl: Duration,
-    pub buster: String,
+    pub(crate) originals_bytes: u64,
+    pub(crate) metadata_entries: u64,
+    pub(crate) metadata_ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) buster: String,
 }
 
 pub struct Caches {
-    pub variants: VariantCache,
+    pub(crate) variants: VariantCache,
     pub meta: MetaCache,
     originals: Option<moka::future::Cache<String, Bytes>>,
     /// Variant keys that may sit in the memory tier, by original hash: what purge removes
@@ -67,7 +67,7 @@ pub struct Caches {
 impl Caches {
     /// Every cache, the variants' disk tier under `settings.dir` (locked: see
     /// [`variants::LOCK_FILE`]).
-    pub async fn open(
+    pub(crate) async fn open(
         settings: &CacheSettings,
         registry: &prometheus::Registry,
         cluster: Broadcaster,
@@ -77,7 +77,7 @@ impl Caches {
     }
 
     /// Every cache in memory only: a command run beside a node never opens its folder.
-    pub async fn open_memory_only(
+    pub(crate) async fn open_memory_only(
         settings: &CacheSettings,
         registry: &prometheus::Registry,
         cluster: Broadcaster,
@@ -117,13 +117,13 @@ impl Caches {
     /// The key of one variant: the inputs that decide its bytes, and the account that owns
     /// the original (`scope`, see [`scope`]: two tenants holding the same bytes never share a
     /// variant, so neither learns from a hit what the other serves). Also the ETag's source.
-    pub fn variant_key(&self, scope: &str, canonical: &str, format: &str) -> VariantKey {
+    pub(crate) fn variant_key(&self, scope: &str, canonical: &str, format: &str) -> VariantKey {
         variant_key(scope, canonical, format, &self.buster)
     }
 
     /// The original's bytes through the originals cache, loading each one once however many
     /// requests ask at the same time.
-    pub async fn original<F, E>(&self, hash: &str, load: F) -> Result<Bytes, E>
+    pub(crate) async fn original<F, E>(&self, hash: &str, load: F) -> Result<Bytes, E>
     where
         F: Future<Output = Result<Bytes, E>>,
         E: Clone + Send + Sync + 'static,
@@ -138,7 +138,7 @@ impl Caches {
     }
 
     /// Drops a deleted original's bytes from the originals cache.
-    pub async fn forget_original(&self, hash: &str) {
+    pub(crate) async fn forget_original(&self, hash: &str) {
         if let Some(cache) = &self.originals {
             cache.invalidate(hash).await;
         }
@@ -146,7 +146,7 @@ impl Caches {
 
     /// A cached variant of the original `scope` and the tier it came from; `None` when it is
     /// not cached, or the original has no data key (purged, or never rendered).
-    pub async fn rendered(
+    pub(crate) async fn rendered(
         &self,
         store: &Store,
         scope: &str,
@@ -168,7 +168,7 @@ impl Caches {
     /// Stores a freshly rendered variant of the original `scope`, encrypted under its data
     /// key. A purge that ran while it rendered deleted the key the render would have used:
     /// then the entry is taken back out at once, so nothing purged is served again.
-    pub async fn insert_rendered(
+    pub(crate) async fn insert_rendered(
         &self,
         store: &Store,
         scope: &str,
@@ -204,7 +204,7 @@ impl Caches {
     /// first (nothing on disk can be decrypted from then on), then the entries leave memory
     /// and disk, here and on the other nodes. Another account's variants of the same bytes
     /// are untouched.
-    pub async fn purge_originals(
+    pub(crate) async fn purge_originals(
         &self,
         store: &Store,
         account: &str,
@@ -223,7 +223,7 @@ impl Caches {
     /// What this node holds of these originals (their data keys, variants and bytes), after
     /// their data keys were deleted from the database (here or by another node). `scopes` are
     /// [`scope`] strings.
-    pub async fn forget_scopes(&self, scopes: &[String]) {
+    pub(crate) async fn forget_scopes(&self, scopes: &[String]) {
         self.meta.invalidate_data_keys(scopes).await;
         let keys: Vec<VariantKey> = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,7 +247,11 @@ impl Caches {
     }
 
     /// Purges every variant of every image of an account.
-    pub async fn purge_account(&self, store: &Store, account: &str) -> Result<usize, StoreError> {
+    pub(crate) async fn purge_account(
+        &self,
+        store: &Store,
+        account: &str,
+    ) -> Result<usize, StoreError> {
         let hashes = store.account_hashes(account).await?;
         self.purge_originals(store, account, &hashes).await?;
         self.meta.invalidate_account(account).await;
@@ -255,7 +259,7 @@ impl Caches {
     }
 
     /// Purges everything.
-    pub async fn purge_all(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) async fn purge_all(&self, store: &Store) -> Result<(), StoreError> {
         store.delete_all_cache_keys().await?;
         self.meta.invalidate_all_local();
         self.cluster.publish(Notice::All);
@@ -267,7 +271,7 @@ impl Caches {
         Ok(())
     }
 
-    pub async fn close(&self) -> Result<(), CacheError> {
+    pub(crate) async fn close(&self) -> Result<(), CacheError> {
         self.variants.close().await
     }
 }

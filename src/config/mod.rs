@@ -5,9 +5,9 @@
 //! at once (unknown keys by name, bad values with the accepted form); callers exit with
 //! [`EXIT_CONFIG`] on failure so systemd does not restart-loop on a typo.
 
-pub mod raw;
+mod raw;
 
-pub mod proxies;
+pub(crate) mod proxies;
 
 mod validate;
 
@@ -23,58 +23,58 @@ use raw::RawConfig;
 pub const EXIT_CONFIG: i32 = 78;
 
 /// Prefix of environment overrides: `IMGNODE_SERVER__PUBLIC_LISTEN=0.0.0.0:80`.
-pub const ENV_PREFIX: &str = "IMGNODE_";
+const ENV_PREFIX: &str = "IMGNODE_";
 /// Environment variable naming the config file when `--config` is not given.
 pub const ENV_CONFIG_FILE: &str = "IMGNODE_CONFIG";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub server: ServerConfig,
-    pub data_dir: PathBuf,
-    pub origin: OriginConfig,
-    pub store: StoreConfig,
-    pub cache: CacheConfig,
-    pub admin: AdminConfig,
-    pub auth: AuthConfig,
-    pub delivery: DeliveryConfig,
-    pub upload: UploadConfig,
-    pub limits: Limits,
-    pub encode: EncodeSettings,
+    pub(crate) server: ServerConfig,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) origin: OriginConfig,
+    pub(crate) store: StoreConfig,
+    pub(crate) cache: CacheConfig,
+    pub(crate) admin: AdminConfig,
+    pub(crate) auth: AuthConfig,
+    pub(crate) delivery: DeliveryConfig,
+    pub(crate) upload: UploadConfig,
+    pub(crate) limits: Limits,
+    pub(crate) encode: EncodeSettings,
     pub cpu: CpuConfig,
     pub log: LogConfig,
     /// `demo.seed`: `Some(true)` always, `Some(false)` never, `None` only on a loopback
     /// listener (see [`seeds_demo`]).
-    pub demo_seed: Option<bool>,
-    pub plans: BTreeMap<String, Plan>,
-    pub retention: RetentionConfig,
+    pub(crate) demo_seed: Option<bool>,
+    pub(crate) plans: BTreeMap<String, Plan>,
+    pub(crate) retention: RetentionConfig,
 }
 
 /// A plan's monthly limits (`None` = unlimited) and tenant API rate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub max_uploads_per_month: Option<u64>,
-    pub max_storage_bytes: Option<u64>,
-    pub max_bandwidth_per_month: Option<u64>,
-    pub max_api_requests_per_month: Option<u64>,
-    pub max_transformations_per_month: Option<u64>,
-    pub requests_per_minute: u32,
-    pub private_images: bool,
-    pub signed_urls: bool,
-    pub presets: bool,
+pub(crate) struct Plan {
+    pub(crate) max_uploads_per_month: Option<u64>,
+    pub(crate) max_storage_bytes: Option<u64>,
+    pub(crate) max_bandwidth_per_month: Option<u64>,
+    pub(crate) max_api_requests_per_month: Option<u64>,
+    pub(crate) max_transformations_per_month: Option<u64>,
+    pub(crate) requests_per_minute: u32,
+    pub(crate) private_images: bool,
+    pub(crate) signed_urls: bool,
+    pub(crate) presets: bool,
     /// Most presets an account on the plan may hold.
-    pub max_presets: u32,
+    pub(crate) max_presets: u32,
 }
 
 /// What a plan may leave out (img-src sells them on paid plans).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
+pub(crate) enum Feature {
     PrivateImages,
     SignedUrls,
     Presets,
 }
 
 impl Feature {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Feature::PrivateImages => "private images",
             Feature::SignedUrls => "signed URLs",
@@ -99,7 +99,7 @@ impl Plan {
         }
     }
 
-    pub fn includes(&self, feature: Feature) -> bool {
+    pub(crate) fn includes(&self, feature: Feature) -> bool {
         match feature {
             Feature::PrivateImages => self.private_images,
             Feature::SignedUrls => self.signed_urls,
@@ -109,7 +109,7 @@ impl Plan {
 }
 
 /// The plans every node knows, which `[plans.<name>]` sections add to or redefine.
-pub fn builtin_plans() -> BTreeMap<String, raw::RawPlan> {
+fn builtin_plans() -> BTreeMap<String, raw::RawPlan> {
     const GIB: u64 = 1 << 30;
     let plan = |uploads, storage, bandwidth, api, transforms, rpm| raw::RawPlan {
         max_uploads_per_month: uploads,
@@ -156,46 +156,46 @@ pub fn builtin_plans() -> BTreeMap<String, raw::RawPlan> {
 }
 
 #[derive(Debug, Clone)]
-pub struct RetentionConfig {
+pub(crate) struct RetentionConfig {
     /// Monthly usage records whose month ended longer ago than this are deleted.
-    pub usage_logs: Duration,
-    pub audit: Duration,
+    pub(crate) usage_logs: Duration,
+    pub(crate) audit: Duration,
     /// How often the retention task runs.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub public_listen: SocketAddr,
-    pub ops_listen: SocketAddr,
-    pub drain_timeout: Duration,
+pub(crate) struct ServerConfig {
+    pub(crate) public_listen: SocketAddr,
+    pub(crate) ops_listen: SocketAddr,
+    pub(crate) drain_timeout: Duration,
     /// Base of the absolute URLs the API returns (`https://img.example.com`, no trailing
     /// slash); `None` means "the request's `Host` when it is one of `delivery.cdn_hosts`, else
     /// the listener's address" (never an unvetted `Host`).
-    pub public_url: Option<String>,
-    pub header_read_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
-    pub h2_max_concurrent_streams: u32,
-    pub h2_keep_alive: Duration,
+    pub(crate) public_url: Option<String>,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) h2_max_concurrent_streams: u32,
+    pub(crate) h2_keep_alive: Duration,
     /// An HTTP/2 connection without an open stream for this long gets GOAWAY and is closed.
-    pub h2_idle_timeout: Duration,
+    pub(crate) h2_idle_timeout: Duration,
     /// Open connections per client address (IPv6: per /64) and listener; 0 is no limit.
     /// Trusted proxies are exempt.
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// Peers whose forwarding header names the client (see `server::client`).
-    pub trusted_proxies: proxies::TrustedProxies,
+    pub(crate) trusted_proxies: proxies::TrustedProxies,
     /// Plain HTTP/2 with prior knowledge on the public listener.
-    pub h2c: bool,
+    pub(crate) h2c: bool,
     /// `(certificate chain, key)` PEM files: TLS on the public listener.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerConfig {
     /// Whether start-up should warn that `server.public_url` is missing: the public listener
     /// is not on loopback (so clients on other machines get URLs from the API) and no URL is
     /// set.
-    pub fn needs_public_url(&self) -> bool {
+    pub(crate) fn needs_public_url(&self) -> bool {
         !self.public_listen.ip().is_loopback() && self.public_url.is_none()
     }
 }
@@ -219,100 +219,96 @@ pub enum OriginConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub url: String,
+pub(crate) struct StoreConfig {
+    pub(crate) url: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct CacheConfig {
-    pub settings: crate::cache::CacheSettings,
-    pub not_found_max_age: Duration,
+pub(crate) struct CacheConfig {
+    pub(crate) settings: crate::cache::CacheSettings,
+    pub(crate) not_found_max_age: Duration,
 }
 
 impl CacheConfig {
     /// `Cache-Control: max-age` of images follows the cache TTL.
-    pub fn http_max_age(&self) -> Duration {
+    pub(crate) fn http_max_age(&self) -> Duration {
         self.settings.ttl
     }
-
-    pub fn buster(&self) -> &str {
-        &self.settings.buster
-    }
 }
 
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub key_prefix: String,
-    pub usage_flush_interval: Duration,
+pub(crate) struct AuthConfig {
+    pub(crate) key_prefix: String,
+    pub(crate) usage_flush_interval: Duration,
     /// Live API keys one account may hold; creating one more is a 409.
-    pub max_keys_per_account: u32,
+    pub(crate) max_keys_per_account: u32,
     /// `None`: JWTs are not accepted.
-    pub jwt: Option<crate::auth::jwt::JwtConfig>,
+    pub(crate) jwt: Option<crate::auth::jwt::JwtConfig>,
 }
 
 #[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub token_file: Option<PathBuf>,
+pub(crate) struct AdminConfig {
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    pub cdn_hosts: Vec<String>,
-    pub bare_paths: bool,
+pub(crate) struct DeliveryConfig {
+    pub(crate) cdn_hosts: Vec<String>,
+    pub(crate) bare_paths: bool,
     /// Every transform URL must carry a valid signature.
-    pub require_signature: bool,
+    pub(crate) require_signature: bool,
     /// With `require_signature`, untransformed originals need one too.
-    pub sign_originals: bool,
+    pub(crate) sign_originals: bool,
     /// What delivery answers for a suspended account: 403 or 404.
-    pub suspended_status: u16,
+    pub(crate) suspended_status: u16,
     /// One signing key per line, the first signs; `None` means `{data_dir}/signing.keys`,
     /// generated on first start.
-    pub signing_keys_file: Option<PathBuf>,
+    pub(crate) signing_keys_file: Option<PathBuf>,
     /// What one client and one image may make the node render.
-    pub budgets: RenderBudgets,
+    pub(crate) budgets: RenderBudgets,
     /// `format=auto`: a cold miss whose best format is AVIF answers at once with a stand-in
     /// (WebP, else JPEG) and encodes the AVIF in the background at the lowest priority.
-    pub avif_background: bool,
+    pub(crate) avif_background: bool,
     /// `Cache-Control` max-age of a stand-in answer (the CDN asks again after it).
-    pub stand_in_max_age: Duration,
+    pub(crate) stand_in_max_age: Duration,
 }
 
 /// Bounds on new renders (cache misses) that anyone can cause with new URLs; cache hits never
 /// count. Zero turns a budget off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RenderBudgets {
+pub(crate) struct RenderBudgets {
     /// New renders per minute per client address (IPv6: per /64), GCRA.
-    pub client_per_minute: u32,
+    pub(crate) client_per_minute: u32,
     /// How many of them may come at once (a page of new thumbnails).
-    pub client_burst: u32,
+    pub(crate) client_burst: u32,
     /// Distinct new variants of one image per hour, for unsigned URLs.
-    pub image_variants_per_hour: u32,
+    pub(crate) image_variants_per_hour: u32,
     /// Unsigned URLs asking for a higher `q` get this one.
-    pub unsigned_max_quality: u8,
+    pub(crate) unsigned_max_quality: u8,
     /// Unsigned outputs over this many pixels are rendered at the largest size of the same
     /// shape within it.
-    pub unsigned_max_pixels: u64,
+    pub(crate) unsigned_max_pixels: u64,
     /// The same for AVIF (`format=auto` answers WebP instead).
-    pub unsigned_avif_max_pixels: u64,
+    pub(crate) unsigned_avif_max_pixels: u64,
 }
 
 #[derive(Debug, Clone)]
-pub struct UploadConfig {
+pub(crate) struct UploadConfig {
     /// Largest upload, in bytes (413 beyond, without reading the rest).
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Unreferenced originals younger than this are left alone by the sweeper (an upload may
     /// be between writing the object and committing its metadata on another node).
-    pub orphan_grace: Duration,
-    pub sweep_interval: Duration,
+    pub(crate) orphan_grace: Duration,
+    pub(crate) sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct CpuConfig {
-    pub threads: usize,
-    pub queue: usize,
-    pub transform_timeout: Duration,
-    pub avif_concurrency: usize,
-    pub nice: u8,
+    pub(crate) threads: usize,
+    pub(crate) queue: usize,
+    pub(crate) transform_timeout: Duration,
+    pub(crate) avif_concurrency: usize,
+    pub(crate) nice: u8,
     /// Threads of the runtime's blocking pool (file I/O), resolved: never 0.
     pub blocking_threads: usize,
 }
@@ -326,7 +322,7 @@ pub struct LogConfig {
 /// Every problem found, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub problems: Vec<String>,
+    problems: Vec<String>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -364,7 +360,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 /// Whether start-up seeds the `demo` account: `demo.seed = true` always, `false` never; unset,
 /// only when the public listener is on loopback (a demo account with public photos has no
 /// business on a node the internet reaches unless the operator says so).
-pub fn seeds_demo(setting: Option<bool>, public_listen: SocketAddr) -> bool {
+pub(crate) fn seeds_demo(setting: Option<bool>, public_listen: SocketAddr) -> bool {
     setting.unwrap_or_else(|| public_listen.ip().is_loopback())
 }
 

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 /// Which header the trusted proxies write the client's address into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardedHeader {
+pub(crate) enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2`.
     XForwardedFor,
     /// `Forwarded: for=client, for=proxy1` (RFC 7239).
@@ -16,7 +16,7 @@ pub enum ForwardedHeader {
 
 impl ForwardedHeader {
     /// The config spelling: `x-forwarded-for` or `forwarded`.
-    pub fn parse(value: &str) -> Option<ForwardedHeader> {
+    pub(crate) fn parse(value: &str) -> Option<ForwardedHeader> {
         match value.to_ascii_lowercase().as_str() {
             "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
             "forwarded" => Some(ForwardedHeader::Forwarded),
@@ -27,9 +27,9 @@ impl ForwardedHeader {
 
 /// `server.trusted_proxies` and `server.forwarded_header`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxies {
-    pub nets: Vec<IpNet>,
-    pub header: ForwardedHeader,
+pub(crate) struct TrustedProxies {
+    pub(crate) nets: Vec<IpNet>,
+    pub(crate) header: ForwardedHeader,
 }
 
 impl Default for TrustedProxies {
@@ -45,14 +45,14 @@ impl Default for TrustedProxies {
 impl TrustedProxies {
     /// Whether `ip` is one of the trusted proxies (an IPv4-mapped IPv6 address counts as its
     /// IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
     }
 }
 
 /// One `server.trusted_proxies` entry: `a.b.c.d/n`, `v6::/n`, or a bare address (one host).
-pub fn parse_net(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
     if text.contains('/') {
         text.parse().ok()

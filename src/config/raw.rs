@@ -10,24 +10,24 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(default)]
-pub struct RawConfig {
-    pub server: RawServer,
-    pub storage: RawStorage,
-    pub origin: RawOrigin,
-    pub store: RawStore,
-    pub cache: RawCache,
-    pub admin: RawAdmin,
-    pub auth: RawAuth,
-    pub delivery: RawDelivery,
-    pub upload: RawUpload,
-    pub limits: RawLimits,
-    pub encode: RawEncode,
-    pub cpu: RawCpu,
-    pub log: RawLog,
-    pub demo: RawDemo,
+pub(crate) struct RawConfig {
+    pub(crate) server: RawServer,
+    pub(crate) storage: RawStorage,
+    pub(crate) origin: RawOrigin,
+    pub(crate) store: RawStore,
+    pub(crate) cache: RawCache,
+    pub(crate) admin: RawAdmin,
+    pub(crate) auth: RawAuth,
+    pub(crate) delivery: RawDelivery,
+    pub(crate) upload: RawUpload,
+    pub(crate) limits: RawLimits,
+    pub(crate) encode: RawEncode,
+    pub(crate) cpu: RawCpu,
+    pub(crate) log: RawLog,
+    pub(crate) demo: RawDemo,
     /// Merged over the built-in `free`, `pro` and `unlimited` plans.
-    pub plans: std::collections::BTreeMap<String, RawPlan>,
-    pub retention: RawRetention,
+    pub(crate) plans: std::collections::BTreeMap<String, RawPlan>,
+    pub(crate) retention: RawRetention,
 }
 
 /// One plan: monthly limits (absent = unlimited), a tenant API rate, and the features it
@@ -35,17 +35,17 @@ pub struct RawConfig {
 /// `free` plan does not).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct RawPlan {
-    pub max_uploads_per_month: Option<u64>,
-    pub max_storage_bytes: Option<u64>,
-    pub max_bandwidth_per_month: Option<u64>,
-    pub max_api_requests_per_month: Option<u64>,
-    pub max_transformations_per_month: Option<u64>,
-    pub requests_per_minute: u32,
-    pub private_images: bool,
-    pub signed_urls: bool,
-    pub presets: bool,
-    pub max_presets: u32,
+pub(crate) struct RawPlan {
+    pub(crate) max_uploads_per_month: Option<u64>,
+    pub(crate) max_storage_bytes: Option<u64>,
+    pub(crate) max_bandwidth_per_month: Option<u64>,
+    pub(crate) max_api_requests_per_month: Option<u64>,
+    pub(crate) max_transformations_per_month: Option<u64>,
+    pub(crate) requests_per_minute: u32,
+    pub(crate) private_images: bool,
+    pub(crate) signed_urls: bool,
+    pub(crate) presets: bool,
+    pub(crate) max_presets: u32,
 }
 
 impl Default for RawPlan {
@@ -67,10 +67,10 @@ impl Default for RawPlan {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawRetention {
-    pub usage_logs: String,
-    pub audit: String,
-    pub interval: String,
+pub(crate) struct RawRetention {
+    pub(crate) usage_logs: String,
+    pub(crate) audit: String,
+    pub(crate) interval: String,
 }
 
 impl Default for RawRetention {
@@ -85,26 +85,26 @@ impl Default for RawRetention {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawServer {
-    pub public_listen: String,
-    pub ops_listen: String,
-    pub drain_timeout: String,
-    pub public_url: String,
-    pub header_read_timeout: String,
-    pub max_header_bytes: String,
-    pub max_connections: usize,
-    pub h2_max_concurrent_streams: u32,
-    pub h2_keep_alive: String,
-    pub h2c: bool,
-    pub h2_idle_timeout: String,
-    pub max_connections_per_ip: usize,
+pub(crate) struct RawServer {
+    pub(crate) public_listen: String,
+    pub(crate) ops_listen: String,
+    pub(crate) drain_timeout: String,
+    pub(crate) public_url: String,
+    pub(crate) header_read_timeout: String,
+    pub(crate) max_header_bytes: String,
+    pub(crate) max_connections: usize,
+    pub(crate) h2_max_concurrent_streams: u32,
+    pub(crate) h2_keep_alive: String,
+    pub(crate) h2c: bool,
+    pub(crate) h2_idle_timeout: String,
+    pub(crate) max_connections_per_ip: usize,
     /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host) whose connections
     /// carry the client's address in `forwarded_header`.
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     /// `x-forwarded-for` or `forwarded` (RFC 7239).
-    pub forwarded_header: String,
-    pub tls_cert_file: String,
-    pub tls_key_file: String,
+    pub(crate) forwarded_header: String,
+    pub(crate) tls_cert_file: String,
+    pub(crate) tls_key_file: String,
 }
 
 impl Default for RawServer {
@@ -132,8 +132,8 @@ impl Default for RawServer {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawStorage {
-    pub data_dir: String,
+pub(crate) struct RawStorage {
+    pub(crate) data_dir: String,
 }
 
 impl Default for RawStorage {
@@ -146,21 +146,21 @@ impl Default for RawStorage {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawOrigin {
+pub(crate) struct RawOrigin {
     /// `fs` or `s3`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Folder of the `fs` origin; empty means `{data_dir}/originals`.
-    pub path: String,
-    pub bucket: String,
-    pub region: String,
-    pub endpoint: String,
-    pub path_style: bool,
-    pub allow_http: bool,
+    pub(crate) path: String,
+    pub(crate) bucket: String,
+    pub(crate) region: String,
+    pub(crate) endpoint: String,
+    pub(crate) path_style: bool,
+    pub(crate) allow_http: bool,
     /// File with `access_key_id = ...` and `secret_access_key = ...` lines; empty means the
     /// standard `AWS_*` environment variables.
-    pub credentials_file: String,
-    pub prefix: String,
-    pub timeout: String,
+    pub(crate) credentials_file: String,
+    pub(crate) prefix: String,
+    pub(crate) timeout: String,
 }
 
 impl Default for RawOrigin {
@@ -182,30 +182,30 @@ impl Default for RawOrigin {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default)]
-pub struct RawStore {
+pub(crate) struct RawStore {
     /// `sqlite://PATH` (one node) or `postgres://USER@HOST/DB` (several nodes); empty means
     /// `sqlite://{data_dir}/imgnode.db`. A password is best given through the environment
     /// (`IMGNODE_STORE__URL`) or `PGPASSWORD`, not in a file others read.
-    pub url: String,
+    pub(crate) url: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawCache {
+pub(crate) struct RawCache {
     /// Lifetime of a cached variant, and the `max-age` of image responses.
-    pub ttl: String,
-    pub memory: String,
-    pub disk: String,
+    pub(crate) ttl: String,
+    pub(crate) memory: String,
+    pub(crate) disk: String,
     /// Empty means `{data_dir}/cache`.
-    pub dir: String,
-    pub max_entry: String,
+    pub(crate) dir: String,
+    pub(crate) max_entry: String,
     /// Originals cache, used only for remote origins.
-    pub originals_memory: String,
-    pub metadata_entries: u64,
-    pub metadata_ttl: String,
-    pub negative_ttl: String,
-    pub not_found_max_age: String,
-    pub buster: String,
+    pub(crate) originals_memory: String,
+    pub(crate) metadata_entries: u64,
+    pub(crate) metadata_ttl: String,
+    pub(crate) negative_ttl: String,
+    pub(crate) not_found_max_age: String,
+    pub(crate) buster: String,
 }
 
 impl Default for RawCache {
@@ -228,27 +228,27 @@ impl Default for RawCache {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawAuth {
+pub(crate) struct RawAuth {
     /// Prefix of issued API keys.
-    pub key_prefix: String,
+    pub(crate) key_prefix: String,
     /// How often aggregated API key usage is written to the database.
-    pub usage_flush_interval: String,
+    pub(crate) usage_flush_interval: String,
     /// Live (unrevoked, unexpired) API keys one account may hold.
-    pub max_keys_per_account: u32,
-    pub jwt: RawJwt,
+    pub(crate) max_keys_per_account: u32,
+    pub(crate) jwt: RawJwt,
 }
 
 /// JWT bearer tokens from an identity provider; an empty `jwks_url` turns them off.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawJwt {
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
-    pub leeway: String,
-    pub account_claim: String,
-    pub min_refresh_interval: String,
-    pub fetch_timeout: String,
+pub(crate) struct RawJwt {
+    pub(crate) jwks_url: String,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) leeway: String,
+    pub(crate) account_claim: String,
+    pub(crate) min_refresh_interval: String,
+    pub(crate) fetch_timeout: String,
 }
 
 impl Default for RawJwt {
@@ -278,29 +278,29 @@ impl Default for RawAuth {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default)]
-pub struct RawAdmin {
+pub(crate) struct RawAdmin {
     /// File holding the operator token (a systemd credential, typically). Empty disables the
     /// operator API.
-    pub token_file: String,
+    pub(crate) token_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawDelivery {
-    pub cdn_hosts: Vec<String>,
-    pub bare_paths: bool,
-    pub require_signature: bool,
-    pub sign_originals: bool,
-    pub signing_keys_file: String,
-    pub suspended_status: u16,
-    pub client_renders_per_minute: u32,
-    pub client_render_burst: u32,
-    pub image_variants_per_hour: u32,
-    pub unsigned_max_quality: u8,
-    pub unsigned_max_pixels: u64,
-    pub unsigned_avif_max_pixels: u64,
-    pub avif_background: bool,
-    pub stand_in_max_age: String,
+pub(crate) struct RawDelivery {
+    pub(crate) cdn_hosts: Vec<String>,
+    pub(crate) bare_paths: bool,
+    pub(crate) require_signature: bool,
+    pub(crate) sign_originals: bool,
+    pub(crate) signing_keys_file: String,
+    pub(crate) suspended_status: u16,
+    pub(crate) client_renders_per_minute: u32,
+    pub(crate) client_render_burst: u32,
+    pub(crate) image_variants_per_hour: u32,
+    pub(crate) unsigned_max_quality: u8,
+    pub(crate) unsigned_max_pixels: u64,
+    pub(crate) unsigned_avif_max_pixels: u64,
+    pub(crate) avif_background: bool,
+    pub(crate) stand_in_max_age: String,
 }
 
 impl Default for RawDelivery {
@@ -326,10 +326,10 @@ impl Default for RawDelivery {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawUpload {
-    pub max_bytes: String,
-    pub orphan_grace: String,
-    pub sweep_interval: String,
+pub(crate) struct RawUpload {
+    pub(crate) max_bytes: String,
+    pub(crate) orphan_grace: String,
+    pub(crate) sweep_interval: String,
 }
 
 impl Default for RawUpload {
@@ -344,14 +344,14 @@ impl Default for RawUpload {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawLimits {
-    pub max_source_pixels: u64,
-    pub max_source_bytes: String,
-    pub max_output_pixels: u64,
-    pub max_output_side: u32,
-    pub avif_max_pixels: u64,
-    pub avif_max_side: u32,
-    pub max_frames: u32,
+pub(crate) struct RawLimits {
+    pub(crate) max_source_pixels: u64,
+    pub(crate) max_source_bytes: String,
+    pub(crate) max_output_pixels: u64,
+    pub(crate) max_output_side: u32,
+    pub(crate) avif_max_pixels: u64,
+    pub(crate) avif_max_side: u32,
+    pub(crate) max_frames: u32,
 }
 
 impl Default for RawLimits {
@@ -373,21 +373,21 @@ impl Default for RawLimits {
 /// variable arrives as a number, a quoted TOML value as a string).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
-pub enum Chroma {
+pub(crate) enum Chroma {
     Number(u64),
     Text(String),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawEncode {
-    pub avif_speed: u8,
-    pub rav1e_speed: u8,
-    pub avif_encoder: String,
-    pub avif_chroma: Chroma,
-    pub avif_bit_depth: u8,
-    pub webp_method: u8,
-    pub png_compression: u8,
+pub(crate) struct RawEncode {
+    pub(crate) avif_speed: u8,
+    pub(crate) rav1e_speed: u8,
+    pub(crate) avif_encoder: String,
+    pub(crate) avif_chroma: Chroma,
+    pub(crate) avif_bit_depth: u8,
+    pub(crate) webp_method: u8,
+    pub(crate) png_compression: u8,
 }
 
 impl Default for RawEncode {
@@ -414,20 +414,20 @@ impl Default for RawEncode {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawCpu {
+pub(crate) struct RawCpu {
     /// Worker threads; 0 means one per core.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Renders allowed to wait for a worker; beyond it `503 OVERLOADED`.
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// Deadline for one render, queue wait included.
-    pub transform_timeout: String,
+    pub(crate) transform_timeout: String,
     /// AVIF encodes running at once (each takes about a core for a long time).
-    pub avif_concurrency: usize,
+    pub(crate) avif_concurrency: usize,
     /// OS niceness of render threads (0 = normal, up to 19), so cache hits preempt renders.
-    pub nice: u8,
+    pub(crate) nice: u8,
     /// Threads for blocking file I/O (the local object store, the disk cache); 0 means
     /// twice the cores, at least 4.
-    pub blocking_threads: usize,
+    pub(crate) blocking_threads: usize,
 }
 
 impl Default for RawCpu {
@@ -445,11 +445,11 @@ impl Default for RawCpu {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawLog {
+pub(crate) struct RawLog {
     /// A tracing filter (`info`, `imgnode=debug,info`, ...).
-    pub level: String,
+    pub(crate) level: String,
     /// `text` or `json`.
-    pub format: String,
+    pub(crate) format: String,
 }
 
 impl Default for RawLog {
@@ -463,8 +463,8 @@ impl Default for RawLog {
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct RawDemo {
+pub(crate) struct RawDemo {
     /// Create a `demo` account with sample photos when it does not exist: `true` always,
     /// `false` never, unset only when the public listener is on loopback.
-    pub seed: Option<bool>,
+    pub(crate) seed: Option<bool>,
 }

@@ -6,8 +6,8 @@
 //! run SQL directly.
 
 mod budget;
-pub mod negotiate;
-pub mod preset;
+mod negotiate;
+pub(crate) mod preset;
 pub mod url;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,7 +36,7 @@ use url::{TransformDefaults, TransformParams};
 
 /// How the bytes of a response were obtained (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     HitMemory,
     HitDisk,
     Miss,
@@ -45,7 +45,7 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::HitMemory => "HIT-MEMORY",
             CacheStatus::HitDisk => "HIT-DISK",
@@ -57,20 +57,20 @@ impl CacheStatus {
 }
 
 /// A parsed request: the path part after the route prefix, and what the headers say.
-pub struct DeliveryRequest<'a> {
+pub(crate) struct DeliveryRequest<'a> {
     /// `{account}/{path}.{ext}`, still percent-encoded.
-    pub target: &'a str,
-    pub query: &'a str,
-    pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    pub(crate) target: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) method: &'a Method,
+    pub(crate) headers: &'a HeaderMap,
     /// The client's address (from a trusted proxy's forwarding headers, or the peer), for
     /// the per-client render budget.
-    pub client: std::net::IpAddr,
+    pub(crate) client: std::net::IpAddr,
 }
 
 /// Answers one image request: [`resolve`] decides what to answer, then the original's bytes
 /// or a variant (cached or rendered) are served. Errors are returned for the router to render.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &Arc<AppState>,
     req: DeliveryRequest<'_>,
 ) -> Result<(Response<Body>, CacheStatus), HttpError> {

@@ -16,7 +16,7 @@ use super::url::{self, TransformParams};
 use crate::pipeline::OutputFormat;
 
 /// Keys a preset may set.
-pub const PRESET_KEYS: &[&str] = &[
+const PRESET_KEYS: &[&str] = &[
     "w",
     "h",
     "fit",
@@ -35,14 +35,14 @@ pub const PRESET_KEYS: &[&str] = &[
 
 /// A preset's parameters, ready to be overlaid by a URL's.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PresetParams {
-    pub params: TransformParams,
+pub(crate) struct PresetParams {
+    pub(crate) params: TransformParams,
     /// An explicit output format, replacing the extension's.
-    pub output: Option<OutputFormat>,
+    pub(crate) output: Option<OutputFormat>,
 }
 
 /// Validates a preset's `params` object; the error names the key and the accepted values.
-pub fn parse(value: &Value) -> Result<PresetParams, String> {
+pub(crate) fn parse(value: &Value) -> Result<PresetParams, String> {
     let Value::Object(map) = value else {
         return Err("params must be a JSON object of delivery parameters".into());
     };
@@ -62,7 +62,10 @@ pub fn parse(value: &Value) -> Result<PresetParams, String> {
 /// string, for the URL grammar to validate: keys among [`PRESET_KEYS`], scalar values, `null`
 /// skipped (unset), `format: jxl` skipped (nothing to apply yet). Errors are prefixed with
 /// `what` (`params.w ...`).
-pub fn object_query(map: &serde_json::Map<String, Value>, what: &str) -> Result<String, String> {
+pub(crate) fn object_query(
+    map: &serde_json::Map<String, Value>,
+    what: &str,
+) -> Result<String, String> {
     let mut query = String::new();
     for (key, value) in map {
         if !PRESET_KEYS.contains(&key.as_str()) {

@@ -119,7 +119,7 @@ impl Origin {
 
     /// A local-folder origin (created if missing). Writes go to a temporary file renamed into
     /// place, so a crash never leaves a partial object under its final name.
-    pub fn local(path: &FsPath) -> Result<Origin, OriginError> {
+    fn local(path: &FsPath) -> Result<Origin, OriginError> {
         crate::fsperm::create_private_dir(path)
             .map_err(|e| OriginError::Unavailable(format!("{}: {e}", path.display())))?;
         let fs = LocalFileSystem::new_with_prefix(path)
@@ -130,10 +130,6 @@ impl Origin {
             kind: "fs",
             locks: new_locks(),
         })
-    }
-
-    pub fn kind(&self) -> &'static str {
-        self.kind
     }
 
     /// `ab/cd/abcd…`: two fan-out levels keep folders small on a local disk. (On S3, put
@@ -148,7 +144,7 @@ impl Origin {
 
     /// The bytes of the original with this content hash; refuses objects over `max_bytes`
     /// before reading their body.
-    pub async fn get(&self, hash: &str, max_bytes: u64) -> Result<Bytes, OriginGetError> {
+    pub(crate) async fn get(&self, hash: &str, max_bytes: u64) -> Result<Bytes, OriginGetError> {
         let key = Origin::key(hash);
         let work = async {
             let got = self.store.get(&key).await.map_err(|e| map_err(e, hash))?;
@@ -183,7 +179,7 @@ impl Origin {
         }
     }
 
-    pub async fn delete(&self, hash: &str) -> Result<(), OriginError> {
+    pub(crate) async fn delete(&self, hash: &str) -> Result<(), OriginError> {
         let key = Origin::key(hash);
         match tokio::time::timeout(self.timeout, self.store.delete(&key)).await {
             Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
@@ -193,7 +189,7 @@ impl Origin {
     }
 
     /// The lock of `hash`'s stripe (see `locks`).
-    pub async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
         let stripe = hash
             .get(..2)
             .and_then(|h| usize::from_str_radix(h, 16).ok())
@@ -204,7 +200,10 @@ impl Origin {
 
     /// Hashes of the stored objects last written before `before_unix` (seconds) (the sweeper's candidates).
     /// Names that are not content hashes (temporary files, strangers) are skipped.
-    pub async fn hashes_older_than(&self, before_unix: i64) -> Result<Vec<String>, OriginError> {
+    pub(crate) async fn hashes_older_than(
+        &self,
+        before_unix: i64,
+    ) -> Result<Vec<String>, OriginError> {
         use futures_util::TryStreamExt;
         let work = self.store.list(None).try_filter_map(|meta| async move {
             let name = meta.location.filename().unwrap_or_default();
@@ -231,7 +230,7 @@ impl Origin {
 
 /// A failed `Origin::get`: the store's failure, or an object over the byte limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OriginGetError {
+pub(crate) enum OriginGetError {
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error("original is {0} bytes, over the limit")]

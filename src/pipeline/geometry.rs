@@ -50,18 +50,18 @@ pub struct OutputPlan {
 impl OutputPlan {
     /// The same plan for a source stored with EXIF `orientation` (the plan's sizes are
     /// already oriented; this only tells where a DCT-scaled decode's padding lies).
-    pub fn with_orientation(mut self, orientation: u8) -> OutputPlan {
+    pub(crate) fn with_orientation(mut self, orientation: u8) -> OutputPlan {
         self.orientation = orientation;
         self
     }
 
     /// The final output size before `rotate` (a 90/270 rotation swaps it).
-    pub fn output_size(&self) -> (u32, u32) {
+    pub(crate) fn output_size(&self) -> (u32, u32) {
         self.output
     }
 
     /// Whether the plan keeps only part of the source.
-    pub fn crops(&self) -> bool {
+    fn crops(&self) -> bool {
         self.crop.0.0 < f64::from(self.source.0) || self.crop.1.0 < f64::from(self.source.1)
     }
 

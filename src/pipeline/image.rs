@@ -3,13 +3,13 @@
 /// Interleaved 8-bit layouts. Every decoder produces one of these; alpha is straight
 /// (not premultiplied) between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelLayout {
+pub(crate) enum PixelLayout {
     Rgb8,
     Rgba8,
 }
 
 impl PixelLayout {
-    pub fn channels(self) -> usize {
+    pub(crate) fn channels(self) -> usize {
         match self {
             PixelLayout::Rgb8 => 3,
             PixelLayout::Rgba8 => 4,
@@ -22,18 +22,18 @@ impl PixelLayout {
 pub struct Image {
     pub width: u32,
     pub height: u32,
-    pub layout: PixelLayout,
-    pub data: Vec<u8>,
+    pub(crate) layout: PixelLayout,
+    pub(crate) data: Vec<u8>,
     /// The embedded ICC profile of an RGB source, until `color::to_srgb` has applied it.
-    pub icc: Option<Vec<u8>>,
+    pub(crate) icc: Option<Vec<u8>>,
     /// For a shrunk decode: the whole buffer is the picture, the source resampled onto it
     /// (libwebp's scaled decode). When false, a buffer `ceil(w / n)` wide holds `w / n` of
     /// picture, its last column and row partial (a DCT-scaled JPEG; see `geometry`).
-    pub whole_picture: bool,
+    pub(crate) whole_picture: bool,
 }
 
 impl Image {
-    pub fn new(width: u32, height: u32, layout: PixelLayout, data: Vec<u8>) -> Image {
+    pub(crate) fn new(width: u32, height: u32, layout: PixelLayout, data: Vec<u8>) -> Image {
         debug_assert_eq!(
             data.len(),
             width as usize * height as usize * layout.channels()
@@ -48,11 +48,11 @@ impl Image {
         }
     }
 
-    pub fn channels(&self) -> usize {
+    pub(crate) fn channels(&self) -> usize {
         self.layout.channels()
     }
 
-    pub fn stride(&self) -> usize {
+    pub(crate) fn stride(&self) -> usize {
         self.width as usize * self.channels()
     }
 }

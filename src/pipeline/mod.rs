@@ -24,32 +24,33 @@ pub mod spec;
 
 use std::time::{Duration, Instant};
 
-pub use self::image::{DecodeHint, Image, PixelLayout};
-pub use error::PipelineError;
-pub use geometry::{OutputPlan, plan};
-pub use probe::{ImageInfo, probe, sniff};
-pub use spec::{
-    AvifChroma, AvifEncoder, Crop, EncodeSettings, Fit, Flip, Limits, OutputFormat, Rgb, Rotate,
-    SourceFormat, Transform,
-};
+pub(crate) use self::image::PixelLayout;
+pub use self::image::{DecodeHint, Image};
+pub(crate) use error::PipelineError;
+pub use geometry::plan;
+pub use probe::probe;
+pub(crate) use probe::{ImageInfo, sniff};
+pub(crate) use spec::{AvifChroma, AvifEncoder, Fit, Rgb};
+pub use spec::{Crop, EncodeSettings, Limits, OutputFormat, SourceFormat, Transform};
 
 /// Per-stage durations of one render (reported in `Server-Timing` and metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StageTimings {
-    pub decode: Duration,
-    pub resize: Duration,
-    pub effects: Duration,
-    pub encode: Duration,
+pub(crate) struct StageTimings {
+    pub(crate) decode: Duration,
+    pub(crate) resize: Duration,
+    pub(crate) effects: Duration,
+    pub(crate) encode: Duration,
 }
 
 /// An encoded result.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub bytes: Vec<u8>,
-    pub format: OutputFormat,
-    pub width: u32,
-    pub height: u32,
-    pub timings: StageTimings,
+    #[cfg(test)]
+    width: u32,
+    #[cfg(test)]
+    height: u32,
+    pub(crate) timings: StageTimings,
 }
 
 /// Renders `source` with `transform` into `output`.
@@ -78,14 +79,16 @@ pub fn render(
     };
     let effected = Instant::now();
 
+    #[cfg(test)]
     let (width, height) = (image.width, image.height);
     let bytes = encode_image(&image, output, transform.quality, settings)?;
     let encoded = Instant::now();
 
     Ok(Rendered {
         bytes,
-        format: output,
+        #[cfg(test)]
         width,
+        #[cfg(test)]
         height,
         timings: StageTimings {
             decode: decoded - started,
@@ -135,7 +138,7 @@ const PALETTE_SIDE: u32 = 64;
 /// reduced to fit 64×64, bucketed at 4 bits per channel; the answer is the mean of the fullest
 /// bucket, so it is a colour the image really has (not a muddy average of everything).
 /// Transparent pixels do not count; a fully transparent image answers white.
-pub fn dominant_color(
+pub(crate) fn dominant_color(
     source: &[u8],
     info: &ImageInfo,
     limits: &Limits,

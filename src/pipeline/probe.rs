@@ -13,15 +13,15 @@ use super::spec::{Limits, SourceFormat};
 /// What the headers say about a source, before any pixel is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
-    pub format: SourceFormat,
+    pub(crate) format: SourceFormat,
     /// Width as stored (before EXIF orientation).
     pub width: u32,
     /// Height as stored (before EXIF orientation).
     pub height: u32,
     /// EXIF orientation 1..=8; 1 when absent or unreadable.
-    pub orientation: u8,
+    pub(crate) orientation: u8,
     /// Whether the source may carry transparency (alpha channel, tRNS, GIF transparency).
-    pub has_alpha: bool,
+    pub(crate) has_alpha: bool,
 }
 
 impl ImageInfo {
@@ -37,7 +37,7 @@ impl ImageInfo {
 }
 
 /// Detects the format from magic bytes only (never from a name or a media type).
-pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
+pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         Some(SourceFormat::Jpeg)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -169,14 +169,14 @@ pub(super) fn exif_orientation(tiff: &[u8]) -> u8 {
 /// segments up to the first frame header (SOFn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct JpegHeader<'a> {
-    pub width: u32,
-    pub height: u32,
-    pub components: u8,
+    width: u32,
+    height: u32,
+    pub(crate) components: u8,
     /// TIFF payload of the first `Exif\0\0` APP1 segment.
-    pub exif: Option<&'a [u8]>,
+    exif: Option<&'a [u8]>,
     /// Adobe APP14 colour transform (0 = none / CMYK, 1 = YCbCr, 2 = YCCK) when present.
     /// Its presence also tells that 4-component data is stored inverted (Photoshop style).
-    pub adobe_transform: Option<u8>,
+    pub(crate) adobe_transform: Option<u8>,
 }
 
 /// The JPEG marker at `at` (after any 0xFF fill bytes), its segment payload (empty for the

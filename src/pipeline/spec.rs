@@ -69,7 +69,7 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub fn media_type(self) -> &'static str {
+    pub(crate) fn media_type(self) -> &'static str {
         match self {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
@@ -79,7 +79,7 @@ impl OutputFormat {
     }
 
     /// The canonical file extension (`jpeg` is accepted on input, `jpg` is canonical).
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Png => "png",
@@ -90,7 +90,7 @@ impl OutputFormat {
 
     /// Whether the format can carry an alpha channel (otherwise alpha is flattened onto
     /// the background colour).
-    pub fn has_alpha(self) -> bool {
+    pub(crate) fn has_alpha(self) -> bool {
         !matches!(self, OutputFormat::Jpeg)
     }
 }
@@ -113,7 +113,7 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
-    pub fn media_type(self) -> &'static str {
+    pub(crate) fn media_type(self) -> &'static str {
         match self {
             SourceFormat::Jpeg => "image/jpeg",
             SourceFormat::Png => "image/png",
@@ -136,7 +136,7 @@ impl SourceFormat {
     }
 
     /// The output format that keeps this source as it is, when there is one.
-    pub fn as_output(self) -> Option<OutputFormat> {
+    pub(crate) fn as_output(self) -> Option<OutputFormat> {
         match self {
             SourceFormat::Jpeg => Some(OutputFormat::Jpeg),
             SourceFormat::Png => Some(OutputFormat::Png),
@@ -161,10 +161,10 @@ impl SourceFormat {
 
 /// An sRGB colour without alpha.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rgb(pub [u8; 3]);
+pub struct Rgb(pub(crate) [u8; 3]);
 
 impl Rgb {
-    pub const WHITE: Rgb = Rgb([255, 255, 255]);
+    pub(crate) const WHITE: Rgb = Rgb([255, 255, 255]);
 }
 
 impl Default for Rgb {
@@ -200,7 +200,7 @@ pub struct Transform {
 }
 
 impl Transform {
-    pub const DEFAULT_QUALITY: u8 = 80;
+    pub(crate) const DEFAULT_QUALITY: u8 = 80;
 }
 
 impl Default for Transform {
@@ -224,7 +224,7 @@ impl Default for Transform {
 
 /// Chroma resolution of AVIF output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AvifChroma {
+pub(crate) enum AvifChroma {
     /// Half resolution both ways (libavif's default; smaller and cheaper on photographs).
     Yuv420,
     /// Full resolution (sharper colour edges in graphics, text and pixel art).
@@ -234,7 +234,7 @@ pub enum AvifChroma {
 /// The AV1 encoder of opaque 4:2:0 AVIF output (4:4:4 and transparent pictures always go
 /// through ravif, that is rav1e).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AvifEncoder {
+pub(crate) enum AvifEncoder {
     /// libaom in all-intra mode, as libavif drives it (the default: less CPU at equal quality).
     Aom,
     /// rav1e, pure Rust.
@@ -245,20 +245,20 @@ pub enum AvifEncoder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSettings {
     /// libaom's speed (`cpu-used`) 1 (slow, small) to 10 (fast; runs as 9).
-    pub avif_speed: u8,
+    pub(crate) avif_speed: u8,
     /// rav1e's speed preset 1 to 10, for `AvifEncoder::Rav1e` and for ravif (transparent and
     /// 4:4:4 pictures).
-    pub rav1e_speed: u8,
+    pub(crate) rav1e_speed: u8,
     /// The encoder of opaque 4:2:0 AVIF.
-    pub avif_encoder: AvifEncoder,
+    pub(crate) avif_encoder: AvifEncoder,
     /// Chroma resolution of opaque AVIF output (transparent pictures are always 4:4:4).
-    pub avif_chroma: AvifChroma,
+    pub(crate) avif_chroma: AvifChroma,
     /// Bits per sample inside 4:2:0 AVIF files: 8 or 10.
-    pub avif_bit_depth: u8,
+    pub(crate) avif_bit_depth: u8,
     /// libwebp method 0 (fast) to 6 (small).
-    pub webp_method: u8,
+    pub(crate) webp_method: u8,
     /// PNG compression: 0 fast, 1 default, 2 best.
-    pub png_compression: u8,
+    pub(crate) png_compression: u8,
 }
 
 impl Default for EncodeSettings {

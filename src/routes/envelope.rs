@@ -18,15 +18,15 @@ use crate::state::AppState;
 
 /// What a route answered, with what the envelope needs to know about it.
 pub(super) struct Answer {
-    pub result: Result<Response<Body>, HttpError>,
+    pub(crate) result: Result<Response<Body>, HttpError>,
     /// The route's metrics label.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// The `X-Cache` outcome of an image answer.
-    pub cache: Option<&'static str>,
+    pub(crate) cache: Option<&'static str>,
     /// The caller's rate-limit state, sent as `X-RateLimit-*` headers.
-    pub rate: Option<RateState>,
+    pub(crate) rate: Option<RateState>,
     /// Per account and credential: `no-store` on every answer, errors included.
-    pub private: bool,
+    pub(crate) private: bool,
 }
 
 impl Answer {
@@ -48,10 +48,10 @@ pub(super) struct Envelope {
     started: Instant,
     peer: SocketAddr,
     /// The client's address (see [`client_ip`]).
-    pub client: IpAddr,
+    pub(crate) client: IpAddr,
     request_id: String,
     /// The request's path, owned so the route can borrow it while the request moves on.
-    pub path: String,
+    pub(crate) path: String,
     method: Method,
 }
 

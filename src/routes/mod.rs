@@ -77,7 +77,7 @@ pub(crate) fn public_route<'a>(
 
 /// The public listener's handler.
 #[derive(Clone)]
-pub(crate) struct PublicHandler(pub Arc<AppState>);
+pub(crate) struct PublicHandler(pub(crate) Arc<AppState>);
 
 impl Handler for PublicHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -159,7 +159,7 @@ async fn public(
 
 /// The ops listener's handler.
 #[derive(Clone)]
-pub(crate) struct OpsHandler(pub Arc<AppState>);
+pub(crate) struct OpsHandler(pub(crate) Arc<AppState>);
 
 impl Handler for OpsHandler {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::HeaderMap;
 
-pub use crate::config::proxies::{ForwardedHeader, TrustedProxies, parse_net};
+pub(crate) use crate::config::proxies::{ForwardedHeader, TrustedProxies};
 
 /// The address a request comes from: the TCP peer, unless the peer is a trusted proxy; then
 /// the right-most address in the configured header that is not itself a trusted proxy (each
@@ -19,7 +19,7 @@ pub use crate::config::proxies::{ForwardedHeader, TrustedProxies, parse_net};
 /// trusted, the left-most; when the hop to take is unreadable (`unknown`, an obfuscated
 /// identifier, garbage) or the header is absent, the nearest trusted proxy, which is the
 /// closest address the node knows.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub(crate) fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
     let peer_ip = peer.ip().to_canonical();
     if trusted.nets.is_empty() || !trusted.contains(peer_ip) {
         return peer_ip;
@@ -146,6 +146,7 @@ fn port(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::proxies::parse_net;
 
     fn trusted(nets: &[&str], header: ForwardedHeader) -> TrustedProxies {
         TrustedProxies {

@@ -3,8 +3,8 @@
 //! Owns sockets and connection lifecycles, and the response body type. Must never contain
 //! business logic: each listener is handed a `Handler` that turns a request into a response.
 
-pub mod client;
-pub mod response;
+pub(crate) mod client;
+pub(crate) mod response;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -29,22 +29,22 @@ use tokio::sync::watch;
 
 /// The body of every response: whole buffers (zero-copy `Bytes` from caches) today, streams
 /// (exports) later.
-pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
 }
 
 /// Turns requests into responses; one per listener.
-pub trait Handler: Clone + Send + Sync + 'static {
+pub(crate) trait Handler: Clone + Send + Sync + 'static {
     fn handle(
         &self,
         req: Request<Incoming>,
@@ -54,38 +54,38 @@ pub trait Handler: Clone + Send + Sync + 'static {
 
 /// Connection settings of one listener.
 #[derive(Debug, Clone)]
-pub struct ConnectionSettings {
+pub(crate) struct ConnectionSettings {
     /// A client must send its whole request head within this (slowloris defence); on HTTP/1.1
     /// it also bounds how long an idle keep-alive connection waits for its next request.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests may finish once shutdown begins.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Largest request head (HTTP/1.1 buffer; HTTP/2 header list); larger: 431 / reset.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Open connections beyond this are answered `503` and closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// HTTP/2 streams one connection may have open.
-    pub h2_max_concurrent_streams: u32,
+    pub(crate) h2_max_concurrent_streams: u32,
     /// HTTP/2 keep-alive: ping an idle connection this often, close it when a ping is not
     /// answered within the same time.
-    pub h2_keep_alive: Duration,
+    pub(crate) h2_keep_alive: Duration,
     /// An HTTP/2 connection with no request in flight for this long is shut down gracefully
     /// (GOAWAY); one that is still open another such period later is closed.
-    pub h2_idle_timeout: Duration,
+    pub(crate) h2_idle_timeout: Duration,
     /// Open connections per client network (`ratelimit::network_of`) beyond which a new one
     /// is refused like one over `max_connections`; 0 is no limit. `trusted_proxies` are
     /// exempt.
-    pub max_connections_per_ip: usize,
-    pub trusted_proxies: client::TrustedProxies,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) trusted_proxies: client::TrustedProxies,
     /// Gauge of open connections and counters of refusals (at `max_connections`, at
     /// `max_connections_per_ip`) for this listener.
-    pub open_connections: prometheus::IntGauge,
-    pub refused_connections: prometheus::IntCounter,
-    pub refused_per_ip: prometheus::IntCounter,
+    pub(crate) open_connections: prometheus::IntGauge,
+    pub(crate) refused_connections: prometheus::IntCounter,
+    pub(crate) refused_per_ip: prometheus::IntCounter,
     /// TLS on this listener (ALPN h2 and http/1.1); `None` is plain HTTP.
-    pub tls: Option<Arc<tls::Tls>>,
+    pub(crate) tls: Option<Arc<tls::Tls>>,
     /// Accept HTTP/2 with prior knowledge on plain connections (h2c).
-    pub h2c: bool,
+    pub(crate) h2c: bool,
 }
 
 /// The whole answer to a connection over `max_connections`: a complete HTTP/1.1 response, so
@@ -266,7 +266,7 @@ where
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets open requests
 /// finish within `drain_timeout`, and returns.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: H,
     settings: ConnectionSettings,

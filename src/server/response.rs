@@ -10,10 +10,10 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use super::{Body, empty, full};
 use crate::error::{ErrorCode, HttpError};
 
-pub const NOSNIFF: (HeaderName, &str) = (X_CONTENT_TYPE_OPTIONS, "nosniff");
+pub(crate) const NOSNIFF: (HeaderName, &str) = (X_CONTENT_TYPE_OPTIONS, "nosniff");
 
 /// A JSON response with `no-store`.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = value.to_string();
     let mut res = Response::new(full(body));
     *res.status_mut() = status;
@@ -26,7 +26,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 
 /// An account export: the tar archive streamed as an attachment. A stream error aborts the
 /// response, so the client sees a truncated transfer.
-pub fn export(export: crate::accounts::Export) -> Response<Body> {
+pub(crate) fn export(export: crate::accounts::Export) -> Response<Body> {
     use futures_util::StreamExt;
     use http_body_util::{BodyExt, StreamBody};
     let frames = export
@@ -45,7 +45,7 @@ pub fn export(export: crate::accounts::Export) -> Response<Body> {
 
 /// The JSON error body of the spec. 404s may be cached briefly (`not_found_max_age`) so a
 /// CDN absorbs scans for missing images; every other error is `no-store`.
-pub fn error(
+pub(crate) fn error(
     err: &HttpError,
     path: &str,
     head_only: bool,

@@ -64,7 +64,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError>
 }
 
 impl Tls {
-    pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         Ok(Tls {
             current: RwLock::new(server_config(cert, key)?),
             cert: cert.to_path_buf(),
@@ -80,7 +80,7 @@ impl Tls {
     }
 
     /// The acceptor for the next connection.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(
             self.current
                 .read()

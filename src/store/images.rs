@@ -11,41 +11,41 @@ const IMAGE_COLUMNS: &str = "i.account, i.id, i.hash, i.format, i.width, i.heigh
 
 /// One image with every path (with extension) that points at it, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageWithPaths {
-    pub image: ImageRecord,
-    pub paths: Vec<String>,
+pub(crate) struct ImageWithPaths {
+    pub(crate) image: ImageRecord,
+    pub(crate) paths: Vec<String>,
 }
 
 /// One level of an account's folder tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FolderListing {
+pub(crate) struct FolderListing {
     /// One page of the images with a path directly in the folder, ordered by that path; each
     /// image once.
-    pub images: Vec<ImageWithPaths>,
+    pub(crate) images: Vec<ImageWithPaths>,
     /// Images directly in the folder, all pages.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Immediate subfolders and the number of images anywhere beneath each.
-    pub folders: Vec<(String, u64)>,
+    pub(crate) folders: Vec<(String, u64)>,
 }
 
 /// What deleting an image removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedImage {
-    pub hash: String,
+pub(crate) struct DeletedImage {
+    pub(crate) hash: String,
     /// Paths with extension.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
 }
 
 /// What removing one path did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedPath {
-    pub image_id: String,
-    pub hash: String,
+pub(crate) struct DeletedPath {
+    pub(crate) image_id: String,
+    pub(crate) hash: String,
     /// The path removed, with extension.
-    pub path: String,
-    pub remaining: Vec<String>,
+    path: String,
+    pub(crate) remaining: Vec<String>,
     /// The removed path was the last one, so the image went with it.
-    pub image_deleted: bool,
+    pub(crate) image_deleted: bool,
 }
 
 /// `%` and `_` are LIKE wildcards; `\` is the escape character declared in the queries.
@@ -62,7 +62,11 @@ fn like_escape(text: &str) -> String {
 
 impl Store {
     /// Every path (with extension) of one image, sorted.
-    pub async fn image_paths(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn image_paths(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT path FROM paths WHERE account = $1 AND image_id = $2 ORDER BY path",
         )
@@ -79,7 +83,7 @@ impl Store {
     /// root), ordered by path, with their total, and the immediate subfolders with their image
     /// counts (an image with two paths counts once). Only the page's images are loaded in
     /// full; the rest of the folder costs one light row per path.
-    pub async fn list_folder(
+    pub(crate) async fn list_folder(
         &self,
         account: &str,
         folder: &str,
@@ -155,7 +159,7 @@ impl Store {
 
     /// Up to `limit` images of an account with ids after `after` (`""` = from the start),
     /// by id, with their paths: the export's pages.
-    pub async fn images_after(
+    pub(crate) async fn images_after(
         &self,
         account: &str,
         after: &str,
@@ -174,7 +178,7 @@ impl Store {
     }
 
     /// Records the signed URL just issued for an image, replacing the one before.
-    pub async fn put_signed_url(
+    pub(crate) async fn put_signed_url(
         &self,
         account: &str,
         image_id: &str,
@@ -200,7 +204,7 @@ impl Store {
 
     /// The latest signed URL of each of `ids` that has not expired: image id -> (path, url,
     /// expires_at).
-    pub async fn active_signed_urls(
+    pub(crate) async fn active_signed_urls(
         &self,
         account: &str,
         ids: &[&str],
@@ -236,7 +240,7 @@ impl Store {
 
     /// Images whose path or original filename contains `query` (case-insensitive), newest
     /// first; returns one page and the total.
-    pub async fn search_images(
+    pub(crate) async fn search_images(
         &self,
         account: &str,
         query: &str,
@@ -271,7 +275,7 @@ impl Store {
     }
 
     /// Deletes an image and every path to it.
-    pub async fn delete_image(
+    pub(crate) async fn delete_image(
         &self,
         account: &str,
         id: &str,
@@ -307,7 +311,7 @@ impl Store {
     }
 
     /// The stem of the path stored exactly as `path` (with its extension).
-    pub async fn stem_for_path(
+    pub(crate) async fn stem_for_path(
         &self,
         account: &str,
         path: &str,
@@ -321,7 +325,7 @@ impl Store {
     }
 
     /// Removes the path with this stem; the image goes too when it was its last path.
-    pub async fn delete_path(
+    pub(crate) async fn delete_path(
         &self,
         account: &str,
         stem: &str,
@@ -383,7 +387,7 @@ impl Store {
     }
 
     /// Sets an image's visibility; `false` when there is no such image.
-    pub async fn set_visibility(
+    pub(crate) async fn set_visibility(
         &self,
         account: &str,
         id: &str,
@@ -396,11 +400,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Unix seconds now, for answers that report a deletion time.
-    pub fn now(&self) -> i64 {
-        now_unix()
     }
 }
 

@@ -14,17 +14,17 @@ use super::{Store, StoreError, now_unix};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: String,
-    pub account: String,
-    pub name: String,
+    pub(crate) account: String,
+    pub(crate) name: String,
     /// The first characters of the key, shown to its owner to tell keys apart.
     pub key_prefix: String,
     /// Comma-separated scope names in the order `read,write,account` (see `auth::Scopes`).
     pub scopes: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-    pub total_requests: i64,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+    pub(crate) total_requests: i64,
 }
 
 /// What `Store::create_api_key` records.
@@ -119,7 +119,7 @@ impl Store {
     }
 
     /// The key with this secret hash, revoked or not (the caller decides).
-    pub async fn api_key_by_hash(
+    pub(crate) async fn api_key_by_hash(
         &self,
         key_hash: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -147,7 +147,7 @@ impl Store {
     /// Revokes one of an account's keys and every live key it created, transitively, in one
     /// transaction; returns their secret hashes (to evict them from caches), the key's own
     /// first, or `None` when the account has no such live key.
-    pub async fn revoke_api_key(
+    pub(crate) async fn revoke_api_key(
         &self,
         account: &str,
         id: &str,
@@ -193,7 +193,7 @@ impl Store {
     }
 
     /// Adds aggregated usage to a key (called by the periodic flush, not per request).
-    pub async fn record_api_key_usage(
+    pub(crate) async fn record_api_key_usage(
         &self,
         id: &str,
         requests: i64,

@@ -16,7 +16,7 @@ pub(super) const MIGRATIONS: i64 = i64::MIN + 1;
 /// The orphan sweep: one node at a time lists the bucket.
 pub const ORPHAN_SWEEP: i64 = i64::MIN + 2;
 /// Retention and erasure resumption.
-pub const RETENTION: i64 = i64::MIN + 3;
+pub(crate) const RETENTION: i64 = i64::MIN + 3;
 
 /// A held lock; give it back with [`NodeLock::release`]. Dropped without that, its session is
 /// closed, which releases it too.

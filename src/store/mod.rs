@@ -22,18 +22,17 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-pub use images::{DeletedImage, DeletedPath, FolderListing, ImageWithPaths};
+pub(crate) use images::ImageWithPaths;
 pub use keys::{ApiKeyRecord, NewApiKey};
-pub use model::{
-    Account, AccountStatus, ImageRecord, NewImage, PathOutcome, Placement, Visibility,
-    validate_account_name,
+pub(crate) use model::{Account, ImageRecord, PathOutcome, validate_account_name};
+pub use model::{AccountStatus, NewImage, Placement, Visibility};
+pub(crate) use presets::PresetChange;
+pub(crate) use presets::PresetRecord;
+pub(crate) use settings::{
+    AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, THEMES, WIDTHS_POLICIES,
 };
-pub use presets::{PresetChange, PresetRecord};
-pub use settings::{
-    AccountSettings, DELIVERY_FORMATS, FIT_MODES, MAX_ALLOWED_WIDTHS, StoredSettings, THEMES,
-    WIDTHS_POLICIES,
-};
-pub use usage::{AuditFilter, AuditRecord, UsageCounts};
+pub(crate) use usage::AuditFilter;
+pub use usage::{AuditRecord, UsageCounts};
 
 use crate::pipeline::SourceFormat;
 
@@ -59,7 +58,7 @@ impl StoreError {
     /// The database is locked or busy (another writer, a lock wait, a serialisation
     /// conflict) rather than down or refusing the request: worth a retry soon. A database
     /// that cannot be reached at all is not "busy" (it stays a 500, and is logged).
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => matches!(
                 e.code().as_deref(),
@@ -86,7 +85,7 @@ pub struct Store {
 /// Which database a [`Store`] runs on. The SQL is the same; what differs is what several
 /// processes sharing the database need (locks across nodes, change notifications).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// One node: a file, writers serialised by SQLite itself.
     Sqlite,
     /// Any number of nodes: advisory locks and LISTEN/NOTIFY coordinate them.
@@ -173,7 +172,7 @@ impl Store {
         Ok(store)
     }
 
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
 
@@ -186,7 +185,7 @@ impl Store {
 
     /// Tells every node listening on `channel`: PostgreSQL LISTEN/NOTIFY, or on SQLite a row
     /// of the `notices` table, which the serving node polls ([`Store::notices_after`]).
-    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
         match self.backend {
             Backend::Postgres => {
                 sqlx::query("SELECT pg_notify($1, $2)")
@@ -223,7 +222,7 @@ impl Store {
 
     /// Notices written after `after` (SQLite; see [`Store::notify`]), oldest first, at most
     /// `limit`. `after = None` asks only for the newest id, to start reading from.
-    pub async fn notices_after(
+    pub(crate) async fn notices_after(
         &self,
         after: Option<i64>,
         limit: i64,
@@ -292,7 +291,7 @@ impl Store {
         .transpose()
     }
 
-    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+    pub(crate) async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let rows = sqlx::query("SELECT name, plan, status, created_at FROM accounts ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
@@ -329,7 +328,11 @@ impl Store {
     }
 
     /// `false` when there is no such account or it is being erased (nothing may revive it).
-    pub async fn set_account_plan(&self, name: &str, plan: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn set_account_plan(
+        &self,
+        name: &str,
+        plan: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE accounts SET plan = $1, updated_at = $2 WHERE name = $3 AND status <> 'erasing'",
         )
@@ -342,7 +345,10 @@ impl Store {
     }
 
     /// Names of the accounts in `status` (erasures to resume at start-up).
-    pub async fn accounts_in(&self, status: AccountStatus) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn accounts_in(
+        &self,
+        status: AccountStatus,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT name FROM accounts WHERE status = $1 ORDER BY name")
             .bind(status.as_str())
             .fetch_all(&self.pool)
@@ -387,7 +393,7 @@ impl Store {
     }
 
     /// Hashes saved by [`Store::delete_account_data`] and not released yet.
-    pub async fn erasure_originals(&self, name: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn erasure_originals(&self, name: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT hash FROM erasure_originals WHERE account = $1")
             .bind(name)
             .fetch_all(&self.pool)
@@ -398,7 +404,7 @@ impl Store {
     }
 
     /// The last step of an erasure: the saved hashes and the account row.
-    pub async fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM erasure_originals WHERE account = $1")
             .bind(name)
@@ -603,7 +609,7 @@ impl Store {
 
     /// Stores `candidate` as the data key of `hash` unless one exists, and returns the key in
     /// force (the first writer wins, so concurrent renders agree).
-    pub async fn cache_key_or_insert(
+    pub(crate) async fn cache_key_or_insert(
         &self,
         hash: &str,
         candidate: &[u8; 32],
@@ -623,7 +629,7 @@ impl Store {
     }
 
     /// Deletes the data keys of these originals: their cached variants become unreadable.
-    pub async fn delete_cache_keys(&self, hashes: &[String]) -> Result<(), StoreError> {
+    pub(crate) async fn delete_cache_keys(&self, hashes: &[String]) -> Result<(), StoreError> {
         for hash in hashes {
             sqlx::query("DELETE FROM cache_keys WHERE hash = $1")
                 .bind(hash)
@@ -634,7 +640,7 @@ impl Store {
     }
 
     /// Deletes every data key (purge of the whole cache).
-    pub async fn delete_all_cache_keys(&self) -> Result<(), StoreError> {
+    pub(crate) async fn delete_all_cache_keys(&self) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM cache_keys")
             .execute(&self.pool)
             .await?;
@@ -653,7 +659,7 @@ impl Store {
     }
 
     /// Whether any account still references the original with this content hash.
-    pub async fn hash_referenced(&self, hash: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn hash_referenced(&self, hash: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 AS one FROM images WHERE hash = $1 LIMIT 1")
             .bind(hash)
             .fetch_optional(&self.pool)
@@ -699,7 +705,7 @@ fn parse_col<T: FromStr>(r: &AnyRow, col: &str) -> Result<T, StoreError> {
 }
 
 /// A unix time as RFC 3339 (the API's image times); empty if out of range.
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

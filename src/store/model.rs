@@ -10,8 +10,8 @@ pub struct Account {
     /// Unique, immutable, `[a-z0-9_-]{1,64}`; also the account's key in every table.
     pub name: String,
     pub plan: String,
-    pub status: AccountStatus,
-    pub created_at: i64,
+    pub(crate) status: AccountStatus,
+    pub(crate) created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum AccountStatus {
 }
 
 impl AccountStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AccountStatus::Active => "active",
             AccountStatus::Suspended => "suspended",
@@ -53,7 +53,7 @@ pub enum Visibility {
 }
 
 impl Visibility {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Visibility::Public => "public",
             Visibility::Private => "private",
@@ -82,19 +82,19 @@ impl fmt::Display for Visibility {
 /// SHA-256 of the bytes; the object store keeps the bytes once under `hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
-    pub account: String,
+    pub(crate) account: String,
     pub id: String,
     pub hash: String,
-    pub format: SourceFormat,
+    pub(crate) format: SourceFormat,
     pub width: u32,
     pub height: u32,
     pub size: u64,
-    pub original_filename: String,
+    pub(crate) original_filename: String,
     /// Unix seconds.
-    pub uploaded_at: i64,
-    pub visibility: Visibility,
+    pub(crate) uploaded_at: i64,
+    pub(crate) visibility: Visibility,
     /// `rrggbb`, computed at upload; `None` for images stored before it was.
-    pub dominant_color: Option<String>,
+    pub(crate) dominant_color: Option<String>,
 }
 
 /// What `Store::put_image` records.
@@ -130,10 +130,10 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathOutcome {
     /// The account did not have these bytes before.
-    pub is_new: bool,
+    pub(crate) is_new: bool,
     /// The path pointed at another image which has no path left and was deleted:
     /// `(image id, content hash)`, for cache purge and orphan sweeping.
-    pub orphaned: Option<(String, String)>,
+    pub(crate) orphaned: Option<(String, String)>,
 }
 
 /// Names the bare URL form or routes could mistake for something else.
@@ -142,7 +142,7 @@ const RESERVED_ACCOUNT_NAMES: &[&str] = &[
 ];
 
 /// Account names are `[a-z0-9_-]{1,64}` and not a reserved top-level route.
-pub fn validate_account_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_account_name(name: &str) -> Result<(), String> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');

@@ -7,23 +7,23 @@ use super::{Store, StoreError, now_unix};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresetRecord {
-    pub id: String,
-    pub account: String,
+    pub(crate) id: String,
+    account: String,
     pub name: String,
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// The JSON object of delivery keys, as validated by the API.
-    pub params: String,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) params: String,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
     pub usage_count: i64,
 }
 
 /// A change to a preset: `None` keeps the field; `Some(None)` clears the description.
 #[derive(Debug, Clone, Default)]
-pub struct PresetChange {
-    pub name: Option<String>,
-    pub description: Option<Option<String>>,
-    pub params: Option<String>,
+pub(crate) struct PresetChange {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<Option<String>>,
+    pub(crate) params: Option<String>,
 }
 
 const COLUMNS: &str = "id, account, name, description, params, created_at, updated_at, usage_count";
@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// By id, or by name when no id matches (`DELETE` accepts either).
-    pub async fn preset(
+    pub(crate) async fn preset(
         &self,
         account: &str,
         id_or_name: &str,
@@ -81,7 +81,7 @@ impl Store {
 
     /// Creates a preset; `Conflict` for a taken name, `Limit` when the account already has
     /// `max` (its plan's `max_presets`).
-    pub async fn create_preset(
+    pub(crate) async fn create_preset(
         &self,
         id: &str,
         account: &str,
@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// Applies `change` to the preset with this id; `None` when there is none.
-    pub async fn update_preset(
+    pub(crate) async fn update_preset(
         &self,
         account: &str,
         id: &str,
@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// Deletes by id or name; returns the deleted preset.
-    pub async fn delete_preset(
+    pub(crate) async fn delete_preset(
         &self,
         account: &str,
         id_or_name: &str,
@@ -189,7 +189,7 @@ impl Store {
     }
 
     /// Adds renders to a preset's `usage_count`.
-    pub async fn add_preset_usage(&self, id: &str, renders: i64) -> Result<(), StoreError> {
+    pub(crate) async fn add_preset_usage(&self, id: &str, renders: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE presets SET usage_count = usage_count + $1 WHERE id = $2")
             .bind(renders)
             .bind(id)

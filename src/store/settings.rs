@@ -7,9 +7,9 @@ use sqlx::Row;
 
 use super::{Store, StoreError, now_unix};
 
-pub const FIT_MODES: &[&str] = &["cover", "contain", "fill", "scale-down"];
-pub const THEMES: &[&str] = &["light", "dark", "system"];
-pub const DELIVERY_FORMATS: &[&str] = &["webp", "avif", "jpeg", "png", "jxl"];
+pub(crate) const FIT_MODES: &[&str] = &["cover", "contain", "fill", "scale-down"];
+pub(crate) const THEMES: &[&str] = &["light", "dark", "system"];
+pub(crate) const DELIVERY_FORMATS: &[&str] = &["webp", "avif", "jpeg", "png", "jxl"];
 
 /// `delivery_formats` of an account that never chose: `format=auto` prefers AVIF, then WebP
 /// (the list's order is the preference).
@@ -17,33 +17,33 @@ pub(crate) const DEFAULT_DELIVERY_FORMATS: &[&str] = &["avif", "webp", "jpeg", "
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct AccountSettings {
-    pub email: Option<String>,
-    pub delivery_formats: Vec<String>,
-    pub default_quality: u8,
-    pub default_fit_mode: String,
-    pub default_max_width: Option<u32>,
-    pub default_max_height: Option<u32>,
-    pub theme: String,
-    pub language: String,
+pub(crate) struct AccountSettings {
+    pub(crate) email: Option<String>,
+    pub(crate) delivery_formats: Vec<String>,
+    pub(crate) default_quality: u8,
+    pub(crate) default_fit_mode: String,
+    pub(crate) default_max_width: Option<u32>,
+    pub(crate) default_max_height: Option<u32>,
+    pub(crate) theme: String,
+    pub(crate) language: String,
     /// Output widths (device pixels) delivery renders; empty: any width.
-    pub allowed_widths: Vec<u32>,
+    pub(crate) allowed_widths: Vec<u32>,
     /// What a width outside `allowed_widths` gets: `snap` (up to the next allowed one) or
     /// `refuse` (400).
-    pub widths_policy: String,
+    pub(crate) widths_policy: String,
     /// Highest `q` delivery renders; higher requests get this one.
-    pub max_quality: Option<u8>,
+    pub(crate) max_quality: Option<u8>,
     /// Whether the stored extension without parameters answers the original's bytes even when
     /// they exceed `default_max_width`/`height` (otherwise such a URL is rendered within them,
     /// and the full-size original takes a signed URL).
-    pub serve_originals: bool,
+    pub(crate) serve_originals: bool,
 }
 
 /// Values of `widths_policy`.
-pub const WIDTHS_POLICIES: &[&str] = &["snap", "refuse"];
+pub(crate) const WIDTHS_POLICIES: &[&str] = &["snap", "refuse"];
 
 /// Most entries `allowed_widths` may have.
-pub const MAX_ALLOWED_WIDTHS: usize = 64;
+pub(crate) const MAX_ALLOWED_WIDTHS: usize = 64;
 
 impl Default for AccountSettings {
     fn default() -> Self {
@@ -69,14 +69,17 @@ impl Default for AccountSettings {
 
 /// Settings with their bookkeeping, as the API answers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSettings {
-    pub settings: AccountSettings,
+pub(crate) struct StoredSettings {
+    pub(crate) settings: AccountSettings,
     /// Unix seconds of the last change; `None` while the defaults were never changed.
-    pub updated_at: Option<i64>,
+    pub(crate) updated_at: Option<i64>,
 }
 
 impl Store {
-    pub async fn account_settings(&self, account: &str) -> Result<StoredSettings, StoreError> {
+    pub(crate) async fn account_settings(
+        &self,
+        account: &str,
+    ) -> Result<StoredSettings, StoreError> {
         let row =
             sqlx::query("SELECT settings, updated_at FROM account_settings WHERE account = $1")
                 .bind(account)
@@ -99,7 +102,7 @@ impl Store {
         }
     }
 
-    pub async fn put_account_settings(
+    pub(crate) async fn put_account_settings(
         &self,
         account: &str,
         settings: &AccountSettings,
@@ -120,7 +123,7 @@ impl Store {
     }
 
     /// Number of images and bytes of originals an account holds.
-    pub async fn account_totals(&self, account: &str) -> Result<(i64, i64), StoreError> {
+    pub(crate) async fn account_totals(&self, account: &str) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes
              FROM images WHERE account = $1",

@@ -10,7 +10,7 @@ use std::path::Path;
 use sqlx::Connection;
 
 /// The server `tests/pg.sh` starts (trust authentication on loopback: no password).
-pub const DEFAULT_ADMIN_URL: &str = "postgres://imgnode@127.0.0.1:55432/postgres";
+const DEFAULT_ADMIN_URL: &str = "postgres://imgnode@127.0.0.1:55432/postgres";
 
 /// Whether this test run puts its stores on PostgreSQL.
 pub fn postgres_selected() -> bool {

@@ -15,21 +15,21 @@ pub struct UsageCounts {
 }
 
 impl UsageCounts {
-    pub fn add(&mut self, other: &UsageCounts) {
+    pub(crate) fn add(&mut self, other: &UsageCounts) {
         self.uploads += other.uploads;
         self.api_requests += other.api_requests;
         self.bandwidth_bytes += other.bandwidth_bytes;
         self.transformations += other.transformations;
     }
 
-    pub fn sub(&mut self, other: &UsageCounts) {
+    pub(crate) fn sub(&mut self, other: &UsageCounts) {
         self.uploads = self.uploads.saturating_sub(other.uploads);
         self.api_requests = self.api_requests.saturating_sub(other.api_requests);
         self.bandwidth_bytes = self.bandwidth_bytes.saturating_sub(other.bandwidth_bytes);
         self.transformations = self.transformations.saturating_sub(other.transformations);
     }
 
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         *self == UsageCounts::default()
     }
 }
@@ -51,12 +51,12 @@ pub struct AuditRecord {
 
 /// Filters of `GET /admin/v1/audit`.
 #[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub account: Option<String>,
-    pub action: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: u32,
+pub(crate) struct AuditFilter {
+    pub(crate) account: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) since: Option<i64>,
+    pub(crate) until: Option<i64>,
+    pub(crate) limit: u32,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -122,7 +122,7 @@ impl Store {
     }
 
     /// Every usage row of an account, oldest first: `(period, counts)`.
-    pub async fn usage_history(
+    pub(crate) async fn usage_history(
         &self,
         account: &str,
     ) -> Result<Vec<(String, UsageCounts)>, StoreError> {
@@ -139,7 +139,7 @@ impl Store {
     }
 
     /// Deletes usage rows of months before `period` (`YYYY-MM` sorts as text).
-    pub async fn delete_usage_before(&self, period: &str) -> Result<u64, StoreError> {
+    pub(crate) async fn delete_usage_before(&self, period: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM usage WHERE period < $1")
             .bind(period)
             .execute(&self.pool)
@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// Newest first. (The casts let PostgreSQL type parameters that may be NULL.)
-    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    pub(crate) async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, account, actor, action, target, client_ip, outcome FROM audit
              WHERE (CAST($1 AS TEXT) IS NULL OR account = $1)
@@ -198,7 +198,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn delete_audit_before(&self, at: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn delete_audit_before(&self, at: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM audit WHERE at < $1")
             .bind(at)
             .execute(&self.pool)

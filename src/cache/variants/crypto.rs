@@ -17,7 +17,7 @@ use chacha20poly1305::{
 use zeroize::Zeroize;
 
 use super::disk::{FORMAT_VERSION, SealedVariant, media_type_from_code};
-use super::{CacheError, Variant, VariantKey};
+use super::{Variant, VariantKey};
 
 pub(super) const NONCE_LEN: usize = 12;
 pub(super) const TAG_LEN: usize = 16;
@@ -27,33 +27,24 @@ const AAD_LEN: usize = AAD_DOMAIN.len() + 1 + 1 + 8 + 16;
 
 /// A per-original 256-bit data key. The caller keeps it in the metadata DB and deletes it on
 /// purge; that deletion is what makes the original's disk entries unreadable for good.
-pub struct DataKey([u8; 32]);
+pub(crate) struct DataKey([u8; 32]);
 
 impl DataKey {
     /// A fresh random key from the OS generator.
     ///
     /// # Panics
-    /// Only if the OS random source is unavailable; use [`DataKey::try_generate`] to handle it.
-    pub fn generate() -> DataKey {
+    /// Only if the OS random source is unavailable.
+    pub(crate) fn generate() -> DataKey {
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
         DataKey(bytes)
     }
 
-    /// A fresh random key, or an error if the OS random source fails.
-    pub fn try_generate() -> Result<DataKey, CacheError> {
-        let mut bytes = [0u8; 32];
-        OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|_| CacheError::Random)?;
-        Ok(DataKey(bytes))
-    }
-
-    pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> DataKey {
         DataKey(bytes)
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 

@@ -41,29 +41,29 @@ use metrics::VariantCacheMetrics;
 /// 128-bit digest naming one variant (computed by the caller from original hash + canonical
 /// transform + format + buster). Stored on disk as its 16 bytes (`disk`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct VariantKey(pub [u8; 16]);
+pub(crate) struct VariantKey(pub(crate) [u8; 16]);
 
 #[derive(Clone, Debug)]
-pub struct Variant {
-    pub bytes: Bytes,
+pub(crate) struct Variant {
+    pub(crate) bytes: Bytes,
     /// One of [`MEDIA_TYPES`]; any other type is cached in memory only (it has no disk code).
-    pub media_type: &'static str,
+    pub(crate) media_type: &'static str,
     /// Unix seconds at which the variant was rendered; the TTL counts from here.
-    pub stored_at: u64,
+    pub(crate) stored_at: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Tier {
+pub(crate) enum Tier {
     Memory,
     Disk,
 }
 
-pub struct VariantCacheConfig {
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub dir: PathBuf,
-    pub ttl: Duration,
-    pub max_entry_bytes: u64,
+pub(crate) struct VariantCacheConfig {
+    pub(crate) memory_bytes: u64,
+    pub(crate) disk_bytes: u64,
+    pub(crate) dir: PathBuf,
+    pub(crate) ttl: Duration,
+    pub(crate) max_entry_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +78,6 @@ pub enum CacheError {
     },
     #[error("variant cache metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("the OS random source failed")]
-    Random,
     #[error(
         "variant cache folder {dir} is in use by another process{holder}: two processes must \
          never share one (give each node its own cache.dir)"
@@ -123,7 +121,7 @@ enum Checked {
     Rejected,
 }
 
-pub struct VariantCache {
+pub(crate) struct VariantCache {
     hybrid: HybridCache<VariantKey, StoredVariant>,
     metrics: VariantCacheMetrics,
     ttl_secs: u64,
@@ -193,7 +191,7 @@ impl VariantCache {
     /// Opens (and recovers) the disk tier under `dir`; returns only when recovery is done (the
     /// node's /ready depends on it). Registers the `imgnode_cache_*` metrics on `registry`, so
     /// one registry serves one open cache.
-    pub async fn open(
+    pub(crate) async fn open(
         config: &VariantCacheConfig,
         registry: &Registry,
     ) -> Result<VariantCache, CacheError> {
@@ -201,7 +199,7 @@ impl VariantCache {
     }
 
     /// [`VariantCache::open`] with an injected clock (unix seconds), for tests.
-    pub async fn open_with_clock(
+    async fn open_with_clock(
         config: &VariantCacheConfig,
         registry: &Registry,
         clock: Clock,
@@ -310,7 +308,7 @@ impl VariantCache {
 
     /// A cache in memory only, which never touches `config.dir`: for a command run beside a
     /// node (the node's folder stays the node's).
-    pub async fn open_memory_only(
+    pub(crate) async fn open_memory_only(
         config: &VariantCacheConfig,
         registry: &Registry,
     ) -> Result<VariantCache, CacheError> {
@@ -325,7 +323,7 @@ impl VariantCache {
     /// filesystem foyer drops what it writes and logs per block, so this sets
     /// `imgnode_cache_disk_available` and says once, at each change, what happened. Renders
     /// are cached in memory either way.
-    pub async fn probe_disk(&self) -> bool {
+    pub(crate) async fn probe_disk(&self) -> bool {
         if !self.disk_opened {
             return false;
         }
@@ -378,7 +376,11 @@ impl VariantCache {
     /// A hit only if present, younger than the TTL, and (for disk entries) it decrypts and
     /// authenticates with `data_key`. Expired or undecryptable entries are removed and
     /// counted, never returned.
-    pub async fn get(&self, key: &VariantKey, data_key: &DataKey) -> Option<(Variant, Tier)> {
+    pub(crate) async fn get(
+        &self,
+        key: &VariantKey,
+        data_key: &DataKey,
+    ) -> Option<(Variant, Tier)> {
         let now = (self.clock)();
         if let Some(entry) = self.hybrid.memory().get(key) {
             return match self.check(key, entry.value(), data_key, now) {
@@ -422,7 +424,7 @@ impl VariantCache {
         }
     }
 
-    pub fn insert(&self, key: VariantKey, variant: Variant, data_key: Arc<DataKey>) {
+    pub(crate) fn insert(&self, key: VariantKey, variant: Variant, data_key: Arc<DataKey>) {
         self.metrics.inserts.inc();
         let size = variant.bytes.len() as u64;
         let format = media_type_code(variant.media_type);
@@ -452,7 +454,7 @@ impl VariantCache {
         self.update_memory_gauges();
     }
 
-    pub fn remove(&self, key: &VariantKey) {
+    pub(crate) fn remove(&self, key: &VariantKey) {
         self.metrics.removals.inc();
         // Removes from memory and writes a tombstone for the disk entry.
         self.hybrid.remove(key);
@@ -461,7 +463,7 @@ impl VariantCache {
 
     /// Purges everything, memory and disk. foyer's `destroy` logs a tombstone whose sequence
     /// supersedes every entry written before it, so nothing returns after a reopen.
-    pub async fn clear(&self) {
+    pub(crate) async fn clear(&self) {
         if let Err(error) = self.hybrid.clear().await {
             // Only fails if the disk tier is already closed, or a block cannot be rewritten;
             // the memory tier is cleared either way, and the data keys the caller deletes keep
@@ -474,7 +476,7 @@ impl VariantCache {
     /// Flushes pending disk writes and closes the disk tier, for an orderly shutdown.
     /// Flushes the disk tier and releases the folder's lock (a restarted node in the same
     /// process may take it again).
-    pub async fn close(&self) -> Result<(), CacheError> {
+    pub(crate) async fn close(&self) -> Result<(), CacheError> {
         let closed = self
             .hybrid
             .close()
@@ -571,7 +573,7 @@ impl VariantCache {
     }
 
     /// Turns foyer's device totals into counter increments; called on each metrics scrape.
-    pub fn refresh_disk_metrics(&self) {
+    pub(crate) fn refresh_disk_metrics(&self) {
         let stats = self.hybrid.statistics();
         let now = [
             stats.disk_write_bytes() as u64,

@@ -52,8 +52,8 @@ use path::{PathParts, split_path};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct UrlError {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl UrlError {
@@ -73,15 +73,15 @@ impl UrlError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryUrl {
     /// `[a-z0-9_-]{1,64}`.
-    pub account: String,
+    pub(crate) account: String,
     /// Folders and stem, percent-decoded, `/`-separated, without the extension. Never empty,
     /// never has `.`/`..`/empty segments, backslashes or control characters.
-    pub path: String,
+    pub(crate) path: String,
     /// The requested output format.
-    pub ext: OutputFormat,
+    pub(crate) ext: OutputFormat,
     /// The extension as written, after decoding (`JPEG`, `jpg`, ...): the signed message
     /// covers the URL as the signer wrote it, see [`DeliveryUrl::signing_message`].
-    pub ext_raw: String,
+    ext_raw: String,
     pub query: DeliveryQuery,
 }
 
@@ -138,9 +138,9 @@ impl DeliveryUrl {
 pub struct DeliveryQuery {
     pub params: TransformParams,
     /// `sig` or its alias `token`: base64url without padding, as the spec's signature is.
-    pub signature: Option<String>,
+    pub(crate) signature: Option<String>,
     /// `exp` or its alias `expires`: unix seconds.
-    pub expires: Option<i64>,
+    pub(crate) expires: Option<i64>,
 }
 
 /// The transform parameters exactly as the URL (or a preset) gave them: `None` means "not
@@ -149,35 +149,35 @@ pub struct DeliveryQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TransformParams {
     /// CSS pixels 1..=10000, before `dpr`.
-    pub w: Option<u32>,
+    pub(crate) w: Option<u32>,
     /// CSS pixels 1..=10000, before `dpr`.
-    pub h: Option<u32>,
-    pub fit: Option<Fit>,
-    pub aspect: Option<Aspect>,
+    pub(crate) h: Option<u32>,
+    pub(crate) fit: Option<Fit>,
+    pub(crate) aspect: Option<Aspect>,
     /// 1..=100.
-    pub q: Option<u8>,
-    pub dpr: Option<Dpr>,
-    pub crop: Option<Crop>,
-    pub grayscale: Option<bool>,
+    pub(crate) q: Option<u8>,
+    pub(crate) dpr: Option<Dpr>,
+    pub(crate) crop: Option<Crop>,
+    pub(crate) grayscale: Option<bool>,
     /// 0..=100.
-    pub blur: Option<u8>,
+    pub(crate) blur: Option<u8>,
     /// 0..=100.
-    pub sharpen: Option<u8>,
-    pub rotate: Option<RotateParam>,
-    pub flip: Option<Flip>,
+    pub(crate) sharpen: Option<u8>,
+    pub(crate) rotate: Option<RotateParam>,
+    pub(crate) flip: Option<Flip>,
     /// `[A-Za-z0-9_-]{1,50}`; resolved by the caller (an unknown preset is its 400).
-    pub preset: Option<String>,
+    pub(crate) preset: Option<String>,
     /// `format=auto`: negotiate the output format from `Accept`.
-    pub format_auto: bool,
+    pub(crate) format_auto: bool,
     /// `format=jpeg|jpg|png|webp|avif`: this output format, whatever the extension says (an
     /// alias of the extension, as img-src's SDKs send it). Exclusive with `format_auto`.
-    pub format: Option<OutputFormat>,
-    pub bg: Option<Rgb>,
+    pub(crate) format: Option<OutputFormat>,
+    pub(crate) bg: Option<Rgb>,
 }
 
 /// The `aspect` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Aspect {
+pub(crate) enum Aspect {
     /// Keep the source's ratio (the default, resolves to no forced ratio).
     Original,
     /// `W:H`, each 1..=100, as written (reduced only when resolved).
@@ -187,7 +187,7 @@ pub enum Aspect {
 /// The `rotate` parameter: `auto` is accepted for img-src compatibility and means "EXIF
 /// orientation only", which is always applied, so it resolves to [`Rotate::R0`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RotateParam {
+pub(crate) enum RotateParam {
     Degrees(Rotate),
     Auto,
 }
@@ -198,20 +198,20 @@ pub enum RotateParam {
 /// report such ratios) and rounded half-up to hundredths; the written value must lie in 1..=4.
 /// The normal spelling is the shortest decimal (`1`, `1.5`, `2.63`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Dpr(u16);
+pub(crate) struct Dpr(u16);
 
 impl Dpr {
-    pub const MIN: u16 = 100;
-    pub const MAX: u16 = 400;
+    pub(crate) const MIN: u16 = 100;
+    const MAX: u16 = 400;
 
     /// `None` outside 100..=400.
-    pub fn from_hundredths(hundredths: u16) -> Option<Dpr> {
+    fn from_hundredths(hundredths: u16) -> Option<Dpr> {
         (Dpr::MIN..=Dpr::MAX)
             .contains(&hundredths)
             .then_some(Dpr(hundredths))
     }
 
-    pub fn hundredths(self) -> u16 {
+    pub(crate) fn hundredths(self) -> u16 {
         self.0
     }
 }

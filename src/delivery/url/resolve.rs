@@ -13,13 +13,13 @@ use crate::pipeline::spec::{Fit, Limits, Rotate, Transform};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformDefaults {
     /// Quality when `q` is absent (1..=100; out-of-range values are clamped).
-    pub quality: u8,
+    pub(crate) quality: u8,
     /// Fit when `fit` is absent.
-    pub fit: Fit,
+    pub(crate) fit: Fit,
     /// Bound for requests that give neither `w` nor `h` (device pixels).
-    pub max_width: Option<u32>,
+    pub(crate) max_width: Option<u32>,
     /// Bound for requests that give neither `w` nor `h` (device pixels).
-    pub max_height: Option<u32>,
+    pub(crate) max_height: Option<u32>,
 }
 
 impl Default for TransformDefaults {
@@ -39,14 +39,14 @@ impl TransformParams {
     /// answered with the stored original's bytes (when the extension matches). Note that a
     /// parameter equal to its default (`q=80`) still counts: it asks for a re-encode. Call this
     /// after presets have been overlaid.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == TransformParams::default()
     }
 
     /// `self` (a preset's values) overridden by every parameter `over` (the URL) gives.
     /// `format=auto` from either side applies unless the URL names a format; the preset name
     /// is `over`'s, else `self`'s.
-    pub fn overlay(&self, over: &TransformParams) -> TransformParams {
+    pub(crate) fn overlay(&self, over: &TransformParams) -> TransformParams {
         TransformParams {
             w: over.w.or(self.w),
             h: over.h.or(self.h),

@@ -33,11 +33,11 @@ fn bad(why: impl std::fmt::Display) -> PipelineError {
 
 /// Header facts for the probe, read from the same parse the decoder uses.
 pub(in super::super) struct AvifHeader {
-    pub width: u32,
-    pub height: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// `irot`/`imir` folded into the equivalent EXIF orientation (1..=8).
-    pub orientation: u8,
-    pub has_alpha: bool,
+    pub(crate) orientation: u8,
+    pub(crate) has_alpha: bool,
 }
 
 pub(in super::super) fn probe(bytes: &[u8]) -> Result<AvifHeader, PipelineError> {

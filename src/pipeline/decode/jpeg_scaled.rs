@@ -37,9 +37,9 @@ use super::corrupt;
 /// One plane per frame component, in frame order, each `width * height` samples on the reduced
 /// luma grid (`ceil(w / d)` x `ceil(h / d)` for the denominator `d`).
 pub(super) struct Planes {
-    pub width: u32,
-    pub height: u32,
-    pub planes: Vec<Vec<u8>>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) planes: Vec<Vec<u8>>,
 }
 
 /// Decodes `bytes` at 1/`denominator` scale (2, 4 or 8), or `None` when this file is not one
