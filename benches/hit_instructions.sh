@@ -17,6 +17,7 @@
 #            HTTP/2 idle tracking, per-account keys)
 #   69ba8bc (hit-path work of issue 16)              40,946
 #   99b79ab (issue 17 restructure, 2026-12-07)       41,751-41,825 (+2.0 %; see RESULTS.md)
+#   ae6f719 (issue 17 step 6: pub(crate) items)      41,726 (libaom AVIF merged too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
