@@ -50,9 +50,73 @@ pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Avif)
     } else if is_bmp(bytes) {
         Some(SourceFormat::Bmp)
+    } else if bytes.len() >= 14 && bytes.starts_with(b"qoif") {
+        Some(SourceFormat::Qoi)
+    } else if is_pnm(bytes) {
+        Some(SourceFormat::Pnm)
+    } else if is_tga(bytes) {
+        // Last: TGA has no magic number, only a header whose fields must make sense.
+        Some(SourceFormat::Tga)
     } else {
         None
     }
+}
+
+/// `P1`..`P7`, whitespace, then (after any `#` comment lines) a digit, or for PAM (`P7`) a
+/// header keyword: `P6` alone starts too much text.
+fn is_pnm(bytes: &[u8]) -> bool {
+    let [b'P', kind @ b'1'..=b'7', space, rest @ ..] = bytes else {
+        return false;
+    };
+    if !space.is_ascii_whitespace() {
+        return false;
+    }
+    let mut rest = rest;
+    loop {
+        match rest {
+            [c, tail @ ..] if c.is_ascii_whitespace() => rest = tail,
+            [b'#', ..] => match rest.iter().position(|&c| c == b'\n') {
+                Some(end) => rest = &rest[end + 1..],
+                None => return false,
+            },
+            [c, ..] if *kind == b'7' => return c.is_ascii_uppercase(),
+            [c, ..] => return c.is_ascii_digit(),
+            [] => return false,
+        }
+    }
+}
+
+/// TGA has no magic number: the 18-byte header's fields must all hold values a TGA writer
+/// can write (colour-map type 0/1 matching the image type, a known image type, pixel depth
+/// and colour-map entry size, non-zero dimensions, the reserved descriptor bits clear) and
+/// the file must be long enough for its ID and colour map.
+fn is_tga(bytes: &[u8]) -> bool {
+    let Some(h) = bytes.get(..18) else {
+        return false;
+    };
+    let le16 = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+    let (map_type, image_type, depth, descriptor) = (h[1], h[2], h[16], h[17]);
+    let map_ok = match (map_type, image_type) {
+        (1, 1 | 9) => matches!(h[7], 15 | 16 | 24 | 32) && le16(5) > 0,
+        (0, 2 | 3 | 10 | 11) => true,
+        _ => false,
+    };
+    let depth_ok = match image_type {
+        1 | 9 => depth == 8,
+        3 | 11 => matches!(depth, 8 | 16),
+        _ => matches!(depth, 15 | 16 | 24 | 32),
+    };
+    let map_bytes = if map_type == 1 {
+        le16(5) * usize::from(h[7]).div_ceil(8)
+    } else {
+        0
+    };
+    map_ok
+        && depth_ok
+        && le16(12) > 0
+        && le16(14) > 0
+        && descriptor & 0xC0 == 0
+        && bytes.len() > 18 + usize::from(h[0]) + map_bytes
 }
 
 /// `ftyp` box whose major or compatible brands name AVIF (`avif` still, `avis` sequence).
@@ -106,6 +170,17 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
         SourceFormat::Gif => gif_header(bytes, limits)?,
         SourceFormat::Bmp => bmp_header(bytes)?,
         SourceFormat::Avif => avif_header(bytes)?,
+        SourceFormat::Qoi => qoi_header(bytes)?,
+        SourceFormat::Pnm | SourceFormat::Tga => {
+            let header = super::decode::image_rs::header(format, bytes)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
+                has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
     };
     if header.width == 0 || header.height == 0 {
         return Err(corrupt(format, "zero width or height"));
@@ -450,6 +525,31 @@ fn bmp_header(bytes: &[u8]) -> Result<Header, PipelineError> {
     })
 }
 
+// --- QOI ----------------------------------------------------------------------------------
+
+/// The fixed 14-byte header: `qoif`, width and height (big-endian u32), channels (3 or 4),
+/// colour space. Read here rather than by the decoder crate, which calls any image over
+/// 400 MP invalid: a size is the limits' to judge (`SourceTooLarge`), not a corruption.
+fn qoi_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    let header = bytes
+        .get(..14)
+        .ok_or_else(|| corrupt(SourceFormat::Qoi, "truncated header"))?;
+    let be32 =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let has_alpha = match header[12] {
+        3 => false,
+        4 => true,
+        n => return Err(corrupt(SourceFormat::Qoi, format!("{n} channels"))),
+    };
+    Ok(Header {
+        width: be32(4),
+        height: be32(8),
+        orientation: 1,
+        has_alpha,
+        frames: 1,
+    })
+}
+
 // --- AVIF ---------------------------------------------------------------------------------
 
 /// The AVIF container is parsed in one place, `decode::avif`: the primary item's `ispe`, an
@@ -526,6 +626,66 @@ mod tests {
             assert_eq!((info.width, info.height), (64, 48), "{rel}");
             assert_eq!(info.has_alpha, has_alpha, "{rel}");
             assert_eq!(info.orientation, 1, "{rel}");
+        }
+    }
+
+    #[test]
+    fn sniffs_and_probes_qoi_pnm_and_tga() {
+        // (fixture, format, size, has_alpha).
+        let photo = (96, 60);
+        let cases = [
+            ("formats/qoi_photo.qoi", SourceFormat::Qoi, photo, false),
+            ("formats/qoi_alpha.qoi", SourceFormat::Qoi, (64, 48), true),
+            ("formats/pnm_photo.ppm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_gray.pgm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_gray16.pgm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_bitmap.pbm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_plain.ppm", SourceFormat::Pnm, (64, 48), false),
+            ("formats/pnm_alpha.pam", SourceFormat::Pnm, (64, 48), true),
+            ("formats/tga_photo.tga", SourceFormat::Tga, photo, false),
+            ("formats/tga_bottom_up.tga", SourceFormat::Tga, photo, false),
+            ("formats/tga_palette.tga", SourceFormat::Tga, photo, false),
+            (
+                "formats/tga_rle_alpha.tga",
+                SourceFormat::Tga,
+                (64, 48),
+                true,
+            ),
+        ];
+        for (rel, format, size, has_alpha) in cases {
+            let bytes = fixture(rel);
+            assert_eq!(sniff(&bytes), Some(format), "{rel}");
+            let info = probe(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!((info.width, info.height), size, "{rel}");
+            assert_eq!(info.has_alpha, has_alpha, "{rel}");
+            // Every prefix: an answer, never a panic.
+            for len in 0..bytes.len().min(400) {
+                let _ = probe(&bytes[..len], &Limits::default());
+            }
+        }
+        // Text that merely starts like a PNM or TGA header is not one.
+        for text in [
+            &b"P6 is a paper size"[..],
+            b"P3\nnot a number",
+            b"\0\0\x01\0",
+        ] {
+            assert_eq!(sniff(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn huge_qoi_pnm_and_tga_declarations_are_refused_from_the_header() {
+        for rel in [
+            "hostile/bomb_qoi_100k.qoi",
+            "hostile/bomb_pnm_100k.ppm",
+            "hostile/bomb_tga_65k.tga",
+        ] {
+            let bytes = fixture(rel);
+            let result = probe(&bytes, &Limits::default());
+            assert!(
+                matches!(result, Err(PipelineError::SourceTooLarge(_))),
+                "{rel}: {result:?}"
+            );
         }
     }
 

@@ -110,6 +110,10 @@ pub enum SourceFormat {
     Gif,
     Avif,
     Bmp,
+    Qoi,
+    /// PBM, PGM, PPM and PAM (P1..P7).
+    Pnm,
+    Tga,
 }
 
 impl SourceFormat {
@@ -121,6 +125,9 @@ impl SourceFormat {
             SourceFormat::Gif => "image/gif",
             SourceFormat::Avif => "image/avif",
             SourceFormat::Bmp => "image/bmp",
+            SourceFormat::Qoi => "image/qoi",
+            SourceFormat::Pnm => "image/x-portable-anymap",
+            SourceFormat::Tga => "image/x-tga",
         }
     }
 
@@ -132,6 +139,9 @@ impl SourceFormat {
             SourceFormat::Gif => "gif",
             SourceFormat::Avif => "avif",
             SourceFormat::Bmp => "bmp",
+            SourceFormat::Qoi => "qoi",
+            SourceFormat::Pnm => "pnm",
+            SourceFormat::Tga => "tga",
         }
     }
 
@@ -142,7 +152,11 @@ impl SourceFormat {
             SourceFormat::Png => Some(OutputFormat::Png),
             SourceFormat::Webp => Some(OutputFormat::Webp),
             SourceFormat::Avif => Some(OutputFormat::Avif),
-            SourceFormat::Gif | SourceFormat::Bmp => None,
+            SourceFormat::Gif
+            | SourceFormat::Bmp
+            | SourceFormat::Qoi
+            | SourceFormat::Pnm
+            | SourceFormat::Tga => None,
         }
     }
 
@@ -154,6 +168,9 @@ impl SourceFormat {
             "gif" => SourceFormat::Gif,
             "avif" => SourceFormat::Avif,
             "bmp" => SourceFormat::Bmp,
+            "qoi" => SourceFormat::Qoi,
+            "pnm" | "pbm" | "pgm" | "ppm" | "pam" => SourceFormat::Pnm,
+            "tga" => SourceFormat::Tga,
             _ => return None,
         })
     }
