@@ -54,6 +54,8 @@ pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Qoi)
     } else if is_pnm(bytes) {
         Some(SourceFormat::Pnm)
+    } else if is_ico(bytes) {
+        Some(SourceFormat::Ico)
     } else if is_tga(bytes) {
         // Last: TGA has no magic number, only a header whose fields must make sense.
         Some(SourceFormat::Tga)
@@ -84,6 +86,15 @@ fn is_pnm(bytes: &[u8]) -> bool {
             [] => return false,
         }
     }
+}
+
+/// ICONDIR: reserved 0, type 1 (icon) or 2 (cursor), at least one entry whose reserved byte
+/// is 0.
+fn is_ico(bytes: &[u8]) -> bool {
+    bytes.len() >= 22
+        && matches!(bytes[..4], [0, 0, 1 | 2, 0])
+        && u16::from_le_bytes([bytes[4], bytes[5]]) > 0
+        && bytes[9] == 0
 }
 
 /// TGA has no magic number: the 18-byte header's fields must all hold values a TGA writer
@@ -178,6 +189,16 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
                 height: header.height,
                 orientation: 1,
                 has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
+        SourceFormat::Ico => {
+            let entry = ico_largest(bytes, limits)?;
+            Header {
+                width: entry.width,
+                height: entry.height,
+                orientation: 1,
+                has_alpha: entry.has_alpha,
                 frames: 1,
             }
         }
@@ -550,6 +571,100 @@ fn qoi_header(bytes: &[u8]) -> Result<Header, PipelineError> {
     })
 }
 
+// --- ICO / CUR ----------------------------------------------------------------------------
+
+/// One ICO/CUR directory entry, with the size its embedded PNG or BMP header declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct IcoEntry {
+    pub index: usize,
+    pub width: u32,
+    pub height: u32,
+    pub png: bool,
+    pub has_alpha: bool,
+}
+
+/// Walks every ICO/CUR directory entry: each entry's data must lie inside the file, its
+/// embedded PNG (IHDR) or BMP (BITMAPINFOHEADER, height doubled for the AND mask) header must
+/// agree with the directory's size bytes (0 means 256 or more), and no entry may be over
+/// `max_source_pixels`. Answers the largest entry (the first of equals), the one decoded.
+pub(super) fn ico_largest(bytes: &[u8], limits: &Limits) -> Result<IcoEntry, PipelineError> {
+    let bad = |why: String| corrupt(SourceFormat::Ico, why);
+    let le16 = |b: &[u8], i: usize| u32::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let le32 = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let count = bytes
+        .get(..6)
+        .map(|h| le16(h, 4) as usize)
+        .ok_or_else(|| bad("truncated header".into()))?;
+    let mut largest: Option<IcoEntry> = None;
+    // Entries' data add up to at most the file: the `ico` crate copies every entry out, and
+    // entries sharing one span could otherwise make it copy the file thousands of times.
+    let mut data_total = 0usize;
+    for index in 0..count {
+        let dir = bytes
+            .get(6 + index * 16..6 + index * 16 + 16)
+            .ok_or_else(|| bad(format!("directory entry {} runs past the end", index + 1)))?;
+        let (offset, size) = (le32(dir, 12) as usize, le32(dir, 8) as usize);
+        let data = bytes
+            .get(offset..offset.saturating_add(size))
+            .ok_or_else(|| bad(format!("entry {} data runs past the end", index + 1)))?;
+        data_total += size;
+        if data_total > bytes.len() {
+            return Err(bad(format!(
+                "entries overlap: {data_total} bytes of data in a {}-byte file",
+                bytes.len()
+            )));
+        }
+        let (width, height, png, has_alpha) = if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+            let png = png_header(data)?;
+            (png.width, png.height, true, png.has_alpha)
+        } else {
+            if data.len() < 16 || le32(data, 0) != 40 {
+                return Err(bad(format!("entry {} is neither PNG nor BMP", index + 1)));
+            }
+            let (width, doubled) = (le32(data, 4) as i32, le32(data, 8) as i32);
+            if width <= 0 || doubled <= 0 || doubled % 2 != 0 {
+                return Err(bad(format!(
+                    "entry {} BMP header says {width}x{doubled}",
+                    index + 1
+                )));
+            }
+            (width as u32, doubled as u32 / 2, false, true)
+        };
+        let agrees = |byte: u8, side: u32| match byte {
+            0 => side >= 256,
+            n => side == u32::from(n),
+        };
+        if !agrees(dir[0], width) || !agrees(dir[1], height) {
+            return Err(bad(format!(
+                "entry {} declares {}x{}, its {} header says {width}x{height}",
+                index + 1,
+                dir[0],
+                dir[1],
+                if png { "PNG" } else { "BMP" }
+            )));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > limits.max_source_pixels {
+            return Err(PipelineError::SourceTooLarge(format!(
+                "ico entry {} is {width}x{height} = {pixels} pixels, limit {}",
+                index + 1,
+                limits.max_source_pixels
+            )));
+        }
+        let entry = IcoEntry {
+            index,
+            width,
+            height,
+            png,
+            has_alpha,
+        };
+        if largest.is_none_or(|l| pixels > u64::from(l.width) * u64::from(l.height)) {
+            largest = Some(entry);
+        }
+    }
+    largest.ok_or_else(|| bad("no entries".into()))
+}
+
 // --- AVIF ---------------------------------------------------------------------------------
 
 /// The AVIF container is parsed in one place, `decode::avif`: the primary item's `ispe`, an
@@ -630,8 +745,8 @@ mod tests {
     }
 
     #[test]
-    fn sniffs_and_probes_qoi_pnm_and_tga() {
-        // (fixture, format, size, has_alpha).
+    fn sniffs_and_probes_qoi_pnm_tga_and_ico() {
+        // (fixture, format, size, has_alpha); an ICO answers its largest entry.
         let photo = (96, 60);
         let cases = [
             ("formats/qoi_photo.qoi", SourceFormat::Qoi, photo, false),
@@ -651,6 +766,10 @@ mod tests {
                 (64, 48),
                 true,
             ),
+            ("formats/ico_photo.ico", SourceFormat::Ico, photo, true),
+            ("formats/ico_png.ico", SourceFormat::Ico, (256, 256), true),
+            ("formats/ico_alpha.ico", SourceFormat::Ico, (64, 48), true),
+            ("formats/cur_alpha.cur", SourceFormat::Ico, (64, 48), true),
         ];
         for (rel, format, size, has_alpha) in cases {
             let bytes = fixture(rel);
@@ -674,11 +793,12 @@ mod tests {
     }
 
     #[test]
-    fn huge_qoi_pnm_and_tga_declarations_are_refused_from_the_header() {
+    fn huge_qoi_pnm_tga_and_ico_declarations_are_refused_from_the_header() {
         for rel in [
             "hostile/bomb_qoi_100k.qoi",
             "hostile/bomb_pnm_100k.ppm",
             "hostile/bomb_tga_65k.tga",
+            "hostile/bomb_ico_png_100k.ico",
         ] {
             let bytes = fixture(rel);
             let result = probe(&bytes, &Limits::default());
@@ -687,6 +807,38 @@ mod tests {
                 "{rel}: {result:?}"
             );
         }
+        // Every ICO entry counts, not only the one decoded: a limit between the small and the
+        // large entry refuses the file.
+        let tight = Limits {
+            max_source_pixels: 96 * 60 - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            probe(&fixture("formats/ico_photo.ico"), &tight),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+        // Entries sharing one span are refused before anything copies them.
+        let icon = fixture("formats/ico_alpha.ico");
+        let copies = 1000u16;
+        let mut shared = vec![0, 0, 1, 0];
+        shared.extend(copies.to_le_bytes());
+        let data_at = 6 + 16 * u32::from(copies);
+        for _ in 0..copies {
+            shared.extend(&icon[6..18]);
+            shared.extend(data_at.to_le_bytes());
+        }
+        shared.extend(&icon[22..]);
+        let result = probe(&shared, &Limits::default());
+        assert!(
+            matches!(&result, Err(PipelineError::Corrupt(m)) if m.contains("overlap")),
+            "{result:?}"
+        );
+        // A directory size that disagrees with the embedded header is corrupt.
+        let result = probe_fixture("hostile/ico_size_mismatch.ico");
+        assert!(
+            matches!(&result, Err(PipelineError::Corrupt(m)) if m.contains("declares 48x60")),
+            "{result:?}"
+        );
     }
 
     #[test]

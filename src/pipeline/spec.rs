@@ -114,6 +114,8 @@ pub enum SourceFormat {
     /// PBM, PGM, PPM and PAM (P1..P7).
     Pnm,
     Tga,
+    /// ICO and CUR.
+    Ico,
 }
 
 impl SourceFormat {
@@ -128,6 +130,7 @@ impl SourceFormat {
             SourceFormat::Qoi => "image/qoi",
             SourceFormat::Pnm => "image/x-portable-anymap",
             SourceFormat::Tga => "image/x-tga",
+            SourceFormat::Ico => "image/vnd.microsoft.icon",
         }
     }
 
@@ -142,6 +145,7 @@ impl SourceFormat {
             SourceFormat::Qoi => "qoi",
             SourceFormat::Pnm => "pnm",
             SourceFormat::Tga => "tga",
+            SourceFormat::Ico => "ico",
         }
     }
 
@@ -156,7 +160,8 @@ impl SourceFormat {
             | SourceFormat::Bmp
             | SourceFormat::Qoi
             | SourceFormat::Pnm
-            | SourceFormat::Tga => None,
+            | SourceFormat::Tga
+            | SourceFormat::Ico => None,
         }
     }
 
@@ -171,6 +176,7 @@ impl SourceFormat {
             "qoi" => SourceFormat::Qoi,
             "pnm" | "pbm" | "pgm" | "ppm" | "pam" => SourceFormat::Pnm,
             "tga" => SourceFormat::Tga,
+            "ico" | "cur" => SourceFormat::Ico,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@
 pub(super) mod avif;
 mod bmp;
 mod gif;
+mod ico;
 pub(super) mod image_rs;
 mod jpeg;
 mod jpeg_scaled;
@@ -53,6 +54,7 @@ pub(super) fn decode(
         SourceFormat::Qoi | SourceFormat::Pnm | SourceFormat::Tga => {
             image_rs::decode(info.format, bytes, limits)
         }
+        SourceFormat::Ico => ico::decode(bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
@@ -325,6 +327,7 @@ mod tests {
             "hostile/truncated_qoi.qoi",
             "hostile/truncated_pnm.ppm",
             "hostile/truncated_tga.tga",
+            "hostile/truncated_ico.ico",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -346,6 +349,7 @@ mod tests {
             "formats/pnm_plain.ppm",
             "formats/pnm_alpha.pam",
             "formats/tga_rle_alpha.tga",
+            "formats/ico_alpha.ico",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
