@@ -50,6 +50,8 @@ pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Avif)
     } else if is_bmp(bytes) {
         Some(SourceFormat::Bmp)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(SourceFormat::Tiff)
     } else if bytes.len() >= 14 && bytes.starts_with(b"qoif") {
         Some(SourceFormat::Qoi)
     } else if is_pnm(bytes) {
@@ -188,6 +190,16 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
                 width: header.width,
                 height: header.height,
                 orientation: 1,
+                has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
+        SourceFormat::Tiff => {
+            let header = super::decode::tiff::header(bytes, limits)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: header.orientation,
                 has_alpha: header.has_alpha,
                 frames: 1,
             }
@@ -745,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn sniffs_and_probes_qoi_pnm_tga_and_ico() {
+    fn sniffs_and_probes_qoi_pnm_tga_ico_and_tiff() {
         // (fixture, format, size, has_alpha); an ICO answers its largest entry.
         let photo = (96, 60);
         let cases = [
@@ -770,6 +782,33 @@ mod tests {
             ("formats/ico_png.ico", SourceFormat::Ico, (256, 256), true),
             ("formats/ico_alpha.ico", SourceFormat::Ico, (64, 48), true),
             ("formats/cur_alpha.cur", SourceFormat::Ico, (64, 48), true),
+            (
+                "formats/tiff_lzw_strips.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            (
+                "formats/tiff_deflate_tiles.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            (
+                "formats/tiff_packbits_gray16.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            ("formats/tiff_jpeg.tif", SourceFormat::Tiff, photo, false),
+            ("formats/tiff_cmyk.tif", SourceFormat::Tiff, photo, false),
+            ("formats/tiff_alpha.tif", SourceFormat::Tiff, (64, 48), true),
+            (
+                "formats/tiff_multipage.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
         ];
         for (rel, format, size, has_alpha) in cases {
             let bytes = fixture(rel);
@@ -793,12 +832,15 @@ mod tests {
     }
 
     #[test]
-    fn huge_qoi_pnm_tga_and_ico_declarations_are_refused_from_the_header() {
+    fn huge_qoi_pnm_tga_ico_and_tiff_declarations_are_refused_from_the_header() {
         for rel in [
             "hostile/bomb_qoi_100k.qoi",
             "hostile/bomb_pnm_100k.ppm",
             "hostile/bomb_tga_65k.tga",
             "hostile/bomb_ico_png_100k.ico",
+            "hostile/bomb_tiff_100k.tif",
+            // Page 2 is never decoded, but its declaration counts.
+            "hostile/bomb_tiff_page2.tif",
         ] {
             let bytes = fixture(rel);
             let result = probe(&bytes, &Limits::default());

@@ -116,6 +116,7 @@ pub enum SourceFormat {
     Tga,
     /// ICO and CUR.
     Ico,
+    Tiff,
 }
 
 impl SourceFormat {
@@ -131,6 +132,7 @@ impl SourceFormat {
             SourceFormat::Pnm => "image/x-portable-anymap",
             SourceFormat::Tga => "image/x-tga",
             SourceFormat::Ico => "image/vnd.microsoft.icon",
+            SourceFormat::Tiff => "image/tiff",
         }
     }
 
@@ -146,6 +148,7 @@ impl SourceFormat {
             SourceFormat::Pnm => "pnm",
             SourceFormat::Tga => "tga",
             SourceFormat::Ico => "ico",
+            SourceFormat::Tiff => "tiff",
         }
     }
 
@@ -161,7 +164,8 @@ impl SourceFormat {
             | SourceFormat::Qoi
             | SourceFormat::Pnm
             | SourceFormat::Tga
-            | SourceFormat::Ico => None,
+            | SourceFormat::Ico
+            | SourceFormat::Tiff => None,
         }
     }
 
@@ -177,6 +181,7 @@ impl SourceFormat {
             "pnm" | "pbm" | "pgm" | "ppm" | "pam" => SourceFormat::Pnm,
             "tga" => SourceFormat::Tga,
             "ico" | "cur" => SourceFormat::Ico,
+            "tif" | "tiff" => SourceFormat::Tiff,
             _ => return None,
         })
     }

@@ -102,11 +102,11 @@ async fn every_input_format_renders_with_the_right_colours() {
     }
 }
 
-/// QOI, PNM, TGA and ICO/CUR uploaded through the API, sniffed from the bytes (the upload's
+/// QOI, PNM, TGA, ICO/CUR and TIFF uploaded through the API, sniffed from the bytes (the upload's
 /// file name says `.bin`), reported with their format, media type and size, and rendered to a
 /// WebP of a given width.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qoi_pnm_tga_and_ico_upload_and_render_to_webp() {
+async fn qoi_pnm_tga_ico_and_tiff_upload_and_render_to_webp() {
     let node = TestNode::start().await;
     let key = node.account_key("acme", "read,write").await;
     let media_types = [
@@ -114,6 +114,7 @@ async fn qoi_pnm_tga_and_ico_upload_and_render_to_webp() {
         ("pnm", "image/x-portable-anymap"),
         ("tga", "image/x-tga"),
         ("ico", "image/vnd.microsoft.icon"),
+        ("tiff", "image/tiff"),
     ];
     // (fixture, reported format, source size, output width, output height)
     let cases = [
@@ -127,6 +128,10 @@ async fn qoi_pnm_tga_and_ico_upload_and_render_to_webp() {
         ("ico_photo.ico", "ico", (96, 60), 48, 30),
         ("ico_png.ico", "ico", (256, 256), 64, 64),
         ("cur_alpha.cur", "ico", (64, 48), 32, 24),
+        ("tiff_deflate_tiles.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_jpeg.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_cmyk.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_multipage.tif", "tiff", (96, 60), 48, 30),
     ];
     for (i, (name, format, (w, h), out_w, out_h)) in cases.into_iter().enumerate() {
         let mime = media_types.iter().find(|(f, _)| *f == format).unwrap().1;

@@ -11,7 +11,7 @@ use image::{ColorType, ImageDecoder, ImageError};
 
 use super::super::spec::{Limits, SourceFormat};
 use super::super::{Image, PipelineError};
-use super::{corrupt, image_from_samples, memory_limit};
+use super::{corrupt, image_from_samples, memory_limit, to_8_bit};
 
 /// The header facts of a QOI, PNM or TGA source.
 pub(crate) struct Header {
@@ -73,7 +73,7 @@ pub(super) fn decode(
         // 16-bit PNM (maxval above 255): native-endian u16 samples, rounded to 8 bits.
         ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => buffer
             .chunks_exact(2)
-            .map(|b| ((u32::from(u16::from_ne_bytes([b[0], b[1]])) + 128) / 257) as u8)
+            .map(|b| to_8_bit(u16::from_ne_bytes([b[0], b[1]])))
             .collect(),
         other => return Err(corrupt(format, format!("colour type {other:?}"))),
     };

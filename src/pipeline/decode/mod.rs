@@ -14,6 +14,7 @@ pub(super) mod image_rs;
 mod jpeg;
 mod jpeg_scaled;
 mod png;
+pub(super) mod tiff;
 mod webp;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -55,6 +56,7 @@ pub(super) fn decode(
             image_rs::decode(info.format, bytes, limits)
         }
         SourceFormat::Ico => ico::decode(bytes, limits),
+        SourceFormat::Tiff => tiff::decode(bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
@@ -139,6 +141,11 @@ fn image_from_samples(
         _ => return Err(corrupt(format, format!("{channels} channels"))),
     };
     Ok(Image::new(width, height, layout, data))
+}
+
+/// A 16-bit sample rounded to 8 bits (`v / 257`, to nearest).
+fn to_8_bit(v: u16) -> u8 {
+    ((u32::from(v) + 128) / 257) as u8
 }
 
 /// Drops the alpha channel of an Rgba8 image.
@@ -328,6 +335,7 @@ mod tests {
             "hostile/truncated_pnm.ppm",
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
+            "hostile/truncated_tiff.tif",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -350,6 +358,8 @@ mod tests {
             "formats/pnm_alpha.pam",
             "formats/tga_rle_alpha.tga",
             "formats/ico_alpha.ico",
+            "formats/tiff_alpha.tif",
+            "formats/tiff_deflate_tiles.tif",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
