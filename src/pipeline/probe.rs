@@ -50,9 +50,86 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Avif)
     } else if is_bmp(bytes) {
         Some(SourceFormat::Bmp)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(SourceFormat::Tiff)
+    } else if bytes.len() >= 14 && bytes.starts_with(b"qoif") {
+        Some(SourceFormat::Qoi)
+    } else if is_pnm(bytes) {
+        Some(SourceFormat::Pnm)
+    } else if is_ico(bytes) {
+        Some(SourceFormat::Ico)
+    } else if is_tga(bytes) {
+        // Last: TGA has no magic number, only a header whose fields must make sense.
+        Some(SourceFormat::Tga)
     } else {
         None
     }
+}
+
+/// `P1`..`P7`, whitespace, then (after any `#` comment lines) a digit, or for PAM (`P7`) a
+/// header keyword: `P6` alone starts too much text.
+fn is_pnm(bytes: &[u8]) -> bool {
+    let [b'P', kind @ b'1'..=b'7', space, rest @ ..] = bytes else {
+        return false;
+    };
+    if !space.is_ascii_whitespace() {
+        return false;
+    }
+    let mut rest = rest;
+    loop {
+        match rest {
+            [c, tail @ ..] if c.is_ascii_whitespace() => rest = tail,
+            [b'#', ..] => match rest.iter().position(|&c| c == b'\n') {
+                Some(end) => rest = &rest[end + 1..],
+                None => return false,
+            },
+            [c, ..] if *kind == b'7' => return c.is_ascii_uppercase(),
+            [c, ..] => return c.is_ascii_digit(),
+            [] => return false,
+        }
+    }
+}
+
+/// ICONDIR: reserved 0, type 1 (icon) or 2 (cursor), at least one entry whose reserved byte
+/// is 0.
+fn is_ico(bytes: &[u8]) -> bool {
+    bytes.len() >= 22
+        && matches!(bytes[..4], [0, 0, 1 | 2, 0])
+        && u16::from_le_bytes([bytes[4], bytes[5]]) > 0
+        && bytes[9] == 0
+}
+
+/// TGA has no magic number: the 18-byte header's fields must all hold values a TGA writer
+/// can write (colour-map type 0/1 matching the image type, a known image type, pixel depth
+/// and colour-map entry size, non-zero dimensions, the reserved descriptor bits clear) and
+/// the file must be long enough for its ID and colour map.
+fn is_tga(bytes: &[u8]) -> bool {
+    let Some(h) = bytes.get(..18) else {
+        return false;
+    };
+    let le16 = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+    let (map_type, image_type, depth, descriptor) = (h[1], h[2], h[16], h[17]);
+    let map_ok = match (map_type, image_type) {
+        (1, 1 | 9) => matches!(h[7], 15 | 16 | 24 | 32) && le16(5) > 0,
+        (0, 2 | 3 | 10 | 11) => true,
+        _ => false,
+    };
+    let depth_ok = match image_type {
+        1 | 9 => depth == 8,
+        3 | 11 => matches!(depth, 8 | 16),
+        _ => matches!(depth, 15 | 16 | 24 | 32),
+    };
+    let map_bytes = if map_type == 1 {
+        le16(5) * usize::from(h[7]).div_ceil(8)
+    } else {
+        0
+    };
+    map_ok
+        && depth_ok
+        && le16(12) > 0
+        && le16(14) > 0
+        && descriptor & 0xC0 == 0
+        && bytes.len() > 18 + usize::from(h[0]) + map_bytes
 }
 
 /// `ftyp` box whose major or compatible brands name AVIF (`avif` still, `avis` sequence).
@@ -106,6 +183,37 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
         SourceFormat::Gif => gif_header(bytes, limits)?,
         SourceFormat::Bmp => bmp_header(bytes)?,
         SourceFormat::Avif => avif_header(bytes)?,
+        SourceFormat::Qoi => qoi_header(bytes)?,
+        SourceFormat::Pnm | SourceFormat::Tga => {
+            let header = super::decode::image_rs::header(format, bytes)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
+                has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
+        SourceFormat::Tiff => {
+            let header = super::decode::tiff::header(bytes, limits)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: header.orientation,
+                has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
+        SourceFormat::Ico => {
+            let entry = ico_largest(bytes, limits)?;
+            Header {
+                width: entry.width,
+                height: entry.height,
+                orientation: 1,
+                has_alpha: entry.has_alpha,
+                frames: 1,
+            }
+        }
     };
     if header.width == 0 || header.height == 0 {
         return Err(corrupt(format, "zero width or height"));
@@ -450,6 +558,125 @@ fn bmp_header(bytes: &[u8]) -> Result<Header, PipelineError> {
     })
 }
 
+// --- QOI ----------------------------------------------------------------------------------
+
+/// The fixed 14-byte header: `qoif`, width and height (big-endian u32), channels (3 or 4),
+/// colour space. Read here rather than by the decoder crate, which calls any image over
+/// 400 MP invalid: a size is the limits' to judge (`SourceTooLarge`), not a corruption.
+fn qoi_header(bytes: &[u8]) -> Result<Header, PipelineError> {
+    let header = bytes
+        .get(..14)
+        .ok_or_else(|| corrupt(SourceFormat::Qoi, "truncated header"))?;
+    let be32 =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let has_alpha = match header[12] {
+        3 => false,
+        4 => true,
+        n => return Err(corrupt(SourceFormat::Qoi, format!("{n} channels"))),
+    };
+    Ok(Header {
+        width: be32(4),
+        height: be32(8),
+        orientation: 1,
+        has_alpha,
+        frames: 1,
+    })
+}
+
+// --- ICO / CUR ----------------------------------------------------------------------------
+
+/// One ICO/CUR directory entry, with the size its embedded PNG or BMP header declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct IcoEntry {
+    pub index: usize,
+    pub width: u32,
+    pub height: u32,
+    pub png: bool,
+    pub has_alpha: bool,
+}
+
+/// Walks every ICO/CUR directory entry: each entry's data must lie inside the file, its
+/// embedded PNG (IHDR) or BMP (BITMAPINFOHEADER, height doubled for the AND mask) header must
+/// agree with the directory's size bytes (0 means 256 or more), and no entry may be over
+/// `max_source_pixels`. Answers the largest entry (the first of equals), the one decoded.
+pub(super) fn ico_largest(bytes: &[u8], limits: &Limits) -> Result<IcoEntry, PipelineError> {
+    let bad = |why: String| corrupt(SourceFormat::Ico, why);
+    let le16 = |b: &[u8], i: usize| u32::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let le32 = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let count = bytes
+        .get(..6)
+        .map(|h| le16(h, 4) as usize)
+        .ok_or_else(|| bad("truncated header".into()))?;
+    let mut largest: Option<IcoEntry> = None;
+    // Entries' data add up to at most the file: the `ico` crate copies every entry out, and
+    // entries sharing one span could otherwise make it copy the file thousands of times.
+    let mut data_total = 0usize;
+    for index in 0..count {
+        let dir = bytes
+            .get(6 + index * 16..6 + index * 16 + 16)
+            .ok_or_else(|| bad(format!("directory entry {} runs past the end", index + 1)))?;
+        let (offset, size) = (le32(dir, 12) as usize, le32(dir, 8) as usize);
+        let data = bytes
+            .get(offset..offset.saturating_add(size))
+            .ok_or_else(|| bad(format!("entry {} data runs past the end", index + 1)))?;
+        data_total += size;
+        if data_total > bytes.len() {
+            return Err(bad(format!(
+                "entries overlap: {data_total} bytes of data in a {}-byte file",
+                bytes.len()
+            )));
+        }
+        let (width, height, png, has_alpha) = if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+            let png = png_header(data)?;
+            (png.width, png.height, true, png.has_alpha)
+        } else {
+            if data.len() < 16 || le32(data, 0) != 40 {
+                return Err(bad(format!("entry {} is neither PNG nor BMP", index + 1)));
+            }
+            let (width, doubled) = (le32(data, 4) as i32, le32(data, 8) as i32);
+            if width <= 0 || doubled <= 0 || doubled % 2 != 0 {
+                return Err(bad(format!(
+                    "entry {} BMP header says {width}x{doubled}",
+                    index + 1
+                )));
+            }
+            (width as u32, doubled as u32 / 2, false, true)
+        };
+        let agrees = |byte: u8, side: u32| match byte {
+            0 => side >= 256,
+            n => side == u32::from(n),
+        };
+        if !agrees(dir[0], width) || !agrees(dir[1], height) {
+            return Err(bad(format!(
+                "entry {} declares {}x{}, its {} header says {width}x{height}",
+                index + 1,
+                dir[0],
+                dir[1],
+                if png { "PNG" } else { "BMP" }
+            )));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > limits.max_source_pixels {
+            return Err(PipelineError::SourceTooLarge(format!(
+                "ico entry {} is {width}x{height} = {pixels} pixels, limit {}",
+                index + 1,
+                limits.max_source_pixels
+            )));
+        }
+        let entry = IcoEntry {
+            index,
+            width,
+            height,
+            png,
+            has_alpha,
+        };
+        if largest.is_none_or(|l| pixels > u64::from(l.width) * u64::from(l.height)) {
+            largest = Some(entry);
+        }
+    }
+    largest.ok_or_else(|| bad("no entries".into()))
+}
+
 // --- AVIF ---------------------------------------------------------------------------------
 
 /// The AVIF container is parsed in one place, `decode::avif`: the primary item's `ispe`, an
@@ -527,6 +754,133 @@ mod tests {
             assert_eq!(info.has_alpha, has_alpha, "{rel}");
             assert_eq!(info.orientation, 1, "{rel}");
         }
+    }
+
+    #[test]
+    fn sniffs_and_probes_qoi_pnm_tga_ico_and_tiff() {
+        // (fixture, format, size, has_alpha); an ICO answers its largest entry.
+        let photo = (96, 60);
+        let cases = [
+            ("formats/qoi_photo.qoi", SourceFormat::Qoi, photo, false),
+            ("formats/qoi_alpha.qoi", SourceFormat::Qoi, (64, 48), true),
+            ("formats/pnm_photo.ppm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_gray.pgm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_gray16.pgm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_bitmap.pbm", SourceFormat::Pnm, photo, false),
+            ("formats/pnm_plain.ppm", SourceFormat::Pnm, (64, 48), false),
+            ("formats/pnm_alpha.pam", SourceFormat::Pnm, (64, 48), true),
+            ("formats/tga_photo.tga", SourceFormat::Tga, photo, false),
+            ("formats/tga_bottom_up.tga", SourceFormat::Tga, photo, false),
+            ("formats/tga_palette.tga", SourceFormat::Tga, photo, false),
+            (
+                "formats/tga_rle_alpha.tga",
+                SourceFormat::Tga,
+                (64, 48),
+                true,
+            ),
+            ("formats/ico_photo.ico", SourceFormat::Ico, photo, true),
+            ("formats/ico_png.ico", SourceFormat::Ico, (256, 256), true),
+            ("formats/ico_alpha.ico", SourceFormat::Ico, (64, 48), true),
+            ("formats/cur_alpha.cur", SourceFormat::Ico, (64, 48), true),
+            (
+                "formats/tiff_lzw_strips.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            (
+                "formats/tiff_deflate_tiles.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            (
+                "formats/tiff_packbits_gray16.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+            ("formats/tiff_jpeg.tif", SourceFormat::Tiff, photo, false),
+            ("formats/tiff_cmyk.tif", SourceFormat::Tiff, photo, false),
+            ("formats/tiff_alpha.tif", SourceFormat::Tiff, (64, 48), true),
+            (
+                "formats/tiff_multipage.tif",
+                SourceFormat::Tiff,
+                photo,
+                false,
+            ),
+        ];
+        for (rel, format, size, has_alpha) in cases {
+            let bytes = fixture(rel);
+            assert_eq!(sniff(&bytes), Some(format), "{rel}");
+            let info = probe(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!((info.width, info.height), size, "{rel}");
+            assert_eq!(info.has_alpha, has_alpha, "{rel}");
+            // Every prefix: an answer, never a panic.
+            for len in 0..bytes.len().min(400) {
+                let _ = probe(&bytes[..len], &Limits::default());
+            }
+        }
+        // Text that merely starts like a PNM or TGA header is not one.
+        for text in [
+            &b"P6 is a paper size"[..],
+            b"P3\nnot a number",
+            b"\0\0\x01\0",
+        ] {
+            assert_eq!(sniff(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn huge_qoi_pnm_tga_ico_and_tiff_declarations_are_refused_from_the_header() {
+        for rel in [
+            "hostile/bomb_qoi_100k.qoi",
+            "hostile/bomb_pnm_100k.ppm",
+            "hostile/bomb_tga_65k.tga",
+            "hostile/bomb_ico_png_100k.ico",
+            "hostile/bomb_tiff_100k.tif",
+            // Page 2 is never decoded, but its declaration counts.
+            "hostile/bomb_tiff_page2.tif",
+        ] {
+            let bytes = fixture(rel);
+            let result = probe(&bytes, &Limits::default());
+            assert!(
+                matches!(result, Err(PipelineError::SourceTooLarge(_))),
+                "{rel}: {result:?}"
+            );
+        }
+        // Every ICO entry counts, not only the one decoded: a limit between the small and the
+        // large entry refuses the file.
+        let tight = Limits {
+            max_source_pixels: 96 * 60 - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            probe(&fixture("formats/ico_photo.ico"), &tight),
+            Err(PipelineError::SourceTooLarge(_))
+        ));
+        // Entries sharing one span are refused before anything copies them.
+        let icon = fixture("formats/ico_alpha.ico");
+        let copies = 1000u16;
+        let mut shared = vec![0, 0, 1, 0];
+        shared.extend(copies.to_le_bytes());
+        let data_at = 6 + 16 * u32::from(copies);
+        for _ in 0..copies {
+            shared.extend(&icon[6..18]);
+            shared.extend(data_at.to_le_bytes());
+        }
+        shared.extend(&icon[22..]);
+        let result = probe(&shared, &Limits::default());
+        assert!(
+            matches!(&result, Err(PipelineError::Corrupt(m)) if m.contains("overlap")),
+            "{result:?}"
+        );
+        // A directory size that disagrees with the embedded header is corrupt.
+        let result = probe_fixture("hostile/ico_size_mismatch.ico");
+        assert!(
+            matches!(&result, Err(PipelineError::Corrupt(m)) if m.contains("declares 48x60")),
+            "{result:?}"
+        );
     }
 
     #[test]

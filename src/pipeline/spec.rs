@@ -110,6 +110,13 @@ pub enum SourceFormat {
     Gif,
     Avif,
     Bmp,
+    Qoi,
+    /// PBM, PGM, PPM and PAM (P1..P7).
+    Pnm,
+    Tga,
+    /// ICO and CUR.
+    Ico,
+    Tiff,
 }
 
 impl SourceFormat {
@@ -121,6 +128,11 @@ impl SourceFormat {
             SourceFormat::Gif => "image/gif",
             SourceFormat::Avif => "image/avif",
             SourceFormat::Bmp => "image/bmp",
+            SourceFormat::Qoi => "image/qoi",
+            SourceFormat::Pnm => "image/x-portable-anymap",
+            SourceFormat::Tga => "image/x-tga",
+            SourceFormat::Ico => "image/vnd.microsoft.icon",
+            SourceFormat::Tiff => "image/tiff",
         }
     }
 
@@ -132,6 +144,11 @@ impl SourceFormat {
             SourceFormat::Gif => "gif",
             SourceFormat::Avif => "avif",
             SourceFormat::Bmp => "bmp",
+            SourceFormat::Qoi => "qoi",
+            SourceFormat::Pnm => "pnm",
+            SourceFormat::Tga => "tga",
+            SourceFormat::Ico => "ico",
+            SourceFormat::Tiff => "tiff",
         }
     }
 
@@ -142,7 +159,13 @@ impl SourceFormat {
             SourceFormat::Png => Some(OutputFormat::Png),
             SourceFormat::Webp => Some(OutputFormat::Webp),
             SourceFormat::Avif => Some(OutputFormat::Avif),
-            SourceFormat::Gif | SourceFormat::Bmp => None,
+            SourceFormat::Gif
+            | SourceFormat::Bmp
+            | SourceFormat::Qoi
+            | SourceFormat::Pnm
+            | SourceFormat::Tga
+            | SourceFormat::Ico
+            | SourceFormat::Tiff => None,
         }
     }
 
@@ -154,6 +177,11 @@ impl SourceFormat {
             "gif" => SourceFormat::Gif,
             "avif" => SourceFormat::Avif,
             "bmp" => SourceFormat::Bmp,
+            "qoi" => SourceFormat::Qoi,
+            "pnm" | "pbm" | "pgm" | "ppm" | "pam" => SourceFormat::Pnm,
+            "tga" => SourceFormat::Tga,
+            "ico" | "cur" => SourceFormat::Ico,
+            "tif" | "tiff" => SourceFormat::Tiff,
             _ => return None,
         })
     }

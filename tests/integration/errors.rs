@@ -255,12 +255,11 @@ async fn unsigned_private_images_answer_exactly_like_missing_ones() {
 #[tokio::test]
 async fn an_undecodable_original_is_415() {
     let node = TestNode::start().await;
-    // A TIFF header behind a record that says JPEG.
-    let mut tiff = b"II*\x00\x08\x00\x00\x00".to_vec();
-    tiff.resize(400, 0);
-    node.add_raw("demo", "tiff", SourceFormat::Jpeg, &tiff)
-        .await;
-    let (status, h, body) = node.fetch("/i/demo/tiff.png?w=10").await;
+    // A JPEG XL codestream header (not an input format yet) behind a record that says JPEG.
+    let mut jxl = b"\xff\x0a\xfa\x7f\x01\x90\x08\x06".to_vec();
+    jxl.resize(400, 0);
+    node.add_raw("demo", "jxl", SourceFormat::Jpeg, &jxl).await;
+    let (status, h, body) = node.fetch("/i/demo/jxl.png?w=10").await;
     assert_json_error(status, &h, &body, 415, "UNSUPPORTED_FORMAT");
 }
 

@@ -102,6 +102,74 @@ async fn every_input_format_renders_with_the_right_colours() {
     }
 }
 
+/// QOI, PNM, TGA, ICO/CUR and TIFF uploaded through the API, sniffed from the bytes (the upload's
+/// file name says `.bin`), reported with their format, media type and size, and rendered to a
+/// WebP of a given width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qoi_pnm_tga_ico_and_tiff_upload_and_render_to_webp() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let media_types = [
+        ("qoi", "image/qoi"),
+        ("pnm", "image/x-portable-anymap"),
+        ("tga", "image/x-tga"),
+        ("ico", "image/vnd.microsoft.icon"),
+        ("tiff", "image/tiff"),
+    ];
+    // (fixture, reported format, source size, output width, output height)
+    let cases = [
+        ("qoi_photo.qoi", "qoi", (96, 60), 48, 30),
+        ("qoi_alpha.qoi", "qoi", (64, 48), 32, 24),
+        ("pnm_photo.ppm", "pnm", (96, 60), 48, 30),
+        ("pnm_bitmap.pbm", "pnm", (96, 60), 48, 30),
+        ("pnm_alpha.pam", "pnm", (64, 48), 32, 24),
+        ("tga_photo.tga", "tga", (96, 60), 48, 30),
+        ("tga_rle_alpha.tga", "tga", (64, 48), 32, 24),
+        ("ico_photo.ico", "ico", (96, 60), 48, 30),
+        ("ico_png.ico", "ico", (256, 256), 64, 64),
+        ("cur_alpha.cur", "ico", (64, 48), 32, 24),
+        ("tiff_deflate_tiles.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_jpeg.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_cmyk.tif", "tiff", (96, 60), 48, 30),
+        ("tiff_multipage.tif", "tiff", (96, 60), 48, 30),
+    ];
+    for (i, (name, format, (w, h), out_w, out_h)) in cases.into_iter().enumerate() {
+        let mime = media_types.iter().find(|(f, _)| *f == format).unwrap().1;
+        let (status, body) = node
+            .upload(
+                &key,
+                fixture(&format!("formats/{name}")),
+                &format!("new/n{i}.bin"),
+            )
+            .await;
+        assert_eq!(status, 201, "{name}: {body}");
+        assert_eq!(body["format"], format, "{name}");
+        assert_eq!(body["dimensions"]["width"], w, "{name}");
+        assert_eq!(body["dimensions"]["height"], h, "{name}");
+        let id = body["id"].as_str().unwrap();
+        let (status, _, meta) = node
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/v1/images/{id}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(meta["metadata"]["mime_type"], mime, "{name}");
+        let stored = body["paths"][0].as_str().unwrap().to_string();
+        let stem = stored.rsplit_once('.').map_or(stored.as_str(), |(s, _)| s);
+        let (status, headers, webp) = node.fetch(&format!("/i/acme/{stem}.webp?w={out_w}")).await;
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&webp));
+        assert_eq!(headers["content-type"], "image/webp", "{name}");
+        assert_eq!(
+            decode(&webp).to_rgba8().dimensions(),
+            (out_w, out_h),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn gray_and_cmyk_jpegs_come_out_as_rgb() {
     let node = TestNode::start().await;

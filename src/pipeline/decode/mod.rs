@@ -9,9 +9,12 @@
 pub(super) mod avif;
 mod bmp;
 mod gif;
+mod ico;
+pub(super) mod image_rs;
 mod jpeg;
 mod jpeg_scaled;
 mod png;
+pub(super) mod tiff;
 mod webp;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -49,6 +52,11 @@ pub(super) fn decode(
         SourceFormat::Gif => gif::decode(bytes, limits),
         SourceFormat::Bmp => bmp::decode(bytes, limits),
         SourceFormat::Avif => avif::decode(bytes, limits),
+        SourceFormat::Qoi | SourceFormat::Pnm | SourceFormat::Tga => {
+            image_rs::decode(info.format, bytes, limits)
+        }
+        SourceFormat::Ico => ico::decode(bytes, limits),
+        SourceFormat::Tiff => tiff::decode(bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
@@ -135,6 +143,11 @@ fn image_from_samples(
     Ok(Image::new(width, height, layout, data))
 }
 
+/// A 16-bit sample rounded to 8 bits (`v / 257`, to nearest).
+fn to_8_bit(v: u16) -> u8 {
+    ((u32::from(v) + 128) / 257) as u8
+}
+
 /// Drops the alpha channel of an Rgba8 image.
 fn strip_alpha(image: Image) -> Image {
     let data = image
@@ -207,6 +220,31 @@ pub(super) mod test_support {
         let diffs = a.data.iter().zip(&b.data).map(|(&x, &y)| x.abs_diff(y));
         let (sum, max) = diffs.fold((0u64, 0u8), |(s, m), d| (s + u64::from(d), m.max(d)));
         (sum as f64 / a.data.len() as f64, max)
+    }
+
+    /// Decodes `formats/{name}` and compares it, as RGBA, with the independent decode next to
+    /// it (`formats/ref_{name with . as _}.png`, see the fixtures README): at most
+    /// `tolerance` apart on any channel of any pixel. Answers the decoded image.
+    pub(crate) fn assert_matches_reference(name: &str, tolerance: u8) -> Image {
+        let rel = format!("formats/{name}");
+        let image = decode_fixture(&rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let reference = format!("formats/ref_{}.png", name.replace('.', "_"));
+        let expected = decode_fixture(&reference).unwrap_or_else(|e| panic!("{reference}: {e}"));
+        let (a, b) = (rgba(&image), rgba(&expected));
+        assert_eq!(a.len(), b.len(), "{rel}: size differs from {reference}");
+        let max = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max();
+        assert!(
+            max.unwrap_or(0) <= tolerance,
+            "{rel}: differs from {reference} by up to {max:?}"
+        );
+        image
+    }
+
+    fn rgba(image: &Image) -> Vec<u8> {
+        (0..image.height)
+            .flat_map(|y| (0..image.width).map(move |x| (x, y)))
+            .flat_map(|(x, y)| pixel(image, x, y))
+            .collect()
     }
 
     /// Asserts that `actual` is within `tolerance` of `expected` on every channel.
@@ -293,6 +331,11 @@ mod tests {
             "hostile/truncated.jpg",
             "hostile/truncated.png",
             "hostile/garbage.jpg",
+            "hostile/truncated_qoi.qoi",
+            "hostile/truncated_pnm.ppm",
+            "hostile/truncated_tga.tga",
+            "hostile/truncated_ico.ico",
+            "hostile/truncated_tiff.tif",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -310,6 +353,13 @@ mod tests {
             "formats/webp_lossless.webp",
             "formats/gif_animated.gif",
             "formats/bmp_rgb24.bmp",
+            "formats/qoi_alpha.qoi",
+            "formats/pnm_plain.ppm",
+            "formats/pnm_alpha.pam",
+            "formats/tga_rle_alpha.tga",
+            "formats/ico_alpha.ico",
+            "formats/tiff_alpha.tif",
+            "formats/tiff_deflate_tiles.tif",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
