@@ -277,8 +277,8 @@ pub(super) fn exif_orientation(tiff: &[u8]) -> u8 {
 /// segments up to the first frame header (SOFn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct JpegHeader<'a> {
-    width: u32,
-    height: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     pub(crate) components: u8,
     /// TIFF payload of the first `Exif\0\0` APP1 segment.
     exif: Option<&'a [u8]>,
