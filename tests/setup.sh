@@ -11,6 +11,7 @@
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
 #   postgresql      started on 127.0.0.1:55432 by tests/pg.sh (multi-node tests, PostgreSQL pass)
+#   varnish, varnish-modules   a real edge (xkey purges) the edge tests start on 127.0.0.1
 set -euo pipefail
 
 sudo=""
@@ -36,6 +37,8 @@ fi
 test_packages=()
 command -v promtool >/dev/null 2>&1 || test_packages+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || test_packages+=(systemd)
+dpkg -s varnish >/dev/null 2>&1 || test_packages+=(varnish)
+dpkg -s varnish-modules >/dev/null 2>&1 || test_packages+=(varnish-modules)
 if [ ${#test_packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
