@@ -887,3 +887,35 @@ async fn the_dashboard_queries_only_metrics_a_node_exports_in_valid_promql() {
     .unwrap();
     crate::harness::promtool_check_rules(&file);
 }
+
+#[tokio::test]
+async fn a_purge_left_in_the_outbox_by_a_stopped_node_is_delivered_after_its_restart() {
+    let creds = tempfile::tempdir().unwrap();
+    let secret = secret_file(creds.path(), "hook.secret", SECRET);
+    let config = |url: &str| {
+        format!(
+            "[edge]\npurge_retry_base = \"50ms\"\npurge_retry_max = \"100ms\"\n\
+             [[edge.purge]]\nkind = \"webhook\"\nurl = \"{url}/hook\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        )
+    };
+    // The first run's webhook receiver is down (nothing listens on a released port).
+    let dead = format!("http://127.0.0.1:{}", crate::harness::Varnish::free_port());
+    let node = TestNode::start_with(&config(&dead)).await;
+    let key = node.account_key("acme", "read,write").await;
+    let (_, up) = node.upload(&key, fixture(PHOTO), "x.jpg").await;
+    let id = up["id"].as_str().unwrap().to_string();
+    node.api(Method::DELETE, &format!("/api/v1/images/{id}"), &key, None)
+        .await;
+    eventually("a failed attempt", || async {
+        edge_metric(&node, "imgnode_edge_purge_failures_total", "webhook").await >= 1.0
+    })
+    .await;
+    let dir = node.stop().await;
+
+    // The same data directory (and database) with the receiver up: the purge goes out.
+    let mut hook = Recorder::start((200, "{}")).await;
+    let node = TestNode::start_in(dir, &config(&hook.url)).await;
+    expect_purge(&mut hook, "image deleted", &[&format!("i.acme.{id}")]).await;
+    node.stop().await;
+}
