@@ -239,6 +239,11 @@ async fn display_p3_sources_are_converted_to_srgb() {
         ("p3png", "color/p3_alpha.png"),
         ("p3avif", "color/p3_nclx.avif"),
         ("srgb", "color/srgb_tagged.jpg"),
+        // JPEG XL: the ICC profile kept as a profile (JPEG recompression, lossless), and as an
+        // enumerated encoding (cjxl turns it into one for lossy XYB).
+        ("p3jxl", "color/p3_jpeg.jxl"),
+        ("p3jxlll", "color/p3_lossless.jxl"),
+        ("p3jxllossy", "color/p3_lossy.jxl"),
     ] {
         let ext = file.rsplit('.').next().unwrap();
         node.add_image(
@@ -250,7 +255,7 @@ async fn display_p3_sources_are_converted_to_srgb() {
         .await;
     }
     // P3 (200,60,50) is sRGB (217.5, 41.6, 38.8): more red, less green than the raw values.
-    for stem in ["p3", "p3avif"] {
+    for stem in ["p3", "p3avif", "p3jxl", "p3jxlll", "p3jxllossy"] {
         let img = decode(&node.fetch(&format!("/i/acme/{stem}.png")).await.2).to_rgb8();
         let p = img.get_pixel(16, 16).0;
         assert!(close(p, [218, 42, 39], 8), "{stem}: {p:?}");
