@@ -19,6 +19,7 @@
 //! block sizes are checked from the headers, and the number of parts against `max_frames`.
 
 use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use exr::meta::{BlockDescription, MetaData};
 use image::codecs::hdr::HdrDecoder;
@@ -70,19 +71,10 @@ pub(crate) fn header(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<Header, PipelineError> {
-    let header = match format {
-        SourceFormat::Hdr => {
-            let decoder = HdrDecoder::new(Cursor::new(bytes)).map_err(|e| corrupt(format, e))?;
-            let (width, height) = decoder.dimensions();
-            Header {
-                width,
-                height,
-                has_alpha: false,
-            }
-        }
-        SourceFormat::Exr => exr_header(bytes, limits)?,
-        _ => return Err(corrupt(format, "not HDR or EXR")),
-    };
+    // The probe runs outside `decode::decode`'s catch_unwind: a panic while parsing hostile
+    // headers is the file's fault (422), not an internal error.
+    let header = catch_unwind(AssertUnwindSafe(|| read_header(format, bytes, limits)))
+        .map_err(|_| corrupt(format, "decoder panicked on the headers"))??;
     let size = (u64::from(header.width), u64::from(header.height));
     check_size(format, "image", size, limits)?;
     let bytes = size.0 * size.1 * bytes_per_pixel(format);
@@ -96,6 +88,26 @@ pub(crate) fn header(
         )));
     }
     Ok(header)
+}
+
+fn read_header(
+    format: SourceFormat,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Header, PipelineError> {
+    Ok(match format {
+        SourceFormat::Hdr => {
+            let decoder = HdrDecoder::new(Cursor::new(bytes)).map_err(|e| corrupt(format, e))?;
+            let (width, height) = decoder.dimensions();
+            Header {
+                width,
+                height,
+                has_alpha: false,
+            }
+        }
+        SourceFormat::Exr => exr_header(bytes, limits)?,
+        _ => return Err(corrupt(format, "not HDR or EXR")),
+    })
 }
 
 /// Every part: display and data windows within `max_source_pixels`, one decompressed block

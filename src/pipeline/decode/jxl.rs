@@ -14,6 +14,8 @@
 //! A lossy file with a profile jxl-oxide cannot turn into an encoding is rendered to sRGB (the
 //! closest jxl-oxide gets without a CMS). CMYK (a black extra channel) is refused.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use jxl_oxide::color::ColourEncoding;
 use jxl_oxide::{
     AllocTracker, EnumColourEncoding, InitializeResult, JxlImage, JxlThreadPool, PixelFormat,
@@ -161,7 +163,10 @@ fn declared_size(bytes: &[u8]) -> Option<(u64, u64)> {
 pub(crate) fn header(bytes: &[u8], limits: &Limits) -> Result<Header, PipelineError> {
     let (width, height) = declared_size(bytes).ok_or_else(|| bad("truncated size header"))?;
     check_size("image", width, height, limits)?;
-    let image = open(bytes, limits)?;
+    // The probe runs outside `decode::decode`'s catch_unwind: a panic while parsing hostile
+    // headers is the file's fault (422), not an internal error.
+    let image = catch_unwind(AssertUnwindSafe(|| open(bytes, limits)))
+        .map_err(|_| bad("decoder panicked on the headers"))??;
     check_size("image", image.width(), image.height(), limits)?;
     let keyframes = image.num_loaded_keyframes();
     for index in 0..keyframes {
