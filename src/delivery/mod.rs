@@ -24,7 +24,7 @@ use crate::cache::flight::Role;
 use crate::cache::variants::{Tier, VariantKey};
 use crate::config::Plan;
 use crate::cpu::CpuError;
-use crate::edge::TagSet;
+use crate::edge::TagSource;
 use crate::error::HttpError;
 use crate::pipeline::{Fit, OutputFormat, StageTimings, Transform};
 use crate::render::{self, RenderError, RenderJob};
@@ -100,8 +100,9 @@ struct Resolved<'a> {
     private_until: Option<i64>,
     /// The account's settings (`delivery_formats` decides a stand-in's format).
     settings: Arc<AccountSettings>,
-    /// The answer's cache tags (`edge::tags`).
-    tags: TagSet,
+    /// The path's stem the URL named, and the preset it named (for the cache tags).
+    stem: String,
+    preset: Option<String>,
 }
 
 /// What to answer with.
@@ -123,7 +124,12 @@ impl Resolved<'_> {
             stand_in: false,
             cache: CacheStatus::Original,
             timing: None,
-            tags: &self.tags,
+            tags: TagSource {
+                account: &self.account.name,
+                image_id: &self.image.id,
+                stem: &self.stem,
+                preset: self.preset.as_deref(),
+            },
         }
     }
 }
@@ -134,7 +140,7 @@ async fn resolve<'a>(
     state: &'a AppState,
     req: &DeliveryRequest<'_>,
 ) -> Result<(Resolved<'a>, Answer), HttpError> {
-    let url = url::DeliveryUrl::parse(req.target, req.query)?;
+    let mut url = url::DeliveryUrl::parse(req.target, req.query)?;
     let signed = check_signature(state, &url)?;
 
     let caches = &state.caches;
@@ -264,14 +270,10 @@ async fn resolve<'a>(
         }
         Answer::Variant(transform)
     };
-    let tags = TagSet::for_answer(
-        &account.name,
-        &image.id,
-        &url.path,
-        url.query.params.preset.as_deref(),
-    );
     let resolved = Resolved {
-        tags,
+        // Moved, not copied: the URL is not read again.
+        stem: std::mem::take(&mut url.path),
+        preset: url.query.params.preset.take(),
         signed,
         account,
         plan,
@@ -639,7 +641,7 @@ struct ResponseMeta<'a> {
     cache: CacheStatus,
     /// Fetch duration and the render's stage durations, on a miss.
     timing: Option<(Duration, StageTimings)>,
-    tags: &'a TagSet,
+    tags: TagSource<'a>,
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -693,6 +695,8 @@ impl ResponseMeta<'_> {
         let mut res = Response::new(body.map_or_else(empty, full));
         *res.status_mut() = status;
         let h = res.headers_mut();
+        // Room for every header below and the envelope's, so the map never regrows.
+        h.reserve(16);
         h.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(self.format.media_type()),
@@ -743,9 +747,7 @@ impl ResponseMeta<'_> {
         if self.vary_accept {
             h.insert(VARY, HeaderValue::from_static("Accept"));
         }
-        for (name, value) in self.tags.headers(&edge.tag_headers) {
-            h.insert(name, value);
-        }
+        crate::edge::tags::insert_headers(self.tags, &edge.tag_headers, h);
         h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
         h.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));
         if let Some((fetch, t)) = &self.timing {

@@ -10,4 +10,4 @@ pub(crate) mod drivers;
 pub(crate) mod tags;
 pub(crate) mod worker;
 
-pub(crate) use tags::{TagHeader, TagSet};
+pub(crate) use tags::{TagHeader, TagSource};

@@ -103,25 +103,31 @@ pub(crate) fn preset(account: &str, name: &str) -> String {
     format!("r.{account}.{name}")
 }
 
+/// What an answer's tags are made of: borrowed from the request's resolution, so a hit
+/// that finds its headers already built (see [`insert_headers`]) allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TagSource<'a> {
+    pub(crate) account: &'a str,
+    pub(crate) image_id: &'a str,
+    /// The path's stem the URL named.
+    pub(crate) stem: &'a str,
+    pub(crate) preset: Option<&'a str>,
+}
+
 /// The tags of one answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TagSet(Vec<String>);
 
 impl TagSet {
-    /// The tags of an answer of `image_id` reached through `stem`, with the preset it named.
-    pub(crate) fn for_answer(
-        account_name: &str,
-        image_id: &str,
-        stem: &str,
-        preset_name: Option<&str>,
-    ) -> TagSet {
+    /// The tags of an answer of the image reached through the stem, with the preset it named.
+    pub(crate) fn for_answer(source: TagSource<'_>) -> TagSet {
         let mut tags = vec![
-            account(account_name),
-            image(account_name, image_id),
-            path(account_name, stem),
+            account(source.account),
+            image(source.account, source.image_id),
+            path(source.account, source.stem),
         ];
-        if let Some(name) = preset_name {
-            tags.push(preset(account_name, name));
+        if let Some(name) = source.preset {
+            tags.push(preset(source.account, name));
         }
         TagSet(tags)
     }
@@ -132,12 +138,67 @@ impl TagSet {
         which: &'a [TagHeader],
     ) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
         which.iter().filter_map(|h| {
-            // Owned bytes handed over, not copied (this runs on every hit).
+            // Owned bytes handed over, not copied.
             let joined = bytes::Bytes::from(self.0.join(h.separator()));
             let value = HeaderValue::from_maybe_shared(joined).ok()?;
             Some((h.header_name(), value))
         })
     }
+}
+
+/// The headers last built on this thread, with what they were built from.
+struct Built {
+    account: String,
+    image_id: String,
+    stem: String,
+    preset: Option<String>,
+    which: Vec<TagHeader>,
+    values: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Built {
+    fn serves(&self, source: &TagSource<'_>, which: &[TagHeader]) -> bool {
+        self.account == source.account
+            && self.image_id == source.image_id
+            && self.stem == source.stem
+            && self.preset.as_deref() == source.preset
+            && self.which == which
+    }
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<Option<Built>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Adds the tag headers `which` of the answer described by `source` to `headers`. Hits of one
+/// URL repeat the same values: the last ones built on this thread are reused (a clone shares
+/// their bytes) when they were built from the same parts.
+pub(crate) fn insert_headers(
+    source: TagSource<'_>,
+    which: &[TagHeader],
+    headers: &mut http::HeaderMap,
+) {
+    if which.is_empty() {
+        return;
+    }
+    LAST.with_borrow_mut(|last| {
+        if !last.as_ref().is_some_and(|b| b.serves(&source, which)) {
+            let values = TagSet::for_answer(source).headers(which).collect();
+            *last = Some(Built {
+                account: source.account.to_string(),
+                image_id: source.image_id.to_string(),
+                stem: source.stem.to_string(),
+                preset: source.preset.map(str::to_string),
+                which: which.to_vec(),
+                values,
+            });
+        }
+        if let Some(built) = last {
+            for (name, value) in &built.values {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -165,8 +226,12 @@ mod tests {
             &"deep/".repeat(200),
         ] {
             for account in ["acme", longest_account.as_str()] {
-                let set =
-                    TagSet::for_answer(account, "0123456789abcdef", stem, Some(&longest_preset));
+                let set = TagSet::for_answer(TagSource {
+                    account,
+                    image_id: "0123456789abcdef",
+                    stem,
+                    preset: Some(&longest_preset),
+                });
                 for tag in &set.0 {
                     assert!(valid(tag), "{tag}");
                 }
@@ -199,7 +264,12 @@ mod tests {
 
     #[test]
     fn headers_use_each_cdns_separator() {
-        let set = TagSet::for_answer("acme", "00ff", "cat", None);
+        let set = TagSet::for_answer(TagSource {
+            account: "acme",
+            image_id: "00ff",
+            stem: "cat",
+            preset: None,
+        });
         let h: Vec<(HeaderName, HeaderValue)> = set.headers(&TagHeader::ALL).collect();
         assert_eq!(h[0].0, "surrogate-key");
         assert_eq!(h[0].1, "a.acme i.acme.00ff p.acme.cat");
