@@ -117,6 +117,8 @@ pub enum SourceFormat {
     /// ICO and CUR.
     Ico,
     Tiff,
+    /// HEIF with HEVC images (`.heic`, `.heif`); AVIF, also HEIF, is `Avif`.
+    Heic,
 }
 
 impl SourceFormat {
@@ -133,6 +135,7 @@ impl SourceFormat {
             SourceFormat::Tga => "image/x-tga",
             SourceFormat::Ico => "image/vnd.microsoft.icon",
             SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Heic => "image/heic",
         }
     }
 
@@ -149,6 +152,7 @@ impl SourceFormat {
             SourceFormat::Tga => "tga",
             SourceFormat::Ico => "ico",
             SourceFormat::Tiff => "tiff",
+            SourceFormat::Heic => "heic",
         }
     }
 
@@ -165,7 +169,8 @@ impl SourceFormat {
             | SourceFormat::Pnm
             | SourceFormat::Tga
             | SourceFormat::Ico
-            | SourceFormat::Tiff => None,
+            | SourceFormat::Tiff
+            | SourceFormat::Heic => None,
         }
     }
 
@@ -182,6 +187,7 @@ impl SourceFormat {
             "tga" => SourceFormat::Tga,
             "ico" | "cur" => SourceFormat::Ico,
             "tif" | "tiff" => SourceFormat::Tiff,
+            "heic" | "heif" => SourceFormat::Heic,
             _ => return None,
         })
     }

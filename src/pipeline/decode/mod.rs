@@ -9,6 +9,7 @@
 pub(super) mod avif;
 mod bmp;
 mod gif;
+pub(super) mod heic;
 mod ico;
 pub(super) mod image_rs;
 mod jpeg;
@@ -57,6 +58,7 @@ pub(super) fn decode(
         }
         SourceFormat::Ico => ico::decode(bytes, limits),
         SourceFormat::Tiff => tiff::decode(bytes, limits),
+        SourceFormat::Heic => heic::decode(bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
@@ -336,6 +338,7 @@ mod tests {
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
             "hostile/truncated_tiff.tif",
+            "hostile/truncated_heic.heic",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -360,6 +363,7 @@ mod tests {
             "formats/ico_alpha.ico",
             "formats/tiff_alpha.tif",
             "formats/tiff_deflate_tiles.tif",
+            "formats/heic_alpha.heic",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
