@@ -479,6 +479,7 @@ async fn hostile_heic_uploads_answer_422() {
     for (name, code) in [
         ("bomb_heic_ispe.heic", "IMAGE_TOO_LARGE"),
         ("bomb_heic_grid.heic", "IMAGE_TOO_LARGE"),
+        ("heic_sps_bigger.heic", "IMAGE_TOO_LARGE"),
         ("truncated_heic.heic", "CORRUPT_IMAGE"),
     ] {
         let (status, body) = node

@@ -58,6 +58,7 @@ const CORPUS: &[(&str, Want)] = &[
     ("gif_3000_frames.gif", Refused),
     ("gif_frame_bigger_than_screen.gif", Refused),
     ("huge_dims.png", Refused),
+    ("heic_sps_bigger.heic", Refused),
     ("ico_size_mismatch.ico", Refused),
     ("one_byte.png", Refused),
     ("png16_gamma_tiny.png", Renders),

@@ -133,22 +133,26 @@ impl<'a> Meta<'a> {
 
 /// What a HEIF file declares, for the HEIC probe (`super::heic`), which checks it against the
 /// limits before libheif parses the file: the same box walk as AVIF's, nothing decoded.
-pub(super) struct Declarations {
+pub(super) struct Declarations<'a> {
     pub(super) primary: u32,
-    pub(super) items: Vec<DeclaredItem>,
+    pub(super) items: Vec<DeclaredItem<'a>>,
     /// (reference type, from item, to item).
     pub(super) references: Vec<([u8; 4], u32, u32)>,
 }
 
 /// One item of `iinf`.
-pub(super) struct DeclaredItem {
+pub(super) struct DeclaredItem<'a> {
     pub(super) id: u32,
     pub(super) kind: [u8; 4],
     /// `ispe` width and height, when the item has one.
     pub(super) size: Option<(u32, u32)>,
+    /// The body of its `hvcC` property (HEVC decoder configuration), when it has one.
+    pub(super) hvcc: Option<&'a [u8]>,
+    /// The item's data, for `hvc1` items (length-prefixed HEVC NAL units).
+    pub(super) data: Vec<&'a [u8]>,
 }
 
-pub(super) fn declarations(bytes: &[u8]) -> Result<Declarations, PipelineError> {
+pub(super) fn declarations(bytes: &[u8]) -> Result<Declarations<'_>, PipelineError> {
     let meta = Meta::read(bytes)?;
     let primary = meta.primary()?;
     let types = item_types(meta.iinf.ok_or_else(|| bad("no item info (iinf)"))?)?;
@@ -161,11 +165,26 @@ pub(super) fn declarations(bytes: &[u8]) -> Result<Declarations, PipelineError> 
             .iter()
             .filter(|(item, _)| *item == id)
             .filter_map(|&(_, index)| properties.get(usize::from(index).checked_sub(1)?));
+        let mut hvcc = None;
         for &(kind, body) in props {
             read_property(&mut item, kind, body)?;
+            if &kind == b"hvcC" {
+                hvcc = Some(body);
+            }
         }
         let size = (item.width > 0 || item.height > 0).then_some((item.width, item.height));
-        items.push(DeclaredItem { id, kind, size });
+        let data = if &kind == b"hvc1" {
+            extents(&meta, bytes, id)?
+        } else {
+            Vec::new()
+        };
+        items.push(DeclaredItem {
+            id,
+            kind,
+            size,
+            hvcc,
+            data,
+        });
     }
     Ok(Declarations {
         primary,

@@ -87,8 +87,11 @@ fn check_declarations(bytes: &[u8], limits: &Limits) -> Result<u32, PipelineErro
     if !images.iter().any(|item| item.id == declared.primary) {
         return Err(PipelineError::UnsupportedFormat);
     }
-    for &&avif::DeclaredItem { id, size, .. } in &images {
-        let (w, h) = size.ok_or_else(|| bad(format!("image item {id} has no ispe")))?;
+    for item in &images {
+        let id = item.id;
+        let (w, h) = item
+            .size
+            .ok_or_else(|| bad(format!("image item {id} has no ispe")))?;
         let pixels = u64::from(w) * u64::from(h);
         if pixels > limits.max_source_pixels {
             return Err(too_large(format!(
@@ -96,6 +99,7 @@ fn check_declarations(bytes: &[u8], limits: &Limits) -> Result<u32, PipelineErro
                 limits.max_source_pixels
             )));
         }
+        check_hevc_size(item, (w, h))?;
     }
     for &&avif::DeclaredItem { id, .. } in &images {
         let mut pixels = 0u64;
@@ -129,6 +133,143 @@ fn check_declarations(bytes: &[u8], limits: &Limits) -> Result<u32, PipelineErro
         )));
     }
     Ok(top_level)
+}
+
+/// How much larger than its `ispe` an HEVC picture may be coded: the conformance window
+/// crops at most a few coding blocks (64 px each) off the right and bottom edges.
+const CODED_MARGIN: u32 = 256;
+
+/// Every sequence parameter set of an `hvc1` item (in its `hvcC` and in its data) must code a
+/// picture no larger than its `ispe` plus [`CODED_MARGIN`]: libde265 allocates its frames from
+/// the SPS, so a small `ispe` in front of a huge SPS would pass every other check.
+fn check_hevc_size(item: &avif::DeclaredItem<'_>, (w, h): (u32, u32)) -> Result<(), PipelineError> {
+    if &item.kind != b"hvc1" {
+        return Ok(());
+    }
+    let hvcc = item
+        .hvcc
+        .ok_or_else(|| bad(format!("item {} has no hvcC", item.id)))?;
+    let (length_size, mut nals) = hvcc_nals(hvcc)?;
+    for extent in &item.data {
+        let mut at = 0usize;
+        while at < extent.len() {
+            let len = extent
+                .get(at..at + length_size)
+                .ok_or_else(|| bad("truncated NAL length"))?
+                .iter()
+                .fold(0usize, |n, &b| (n << 8) | usize::from(b));
+            let nal = extent
+                .get(at + length_size..at + length_size + len)
+                .ok_or_else(|| bad("NAL unit runs past its extent"))?;
+            nals.push(nal);
+            at += length_size + len;
+        }
+    }
+    for nal in nals {
+        if nal.first().map(|b| (b >> 1) & 0x3f) != Some(33) {
+            continue; // not an SPS
+        }
+        let (coded_w, coded_h) = sps_size(nal).ok_or_else(|| bad("unreadable HEVC SPS"))?;
+        if coded_w > w.saturating_add(CODED_MARGIN) || coded_h > h.saturating_add(CODED_MARGIN) {
+            return Err(PipelineError::SourceTooLarge(format!(
+                "item {} codes {coded_w}x{coded_h} for an ispe of {w}x{h}",
+                item.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The NAL length size of an `hvcC` and its parameter-set NAL units.
+fn hvcc_nals(hvcc: &[u8]) -> Result<(usize, Vec<&[u8]>), PipelineError> {
+    let short = || bad("short hvcC");
+    let length_size = usize::from(hvcc.get(21).ok_or_else(short)? & 3) + 1;
+    let arrays = *hvcc.get(22).ok_or_else(short)?;
+    let mut at = 23usize;
+    let mut nals = Vec::new();
+    for _ in 0..arrays {
+        let count = hvcc.get(at + 1..at + 3).ok_or_else(short)?;
+        at += 3;
+        for _ in 0..u16::from_be_bytes([count[0], count[1]]) {
+            let len = hvcc.get(at..at + 2).ok_or_else(short)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            nals.push(hvcc.get(at + 2..at + 2 + len).ok_or_else(short)?);
+            at += 2 + len;
+        }
+    }
+    Ok((length_size, nals))
+}
+
+/// `pic_width_in_luma_samples` and `pic_height_in_luma_samples` of an SPS NAL unit (H.265
+/// 7.3.2.2), read up to there: emulation prevention removed, `profile_tier_level` skipped.
+fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    // Enough of the RBSP for everything before the size (at most about 60 bytes).
+    let mut rbsp = Vec::with_capacity(64);
+    let mut zeros = 0;
+    for &b in nal.iter().skip(2).take(96) {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits { data: &rbsp, at: 0 };
+    r.bits(4)?; // sps_video_parameter_set_id
+    let sub_layers = r.bits(3)? as usize; // sps_max_sub_layers_minus1
+    r.bits(1)?; // temporal_id_nesting
+    r.skip(96)?; // general profile (88 bits) and level (8)
+    let mut present = [(false, false); 8];
+    for p in present.iter_mut().take(sub_layers) {
+        *p = (r.bits(1)? == 1, r.bits(1)? == 1);
+    }
+    if sub_layers > 0 {
+        r.skip(2 * (8 - sub_layers))?;
+    }
+    for &(profile, level) in present.iter().take(sub_layers) {
+        r.skip(if profile { 88 } else { 0 } + if level { 8 } else { 0 })?;
+    }
+    r.ue()?; // sps_seq_parameter_set_id
+    if r.ue()? == 3 {
+        r.bits(1)?; // separate_colour_plane_flag
+    }
+    Some((r.ue()?, r.ue()?))
+}
+
+/// MSB-first bit reader over an RBSP.
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn bits(&mut self, n: usize) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = self.data.get(self.at / 8)?;
+            v = (v << 1) | u32::from((byte >> (7 - self.at % 8)) & 1);
+            self.at += 1;
+        }
+        Some(v)
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.at += n;
+        (self.at <= self.data.len() * 8).then_some(())
+    }
+
+    /// Exp-Golomb `ue(v)`, up to 31 leading zeros.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let rest = self.bits(zeros)?;
+        Some(((1u64 << zeros) - 1 + u64::from(rest)).min(u64::from(u32::MAX)) as u32)
+    }
 }
 
 // --- decoding -------------------------------------------------------------------------------
@@ -575,7 +716,12 @@ mod tests {
 
     #[test]
     fn declarations_over_the_limits_are_refused_before_decoding() {
-        for rel in ["hostile/bomb_heic_ispe.heic", "hostile/bomb_heic_grid.heic"] {
+        for rel in [
+            "hostile/bomb_heic_ispe.heic",
+            "hostile/bomb_heic_grid.heic",
+            // libheif 1.15 itself decodes this one at 1024x1024.
+            "hostile/heic_sps_bigger.heic",
+        ] {
             let result = probe(&fixture(rel), &Limits::default());
             assert!(
                 matches!(result, Err(PipelineError::SourceTooLarge(_))),
@@ -603,6 +749,26 @@ mod tests {
             matches!(result, Err(PipelineError::SourceTooLarge(_))),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn the_hevc_sps_size_is_read() {
+        // x265 codes 60 rows as 64 (whole 8x8 blocks) with a conformance window.
+        for (rel, id, want) in [
+            ("formats/heic_photo.heic", 1, (96, 64)),
+            ("hostile/heic_sps_bigger.heic", 1, (1024, 1024)),
+        ] {
+            let bytes = fixture(rel);
+            let declared = avif::declarations(&bytes).expect("declarations");
+            let item = declared
+                .items
+                .iter()
+                .find(|i| &i.kind == b"hvc1")
+                .expect("hvc1");
+            let (_, nals) = hvcc_nals(item.hvcc.expect("hvcC")).expect("nals");
+            let sps = nals.iter().find(|n| (n[0] >> 1) & 0x3f == 33).expect("SPS");
+            assert_eq!(sps_size(sps), Some(want), "{rel} item {id}");
+        }
     }
 
     #[test]
