@@ -6,6 +6,7 @@
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   libaom-dev      the default AV1 encoder of AVIF output
+#   libheif-dev     HEIC decoding (libheif 1.15; Debian 12's libheif1 has libde265 built in)
 #   libclang-dev    for bindgen, which generates libaom's bindings from the installed headers
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
@@ -23,6 +24,7 @@ command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
 dpkg -s libdav1d-dev >/dev/null 2>&1 || packages+=(libdav1d-dev)
 dpkg -s libaom-dev >/dev/null 2>&1 || packages+=(libaom-dev)
+dpkg -s libheif-dev >/dev/null 2>&1 || packages+=(libheif-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq

@@ -48,6 +48,8 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Webp)
     } else if is_avif(bytes) {
         Some(SourceFormat::Avif)
+    } else if is_heic(bytes) {
+        Some(SourceFormat::Heic)
     } else if is_bmp(bytes) {
         Some(SourceFormat::Bmp)
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
@@ -153,6 +155,24 @@ fn is_avif(bytes: &[u8]) -> bool {
     brands.any(|brand| brand == b"avif" || brand == b"avis")
 }
 
+/// `ftyp` box whose brands name HEIF with HEVC (`heic`/`heix` and their multi-image and
+/// sequence variants) or plain HEIF (`mif1`, `msf1`: checked after AVIF, so an AVIF file that
+/// names both is AVIF).
+fn is_heic(bytes: &[u8]) -> bool {
+    if bytes.len() < 16 || &bytes[4..8] != b"ftyp" {
+        return false;
+    }
+    let size = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let end = size.clamp(16, bytes.len());
+    let mut brands = std::iter::once(&bytes[8..12]).chain(bytes[16..end].chunks_exact(4));
+    brands.any(|brand| {
+        matches!(
+            brand,
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1"
+        )
+    })
+}
+
 /// `BM` alone is too weak (plenty of text starts with it): also require a known DIB header size.
 fn is_bmp(bytes: &[u8]) -> bool {
     bytes.len() >= 18
@@ -233,6 +253,18 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
                 orientation: 1,
                 has_alpha: header.has_alpha,
                 frames: 1,
+            }
+        }
+        SourceFormat::Heic => {
+            // libheif applies irot/imir/clap while decoding: the size is the displayed one and
+            // there is no orientation left to apply (EXIF Orientation is never honoured in HEIF).
+            let header = super::decode::heic::header(bytes, limits)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
+                has_alpha: header.has_alpha,
+                frames: header.images,
             }
         }
         SourceFormat::Ico => {
@@ -747,6 +779,8 @@ mod tests {
             ("formats/gif_animated.gif", SourceFormat::Gif),
             ("formats/avif_444.avif", SourceFormat::Avif),
             ("formats/bmp_rgb24.bmp", SourceFormat::Bmp),
+            ("formats/heic_photo.heic", SourceFormat::Heic),
+            ("formats/heic_alpha.heic", SourceFormat::Heic),
         ];
         for (rel, format) in cases {
             assert_eq!(sniff(&fixture(rel)), Some(format), "{rel}");

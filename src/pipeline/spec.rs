@@ -117,6 +117,8 @@ pub enum SourceFormat {
     /// ICO and CUR.
     Ico,
     Tiff,
+    /// HEIF with HEVC images (`.heic`, `.heif`); AVIF, also HEIF, is `Avif`.
+    Heic,
     /// JPEG XL, bare codestream or ISOBMFF container.
     Jxl,
     /// Radiance RGBE (`.hdr`), tone-mapped to sRGB.
@@ -133,6 +135,7 @@ impl SourceFormat {
             SourceFormat::Webp => "image/webp",
             SourceFormat::Gif => "image/gif",
             SourceFormat::Avif => "image/avif",
+            SourceFormat::Heic => "image/heic",
             SourceFormat::Bmp => "image/bmp",
             SourceFormat::Qoi => "image/qoi",
             SourceFormat::Pnm => "image/x-portable-anymap",
@@ -149,6 +152,7 @@ impl SourceFormat {
         match self {
             SourceFormat::Jpeg => "jpg",
             SourceFormat::Png => "png",
+            SourceFormat::Heic => "heic",
             SourceFormat::Webp => "webp",
             SourceFormat::Gif => "gif",
             SourceFormat::Avif => "avif",
@@ -180,7 +184,8 @@ impl SourceFormat {
             | SourceFormat::Tiff
             | SourceFormat::Jxl
             | SourceFormat::Hdr
-            | SourceFormat::Exr => None,
+            | SourceFormat::Exr
+            | SourceFormat::Heic => None,
         }
     }
 
@@ -200,6 +205,7 @@ impl SourceFormat {
             "jxl" => SourceFormat::Jxl,
             "hdr" => SourceFormat::Hdr,
             "exr" => SourceFormat::Exr,
+            "heic" | "heif" => SourceFormat::Heic,
             _ => return None,
         })
     }

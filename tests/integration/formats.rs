@@ -476,3 +476,105 @@ async fn jxl_hdr_and_exr_upload_and_render_like_an_independent_decoder() {
         );
     }
 }
+
+/// HEIC (libheif) uploaded through the API as `.bin`, sniffed, reported as `heic` /
+/// `image/heic` with its displayed size, and delivered: as WebP at a width, and as PNG at full
+/// size compared pixel for pixel with heif-convert's decode (`ref_*.png`). The irot + EXIF 6
+/// file must come out turned once (60x96), the 10-bit one rounded to within one of the
+/// reference, the alpha one with its transparent corner, the P3 one converted to sRGB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heic_uploads_and_renders_like_heif_convert() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    // (fixture, source size, tolerance against the reference PNG)
+    let cases = [
+        ("formats/heic_photo.heic", (96, 60), Some(0)),
+        ("formats/heic_10bit.heic", (96, 60), Some(1)),
+        ("formats/heic_alpha.heic", (64, 48), Some(0)),
+        ("formats/heic_irot_exif6.heic", (60, 96), Some(0)),
+        ("formats/heic_grid.heic", (192, 120), Some(0)),
+        ("color/p3_nclx.heic", (32, 32), None),
+    ];
+    for (i, (rel, (w, h), tolerance)) in cases.into_iter().enumerate() {
+        let (status, body) = node
+            .upload(&key, fixture(rel), &format!("phone/h{i}.bin"))
+            .await;
+        assert_eq!(status, 201, "{rel}: {body}");
+        assert_eq!(body["format"], "heic", "{rel}");
+        assert_eq!(body["dimensions"]["width"], w, "{rel}");
+        assert_eq!(body["dimensions"]["height"], h, "{rel}");
+        let id = body["id"].as_str().unwrap();
+        let (status, _, meta) = node
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/v1/images/{id}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{rel}");
+        assert_eq!(meta["metadata"]["mime_type"], "image/heic", "{rel}");
+        let stored = body["paths"][0].as_str().unwrap().to_string();
+        let stem = stored.rsplit_once('.').map_or(stored.as_str(), |(s, _)| s);
+
+        let (status, headers, webp) = node
+            .fetch(&format!("/i/acme/{stem}.webp?w={}", w / 2))
+            .await;
+        assert_eq!(status, 200, "{rel}: {}", String::from_utf8_lossy(&webp));
+        assert_eq!(headers["content-type"], "image/webp", "{rel}");
+        assert_eq!(
+            decode(&webp).to_rgba8().dimensions(),
+            (w / 2, h / 2),
+            "{rel}"
+        );
+
+        let (status, _, png) = node.fetch(&format!("/i/acme/{stem}.png")).await;
+        assert_eq!(status, 200, "{rel}");
+        let got = decode(&png).to_rgba8();
+        assert_eq!(got.dimensions(), (w, h), "{rel}");
+        match tolerance {
+            Some(tolerance) => {
+                let name = rel.trim_start_matches("formats/");
+                let reference = decode(&fixture(&format!(
+                    "formats/ref_{}.png",
+                    name.replace('.', "_")
+                )))
+                .to_rgba8();
+                let worst = got
+                    .as_raw()
+                    .iter()
+                    .zip(reference.as_raw())
+                    .map(|(a, b)| a.abs_diff(*b))
+                    .max();
+                assert!(worst <= Some(tolerance), "{rel}: off by {worst:?}");
+            }
+            None => {
+                // P3 (200, 60, 50) is sRGB (217.5, 41.6, 38.8).
+                let p = got.get_pixel(16, 16).0;
+                let want = [218u8, 42, 39, 255];
+                let close = p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 4);
+                assert!(close, "{rel}: {p:?}, want {want:?}");
+            }
+        }
+    }
+}
+
+/// The HEIC hostile files are refused at upload with 422 and the JSON error body naming why:
+/// too large from the declarations (before libheif decodes anything), corrupt when cut.
+#[tokio::test]
+async fn hostile_heic_uploads_answer_422() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    for (name, code) in [
+        ("bomb_heic_ispe.heic", "IMAGE_TOO_LARGE"),
+        ("bomb_heic_grid.heic", "IMAGE_TOO_LARGE"),
+        ("heic_sps_bigger.heic", "IMAGE_TOO_LARGE"),
+        ("truncated_heic.heic", "CORRUPT_IMAGE"),
+    ] {
+        let (status, body) = node
+            .upload(&key, fixture(&format!("hostile/{name}")), "phone/bad.heic")
+            .await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["error"]["code"], code, "{name}: {body}");
+    }
+}

@@ -54,11 +54,11 @@ pub(in super::super) fn probe(bytes: &[u8]) -> Result<AvifHeader, PipelineError>
 
 /// CICP from a `colr` `nclx` property (ITU-T H.273 code points).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Nclx {
-    primaries: u16,
-    transfer: u16,
-    matrix: u16,
-    full_range: bool,
+pub(super) struct Nclx {
+    pub(super) primaries: u16,
+    pub(super) transfer: u16,
+    pub(super) matrix: u16,
+    pub(super) full_range: bool,
 }
 
 /// One AV1 image item (the colour item or its alpha auxiliary) and its properties.
@@ -95,8 +95,8 @@ struct Meta<'a> {
     idat: Option<&'a [u8]>,
 }
 
-impl<'a> Container<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Container<'a>, PipelineError> {
+impl<'a> Meta<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Meta<'a>, PipelineError> {
         let meta_body = child(bytes, b"meta").ok_or_else(|| bad("no meta box"))?;
         // `meta` is a full box: version and flags before its children.
         let meta_children = meta_body.get(4..).ok_or_else(|| bad("short meta box"))?;
@@ -120,13 +120,83 @@ impl<'a> Container<'a> {
                 _ => {}
             }
         }
+        Ok(meta)
+    }
 
-        let primary = {
-            let pitm = meta.pitm.ok_or_else(|| bad("no primary item (pitm)"))?;
-            let mut r = Reader::new(pitm);
-            let version = r.full_box()?.0;
-            r.id(version >= 1)?
+    fn primary(&self) -> Result<u32, PipelineError> {
+        let pitm = self.pitm.ok_or_else(|| bad("no primary item (pitm)"))?;
+        let mut r = Reader::new(pitm);
+        let version = r.full_box()?.0;
+        r.id(version >= 1)
+    }
+}
+
+/// What a HEIF file declares, for the HEIC probe (`super::heic`), which checks it against the
+/// limits before libheif parses the file: the same box walk as AVIF's, nothing decoded.
+pub(super) struct Declarations<'a> {
+    pub(super) primary: u32,
+    pub(super) items: Vec<DeclaredItem<'a>>,
+    /// (reference type, from item, to item).
+    pub(super) references: Vec<([u8; 4], u32, u32)>,
+}
+
+/// One item of `iinf`.
+pub(super) struct DeclaredItem<'a> {
+    pub(super) id: u32,
+    pub(super) kind: [u8; 4],
+    /// `ispe` width and height, when the item has one.
+    pub(super) size: Option<(u32, u32)>,
+    /// The body of its `hvcC` property (HEVC decoder configuration), when it has one.
+    pub(super) hvcc: Option<&'a [u8]>,
+    /// The item's data, for `hvc1` items (length-prefixed HEVC NAL units).
+    pub(super) data: Vec<&'a [u8]>,
+}
+
+pub(super) fn declarations(bytes: &[u8]) -> Result<Declarations<'_>, PipelineError> {
+    let meta = Meta::read(bytes)?;
+    let primary = meta.primary()?;
+    let types = item_types(meta.iinf.ok_or_else(|| bad("no item info (iinf)"))?)?;
+    let properties: Vec<([u8; 4], &[u8])> = children(meta.ipco.unwrap_or(&[])).collect();
+    let associations = associations(&meta.ipma)?;
+    let mut items = Vec::with_capacity(types.len());
+    for (id, kind) in types {
+        let mut item = Item::default();
+        let props = associations
+            .iter()
+            .filter(|(item, _)| *item == id)
+            .filter_map(|&(_, index)| properties.get(usize::from(index).checked_sub(1)?));
+        let mut hvcc = None;
+        for &(kind, body) in props {
+            read_property(&mut item, kind, body)?;
+            if &kind == b"hvcC" {
+                hvcc = Some(body);
+            }
+        }
+        let size = (item.width > 0 || item.height > 0).then_some((item.width, item.height));
+        let data = if &kind == b"hvc1" {
+            extents(&meta, bytes, id)?
+        } else {
+            Vec::new()
         };
+        items.push(DeclaredItem {
+            id,
+            kind,
+            size,
+            hvcc,
+            data,
+        });
+    }
+    Ok(Declarations {
+        primary,
+        items,
+        references: references(meta.iref.unwrap_or(&[]))?,
+    })
+}
+
+impl<'a> Container<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Container<'a>, PipelineError> {
+        let meta = Meta::read(bytes)?;
+        let primary = meta.primary()?;
         let types = item_types(meta.iinf.ok_or_else(|| bad("no item info (iinf)"))?)?;
         let kind_of = |id: u32| types.iter().find(|(i, _)| *i == id).map(|(_, t)| *t);
         match kind_of(primary) {
@@ -975,7 +1045,7 @@ fn picture_to_rgba(
 }
 
 /// Undoes premultiplied alpha (a `prem` reference): the pipeline keeps straight alpha.
-fn unpremultiply(rgba: &mut [u8]) {
+pub(super) fn unpremultiply(rgba: &mut [u8]) {
     for px in rgba.chunks_exact_mut(4) {
         let a = u16::from(px[3]);
         if a > 0 && a < 255 {
@@ -989,7 +1059,7 @@ fn unpremultiply(rgba: &mut [u8]) {
 /// An ICC profile for `nclx` primaries/transfer that are not sRGB's, so `color::to_srgb`
 /// converts them (Display P3 phone photos are the common case). `None` for sRGB-like or
 /// unspecified values and for anything moxcms cannot describe (pixels are then kept as-is).
-fn icc_for_nclx(nclx: Nclx) -> Option<Vec<u8>> {
+pub(super) fn icc_for_nclx(nclx: Nclx) -> Option<Vec<u8>> {
     use moxcms::{
         CicpColorPrimaries, CicpProfile, ColorProfile, MatrixCoefficients, TransferCharacteristics,
     };

@@ -10,6 +10,7 @@ pub(super) mod avif;
 mod bmp;
 mod gif;
 pub(super) mod hdr;
+pub(super) mod heic;
 mod ico;
 pub(super) mod image_rs;
 mod jpeg;
@@ -57,6 +58,7 @@ pub(super) fn decode(
         SourceFormat::Qoi | SourceFormat::Pnm | SourceFormat::Tga => {
             image_rs::decode(info.format, bytes, limits)
         }
+        SourceFormat::Heic => heic::decode(bytes, limits),
         SourceFormat::Ico => ico::decode(bytes, limits),
         SourceFormat::Tiff => tiff::decode(bytes, limits),
         SourceFormat::Jxl => jxl::decode(bytes, limits),
@@ -336,6 +338,7 @@ mod tests {
             "hostile/truncated.png",
             "hostile/garbage.jpg",
             "hostile/truncated_qoi.qoi",
+            "hostile/truncated_heic.heic",
             "hostile/truncated_pnm.ppm",
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
@@ -360,6 +363,7 @@ mod tests {
             "formats/webp_lossless.webp",
             "formats/gif_animated.gif",
             "formats/bmp_rgb24.bmp",
+            "formats/heic_alpha.heic",
             "formats/qoi_alpha.qoi",
             "formats/pnm_plain.ppm",
             "formats/pnm_alpha.pam",
