@@ -18,6 +18,8 @@
 #   69ba8bc (hit-path work of issue 16)              40,946
 #   99b79ab (issue 17 restructure, 2026-12-07)       41,751-41,825 (+2.0 %; see RESULTS.md)
 #   ae6f719 (issue 17 step 6: pub(crate) items)      41,726 (libaom AVIF merged too)
+#   f66b558 (issue 20: cache tags, built per hit)     46,766 (+12 %)
+#   0638a48 (tag headers reused per thread)          42,265 (+1.3 % over ae6f719)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
