@@ -117,6 +117,8 @@ pub enum SourceFormat {
     /// ICO and CUR.
     Ico,
     Tiff,
+    /// SVG (vector): rendered by resvg at the size the output needs.
+    Svg,
 }
 
 impl SourceFormat {
@@ -133,6 +135,7 @@ impl SourceFormat {
             SourceFormat::Tga => "image/x-tga",
             SourceFormat::Ico => "image/vnd.microsoft.icon",
             SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Svg => "image/svg+xml",
         }
     }
 
@@ -149,6 +152,7 @@ impl SourceFormat {
             SourceFormat::Tga => "tga",
             SourceFormat::Ico => "ico",
             SourceFormat::Tiff => "tiff",
+            SourceFormat::Svg => "svg",
         }
     }
 
@@ -165,7 +169,8 @@ impl SourceFormat {
             | SourceFormat::Pnm
             | SourceFormat::Tga
             | SourceFormat::Ico
-            | SourceFormat::Tiff => None,
+            | SourceFormat::Tiff
+            | SourceFormat::Svg => None,
         }
     }
 
@@ -182,6 +187,7 @@ impl SourceFormat {
             "tga" => SourceFormat::Tga,
             "ico" | "cur" => SourceFormat::Ico,
             "tif" | "tiff" => SourceFormat::Tiff,
+            "svg" => SourceFormat::Svg,
             _ => return None,
         })
     }

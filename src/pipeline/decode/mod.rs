@@ -14,6 +14,7 @@ pub(super) mod image_rs;
 mod jpeg;
 mod jpeg_scaled;
 mod png;
+pub(super) mod svg;
 pub(super) mod tiff;
 mod webp;
 
@@ -30,7 +31,8 @@ use super::{DecodeHint, Image, PipelineError, PixelLayout};
 /// `hint` is for shrink-on-load: a decoder that can scale while decoding may return any size
 /// at least `hint.min_size` (oriented). JPEG can, at 1/2, 1/4 and 1/8 (`jpeg_scaled`), and
 /// still WebP images at 1/4 and 1/8, and 1/2 when large (`webp::scale`, libwebp's scaled
-/// decode); the others decode at full size.
+/// decode); SVG renders at `hint.render_size` (enlarging too; `svg::render_size`); the
+/// others decode at full size.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -57,11 +59,17 @@ pub(super) fn decode(
         }
         SourceFormat::Ico => ico::decode(bytes, limits),
         SourceFormat::Tiff => tiff::decode(bytes, limits),
+        SourceFormat::Svg => svg::decode(bytes, info, limits, hint),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
     let size = (decoded.width, decoded.height);
-    if size != (info.width, info.height) && size != scaled {
+    if info.format == SourceFormat::Svg {
+        // A vector source is rendered at the size the output needs, not its intrinsic one.
+        if size != svg::render_size(info, hint, limits) {
+            return Err(corrupt(info.format, "rendered at an unexpected size"));
+        }
+    } else if size != (info.width, info.height) && size != scaled {
         return Err(corrupt(
             info.format,
             format!(
@@ -336,6 +344,7 @@ mod tests {
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
             "hostile/truncated_tiff.tif",
+            "hostile/truncated_svg.svg",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -360,6 +369,7 @@ mod tests {
             "formats/ico_alpha.ico",
             "formats/tiff_alpha.tif",
             "formats/tiff_deflate_tiles.tif",
+            "formats/svg_alpha.svg",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
