@@ -1,5 +1,5 @@
 //! Pipeline benchmarks: decode, resize and encode per format at a few sizes, and whole renders
-//! of a 12 MP JPEG to a 400 px JPEG and WebP.
+//! of a 12 MP JPEG to a 400 px JPEG and WebP, and of an SVG to an 800 px PNG.
 //!
 //! Run: `cargo bench --bench pipeline` (release profile). The 12 MP source is made at start-up
 //! from `elephants.jpg` upscaled to 4000x3000 and encoded at q90, so it is smoother than a
@@ -29,6 +29,13 @@
 //! | encode/avif_400x250 (speed 8) | 95.0 ms |
 //! | render/jpeg_12mp_to_400w_jpg | 89.0 ms |
 //! | render/jpeg_12mp_to_400w_webp | 93.9 ms |
+//!
+//! Added 2026-12-07, `cargo bench --bench pipeline -- render/svg`, same VM but busy (load
+//! average 10-20 from three other builds, so an upper bound), criterion median:
+//!
+//! | bench | time |
+//! |---|---|
+//! | render/svg_illustration_to_800w_png (400x300 SVG of 240 shapes, gradients, a blurred group and text, drawn at 800x600 by resvg, PNG fast) | 47.5 ms |
 //!
 //! Reading: a 12 MP render is almost all full-size JPEG decoding (zune-jpeg cannot decode at
 //! 1/2, 1/4, 1/8 scale; the `DecodeHint` seam is where shrink-on-load plugs in). WebP decoding

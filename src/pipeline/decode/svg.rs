@@ -12,8 +12,8 @@
 //!   (roxmltree's own guard bounds the references inside one entity, not how often a large
 //!   entity is used, so any entity is refused); element nesting, counted through every
 //!   `<use>` it instantiates, at most [`MAX_DEPTH`]; elements once every `<use>` and marker is
-//!   instantiated at most [`MAX_EXPANDED`]; text at most [`MAX_TEXT_CHARS`]; style sheet rules
-//!   times elements at most [`MAX_CSS_WORK`].
+//!   instantiated at most [`MAX_EXPANDED`]; path data at most [`MAX_PATH_DATA`] bytes; text at
+//!   most [`MAX_TEXT_CHARS`]; style sheet rules times elements at most [`MAX_CSS_WORK`].
 //! - `budget`, on the converted tree at the render size and at the intrinsic size: nodes, path segments (dashes
 //!   included), and the pixel work of every fill, stroke, layer, clip, mask, pattern tile
 //!   and filter primitive (filter regions at resvg's own clamp, weighted by the primitive's
@@ -40,6 +40,8 @@ const MAX_NODES: u32 = 100_000;
 pub(crate) const MAX_DEPTH: u32 = 64;
 /// Elements once every `<use>` and marker is instantiated.
 pub(crate) const MAX_EXPANDED: u64 = 200_000;
+/// Bytes of path data (`d` and `points` attributes): usvg holds every segment it parses.
+const MAX_PATH_DATA: usize = 8 << 20;
 /// Characters of text (shaped one by one).
 const MAX_TEXT_CHARS: usize = 100_000;
 /// Style sheet rules times elements (usvg matches every rule against every element).
@@ -231,12 +233,15 @@ fn check(text: &str) -> Result<roxmltree::Document<'_>, PipelineError> {
     let mut elements = 0u64;
     let mut text_chars = 0usize;
     let mut css_rules = 0u64;
+    let mut path_data = 0usize;
     for node in root.descendants() {
         let parent = node.parent().map_or(0, |p| depths[p.id().get() as usize]);
         if node.is_element() {
             let depth = parent + 1;
             depths[node.id().get() as usize] = depth;
             elements += 1;
+            path_data += node.attribute("d").map_or(0, str::len)
+                + node.attribute("points").map_or(0, str::len);
             if depth > MAX_DEPTH {
                 return Err(too_large(format!("nested deeper than {MAX_DEPTH}")));
             }
@@ -250,6 +255,11 @@ fn check(text: &str) -> Result<roxmltree::Document<'_>, PipelineError> {
                 text_chars += text.trim().chars().count();
             }
         }
+    }
+    if path_data > MAX_PATH_DATA {
+        return Err(too_large(format!(
+            "{path_data} bytes of path data, limit {MAX_PATH_DATA}"
+        )));
     }
     if text_chars > MAX_TEXT_CHARS {
         return Err(too_large(format!(
@@ -766,28 +776,52 @@ mod tests {
     }
 
     #[test]
+    fn path_data_is_capped_before_usvg_parses_it() {
+        // 9 MB of segments (too big for a fixture file): refused by the probe.
+        let text = format!(
+            "<svg xmlns='{SVG_NS}' width='9' height='9'><path d='M0 0{}'/></svg>",
+            "L1 1".repeat(2_300_000)
+        );
+        let result = header(text.as_bytes());
+        assert!(
+            matches!(&result, Err(PipelineError::SourceTooLarge(m)) if m.contains("path data")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
     fn caps_are_422_before_rendering() {
-        for rel in [
-            "hostile/svg_billion_laughs.svg",
-            "hostile/svg_deep_nesting.svg",
-            "hostile/svg_many_nodes.svg",
-            "hostile/svg_use_bomb.svg",
-            "hostile/svg_huge_filter.svg",
-            "hostile/svg_huge_size.svg",
-            "hostile/svg_marker_bomb.svg",
-            "hostile/svg_dash_bomb.svg",
-            "hostile/svg_pattern_tile.svg",
-            "hostile/svg_overdraw.svg",
-            "hostile/truncated_svg.svg",
+        // Each hostile file is refused by the cap it is made for.
+        for (rel, why) in [
+            (
+                "hostile/svg_billion_laughs.svg",
+                "entity declarations are refused",
+            ),
+            ("hostile/svg_deep_nesting.svg", "nested deeper than 64"),
+            ("hostile/svg_many_nodes.svg", "more than 100000 XML nodes"),
+            (
+                "hostile/svg_use_bomb.svg",
+                "elements once <use> and markers",
+            ),
+            (
+                "hostile/svg_marker_bomb.svg",
+                "elements once <use> and markers",
+            ),
+            ("hostile/svg_huge_filter.svg", "pixels of rendering work"),
+            ("hostile/svg_overdraw.svg", "pixels of rendering work"),
+            ("hostile/svg_huge_size.svg", "100000x100000"),
+            ("hostile/svg_dash_bomb.svg", "path segments"),
+            ("hostile/svg_pattern_tile.svg", "pattern tile"),
+            ("hostile/truncated_svg.svg", "unexpected end"),
         ] {
             let result = decode_fixture(rel);
-            assert!(
-                matches!(
-                    result,
-                    Err(PipelineError::SourceTooLarge(_) | PipelineError::Corrupt(_))
-                ),
-                "{rel}: {result:?}"
-            );
+            let refused = match &result {
+                Err(PipelineError::SourceTooLarge(m) | PipelineError::Corrupt(m)) => {
+                    m.contains(why)
+                }
+                _ => false,
+            };
+            assert!(refused, "{rel}: {result:?}, expected {why:?}");
         }
     }
 }
