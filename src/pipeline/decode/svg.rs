@@ -14,16 +14,18 @@
 //!   `<use>` it instantiates, at most [`MAX_DEPTH`]; elements once every `<use>` and marker is
 //!   instantiated at most [`MAX_EXPANDED`]; path data at most [`MAX_PATH_DATA`] bytes; text at
 //!   most [`MAX_TEXT_CHARS`]; style sheet rules times elements at most [`MAX_CSS_WORK`].
-//! - `budget`, on the converted tree at the render size and at the intrinsic size: nodes, path segments (dashes
-//!   included), and the pixel work of every fill, stroke, layer, clip, mask, pattern tile
-//!   and filter primitive (filter regions at resvg's own clamp, weighted by the primitive's
-//!   per-pixel cost: morphology radius, convolution order, turbulence octaves).
+//! - `budget`, on the converted tree at the render size and at the intrinsic size: nodes, path
+//!   segments (dashes included), and the pixel work of every fill, stroke, layer, clip, mask,
+//!   pattern tile and filter primitive (filter regions at resvg's own clamp, weighted by the
+//!   primitive's per-pixel cost: morphology radius, convolution order, turbulence octaves).
 //!
 //! resvg cannot be interrupted, so rendering time is bounded by that construction: its work is
 //! linear in the pixel work and segments counted, both capped: just under the caps, 60
 //! half-transparent fills of a 16 MP canvas took 3.8 s of one core, 5 blurs over a 2000x2000
 //! picture 2.5 s, 3 erosions of radius 3 over it 1.2 s (2-vCPU test machine, busy with other
-//! builds at the time), well inside `cpu.transform_timeout`. Anything over a cap is `SourceTooLarge` (422).
+//! builds at the time), well inside `cpu.transform_timeout`. Anything over a cap is
+//! `SourceTooLarge` (422 `IMAGE_TOO_LARGE`); an entity declaration or a document usvg cannot
+//! read is `Corrupt` (422 `CORRUPT_IMAGE`).
 
 use std::sync::{Arc, LazyLock};
 
@@ -37,9 +39,9 @@ use crate::pipeline::spec::{Limits, SourceFormat};
 /// roxmltree nodes (elements, text, comments) in the document.
 const MAX_NODES: u32 = 100_000;
 /// Element nesting, counting the elements every `<use>` instantiates.
-pub(crate) const MAX_DEPTH: u32 = 64;
+const MAX_DEPTH: u32 = 64;
 /// Elements once every `<use>` and marker is instantiated.
-pub(crate) const MAX_EXPANDED: u64 = 200_000;
+const MAX_EXPANDED: u64 = 200_000;
 /// Bytes of path data (`d` and `points` attributes): usvg holds every segment it parses.
 const MAX_PATH_DATA: usize = 8 << 20;
 /// Characters of text (shaped one by one).
@@ -51,7 +53,7 @@ const MAX_RENDER_NODES: u64 = 300_000;
 /// Path segments of the converted tree, dashes included.
 const MAX_SEGMENTS: u64 = 4_000_000;
 /// Pixel work (pixels touched by fills, strokes, layers and filter primitives).
-pub(crate) const MAX_PIXEL_WORK: f64 = 1.0e9;
+const MAX_PIXEL_WORK: f64 = 1.0e9;
 /// Size used when the root has neither a usable width/height nor a viewBox (usvg's too).
 const DEFAULT_SIZE: f64 = 100.0;
 
