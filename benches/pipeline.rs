@@ -1,5 +1,5 @@
 //! Pipeline benchmarks: decode, resize and encode per format at a few sizes, and whole renders
-//! of a 12 MP JPEG to a 400 px JPEG and WebP.
+//! of a 12 MP JPEG to a 400 px JPEG and WebP, and of an SVG to an 800 px PNG.
 //!
 //! Run: `cargo bench --bench pipeline` (release profile). The 12 MP source is made at start-up
 //! from `elephants.jpg` upscaled to 4000x3000 and encoded at q90, so it is smoother than a
@@ -29,6 +29,13 @@
 //! | encode/avif_400x250 (speed 8) | 95.0 ms |
 //! | render/jpeg_12mp_to_400w_jpg | 89.0 ms |
 //! | render/jpeg_12mp_to_400w_webp | 93.9 ms |
+//!
+//! Added 2026-12-07, `cargo bench --bench pipeline -- render/svg`, same VM but busy (load
+//! average 10-20 from three other builds, so an upper bound), criterion median:
+//!
+//! | bench | time |
+//! |---|---|
+//! | render/svg_illustration_to_800w_png (400x300 SVG of 240 shapes, gradients, a blurred group and text, drawn at 800x600 by resvg, PNG fast) | 47.5 ms |
 //!
 //! Reading: a 12 MP render is almost all full-size JPEG decoding (zune-jpeg cannot decode at
 //! 1/2, 1/4, 1/8 scale; the `DecodeHint` seam is where shrink-on-load plugs in). WebP decoding
@@ -166,6 +173,20 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
+    // SVG: an illustration of 240 shapes (gradients, strokes, a blurred group, text) rendered
+    // by resvg straight at 800 px wide, then encoded as PNG.
+    let svg = illustration_svg();
+    g.bench_function("svg_illustration_to_800w_png", |b| {
+        b.iter(|| {
+            pipeline::render(
+                black_box(&svg),
+                &width(800),
+                OutputFormat::Png,
+                &l,
+                &settings,
+            )
+        })
+    });
     g.bench_function("jpeg_12mp_to_200w_jpg_full_decode", |b| {
         b.iter(|| {
             let image = decode(black_box(&big_jpeg));
@@ -174,6 +195,43 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// A 400x300 SVG illustration: a gradient sky, 200 circles with a radial gradient, 30 stroked
+/// Bezier curves, a blurred group of 10 shapes and a line of text (bundled font).
+fn illustration_svg() -> Vec<u8> {
+    let mut svg = String::from(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='400' height='300' viewBox='0 0 400 300'>\
+         <defs><linearGradient id='sky' x2='0' y2='1'><stop offset='0' stop-color='#124'/>\
+         <stop offset='1' stop-color='#8bf'/></linearGradient>\
+         <radialGradient id='ball'><stop offset='0' stop-color='#ffd'/>\
+         <stop offset='1' stop-color='#f60' stop-opacity='0.6'/></radialGradient>\
+         <filter id='soft'><feGaussianBlur stdDeviation='3'/></filter></defs>\
+         <rect width='400' height='300' fill='url(#sky)'/>",
+    );
+    for i in 0..200u32 {
+        let (x, y, r) = ((i * 37) % 400, (i * 53) % 300, 3 + i % 17);
+        svg += &format!("<circle cx='{x}' cy='{y}' r='{r}' fill='url(#ball)'/>");
+    }
+    for i in 0..30u32 {
+        let y = 10 * i;
+        svg += &format!(
+            "<path d='M0 {y} C 100 {} 300 {} 400 {y}' fill='none' stroke='#fff' \
+             stroke-opacity='0.5' stroke-width='{}'/>",
+            y + 40,
+            y.saturating_sub(40),
+            1 + i % 4
+        );
+    }
+    svg += "<g filter='url(#soft)'>";
+    for i in 0..10u32 {
+        svg += &format!(
+            "<rect x='{}' y='220' width='30' height='60' rx='6' fill='#363'/>",
+            40 * i
+        );
+    }
+    svg += "</g><text x='20' y='40' font-size='28' fill='#fff'>imgnode SVG bench</text></svg>";
+    svg.into_bytes()
 }
 
 criterion_group!(pipeline_benches, benches);

@@ -72,15 +72,13 @@ impl OutputPlan {
         let (sw, sh) = self.source;
         let scale_x = f64::from(self.output.0) / self.crop.0.0;
         let scale_y = f64::from(self.output.1) / self.crop.1.0;
-        let min_w = ceil_px(f64::from(sw) * scale_x).min(sw);
-        let min_h = ceil_px(f64::from(sh) * scale_y).min(sh);
-        if (min_w, min_h) == (sw, sh) {
-            DecodeHint::default()
-        } else {
-            DecodeHint {
-                min_size: Some((min_w, min_h)),
-                ..DecodeHint::default()
-            }
+        let want_w = ceil_px(f64::from(sw) * scale_x);
+        let want_h = ceil_px(f64::from(sh) * scale_y);
+        let (min_w, min_h) = (want_w.min(sw), want_h.min(sh));
+        DecodeHint {
+            min_size: ((min_w, min_h) != (sw, sh)).then_some((min_w, min_h)),
+            render_size: ((want_w, want_h) != (sw, sh)).then_some((want_w, want_h)),
+            ..DecodeHint::default()
         }
     }
 }

@@ -67,4 +67,8 @@ pub struct DecodeHint {
     /// For benchmarks and measurements: decode a JPEG at exactly 1/n (2, 4 or 8) when the
     /// reduced-scale decoder takes the file, whatever `min_size` says. Renders leave it `None`.
     pub denominator: Option<u32>,
+    /// For vector sources (SVG): the size, in oriented coordinates, the whole source would
+    /// have at the output's scale, which may exceed its intrinsic size (enlarging a vector
+    /// is sharp). `None` means the intrinsic size. Raster decoders ignore it.
+    pub render_size: Option<(u32, u32)>,
 }

@@ -153,6 +153,7 @@ pub(crate) fn dominant_color(
     };
     let hint = DecodeHint {
         min_size: Some(box_size),
+        render_size: Some(box_size),
         ..DecodeHint::default()
     };
     let image = decode_upright(source, info, limits, hint)?;

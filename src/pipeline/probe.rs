@@ -66,6 +66,8 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Pnm)
     } else if is_ico(bytes) {
         Some(SourceFormat::Ico)
+    } else if super::decode::svg::is_svg(bytes) {
+        Some(SourceFormat::Svg)
     } else if is_tga(bytes) {
         // Last: TGA has no magic number, only a header whose fields must make sense.
         Some(SourceFormat::Tga)
@@ -265,6 +267,17 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
                 orientation: 1,
                 has_alpha: header.has_alpha,
                 frames: header.images,
+            }
+        }
+        SourceFormat::Svg => {
+            let header = super::decode::svg::header(bytes)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
+                // Anything not drawn is transparent.
+                has_alpha: true,
+                frames: 1,
             }
         }
         SourceFormat::Ico => {

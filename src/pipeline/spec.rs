@@ -125,6 +125,8 @@ pub enum SourceFormat {
     Hdr,
     /// OpenEXR, tone-mapped to sRGB.
     Exr,
+    /// SVG (vector): rendered by resvg at the size the output needs.
+    Svg,
 }
 
 impl SourceFormat {
@@ -142,6 +144,7 @@ impl SourceFormat {
             SourceFormat::Tga => "image/x-tga",
             SourceFormat::Ico => "image/vnd.microsoft.icon",
             SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Svg => "image/svg+xml",
             SourceFormat::Jxl => "image/jxl",
             SourceFormat::Hdr => "image/vnd.radiance",
             SourceFormat::Exr => "image/x-exr",
@@ -162,6 +165,7 @@ impl SourceFormat {
             SourceFormat::Tga => "tga",
             SourceFormat::Ico => "ico",
             SourceFormat::Tiff => "tiff",
+            SourceFormat::Svg => "svg",
             SourceFormat::Jxl => "jxl",
             SourceFormat::Hdr => "hdr",
             SourceFormat::Exr => "exr",
@@ -185,7 +189,8 @@ impl SourceFormat {
             | SourceFormat::Jxl
             | SourceFormat::Hdr
             | SourceFormat::Exr
-            | SourceFormat::Heic => None,
+            | SourceFormat::Heic
+            | SourceFormat::Svg => None,
         }
     }
 
@@ -206,6 +211,7 @@ impl SourceFormat {
             "hdr" => SourceFormat::Hdr,
             "exr" => SourceFormat::Exr,
             "heic" | "heif" => SourceFormat::Heic,
+            "svg" => SourceFormat::Svg,
             _ => return None,
         })
     }

@@ -578,3 +578,143 @@ async fn hostile_heic_uploads_answer_422() {
         assert_eq!(body["error"]["code"], code, "{name}: {body}");
     }
 }
+
+/// Mean absolute difference over every RGBA channel of two images of one size.
+fn mean_difference(a: &image::RgbaImage, b: &image::RgbaImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+/// An SVG uploaded through the API (named `.bin`: sniffed from the bytes) is reported as
+/// `svg` with its intrinsic size and media type, and rendered at the size asked for: a 64x48
+/// icon delivered at 640 px wide is drawn at 640 px (crisp edges, as rsvg-convert draws it at
+/// that size), not enlarged from 64 px. Its transparency is kept, and its own `.svg` URL is a
+/// 400 (the raw SVG is never served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svg_uploads_and_renders_sharp_at_the_requested_size() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, body) = node
+        .upload(&key, fixture("formats/svg_shapes.svg"), "art/logo.bin")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["format"], "svg");
+    assert_eq!(body["dimensions"]["width"], 64);
+    assert_eq!(body["dimensions"]["height"], 48);
+    // Delivered converted: the URL handed out names a PNG.
+    let stored = body["paths"][0].as_str().unwrap().to_string();
+    assert!(stored.ends_with(".svg"), "{body}");
+    let stem = stored.trim_end_matches(".svg").to_string();
+    assert!(
+        body["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/i/acme/{stem}.png")),
+        "{body}"
+    );
+    let id = body["id"].as_str().unwrap();
+    let (status, _, meta) = node
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/v1/images/{id}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["metadata"]["mime_type"], "image/svg+xml");
+
+    let (status, headers, png) = node.fetch(&format!("/i/acme/{stem}.png?w=640")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    assert_eq!(headers["content-type"], "image/png");
+    let big = decode(&png).to_rgba8();
+    assert_eq!(big.dimensions(), (640, 480));
+    // The quadrant edge at x = 320 is one step from red to green: no interpolation blur.
+    assert_eq!(big.get_pixel(319, 60).0, [255, 0, 0, 255]);
+    assert_eq!(big.get_pixel(320, 60).0, [0, 255, 0, 255]);
+    let reference = decode(&fixture("formats/ref_svg_shapes_640.png")).to_rgba8();
+    let sharp = mean_difference(&big, &reference);
+    // What enlarging the 64 px render would have given instead.
+    let (_, _, small) = node.fetch(&format!("/i/acme/{stem}.png")).await;
+    let enlarged = image::imageops::resize(
+        &decode(&small).to_rgba8(),
+        640,
+        480,
+        image::imageops::FilterType::CatmullRom,
+    );
+    let blurred = mean_difference(&enlarged, &reference);
+    assert!(
+        sharp < 1.0,
+        "640 px render differs from rsvg-convert's by {sharp:.2} on average"
+    );
+    assert!(
+        blurred > 3.0 * sharp,
+        "enlarged: {blurred:.2}, rendered: {sharp:.2}"
+    );
+
+    // Transparency kept: the alpha fixture's empty corner stays transparent in WebP.
+    node.add_image(
+        "acme",
+        "art/alpha.svg",
+        &fixture("formats/svg_alpha.svg"),
+        Visibility::Public,
+    )
+    .await;
+    let (status, _, webp) = node.fetch("/i/acme/art/alpha.webp?w=128").await;
+    assert_eq!(status, 200);
+    let alpha = decode(&webp).to_rgba8();
+    assert_eq!(alpha.dimensions(), (128, 96));
+    assert_eq!(alpha.get_pixel(120, 90).0[3], 0);
+    let red = alpha.get_pixel(10, 10).0;
+    assert!(
+        close([red[0], red[1], red[2]], [255, 0, 0], 8) && red[3] == 255,
+        "{red:?}"
+    );
+
+    // No `.svg` delivery: a 400 with the JSON error, never the SVG's bytes.
+    let (status, headers, body) = node.fetch(&format!("/i/acme/{stem}.svg")).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(!String::from_utf8_lossy(&body).contains("<svg"));
+}
+
+/// An SVG pointing at a local HTTP listener and at a file on disk renders without either:
+/// the listener never sees a connection, and the picture is what the SVG draws by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svg_references_are_never_fetched() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let png = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/formats/png_rgba.png"
+    );
+    let svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' xmlns:xlink='http://www.w3.org/1999/xlink' \
+         width='64' height='48'><style>@import url(http://127.0.0.1:{port}/a.css);</style>\
+         <rect width='64' height='48' fill='#00ff00'/>\
+         <image width='64' height='48' href='http://127.0.0.1:{port}/a.png'/>\
+         <image width='64' height='48' xlink:href='{png}'/>\
+         <image width='64' height='48' href='file://{png}'/>\
+         <text x='2' y='40' font-family='url(http://127.0.0.1:{port}/f.ttf)'> </text></svg>"
+    );
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, body) = node.upload(&key, svg.into_bytes(), "x/refs.svg").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, out) = node.fetch("/i/acme/x/refs.png?w=64").await;
+    assert_eq!(status, 200);
+    let img = decode(&out).to_rgba8();
+    // png_rgba.png is red/green/blue/transparent quadrants: none of it shows.
+    assert!(img.pixels().all(|p| p.0 == [0, 255, 0, 255]));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the listener was contacted: {other:?}"),
+    }
+}

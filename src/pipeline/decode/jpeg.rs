@@ -442,6 +442,7 @@ mod tests {
         let forced = DecodeHint {
             min_size: Some((3000, 4000)),
             denominator: Some(4),
+            ..DecodeHint::default()
         };
         assert_eq!(scale_denominator(&info, forced), 4);
     }

@@ -1558,6 +1558,7 @@ mod tests {
             let hint = DecodeHint {
                 min_size: Some((1, 1)),
                 denominator: Some(d),
+                ..DecodeHint::default()
             };
             let (info, image) = upright_of("jpeg_scaled/dune_orient6.jpg", hint);
             assert_eq!((info.orientation, info.oriented_size()), (6, (1200, 750)));
@@ -1577,6 +1578,7 @@ mod tests {
         let hint = |w, h| DecodeHint {
             min_size: Some((w, h)),
             denominator: None,
+            ..DecodeHint::default()
         };
         let decoded = decode_upright(&bytes, &info, &limits, hint(300, 187)).expect("decode");
         assert_eq!((decoded.width, decoded.height), (600, 375));

@@ -17,6 +17,7 @@ mod jpeg;
 mod jpeg_scaled;
 pub(super) mod jxl;
 mod png;
+pub(super) mod svg;
 pub(super) mod tiff;
 mod webp;
 
@@ -33,7 +34,8 @@ use super::{DecodeHint, Image, PipelineError, PixelLayout};
 /// `hint` is for shrink-on-load: a decoder that can scale while decoding may return any size
 /// at least `hint.min_size` (oriented). JPEG can, at 1/2, 1/4 and 1/8 (`jpeg_scaled`), and
 /// still WebP images at 1/4 and 1/8, and 1/2 when large (`webp::scale`, libwebp's scaled
-/// decode); the others decode at full size.
+/// decode); SVG renders at `hint.render_size` (enlarging too; `svg::render_size`); the
+/// others decode at full size.
 pub(super) fn decode(
     bytes: &[u8],
     info: &ImageInfo,
@@ -63,11 +65,17 @@ pub(super) fn decode(
         SourceFormat::Tiff => tiff::decode(bytes, limits),
         SourceFormat::Jxl => jxl::decode(bytes, limits),
         SourceFormat::Hdr | SourceFormat::Exr => hdr::decode(info.format, bytes, limits),
+        SourceFormat::Svg => svg::decode(bytes, info, limits, hint),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
     let size = (decoded.width, decoded.height);
-    if size != (info.width, info.height) && size != scaled {
+    if info.format == SourceFormat::Svg {
+        // A vector source is rendered at the size the output needs, not its intrinsic one.
+        if size != svg::render_size(info, hint, limits) {
+            return Err(corrupt(info.format, "rendered at an unexpected size"));
+        }
+    } else if size != (info.width, info.height) && size != scaled {
         return Err(corrupt(
             info.format,
             format!(
@@ -342,6 +350,7 @@ mod tests {
             "hostile/truncated_pnm.ppm",
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
+            "hostile/truncated_svg.svg",
             "hostile/truncated_tiff.tif",
             "hostile/truncated_jxl.jxl",
             "hostile/truncated_hdr.hdr",
@@ -366,6 +375,7 @@ mod tests {
             "formats/heic_alpha.heic",
             "formats/qoi_alpha.qoi",
             "formats/pnm_plain.ppm",
+            "formats/svg_alpha.svg",
             "formats/pnm_alpha.pam",
             "formats/tga_rle_alpha.tga",
             "formats/ico_alpha.ico",

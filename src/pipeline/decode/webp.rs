@@ -459,6 +459,7 @@ mod tests {
         let hint = |w, h| DecodeHint {
             min_size: Some((w, h)),
             denominator: None,
+            ..DecodeHint::default()
         };
         // 4 MP: 1/2 would serve 400 px, but the full decode is cheaper.
         assert_eq!(scale(&info(2560, 1600), hint(400, 250)), 1);
@@ -469,6 +470,7 @@ mod tests {
         let forced = DecodeHint {
             min_size: Some((1, 1)),
             denominator: Some(2),
+            ..DecodeHint::default()
         };
         assert_eq!(scale(&info(2560, 1600), forced), 2);
     }

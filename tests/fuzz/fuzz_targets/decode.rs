@@ -29,11 +29,12 @@ fuzz_target!(|data: &[u8]| {
     // Shrink-on-load: every reduced-scale JPEG path (1/2, 1/4, 1/8; baseline and progressive,
     // scans skipped or decoded) and libwebp's scaled decode answer the scaled size, the full
     // size (a file the reduced decoder refused went to the full decoder; an animated WebP) or
-    // an error.
+    // an error. An SVG is drawn at `render_size`, here the same scaled size.
     for n in [2, 4, 8] {
         let hint = DecodeHint {
             min_size: Some((1, 1)),
             denominator: Some(n),
+            render_size: Some((w.div_ceil(n), h.div_ceil(n))),
         };
         if let Ok(image) = decode_upright(data, &info, &limits, hint) {
             let size = (image.width, image.height);
