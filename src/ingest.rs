@@ -98,6 +98,8 @@ impl Ingest<'_> {
             original_filename: original.original_filename,
             visibility: original.visibility,
             dominant_color: Some(hex::encode(color.0)),
+            has_alpha: Some(info.has_alpha),
+            frames: Some(info.frames),
         };
         let outcome = {
             // Held from the object write to the commit: a concurrent delete of these bytes'

@@ -170,7 +170,8 @@ impl Cursor {
             "height": image.height, "size": image.size,
             "original_filename": image.original_filename,
             "uploaded_at": crate::store::rfc3339(image.uploaded_at), "visibility": image.visibility.as_str(),
-            "dominant_color": image.dominant_color, "paths": item.paths,
+            "dominant_color": image.dominant_color, "has_alpha": image.has_alpha,
+            "frame_count": image.frames, "paths": item.paths,
             "archive_entry": original_entry(image),
         });
         let meta = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;

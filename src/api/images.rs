@@ -664,6 +664,8 @@ pub(crate) async fn metadata(
                 "width": image.width,
                 "height": image.height,
                 "dominant_color": image.dominant_color,
+                "has_alpha": image.has_alpha,
+                "frame_count": image.frames,
             },
             "urls": urls,
             "_links": links(&image.id),

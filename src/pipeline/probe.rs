@@ -22,6 +22,9 @@ pub struct ImageInfo {
     pub(crate) orientation: u8,
     /// Whether the source may carry transparency (alpha channel, tRNS, GIF transparency).
     pub(crate) has_alpha: bool,
+    /// Animation frames declared (GIF, APNG, WebP, JPEG XL), top-level images (HEIF) or EXR
+    /// parts; 1 for a still.
+    pub(crate) frames: u32,
 }
 
 impl ImageInfo {
@@ -313,6 +316,7 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
         height: header.height,
         orientation: header.orientation,
         has_alpha: header.has_alpha,
+        frames: header.frames,
     })
 }
 
@@ -1060,6 +1064,7 @@ mod tests {
             height: 20,
             orientation: 1,
             has_alpha: false,
+            frames: 1,
         };
         for (orientation, size) in [(1, (30, 20)), (4, (30, 20)), (5, (20, 30)), (8, (20, 30))] {
             info.orientation = orientation;

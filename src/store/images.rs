@@ -8,7 +8,7 @@ use super::{ImageRecord, Store, StoreError, Visibility, image_from_row, now_unix
 use crate::edge::tags as edge_tags;
 
 const IMAGE_COLUMNS: &str = "i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
-     i.original_filename, i.uploaded_at, i.visibility, i.dominant_color";
+     i.original_filename, i.uploaded_at, i.visibility, i.dominant_color, i.has_alpha, i.frames";
 
 /// One image with every path (with extension) that points at it, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]

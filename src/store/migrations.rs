@@ -244,6 +244,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX edge_purges_account ON edge_purges (account, state)",
         ],
     ),
+    (
+        15,
+        &[
+            // What the probe saw at upload, reported by the API (`has_alpha`, `frame_count`);
+            // NULL for images stored before (0/1 and a count otherwise).
+            "ALTER TABLE images ADD COLUMN has_alpha BIGINT",
+            "ALTER TABLE images ADD COLUMN frames BIGINT",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

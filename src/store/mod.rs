@@ -450,7 +450,8 @@ impl Store {
     ) -> Result<Option<ImageRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
-                    i.original_filename, i.uploaded_at, i.visibility, i.dominant_color
+                    i.original_filename, i.uploaded_at, i.visibility, i.dominant_color,
+                    i.has_alpha, i.frames
              FROM paths p JOIN images i ON i.account = p.account AND i.id = p.image_id
              WHERE p.account = $1 AND p.stem = $2",
         )
@@ -464,7 +465,7 @@ impl Store {
     pub async fn image(&self, account: &str, id: &str) -> Result<Option<ImageRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT account, id, hash, format, width, height, size, original_filename,
-                    uploaded_at, visibility, dominant_color
+                    uploaded_at, visibility, dominant_color, has_alpha, frames
              FROM images WHERE account = $1 AND id = $2",
         )
         .bind(account)
@@ -504,8 +505,9 @@ impl Store {
         let now = now_unix();
         let inserted = sqlx::query(
             "INSERT INTO images (account, id, hash, format, width, height, size,
-                                 original_filename, uploaded_at, visibility, dominant_color)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                 original_filename, uploaded_at, visibility, dominant_color,
+                                 has_alpha, frames)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (account, id) DO NOTHING",
         )
         .bind(&image.account)
@@ -519,6 +521,8 @@ impl Store {
         .bind(now)
         .bind(image.visibility.as_str())
         .bind(image.dominant_color.as_deref())
+        .bind(image.has_alpha.map(i64::from))
+        .bind(image.frames.map(i64::from))
         .execute(&mut *tx)
         .await?;
         let is_new = inserted.rows_affected() == 1;
@@ -720,6 +724,11 @@ pub(crate) fn image_from_row(r: &AnyRow) -> Result<ImageRecord, StoreError> {
         uploaded_at: r.try_get("uploaded_at")?,
         visibility: parse_col(r, "visibility")?,
         dominant_color: r.try_get("dominant_color")?,
+        has_alpha: r.try_get::<Option<i64>, _>("has_alpha")?.map(|v| v != 0),
+        frames: r
+            .try_get::<Option<i64>, _>("frames")?
+            .map(|v| u32::try_from(v).map_err(|_| StoreError::CorruptRow("frames".into())))
+            .transpose()?,
     })
 }
 

@@ -95,6 +95,10 @@ pub struct ImageRecord {
     pub(crate) visibility: Visibility,
     /// `rrggbb`, computed at upload; `None` for images stored before it was.
     pub(crate) dominant_color: Option<String>,
+    /// Whether the original may carry transparency, and its frames (1 for a still), from
+    /// the probe at upload; `None` for images stored before they were recorded.
+    pub(crate) has_alpha: Option<bool>,
+    pub(crate) frames: Option<u32>,
 }
 
 /// What `Store::put_image` records.
@@ -110,6 +114,8 @@ pub struct NewImage {
     pub original_filename: String,
     pub visibility: Visibility,
     pub dominant_color: Option<String>,
+    pub has_alpha: Option<bool>,
+    pub frames: Option<u32>,
 }
 
 /// What an upload may do to what the account already holds (`Store::put_image`). The

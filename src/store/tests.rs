@@ -13,6 +13,8 @@ fn image(account: &str, id_byte: char) -> NewImage {
         original_filename: "cat.jpg".into(),
         visibility: Visibility::Public,
         dominant_color: None,
+        has_alpha: None,
+        frames: None,
     }
 }
 

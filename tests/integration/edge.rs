@@ -749,7 +749,7 @@ urls = ["http://127.0.0.1:{port}/"]
     // Varnish down while a delete commits: the purge waits in the outbox and is delivered
     // once Varnish is back (a restarted Varnish has an empty cache: what is checked is that
     // the purge arrives, from the outbox, without another change).
-    drop(edge);
+    edge.stop().await;
     let (_, _, b) = node
         .api(Method::GET, "/api/v1/images?limit=10", &key, None)
         .await;

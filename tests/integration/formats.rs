@@ -718,3 +718,38 @@ async fn svg_references_are_never_fetched() {
         other => panic!("the listener was contacted: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn uploads_report_alpha_and_frame_count() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    for (rel, has_alpha, frames) in [
+        ("formats/gif_animated.gif", None, None),
+        ("formats/webp_animated.webp", None, None),
+        ("formats/png_rgba.png", Some(true), Some(1)),
+        ("photos/ladybird.jpg", Some(false), Some(1)),
+    ] {
+        let name = rel.rsplit('/').next().unwrap();
+        let (status, up) = node.upload(&key, fixture(rel), name).await;
+        assert_eq!(status, 201, "{rel}: {up}");
+        let id = up["id"].as_str().unwrap();
+        let (_, _, got) = node
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/v1/images/{id}"),
+                &key,
+                None,
+            )
+            .await;
+        let meta = &got["metadata"];
+        if let Some(a) = has_alpha {
+            assert_eq!(meta["has_alpha"], a, "{rel}: {meta}");
+        } else {
+            assert!(meta["has_alpha"].is_boolean(), "{rel}: {meta}");
+        }
+        match frames {
+            Some(n) => assert_eq!(meta["frame_count"], n, "{rel}: {meta}"),
+            None => assert!(meta["frame_count"].as_u64().unwrap() > 1, "{rel}: {meta}"),
+        }
+    }
+}

@@ -242,6 +242,8 @@ impl TestNode {
             original_filename: format!("{stem}.{}", declared.extension()),
             visibility: Visibility::Public,
             dominant_color: None,
+            has_alpha: None,
+            frames: None,
         };
         let path = format!("{stem}.{}", declared.extension());
         state
@@ -698,10 +700,39 @@ impl Varnish {
     }
 }
 
+impl Varnish {
+    /// Stops Varnish and returns once its port refuses connections (the manager stops its
+    /// cache process on SIGTERM; that process, not the manager, holds the listening socket).
+    pub async fn stop(mut self) {
+        self.terminate();
+        let port: u16 = self.base.rsplit(':').next().unwrap().parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "varnishd did not stop"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Varnish {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.terminate();
     }
 }
 

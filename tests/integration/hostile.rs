@@ -250,6 +250,8 @@ async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
             original_filename: (*name).to_string(),
             visibility: Visibility::Public,
             dominant_color: None,
+            has_alpha: None,
+            frames: None,
         };
         let path = format!("{raw_stem}.{}", declared.extension());
         // Same bytes as an upload above: the path is new, the image row may exist.
@@ -384,6 +386,8 @@ async fn gif_frame_larger_than_its_screen_is_refused_before_any_allocation() {
         original_filename: "raw.gif".into(),
         visibility: Visibility::Public,
         dominant_color: None,
+        has_alpha: None,
+        frames: None,
     };
     store
         .put_image(&image, "raw/bomb.gif", "raw/bomb", Default::default())

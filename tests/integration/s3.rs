@@ -112,6 +112,8 @@ async fn an_origin_that_never_answers_is_504_origin_timeout() {
                 original_filename: "x.jpg".into(),
                 visibility: imgnode::store::Visibility::Public,
                 dominant_color: None,
+                has_alpha: None,
+                frames: None,
             },
             "x.jpg",
             "x",

@@ -411,6 +411,7 @@ mod tests {
             height: 3000,
             orientation: 6,
             has_alpha: false,
+            frames: 1,
         };
         let hint = |w, h| DecodeHint {
             min_size: Some((w, h)),

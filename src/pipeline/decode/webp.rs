@@ -455,6 +455,7 @@ mod tests {
             height,
             orientation: 1,
             has_alpha: false,
+            frames: 1,
         };
         let hint = |w, h| DecodeHint {
             min_size: Some((w, h)),
