@@ -388,6 +388,7 @@ pub(crate) struct RawEncode {
     pub(crate) avif_bit_depth: u8,
     pub(crate) webp_method: u8,
     pub(crate) png_compression: u8,
+    pub(crate) jxl_effort: u8,
 }
 
 impl Default for RawEncode {
@@ -408,6 +409,7 @@ impl Default for RawEncode {
             avif_bit_depth: d.avif_bit_depth,
             webp_method: d.webp_method,
             png_compression: d.png_compression,
+            jxl_effort: d.jxl_effort,
         }
     }
 }

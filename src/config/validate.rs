@@ -233,6 +233,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     }
     p.range("encode.webp_method", e.webp_method.into(), 0, 6);
     p.range("encode.png_compression", e.png_compression.into(), 0, 2);
+    p.range("encode.jxl_effort", e.jxl_effort.into(), 1, 9);
     EncodeSettings {
         avif_speed: e.avif_speed,
         rav1e_speed: e.rav1e_speed,
@@ -241,6 +242,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
         avif_bit_depth: e.avif_bit_depth,
         webp_method: e.webp_method,
         png_compression: e.png_compression,
+        jxl_effort: e.jxl_effort,
     }
 }
 

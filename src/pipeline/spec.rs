@@ -66,6 +66,8 @@ pub enum OutputFormat {
     Png,
     Webp,
     Avif,
+    /// JPEG XL (libjxl): lossy VarDCT in XYB below `q=100`, lossless modular at `q=100`.
+    Jxl,
 }
 
 impl OutputFormat {
@@ -75,6 +77,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Jxl => "image/jxl",
         }
     }
 
@@ -85,6 +88,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Jxl => "jxl",
         }
     }
 
@@ -287,6 +291,8 @@ pub struct EncodeSettings {
     pub(crate) webp_method: u8,
     /// PNG compression: 0 fast, 1 default, 2 best.
     pub(crate) png_compression: u8,
+    /// libjxl's effort 1 (fast) to 9 (small), for lossy and lossless JPEG XL.
+    pub(crate) jxl_effort: u8,
 }
 
 impl Default for EncodeSettings {
@@ -301,6 +307,8 @@ impl Default for EncodeSettings {
             // thumbor's DSSIM at fewer bytes; 2 costs a quarter less CPU but is worse on both.
             webp_method: 4,
             png_compression: 0,
+            // Measured (benches/RESULTS.md, "JPEG XL output"): see encode/jxl.rs.
+            jxl_effort: 5,
         }
     }
 }
