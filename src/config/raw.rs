@@ -351,6 +351,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_output_side: u32,
     pub(crate) avif_max_pixels: u64,
     pub(crate) avif_max_side: u32,
+    pub(crate) jxl_max_pixels: u64,
     pub(crate) max_frames: u32,
 }
 
@@ -364,6 +365,7 @@ impl Default for RawLimits {
             max_output_side: d.max_output_side,
             avif_max_pixels: d.avif_max_pixels,
             avif_max_side: d.avif_max_side,
+            jxl_max_pixels: d.jxl_max_pixels,
             max_frames: d.max_frames,
         }
     }

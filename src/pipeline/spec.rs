@@ -328,6 +328,9 @@ pub struct Limits {
     pub avif_max_pixels: u64,
     /// AVIF outputs above this side are downscaled before encoding.
     pub avif_max_side: u32,
+    /// JPEG XL outputs above this many pixels are downscaled before encoding (libjxl 0.7 holds
+    /// about 43 bytes per pixel while encoding lossy, 66 lossless).
+    pub jxl_max_pixels: u64,
     /// Largest number of animation frames a source may declare.
     pub max_frames: u32,
 }
@@ -341,6 +344,7 @@ impl Default for Limits {
             max_output_side: 10_000,
             avif_max_pixels: 8_000_000,
             avif_max_side: 4_000,
+            jxl_max_pixels: 8_000_000,
             max_frames: 1_000,
         }
     }
