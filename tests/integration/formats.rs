@@ -585,3 +585,28 @@ async fn format_auto_offers_jxl_only_when_the_client_and_the_account_list_it() {
     assert_eq!(get("image/jxl;q=0,image/webp", 210).await.0, "image/webp");
     assert_eq!(get("*/*", 210).await.0, "image/jpeg");
 }
+
+/// `limits.jxl_max_pixels` downscales a JPEG XL output (shape kept) before libjxl sees it;
+/// other formats of the same URL keep the requested size.
+#[tokio::test]
+async fn jxl_outputs_over_jxl_max_pixels_are_downscaled() {
+    let node = TestNode::start_with("[limits]\njxl_max_pixels = 20000\n").await;
+    node.add_image(
+        "acme",
+        "photo.jpg",
+        &fixture("photos/ladybird.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let (status, headers, jxl) = node.fetch("/i/acme/photo.jxl?w=400").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jxl");
+    let (w, h) = djxl(&jxl).to_rgb8().dimensions();
+    let (_, _, png) = node.fetch("/i/acme/photo.png?w=400").await;
+    let (pw, ph) = decode(&png).to_rgb8().dimensions();
+    assert_eq!(pw, 400);
+    assert!(u64::from(w) * u64::from(h) <= 20_000, "{w}x{h}");
+    assert!(w >= 170, "{w}x{h}: not the largest size within the cap");
+    let (ratio, want) = (f64::from(w) / f64::from(h), f64::from(pw) / f64::from(ph));
+    assert!((ratio - want).abs() < 0.02, "{w}x{h} against {pw}x{ph}");
+}
