@@ -121,8 +121,10 @@ impl Session {
             align: 0,
         };
         // SAFETY: `self.enc` is a live encoder (see `new`). Every struct handed to libjxl is
-        // first initialised by libjxl's own `Init`/`SetTo` function, then only plain fields
-        // are changed; libjxl copies what it is given. The frame settings belong to the
+        // zeroed (so the padding and any number libjxl's initialiser leaves alone hold
+        // initialised bytes), then initialised by libjxl's own `Init`/`SetTo` function, which
+        // gives every enum field a valid value, then only plain fields are changed; libjxl
+        // copies what it is given. The frame settings belong to the
         // encoder and are not used after it. `JxlEncoderAddImageFrame` reads exactly
         // `pixels.len()` bytes, which hold `width x height x channels` samples (checked
         // above); it copies them before returning. `JxlEncoderProcessOutput` writes at most
@@ -130,7 +132,7 @@ impl Session {
         // advances both; `written` is derived from what it left.
         #[expect(unsafe_code)]
         unsafe {
-            let mut info = MaybeUninit::<jxl::JxlBasicInfo>::uninit();
+            let mut info = MaybeUninit::<jxl::JxlBasicInfo>::zeroed();
             jxl::JxlEncoderInitBasicInfo(info.as_mut_ptr());
             let mut info = info.assume_init();
             info.xsize = frame.width;
@@ -151,7 +153,7 @@ impl Session {
                 "JxlEncoderSetBasicInfo",
             )?;
             if frame.alpha {
-                let mut extra = MaybeUninit::<jxl::JxlExtraChannelInfo>::uninit();
+                let mut extra = MaybeUninit::<jxl::JxlExtraChannelInfo>::zeroed();
                 jxl::JxlEncoderInitExtraChannelInfo(JxlExtraChannelType::Alpha, extra.as_mut_ptr());
                 let mut extra = extra.assume_init();
                 extra.bits_per_sample = 8;
@@ -161,7 +163,7 @@ impl Session {
                     "JxlEncoderSetExtraChannelInfo",
                 )?;
             }
-            let mut color = MaybeUninit::<jxl::JxlColorEncoding>::uninit();
+            let mut color = MaybeUninit::<jxl::JxlColorEncoding>::zeroed();
             jxl::JxlColorEncodingSetToSRGB(color.as_mut_ptr(), frame.color_channels == 1);
             check(
                 jxl::JxlEncoderSetColorEncoding(self.enc, color.as_ptr()),
