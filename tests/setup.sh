@@ -6,7 +6,7 @@
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   libaom-dev      the default AV1 encoder of AVIF output
-#   libclang-dev    for bindgen, which generates libaom's bindings from the installed headers
+#   libclang-dev    for bindgen, which generates libaom's and libjxl's bindings from the installed headers
 #   libjxl-dev      libjxl 0.7, the JPEG XL encoder of `.jxl` output (found through pkg-config)
 #   libjxl-tools    djxl, the independent decoder the JPEG XL output tests check against
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1

@@ -1,4 +1,5 @@
-//! JPEG XL output through libjxl 0.7 (Debian's libjxl-dev, bound by `jpegxl-sys`): one frame,
+//! JPEG XL output through libjxl 0.7 (Debian's libjxl-dev, through our own bindings generated
+//! from its headers at build time, `jxl_ffi`): one frame,
 //! 8 bits per sample, tagged sRGB (every output is sRGB), a bare codestream (no container, so
 //! no boxes and no metadata), alpha kept as an extra channel. Below `q=100` the frame is lossy
 //! VarDCT in XYB at the distance [`distance`] maps `q` to; at `q=100` it is lossless modular
@@ -8,10 +9,11 @@
 //! Unsafe code, as for libaom: every libjxl call is in `Session`, whose `Drop` destroys the
 //! encoder (and with it the frame settings it owns) on every path.
 
+use std::ffi::c_int;
 use std::mem::MaybeUninit;
 use std::ptr;
 
-use jpegxl_sys as jxl;
+use super::jxl_ffi as jxl;
 use jxl::{JxlEncoderStatus as Status, JxlExtraChannelType, JxlPixelFormat};
 
 use super::super::{Image, PipelineError, PixelLayout};
@@ -89,7 +91,7 @@ struct Session {
 }
 
 fn check(status: Status, what: &str) -> Result<(), PipelineError> {
-    if status == Status::Success {
+    if status == Status::JXL_ENC_SUCCESS {
         Ok(())
     } else {
         Err(internal("jxl", format!("{what} failed ({status:?})")))
@@ -116,8 +118,8 @@ impl Session {
         }
         let format = JxlPixelFormat {
             num_channels: channels,
-            data_type: jxl::JxlDataType::Uint8,
-            endianness: jxl::JxlEndianness::Native,
+            data_type: jxl::JxlDataType::JXL_TYPE_UINT8,
+            endianness: jxl::JxlEndianness::JXL_NATIVE_ENDIAN,
             align: 0,
         };
         // SAFETY: `self.enc` is a live encoder (see `new`). Every struct handed to libjxl is
@@ -142,7 +144,7 @@ impl Session {
             info.num_color_channels = frame.color_channels;
             // Lossy frames are coded in XYB (libjxl's perceptual space, where its distance
             // means what it says); lossless ones keep the samples as given.
-            info.uses_original_profile = frame.lossless.into();
+            info.uses_original_profile = c_int::from(frame.lossless);
             if frame.alpha {
                 info.num_extra_channels = 1;
                 info.alpha_bits = 8;
@@ -154,7 +156,10 @@ impl Session {
             )?;
             if frame.alpha {
                 let mut extra = MaybeUninit::<jxl::JxlExtraChannelInfo>::zeroed();
-                jxl::JxlEncoderInitExtraChannelInfo(JxlExtraChannelType::Alpha, extra.as_mut_ptr());
+                jxl::JxlEncoderInitExtraChannelInfo(
+                    JxlExtraChannelType::JXL_CHANNEL_ALPHA,
+                    extra.as_mut_ptr(),
+                );
                 let mut extra = extra.assume_init();
                 extra.bits_per_sample = 8;
                 extra.exponent_bits_per_sample = 0;
@@ -164,7 +169,10 @@ impl Session {
                 )?;
             }
             let mut color = MaybeUninit::<jxl::JxlColorEncoding>::zeroed();
-            jxl::JxlColorEncodingSetToSRGB(color.as_mut_ptr(), frame.color_channels == 1);
+            jxl::JxlColorEncodingSetToSRGB(
+                color.as_mut_ptr(),
+                c_int::from(frame.color_channels == 1),
+            );
             check(
                 jxl::JxlEncoderSetColorEncoding(self.enc, color.as_ptr()),
                 "JxlEncoderSetColorEncoding",
@@ -180,14 +188,14 @@ impl Session {
             check(
                 jxl::JxlEncoderFrameSettingsSetOption(
                     settings,
-                    jxl::FrameSetting::Effort,
+                    jxl::JxlEncoderFrameSettingId::JXL_ENC_FRAME_SETTING_EFFORT,
                     frame.effort,
                 ),
                 "effort",
             )?;
             if frame.lossless {
                 check(
-                    jxl::JxlEncoderSetFrameLossless(settings, true),
+                    jxl::JxlEncoderSetFrameLossless(settings, c_int::from(true)),
                     "JxlEncoderSetFrameLossless",
                 )?;
             } else {
@@ -215,7 +223,7 @@ impl Session {
                 let status = jxl::JxlEncoderProcessOutput(self.enc, &mut next, &mut avail);
                 written = out.len() - avail;
                 match status {
-                    Status::NeedMoreOutput => out.resize(out.len() * 2, 0),
+                    Status::JXL_ENC_NEED_MORE_OUTPUT => out.resize(out.len() * 2, 0),
                     other => {
                         check(other, "JxlEncoderProcessOutput")?;
                         break;

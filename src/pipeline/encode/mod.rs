@@ -13,6 +13,7 @@
 mod aom;
 mod avif;
 mod jxl;
+mod jxl_ffi;
 
 use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
 
