@@ -121,7 +121,9 @@ async fn build(config: Config, role: Role) -> Result<Arc<AppState>, AppError> {
             Some(token.to_string())
         }
     };
-    let store = Store::open(&config.store.url).await?;
+    let store = Store::open(&config.store.url)
+        .await?
+        .with_edge_targets(config.edge.purge.iter().map(|t| t.name.clone()).collect());
     let origin = Origin::from_config(&config.origin)?;
     let cpu = Pool::new(
         config.cpu.threads,
@@ -320,6 +322,9 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
+    if !state.config.edge.purge.is_empty() {
+        tasks.spawn(deliver_edge_purges(state.clone(), rx_usage.clone()));
+    }
     if let Some(log) = notice_log {
         tasks.spawn(read_notices_periodically(
             state.clone(),
@@ -403,6 +408,30 @@ async fn retention_periodically(state: Arc<AppState>, shutdown: watch::Receiver<
     }
 }
 
+/// Delivers the edge purge outbox: at once after this node commits a change that needs a
+/// purge, and every `PURGE_POLL` for retries and for purges other processes wrote (another
+/// node, or a command run beside this one).
+async fn deliver_edge_purges(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    const PURGE_POLL: Duration = Duration::from_secs(1);
+    let mut worker = match crate::edge::worker::Worker::new(
+        state.config.edge.clone(),
+        state.metrics.edge.clone(),
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "edge purges: cannot build the HTTP client; purges stay queued");
+            return;
+        }
+    };
+    let mut rounds = Rounds::new(PURGE_POLL, First::Now, shutdown);
+    let outbox = state.store.outbox().clone();
+    while rounds.next_or(outbox.committed()).await {
+        if let Err(e) = worker.drain(&state.store).await {
+            tracing::warn!(error = %e, "edge purges: cannot read the outbox");
+        }
+    }
+}
+
 /// Checks every few seconds that the disk cache still takes writes (see
 /// `VariantCache::probe_disk`).
 async fn probe_disk_periodically(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
@@ -465,6 +494,16 @@ impl Rounds {
             _ = self.tick.tick() => true,
         }
     }
+
+    /// [`Rounds::next`], or sooner when `wake` resolves (work that should not wait a round).
+    async fn next_or(&mut self, wake: impl std::future::Future<Output = ()>) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stop| *stop) => false,
+            _ = wake => true,
+            _ = self.tick.tick() => true,
+        }
+    }
 }
 
 /// How often the disk cache's writability is checked.
@@ -501,8 +540,14 @@ pub async fn apply_retention(state: &AppState) -> Result<(u64, u64), StoreError>
         .store
         .delete_audit_before(now.saturating_sub(secs(state.config.retention.audit)))
         .await?;
-    if usage + audit > 0 {
-        tracing::info!(usage, audit, "retention removed old records");
+    // Failed edge purges stay listed by the operator API for a month.
+    const FAILED_PURGES_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+    let purges = state
+        .store
+        .delete_failed_purges(crate::store::now_ms().saturating_sub(FAILED_PURGES_KEPT_MS))
+        .await?;
+    if usage + audit + purges > 0 {
+        tracing::info!(usage, audit, purges, "retention removed old records");
     }
     Ok((usage, audit))
 }

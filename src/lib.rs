@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod cpu;
 pub mod delivery;
 pub(crate) mod demo;
+pub(crate) mod edge;
 pub(crate) mod error;
 pub mod fsperm;
 pub mod ingest;

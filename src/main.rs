@@ -181,8 +181,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             state.close().await;
             let erased = erased?;
             println!(
-                "erased account {name}: {} images, {} originals deleted",
-                erased.images, erased.originals_deleted
+                "erased account {name}: {} images, {} originals deleted; edge purge {}",
+                erased.images,
+                erased.originals_deleted,
+                erased.edge.as_str()
             );
             Ok(())
         }

@@ -40,6 +40,24 @@ pub(crate) struct Metrics {
     pub(crate) cluster_listening: IntGauge,
     /// Labels: direction (sent, failed, received, resync). Cache invalidations between nodes.
     pub(crate) cluster_notices_total: IntCounterVec,
+    pub(crate) edge: EdgeMetrics,
+}
+
+/// The edge purge outbox (`edge::worker`).
+#[derive(Clone)]
+pub(crate) struct EdgeMetrics {
+    /// Purges this node wrote to the outbox.
+    pub(crate) queued_total: IntCounter,
+    /// Labels: target. Purges a target acknowledged.
+    pub(crate) delivered_total: IntCounterVec,
+    /// Labels: target. Delivery attempts that failed (retried later).
+    pub(crate) failed_total: IntCounterVec,
+    /// Labels: target. Purges given up after `edge.purge_attempts`.
+    pub(crate) given_up_total: IntCounterVec,
+    /// Purges not delivered yet (every node's, from the database).
+    pub(crate) pending: IntGauge,
+    /// Age of the oldest of them; 0 when none.
+    pub(crate) oldest_pending_seconds: IntGauge,
 }
 
 #[derive(Clone)]
@@ -161,6 +179,35 @@ impl Metrics {
             ),
             hit_series: Arc::default(),
         };
+        let edge = EdgeMetrics {
+            queued_total: r.counter(
+                "imgnode_edge_purges_queued_total",
+                "Edge purges this node wrote to the outbox (one per change, for every target)",
+            ),
+            delivered_total: r.counter_vec(
+                "imgnode_edge_purges_delivered_total",
+                "Edge purges a purge target acknowledged, by target",
+                &["target"],
+            ),
+            failed_total: r.counter_vec(
+                "imgnode_edge_purge_failures_total",
+                "Edge purge delivery attempts that failed and will be retried, by target",
+                &["target"],
+            ),
+            given_up_total: r.counter_vec(
+                "imgnode_edge_purges_given_up_total",
+                "Edge purges abandoned after edge.purge_attempts failed attempts, by target",
+                &["target"],
+            ),
+            pending: r.gauge(
+                "imgnode_edge_purges_pending",
+                "Edge purges in the outbox not delivered to every target yet (all nodes)",
+            ),
+            oldest_pending_seconds: r.gauge(
+                "imgnode_edge_purge_oldest_pending_seconds",
+                "Age of the oldest edge purge not delivered yet; 0 when none",
+            ),
+        };
         let cluster_listening = r.gauge(
             "imgnode_cluster_listening",
             "1 while the node receives other nodes' cache invalidations (PostgreSQL LISTEN)",
@@ -245,6 +292,7 @@ impl Metrics {
             process_resident_memory_bytes,
             cluster_listening,
             cluster_notices_total,
+            edge,
         }
     }
 

@@ -6,13 +6,14 @@
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   libaom-dev      the default AV1 encoder of AVIF output
-#   libclang-dev    for bindgen, which generates libaom's and libjxl's bindings from the installed headers
+#   libclang-dev    for bindgen: libaom's and libjxl's bindings, from the installed headers
 #   libjxl-dev      libjxl 0.7, the JPEG XL encoder of `.jxl` output (found through pkg-config)
 #   libjxl-tools    djxl, the independent decoder the JPEG XL output tests check against
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
 #   postgresql      started on 127.0.0.1:55432 by tests/pg.sh (multi-node tests, PostgreSQL pass)
+#   varnish, varnish-modules   a real edge (xkey purges) the edge tests start on 127.0.0.1
 set -euo pipefail
 
 sudo=""
@@ -40,6 +41,8 @@ test_packages=()
 command -v promtool >/dev/null 2>&1 || test_packages+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || test_packages+=(systemd)
 command -v djxl >/dev/null 2>&1 || test_packages+=(libjxl-tools)
+dpkg -s varnish >/dev/null 2>&1 || test_packages+=(varnish)
+dpkg -s varnish-modules >/dev/null 2>&1 || test_packages+=(varnish-modules)
 if [ ${#test_packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \

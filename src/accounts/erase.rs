@@ -16,11 +16,45 @@ pub struct Erased {
     pub images: usize,
     /// Originals deleted from object storage (those no other account references).
     pub originals_deleted: usize,
+    /// Where the purge of the account's copies at the CDN stands.
+    pub edge: EdgePurgeState,
+}
+
+/// The erasure's purge at the edge (`[[edge.purge]]` targets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EdgePurgeState {
+    /// No purge target is configured.
+    #[default]
+    NotConfigured,
+    /// Every target acknowledged it.
+    Delivered,
+    /// Still being retried after `edge.erasure_wait`: the erasure is not complete until it is
+    /// delivered (`GET /admin/v1/edge/purges?account=...`).
+    Pending,
+    /// A target refused it through every attempt: logged, and listed by the operator API.
+    Failed,
+}
+
+impl EdgePurgeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgePurgeState::NotConfigured => "not_configured",
+            EdgePurgeState::Delivered => "delivered",
+            EdgePurgeState::Pending => "pending",
+            EdgePurgeState::Failed => "failed",
+        }
+    }
+
+    /// Whether the erasure is complete everywhere the node can reach.
+    pub fn complete(self) -> bool {
+        self != EdgePurgeState::Pending
+    }
 }
 
 /// Erases `name` completely (see the module doc for the order). Idempotent: running it again
 /// on a half-erased account finishes the job.
 pub async fn erase(state: &AppState, name: &str) -> Result<Erased, AccountError> {
+    let started_ms = crate::store::now_ms();
     if !state
         .store
         .set_account_status(name, AccountStatus::Erasing)
@@ -54,9 +88,48 @@ pub async fn erase(state: &AppState, name: &str) -> Result<Erased, AccountError>
         originals_deleted,
         "account erased"
     );
+    let edge = edge_purge_outcome(state, name, started_ms).await?;
+    if edge == EdgePurgeState::Pending {
+        tracing::warn!(
+            account = name,
+            "account erased here; its purge at the CDN is still being retried"
+        );
+    }
     Ok(Erased {
         images: hashes.len(),
         originals_deleted,
+        edge,
+    })
+}
+
+/// Waits up to `edge.erasure_wait` for the account's edge purges (the one setting the
+/// account `erasing` wrote) to be delivered or given up.
+async fn edge_purge_outcome(
+    state: &AppState,
+    name: &str,
+    started_ms: i64,
+) -> Result<EdgePurgeState, AccountError> {
+    if state.config.edge.purge.is_empty() {
+        return Ok(EdgePurgeState::NotConfigured);
+    }
+    let deadline = tokio::time::Instant::now() + state.config.edge.erasure_wait;
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+    while state.store.purges_pending_for(name).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(EdgePurgeState::Pending);
+        }
+        every.tick().await;
+    }
+    let failed = state
+        .store
+        .purges(Some(name), 1000)
+        .await?
+        .iter()
+        .any(|p| p.failed && p.created_at_ms >= started_ms);
+    Ok(if failed {
+        EdgePurgeState::Failed
+    } else {
+        EdgePurgeState::Delivered
     })
 }
 

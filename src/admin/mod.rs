@@ -36,6 +36,7 @@ pub(crate) enum OpsRoute {
     SetStatus(String, AccountStatus),
     CreateKey(String),
     RevokeKey(String, String),
+    EdgePurges,
     NotFound,
 }
 
@@ -70,6 +71,7 @@ impl OpsRoute {
                 (OpsRoute::ExportAccount((*name).into()), Method::GET)
             }
             ["admin", "v1", "audit"] => (OpsRoute::Audit, Method::GET),
+            ["admin", "v1", "edge", "purges"] => (OpsRoute::EdgePurges, Method::GET),
             ["admin", "v1", "accounts", name, "suspend"] => (
                 OpsRoute::SetStatus((*name).into(), AccountStatus::Suspended),
                 Method::POST,
@@ -113,6 +115,7 @@ impl OpsRoute {
             | OpsRoute::EraseAccount(_)
             | OpsRoute::ExportAccount(_)
             | OpsRoute::Audit
+            | OpsRoute::EdgePurges
             | OpsRoute::SetStatus(..)
             | OpsRoute::CreateKey(_)
             | OpsRoute::RevokeKey(..) => Auth::Operator,
@@ -132,6 +135,7 @@ impl OpsRoute {
             OpsRoute::EraseAccount(_) => "admin_accounts_erase",
             OpsRoute::ExportAccount(_) => "admin_accounts_export",
             OpsRoute::Audit => "admin_audit",
+            OpsRoute::EdgePurges => "admin_edge_purges",
             OpsRoute::SetStatus(..) => "admin_accounts_status",
             OpsRoute::CreateKey(_) => "admin_keys_create",
             OpsRoute::RevokeKey(..) => "admin_keys_revoke",
@@ -278,6 +282,8 @@ async fn run(
                     "account": name,
                     "images_deleted": erased.images,
                     "originals_deleted": erased.originals_deleted,
+                    "edge_purge": erased.edge.as_str(),
+                    "complete": erased.edge.complete(),
                 }),
             ))
         }
@@ -285,6 +291,7 @@ async fn run(
             Ok(response::export(accounts::export(state, &name).await?))
         }
         OpsRoute::Audit => audit_log(state, req.uri().query().unwrap_or("")).await,
+        OpsRoute::EdgePurges => edge_purges(state, req.uri().query().unwrap_or("")).await,
         OpsRoute::Account(name) => {
             let account = accounts::get(state, &name).await?;
             Ok(response::json(StatusCode::OK, &account_json(&account)))
@@ -329,6 +336,53 @@ struct SetPlanRequest {
 
 /// `GET /admin/v1/audit?account=&action=&since=&until=&limit=` (unix seconds; limit 1–1000,
 /// default 100), newest first.
+/// `GET /admin/v1/edge/purges?account=&limit=`: edge purges not delivered yet, pending
+/// (being retried) first, then failed (given up), oldest first.
+async fn edge_purges(state: &AppState, query: &str) -> Result<Response<Body>, HttpError> {
+    let mut account = None;
+    let mut limit = 100;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        match k {
+            "account" => account = Some(v),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| HttpError::validation("limit must be 1 to 1000"))?;
+            }
+            _ => {}
+        }
+    }
+    let purges: Vec<serde_json::Value> = state
+        .store
+        .purges(account.as_deref(), limit)
+        .await?
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.id,
+                "account": p.account,
+                "tags": p.tags,
+                "reason": p.reason,
+                "created_at": p.created_at_ms / 1000,
+                "state": if p.failed { "failed" } else { "pending" },
+                "targets": p.targets,
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+            })
+        })
+        .collect();
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({"purges": purges, "total": purges.len()}),
+    ))
+}
+
 async fn audit_log(state: &AppState, query: &str) -> Result<Response<Body>, HttpError> {
     let mut filter = crate::store::AuditFilter {
         limit: 100,
@@ -400,6 +454,13 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
     let purged = match (req.all, req.account, req.image_id) {
         (true, None, None) => {
             caches.purge_all(&state.store).await?;
+            for account in state.store.accounts().await? {
+                let tags = [crate::edge::tags::account(&account.name)];
+                state
+                    .store
+                    .enqueue_edge_purge(&account.name, &tags, "operator purge")
+                    .await?;
+            }
             serde_json::json!({"scope": "all"})
         }
         (false, Some(account), Some(id)) => {
@@ -411,6 +472,11 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
             caches
                 .purge_originals(&state.store, &account, std::slice::from_ref(&image.hash))
                 .await?;
+            let tags = [crate::edge::tags::image(&account, &id)];
+            state
+                .store
+                .enqueue_edge_purge(&account, &tags, "operator purge")
+                .await?;
             serde_json::json!({"scope": "image", "account": account, "image_id": id})
         }
         (false, Some(account), None) => {
@@ -418,6 +484,11 @@ async fn purge(state: &AppState, req: PurgeRequest) -> Result<Response<Body>, Ht
                 return Err(HttpError::new(ErrorCode::NotFound, "no such account"));
             }
             let images = caches.purge_account(&state.store, &account).await?;
+            let tags = [crate::edge::tags::account(&account)];
+            state
+                .store
+                .enqueue_edge_purge(&account, &tags, "operator purge")
+                .await?;
             serde_json::json!({"scope": "account", "account": account, "originals": images})
         }
         _ => {

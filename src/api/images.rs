@@ -34,7 +34,7 @@ const MIN_UPLOAD_BYTES: usize = 100;
 /// Extensions that make the last segment of `target_path` a file name rather than a folder.
 const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "png", "webp", "avif", "gif", "bmp", "tif", "tiff", "jxl", "heic", "heif",
-    "qoi", "pnm", "pbm", "pgm", "ppm", "pam", "tga", "ico", "cur",
+    "qoi", "pnm", "pbm", "pgm", "ppm", "pam", "tga", "ico", "cur", "hdr", "exr",
 ];
 /// Signed URL lifetimes, seconds.
 const SIGNED_URL_MIN: i64 = 60;
@@ -105,8 +105,8 @@ fn delivery_url(base: &str, account: &str, path: &str) -> String {
 }
 
 /// The path to hand out for a stored path: as stored when the node can serve the original's
-/// format as it is, else the stem as PNG (GIF, BMP, QOI, PNM, TGA, ICO and TIFF originals
-/// are delivered converted).
+/// format as it is, else the stem as PNG (GIF, BMP, QOI, PNM, TGA, ICO, TIFF, JPEG XL, HDR
+/// and EXR originals are delivered converted).
 fn servable(path: &str, format: SourceFormat) -> String {
     match format.as_output() {
         Some(_) => path.to_string(),
@@ -420,7 +420,7 @@ pub(crate) async fn upload(
     let format = pipeline::sniff(&bytes).ok_or_else(|| {
         HttpError::validation(
             "the file is not a supported image (JPEG, PNG, WebP, GIF, AVIF, BMP, QOI, \
-             PNM, TGA, ICO or TIFF)",
+             PNM, TGA, ICO, TIFF, JPEG XL, Radiance HDR or OpenEXR)",
         )
     })?;
     let path = upload_path(form.target_path.as_deref(), &filename, format)?;

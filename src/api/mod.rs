@@ -457,6 +457,8 @@ async fn run(
                     "message": "account erased",
                     "images_deleted": erased.images,
                     "originals_deleted": erased.originals_deleted,
+                    "edge_purge": erased.edge.as_str(),
+                    "complete": erased.edge.complete(),
                 }),
             ))
         }

@@ -47,6 +47,74 @@ pub struct Config {
     pub(crate) demo_seed: Option<bool>,
     pub(crate) plans: BTreeMap<String, Plan>,
     pub(crate) retention: RetentionConfig,
+    pub(crate) edge: EdgeConfig,
+}
+
+/// `[edge]`: cache tags on image answers and the purge targets that reach the CDN.
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeConfig {
+    pub(crate) tag_headers: Vec<crate::edge::TagHeader>,
+    /// Zero: the directive is left out.
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) purge_attempts: u32,
+    pub(crate) purge_retry_base: Duration,
+    pub(crate) purge_retry_max: Duration,
+    pub(crate) purge_timeout: Duration,
+    pub(crate) erasure_wait: Duration,
+    pub(crate) purge: Vec<PurgeTarget>,
+}
+
+/// One configured purge target.
+#[derive(Debug, Clone)]
+pub(crate) struct PurgeTarget {
+    /// Unique among the targets; the outbox records which targets a purge still owes.
+    pub(crate) name: String,
+    pub(crate) driver: PurgeDriver,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum PurgeDriver {
+    Varnish {
+        urls: Vec<String>,
+        header: String,
+    },
+    Fastly {
+        service_id: String,
+        token: Secret,
+        api_base: String,
+        soft: bool,
+    },
+    Cloudflare {
+        zone_id: String,
+        token: Secret,
+        api_base: String,
+    },
+    Webhook {
+        url: String,
+        secret: Secret,
+    },
+}
+
+impl PurgeDriver {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            PurgeDriver::Varnish { .. } => "varnish",
+            PurgeDriver::Fastly { .. } => "fastly",
+            PurgeDriver::Cloudflare { .. } => "cloudflare",
+            PurgeDriver::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// A credential read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// A plan's monthly limits (`None` = unlimited) and tenant API rate.

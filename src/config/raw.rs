@@ -28,6 +28,78 @@ pub(crate) struct RawConfig {
     /// Merged over the built-in `free`, `pro` and `unlimited` plans.
     pub(crate) plans: std::collections::BTreeMap<String, RawPlan>,
     pub(crate) retention: RawRetention,
+    pub(crate) edge: RawEdge,
+}
+
+/// `[edge]`: the CDN in front of the node (cache tags, purges, stale directives).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub(crate) struct RawEdge {
+    /// Response headers that carry the cache tags: `Surrogate-Key`, `Cache-Tag`,
+    /// `Edge-Cache-Tag`.
+    pub(crate) tag_headers: Vec<String>,
+    /// `stale-while-revalidate` of public image answers; "0s" leaves it out.
+    pub(crate) stale_while_revalidate: String,
+    /// `stale-if-error` of public image answers; "0s" leaves it out.
+    pub(crate) stale_if_error: String,
+    /// Attempts per purge and target before it is marked failed.
+    pub(crate) purge_attempts: u32,
+    /// Wait before the first retry; doubled on each further one up to `purge_retry_max`.
+    pub(crate) purge_retry_base: String,
+    pub(crate) purge_retry_max: String,
+    /// Timeout of one purge request.
+    pub(crate) purge_timeout: String,
+    /// How long an erasure waits for its purge to reach every target before it answers
+    /// (reported `pending` after that).
+    pub(crate) erasure_wait: String,
+    /// One table per purge target (`[[edge.purge]]`).
+    pub(crate) purge: Vec<RawPurge>,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        RawEdge {
+            tag_headers: vec!["Surrogate-Key".into(), "Cache-Tag".into()],
+            stale_while_revalidate: "0s".into(),
+            stale_if_error: "0s".into(),
+            purge_attempts: 12,
+            purge_retry_base: "2s".into(),
+            purge_retry_max: "10m".into(),
+            purge_timeout: "10s".into(),
+            erasure_wait: "30s".into(),
+            purge: Vec::new(),
+        }
+    }
+}
+
+/// One purge target. Which fields apply depends on `kind`; `config::validate` refuses the
+/// others.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawPurge {
+    /// `varnish`, `fastly`, `cloudflare` or `webhook`.
+    pub(crate) kind: String,
+    /// How logs, metrics and the outbox name the target; default: the kind (then `kind-2`,
+    /// ... for a second one of the same kind).
+    pub(crate) name: String,
+    /// Varnish: each instance's address (`http://10.0.0.5:6081/`), each sent every purge.
+    pub(crate) urls: Vec<String>,
+    /// Varnish: the request header carrying the keys (`xkey`, as vmod-xkey's VCL examples).
+    pub(crate) header: String,
+    /// Fastly.
+    pub(crate) service_id: String,
+    /// Cloudflare.
+    pub(crate) zone_id: String,
+    /// Fastly and Cloudflare: a file holding the API token.
+    pub(crate) token_file: String,
+    /// Fastly and Cloudflare: the API's base URL (tests point it at a local server).
+    pub(crate) api_base: String,
+    /// Fastly: mark stale instead of removing (`Fastly-Soft-Purge: 1`).
+    pub(crate) soft: bool,
+    /// Webhook: where to POST.
+    pub(crate) url: String,
+    /// Webhook: a file holding the HMAC-SHA256 key.
+    pub(crate) secret_file: String,
 }
 
 /// One plan: monthly limits (absent = unlimited), a tenant API rate, and the features it

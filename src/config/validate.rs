@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::HeaderName;
+
 use super::raw::{self, RawConfig};
 use super::*;
 use crate::pipeline::{AvifChroma, AvifEncoder, EncodeSettings, Limits};
@@ -53,7 +55,208 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             audit: p.duration("retention.audit", &raw.retention.audit),
             interval: p.nonzero_duration("retention.interval", &raw.retention.interval),
         },
+        edge: edge(p, &raw.edge),
     }
+}
+
+fn edge(p: &mut Problems<'_>, e: &raw::RawEdge) -> EdgeConfig {
+    let mut tag_headers = Vec::new();
+    for name in &e.tag_headers {
+        match crate::edge::TagHeader::parse(name) {
+            Some(h) if !tag_headers.contains(&h) => tag_headers.push(h),
+            Some(_) => p.push(format!("edge.tag_headers: `{name}` is listed twice")),
+            None => p.push(format!(
+                "edge.tag_headers: `{name}` is not one of \"Surrogate-Key\", \"Cache-Tag\", \"Edge-Cache-Tag\""
+            )),
+        }
+    }
+    p.range("edge.purge_attempts", u64::from(e.purge_attempts), 1, 100);
+    let mut purge: Vec<PurgeTarget> = Vec::new();
+    for (i, raw) in e.purge.iter().enumerate() {
+        let at = format!("edge.purge[{i}]");
+        let Some(driver) = purge_driver(p, &at, raw) else {
+            continue;
+        };
+        let name = if raw.name.is_empty() {
+            let kind = driver.kind();
+            let same = purge.iter().filter(|t| t.driver.kind() == kind).count();
+            if same == 0 {
+                kind.to_string()
+            } else {
+                format!("{kind}-{}", same + 1)
+            }
+        } else {
+            raw.name.clone()
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.push(format!(
+                "{at}.name: `{name}` must be 1 to 64 of A-Z, a-z, 0-9, `-`, `_`"
+            ));
+        } else if purge.iter().any(|t| t.name == name) {
+            p.push(format!(
+                "{at}.name: `{name}` is used by another purge target"
+            ));
+        }
+        purge.push(PurgeTarget { name, driver });
+    }
+    EdgeConfig {
+        tag_headers,
+        stale_while_revalidate: p
+            .duration("edge.stale_while_revalidate", &e.stale_while_revalidate),
+        stale_if_error: p.duration("edge.stale_if_error", &e.stale_if_error),
+        purge_attempts: e.purge_attempts,
+        purge_retry_base: p.nonzero_duration("edge.purge_retry_base", &e.purge_retry_base),
+        purge_retry_max: p.nonzero_duration("edge.purge_retry_max", &e.purge_retry_max),
+        purge_timeout: p.nonzero_duration("edge.purge_timeout", &e.purge_timeout),
+        erasure_wait: p.duration("edge.erasure_wait", &e.erasure_wait),
+        purge,
+    }
+}
+
+/// One `[[edge.purge]]` table: its kind's fields present, the others absent, its credential
+/// file readable by the node alone.
+fn purge_driver(p: &mut Problems<'_>, at: &str, raw: &raw::RawPurge) -> Option<PurgeDriver> {
+    let set: Vec<&str> = [
+        ("urls", !raw.urls.is_empty()),
+        ("header", !raw.header.is_empty()),
+        ("service_id", !raw.service_id.is_empty()),
+        ("zone_id", !raw.zone_id.is_empty()),
+        ("token_file", !raw.token_file.is_empty()),
+        ("api_base", !raw.api_base.is_empty()),
+        ("soft", raw.soft),
+        ("url", !raw.url.is_empty()),
+        ("secret_file", !raw.secret_file.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    let (allowed, required): (&[&str], &[&str]) = match raw.kind.as_str() {
+        "varnish" => (&["urls", "header"], &["urls"]),
+        "fastly" => (
+            &["service_id", "token_file", "api_base", "soft"],
+            &["service_id", "token_file"],
+        ),
+        "cloudflare" => (
+            &["zone_id", "token_file", "api_base"],
+            &["zone_id", "token_file"],
+        ),
+        "webhook" => (&["url", "secret_file"], &["url", "secret_file"]),
+        other => {
+            p.push(format!(
+                "{at}.kind: `{other}` is not one of \"varnish\", \"fastly\", \"cloudflare\", \"webhook\""
+            ));
+            return None;
+        }
+    };
+    let kind = raw.kind.as_str();
+    let mut ok = true;
+    for key in &set {
+        if !allowed.contains(key) {
+            p.push(format!("{at}.{key}: does not apply to kind = \"{kind}\""));
+            ok = false;
+        }
+    }
+    for key in required {
+        if !set.contains(key) {
+            p.push(format!("{at}.{key}: required for kind = \"{kind}\""));
+            ok = false;
+        }
+    }
+    let mut http_url = |key: &str, value: &str| {
+        let parsed = reqwest::Url::parse(value);
+        if !parsed
+            .as_ref()
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            p.push(format!(
+                "{at}.{key}: `{}` is not an http(s) URL",
+                redact_url(value)
+            ));
+            ok = false;
+        }
+    };
+    for u in &raw.urls {
+        http_url("urls", u);
+    }
+    if !raw.url.is_empty() {
+        http_url("url", &raw.url);
+    }
+    if !raw.api_base.is_empty() {
+        http_url("api_base", &raw.api_base);
+    }
+    let mut secret = |key: &str, file: &str| -> Secret {
+        match read_secret_file(Path::new(file)) {
+            Ok(s) => Secret(s),
+            Err(e) => {
+                p.push(format!("{at}.{key}: {file}: {e}"));
+                Secret(String::new())
+            }
+        }
+    };
+    let driver = match kind {
+        "varnish" => PurgeDriver::Varnish {
+            urls: raw.urls.clone(),
+            header: if raw.header.is_empty() {
+                "xkey".into()
+            } else {
+                raw.header.clone()
+            },
+        },
+        "fastly" => PurgeDriver::Fastly {
+            service_id: raw.service_id.clone(),
+            token: secret("token_file", &raw.token_file),
+            api_base: api_base(&raw.api_base, "https://api.fastly.com"),
+            soft: raw.soft,
+        },
+        "cloudflare" => PurgeDriver::Cloudflare {
+            zone_id: raw.zone_id.clone(),
+            token: secret("token_file", &raw.token_file),
+            api_base: api_base(&raw.api_base, "https://api.cloudflare.com"),
+        },
+        _ => PurgeDriver::Webhook {
+            url: raw.url.clone(),
+            secret: secret("secret_file", &raw.secret_file),
+        },
+    };
+    if let PurgeDriver::Varnish { header, .. } = &driver
+        && HeaderName::from_bytes(header.as_bytes()).is_err()
+    {
+        p.push(format!("{at}.header: `{header}` is not a header name"));
+        ok = false;
+    }
+    ok.then_some(driver)
+}
+
+fn api_base(value: &str, default: &str) -> String {
+    if value.is_empty() { default } else { value }
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A credential file's content without its trailing newline. Refused when empty or readable
+/// by other users (a token or HMAC key anyone on the machine can read is no secret).
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o007 != 0 {
+            return Err("readable by other users: make it mode 0600 or 0400".into());
+        }
+    }
+    let _ = meta;
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err("empty".into());
+    }
+    Ok(text.to_string())
 }
 
 fn server(p: &mut Problems<'_>, s: &raw::RawServer) -> ServerConfig {

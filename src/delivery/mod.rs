@@ -24,6 +24,7 @@ use crate::cache::flight::Role;
 use crate::cache::variants::{Tier, VariantKey};
 use crate::config::Plan;
 use crate::cpu::CpuError;
+use crate::edge::TagSet;
 use crate::error::HttpError;
 use crate::pipeline::{Fit, OutputFormat, StageTimings, Transform};
 use crate::render::{self, RenderError, RenderJob};
@@ -99,6 +100,8 @@ struct Resolved<'a> {
     private_until: Option<i64>,
     /// The account's settings (`delivery_formats` decides a stand-in's format).
     settings: Arc<AccountSettings>,
+    /// The answer's cache tags (`edge::tags`).
+    tags: TagSet,
 }
 
 /// What to answer with.
@@ -120,6 +123,7 @@ impl Resolved<'_> {
             stand_in: false,
             cache: CacheStatus::Original,
             timing: None,
+            tags: &self.tags,
         }
     }
 }
@@ -260,7 +264,14 @@ async fn resolve<'a>(
         }
         Answer::Variant(transform)
     };
+    let tags = TagSet::for_answer(
+        &account.name,
+        &image.id,
+        &url.path,
+        url.query.params.preset.as_deref(),
+    );
     let resolved = Resolved {
+        tags,
         signed,
         account,
         plan,
@@ -628,6 +639,7 @@ struct ResponseMeta<'a> {
     cache: CacheStatus,
     /// Fetch duration and the render's stage durations, on a miss.
     timing: Option<(Duration, StageTimings)>,
+    tags: &'a TagSet,
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -689,10 +701,25 @@ impl ResponseMeta<'_> {
         if self.stand_in {
             max_age = max_age.min(state.config.delivery.stand_in_max_age.as_secs());
         }
+        let edge = &state.config.edge;
+        let stale = (
+            edge.stale_while_revalidate.as_secs(),
+            edge.stale_if_error.as_secs(),
+        );
         let cache_control = match self.private_until {
-            None => reused(&PUBLIC_CACHE_CONTROL, max_age, || {
+            None if stale == (0, 0) => reused(&PUBLIC_CACHE_CONTROL, max_age, || {
                 format!("public, max-age={max_age}")
             }),
+            None => {
+                let mut value = format!("public, max-age={max_age}");
+                if stale.0 > 0 {
+                    value.push_str(&format!(", stale-while-revalidate={}", stale.0));
+                }
+                if stale.1 > 0 {
+                    value.push_str(&format!(", stale-if-error={}", stale.1));
+                }
+                HeaderValue::from_str(&value).ok()
+            }
             Some(until) => {
                 let left = until.saturating_sub(crate::store::now_unix()).max(0) as u64;
                 HeaderValue::from_str(&format!("private, max-age={}", left.min(max_age))).ok()
@@ -715,6 +742,9 @@ impl ResponseMeta<'_> {
         }
         if self.vary_accept {
             h.insert(VARY, HeaderValue::from_static("Accept"));
+        }
+        for (name, value) in self.tags.headers(&edge.tag_headers) {
+            h.insert(name, value);
         }
         h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
         h.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));

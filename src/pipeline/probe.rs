@@ -52,6 +52,12 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Bmp)
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         Some(SourceFormat::Tiff)
+    } else if bytes.starts_with(&[0xFF, 0x0A]) || bytes.starts_with(JXL_CONTAINER) {
+        Some(SourceFormat::Jxl)
+    } else if bytes.starts_with(&[0x76, 0x2F, 0x31, 0x01]) {
+        Some(SourceFormat::Exr)
+    } else if bytes.starts_with(b"#?RADIANCE\n") || bytes.starts_with(b"#?RGBE\n") {
+        Some(SourceFormat::Hdr)
     } else if bytes.len() >= 14 && bytes.starts_with(b"qoif") {
         Some(SourceFormat::Qoi)
     } else if is_pnm(bytes) {
@@ -65,6 +71,9 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         None
     }
 }
+
+/// The JPEG XL container's signature box (ISO/IEC 18181-2); a bare codestream starts `FF 0A`.
+pub(super) const JXL_CONTAINER: &[u8] = b"\0\0\0\x0cJXL \r\n\x87\n";
 
 /// `P1`..`P7`, whitespace, then (after any `#` comment lines) a digit, or for PAM (`P7`) a
 /// header keyword: `P6` alone starts too much text.
@@ -200,6 +209,28 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
                 width: header.width,
                 height: header.height,
                 orientation: header.orientation,
+                has_alpha: header.has_alpha,
+                frames: 1,
+            }
+        }
+        SourceFormat::Jxl => {
+            // jxl-oxide applies the codestream's orientation while rendering, so the size
+            // reported is the oriented one and `orientation` stays 1 (applied exactly once).
+            let header = super::decode::jxl::header(bytes, limits)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
+                has_alpha: header.has_alpha,
+                frames: header.frames,
+            }
+        }
+        SourceFormat::Hdr | SourceFormat::Exr => {
+            let header = super::decode::hdr::header(format, bytes, limits)?;
+            Header {
+                width: header.width,
+                height: header.height,
+                orientation: 1,
                 has_alpha: header.has_alpha,
                 frames: 1,
             }
@@ -828,6 +859,75 @@ mod tests {
             b"\0\0\x01\0",
         ] {
             assert_eq!(sniff(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn sniffs_and_probes_jxl_hdr_and_exr() {
+        // (fixture, format, size, has_alpha). JPEG XL reports its oriented size.
+        let photo = (96, 60);
+        let cases = [
+            ("formats/jxl_lossy.jxl", SourceFormat::Jxl, photo, false),
+            (
+                "formats/jxl_lossless_alpha.jxl",
+                SourceFormat::Jxl,
+                (64, 48),
+                true,
+            ),
+            ("formats/jxl_from_jpeg.jxl", SourceFormat::Jxl, photo, false),
+            ("formats/jxl_orient6.jxl", SourceFormat::Jxl, photo, false),
+            ("formats/jxl_animated.jxl", SourceFormat::Jxl, photo, true),
+            ("formats/hdr_photo.hdr", SourceFormat::Hdr, photo, false),
+            ("formats/hdr_bright.hdr", SourceFormat::Hdr, photo, false),
+            ("formats/exr_bright.exr", SourceFormat::Exr, photo, false),
+            (
+                "formats/exr_half_tiled.exr",
+                SourceFormat::Exr,
+                photo,
+                false,
+            ),
+            (
+                "formats/exr_alpha_zip.exr",
+                SourceFormat::Exr,
+                (64, 48),
+                true,
+            ),
+            (
+                "formats/exr_two_parts.exr",
+                SourceFormat::Exr,
+                (8, 8),
+                false,
+            ),
+        ];
+        for (rel, format, size, has_alpha) in cases {
+            let bytes = fixture(rel);
+            assert_eq!(sniff(&bytes), Some(format), "{rel}");
+            let info = probe(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!((info.width, info.height), size, "{rel}");
+            assert_eq!(info.has_alpha, has_alpha, "{rel}");
+            assert_eq!(info.orientation, 1, "{rel}");
+            for len in (0..bytes.len()).step_by(5) {
+                let _ = probe(&bytes[..len], &Limits::default());
+            }
+        }
+    }
+
+    #[test]
+    fn huge_jxl_hdr_and_exr_declarations_are_refused_from_the_header() {
+        for rel in [
+            "hostile/bomb_jxl_100k.jxl",
+            "hostile/jxl_1002_frames.jxl",
+            "hostile/bomb_hdr_100k.hdr",
+            "hostile/bomb_exr_100k.exr",
+            // The second part is never decoded, but its data window counts.
+            "hostile/bomb_exr_part2.exr",
+        ] {
+            let bytes = fixture(rel);
+            let result = probe(&bytes, &Limits::default());
+            assert!(
+                matches!(result, Err(PipelineError::SourceTooLarge(_))),
+                "{rel}: {result:?}"
+            );
         }
     }
 

@@ -121,6 +121,12 @@ pub enum SourceFormat {
     /// ICO and CUR.
     Ico,
     Tiff,
+    /// JPEG XL, bare codestream or ISOBMFF container.
+    Jxl,
+    /// Radiance RGBE (`.hdr`), tone-mapped to sRGB.
+    Hdr,
+    /// OpenEXR, tone-mapped to sRGB.
+    Exr,
 }
 
 impl SourceFormat {
@@ -137,6 +143,9 @@ impl SourceFormat {
             SourceFormat::Tga => "image/x-tga",
             SourceFormat::Ico => "image/vnd.microsoft.icon",
             SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Jxl => "image/jxl",
+            SourceFormat::Hdr => "image/vnd.radiance",
+            SourceFormat::Exr => "image/x-exr",
         }
     }
 
@@ -153,6 +162,9 @@ impl SourceFormat {
             SourceFormat::Tga => "tga",
             SourceFormat::Ico => "ico",
             SourceFormat::Tiff => "tiff",
+            SourceFormat::Jxl => "jxl",
+            SourceFormat::Hdr => "hdr",
+            SourceFormat::Exr => "exr",
         }
     }
 
@@ -169,7 +181,10 @@ impl SourceFormat {
             | SourceFormat::Pnm
             | SourceFormat::Tga
             | SourceFormat::Ico
-            | SourceFormat::Tiff => None,
+            | SourceFormat::Tiff
+            | SourceFormat::Jxl
+            | SourceFormat::Hdr
+            | SourceFormat::Exr => None,
         }
     }
 
@@ -186,6 +201,9 @@ impl SourceFormat {
             "tga" => SourceFormat::Tga,
             "ico" | "cur" => SourceFormat::Ico,
             "tif" | "tiff" => SourceFormat::Tiff,
+            "jxl" => SourceFormat::Jxl,
+            "hdr" => SourceFormat::Hdr,
+            "exr" => SourceFormat::Exr,
             _ => return None,
         })
     }

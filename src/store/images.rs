@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::Row;
 
 use super::{ImageRecord, Store, StoreError, Visibility, image_from_row, now_unix};
+use crate::edge::tags as edge_tags;
 
 const IMAGE_COLUMNS: &str = "i.account, i.id, i.hash, i.format, i.width, i.height, i.size,
      i.original_filename, i.uploaded_at, i.visibility, i.dominant_color";
@@ -306,7 +307,16 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let queued = match hash {
+            Some(_) => {
+                let tags = [edge_tags::image(account, id)];
+                self.enqueue_purge(&mut tx, account, &tags, "image deleted")
+                    .await?
+            }
+            None => false,
+        };
         tx.commit().await?;
+        self.purge_committed(queued);
         Ok(hash.map(|hash| DeletedImage { hash, paths }))
     }
 
@@ -376,7 +386,15 @@ impl Store {
                 .await?
                 .try_get("hash")?
         };
+        let mut tags = vec![edge_tags::path(account, stem)];
+        if remaining.is_empty() {
+            tags.push(edge_tags::image(account, &image_id));
+        }
+        let queued = self
+            .enqueue_purge(&mut tx, account, &tags, "path deleted")
+            .await?;
         tx.commit().await?;
+        self.purge_committed(queued);
         Ok(Some(DeletedPath {
             image_deleted: remaining.is_empty(),
             image_id,
@@ -393,13 +411,40 @@ impl Store {
         id: &str,
         visibility: Visibility,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE images SET visibility = $1 WHERE account = $2 AND id = $3")
-            .bind(visibility.as_str())
-            .bind(account)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        // The write first: SQLite takes its write lock now instead of failing to upgrade a
+        // read, and the row count says whether anything changed.
+        let changed = sqlx::query(
+            "UPDATE images SET visibility = $1 WHERE account = $2 AND id = $3 AND visibility <> $1",
+        )
+        .bind(visibility.as_str())
+        .bind(account)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            let exists = sqlx::query("SELECT 1 AS one FROM images WHERE account = $1 AND id = $2")
+                .bind(account)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            tx.commit().await?;
+            return Ok(exists);
+        }
+        // Made private: every public copy at the edge must go (the node answers 404 now).
+        let queued = if visibility == Visibility::Private {
+            let tags = [edge_tags::image(account, id)];
+            self.enqueue_purge(&mut tx, account, &tags, "image made private")
+                .await?
+        } else {
+            false
+        };
+        tx.commit().await?;
+        self.purge_committed(queued);
+        Ok(true)
     }
 }
 

@@ -221,6 +221,29 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             '"delivery_formats":["avif","webp","jpeg","png"]')"#,
         ],
     ),
+    (
+        14,
+        &[
+            // The edge purge outbox (`store::edge`): written in the transaction of the change
+            // that needs the purge. Times in unix milliseconds; `targets` and `tags` are
+            // space separated (neither contains spaces).
+            "CREATE TABLE edge_purges (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            targets TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            next_at BIGINT NOT NULL,
+            claimed_until BIGINT NOT NULL,
+            last_error TEXT,
+            state TEXT NOT NULL
+        )",
+            "CREATE INDEX edge_purges_due ON edge_purges (state, next_at)",
+            "CREATE INDEX edge_purges_account ON edge_purges (account, state)",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

@@ -5,6 +5,7 @@
 //! application), and runs through sqlx's `Any` driver, so the PostgreSQL backend is a matter
 //! of a URL. Must never know about HTTP types or object storage.
 
+mod edge;
 mod images;
 mod keys;
 pub mod locks;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub(crate) use edge::{Outbox, PendingPurge, now_ms};
 pub(crate) use images::ImageWithPaths;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub(crate) use model::{Account, ImageRecord, PathOutcome, validate_account_name};
@@ -80,6 +82,8 @@ pub struct Store {
     backend: Backend,
     /// PostgreSQL: connections that hold advisory locks (see `locks`); none on SQLite.
     lock_pool: Option<AnyPool>,
+    /// Edge purges to write with each change (`edge`).
+    outbox: std::sync::Arc<Outbox>,
 }
 
 /// Which database a [`Store`] runs on. The SQL is the same; what differs is what several
@@ -167,6 +171,7 @@ impl Store {
             pool,
             backend,
             lock_pool,
+            outbox: Default::default(),
         };
         migrations::apply(&store.pool, backend).await?;
         Ok(store)
@@ -315,6 +320,7 @@ impl Store {
         name: &str,
         status: AccountStatus,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE accounts SET status = $1, updated_at = $2
              WHERE name = $3 AND (status <> 'erasing' OR $1 = 'erasing')",
@@ -322,9 +328,25 @@ impl Store {
         .bind(status.as_str())
         .bind(now_unix())
         .bind(name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        // Suspended or being erased: nothing of the account may be served from the edge.
+        let reason = match status {
+            AccountStatus::Active => None,
+            AccountStatus::Suspended => Some("account suspended"),
+            AccountStatus::Erasing => Some("account erased"),
+        };
+        let queued = match reason {
+            Some(reason) if changed => {
+                let tags = [crate::edge::tags::account(name)];
+                self.enqueue_purge(&mut tx, name, &tags, reason).await?
+            }
+            _ => false,
+        };
+        tx.commit().await?;
+        self.purge_committed(queued);
+        Ok(changed)
     }
 
     /// `false` when there is no such account or it is being erased (nothing may revive it).
@@ -527,6 +549,7 @@ impl Store {
                 .map(|r| Ok::<_, sqlx::Error>((r.try_get("image_id")?, r.try_get("path")?)))
                 .transpose()?;
         let mut orphaned = None;
+        let repointed = matches!(&previous, Some((prev, _)) if *prev != image.id);
         match previous {
             Some((prev, _)) if prev == image.id => {
                 return Err(StoreError::Conflict(format!(
@@ -591,7 +614,20 @@ impl Store {
                 .await?;
             }
         }
+        // A path re-pointed at other bytes: the edge's copies through it are stale (and the
+        // old image's, when it had no other path left).
+        let queued = if repointed {
+            let mut tags = vec![crate::edge::tags::path(&image.account, stem)];
+            if let Some((prev, _)) = &orphaned {
+                tags.push(crate::edge::tags::image(&image.account, prev));
+            }
+            self.enqueue_purge(&mut tx, &image.account, &tags, "path re-pointed")
+                .await?
+        } else {
+            false
+        };
         tx.commit().await?;
+        self.purge_committed(queued);
         Ok(PathOutcome { is_new, orphaned })
     }
 

@@ -145,6 +145,8 @@ impl Store {
         if preset.id != id {
             return Ok(None);
         }
+        let old_name = preset.name.clone();
+        let old_params = preset.params.clone();
         if let Some(name) = change.name {
             preset.name = name;
         }
@@ -155,6 +157,7 @@ impl Store {
             preset.params = params;
         }
         preset.updated_at = now_unix();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE presets SET name = $1, description = $2, params = $3, updated_at = $4
              WHERE account = $5 AND id = $6",
@@ -165,9 +168,19 @@ impl Store {
         .bind(preset.updated_at)
         .bind(account)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| name_taken(e, &preset.name))?;
+        // URLs naming the preset render differently now (or, renamed, answer 400).
+        let queued = if old_name != preset.name || old_params != preset.params {
+            let tags = [crate::edge::tags::preset(account, &old_name)];
+            self.enqueue_purge(&mut tx, account, &tags, "preset changed")
+                .await?
+        } else {
+            false
+        };
+        tx.commit().await?;
+        self.purge_committed(queued);
         Ok(Some(preset))
     }
 
@@ -180,11 +193,18 @@ impl Store {
         let Some(preset) = self.preset(account, id_or_name).await? else {
             return Ok(None);
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM presets WHERE account = $1 AND id = $2")
             .bind(account)
             .bind(&preset.id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let tags = [crate::edge::tags::preset(account, &preset.name)];
+        let queued = self
+            .enqueue_purge(&mut tx, account, &tags, "preset deleted")
+            .await?;
+        tx.commit().await?;
+        self.purge_committed(queued);
         Ok(Some(preset))
     }
 

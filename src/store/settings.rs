@@ -39,6 +39,20 @@ pub(crate) struct AccountSettings {
     pub(crate) serve_originals: bool,
 }
 
+impl AccountSettings {
+    /// Whether some URL answers differently under `other`: every field but the contact
+    /// email and the console's theme and language.
+    pub(crate) fn renders_differently(&self, other: &AccountSettings) -> bool {
+        let rendering = |s: &AccountSettings| AccountSettings {
+            email: None,
+            theme: String::new(),
+            language: String::new(),
+            ..s.clone()
+        };
+        rendering(self) != rendering(other)
+    }
+}
+
 /// Values of `widths_policy`.
 pub(crate) const WIDTHS_POLICIES: &[&str] = &["snap", "refuse"];
 
@@ -110,6 +124,18 @@ impl Store {
         let now = now_unix();
         let text = serde_json::to_string(settings)
             .map_err(|e| StoreError::CorruptRow(format!("settings: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        // A write first (SQLite's write lock now, not a failed upgrade of the read below).
+        super::images::lock_account(&mut tx, account).await?;
+        let before: AccountSettings =
+            sqlx::query("SELECT settings FROM account_settings WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<String, _>("settings"))
+                .transpose()?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
         sqlx::query(
             "INSERT INTO account_settings (account, settings, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (account) DO UPDATE SET settings = $2, updated_at = $3",
@@ -117,8 +143,17 @@ impl Store {
         .bind(account)
         .bind(text)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let queued = if before.renders_differently(settings) {
+            let tags = [crate::edge::tags::account(account)];
+            self.enqueue_purge(&mut tx, account, &tags, "settings changed")
+                .await?
+        } else {
+            false
+        };
+        tx.commit().await?;
+        self.purge_committed(queued);
         Ok(now)
     }
 

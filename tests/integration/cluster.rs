@@ -476,3 +476,88 @@ async fn a_node_that_loses_its_listening_connection_clears_its_caches_and_listen
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_edge_purge_is_delivered_once_whichever_node_commits_it() {
+    let Some(shared) = Shared::start("edgeonce").await else {
+        return;
+    };
+    let mut hook = crate::edge::Recorder::start((200, "{}")).await;
+    let creds = tempfile::tempdir().unwrap();
+    let secret = creds.path().join("hook.secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let edge = format!(
+        "[edge]\npurge_retry_base = \"50ms\"\n[[edge.purge]]\nkind = \"webhook\"\nurl = \"{}/hook\"\nsecret_file = \"{}\"\n",
+        hook.url,
+        secret.display()
+    );
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("operator.token");
+        std::fs::write(&token, OPERATOR).unwrap();
+        let extra = format!(
+            "{}[admin]\ntoken_file = \"{}\"\n{edge}",
+            shared.extra(),
+            token.display()
+        );
+        nodes.push(
+            TestNode::start_with_env(dir, &extra, &[("IMGNODE_STORE__URL", &shared.url)]).await,
+        );
+    }
+    let key = nodes[0].account_key("acme", "read,write").await;
+    const N: usize = 12;
+    for i in 0..N {
+        let (s, _, _) = nodes[0]
+            .api(
+                Method::POST,
+                "/api/v1/settings/presets",
+                &key,
+                Some(json!({"name": format!("p{i}"), "params": {"w": 10 + i}})),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    // Deleted through every node in turn: each node's own worker is woken by its commit, and
+    // every node polls the shared outbox.
+    for i in 0..N {
+        let (s, _, _) = nodes[i % 3]
+            .api(
+                Method::DELETE,
+                &format!("/api/v1/settings/presets/p{i}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..N {
+        let r = hook.next().await;
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        *seen
+            .entry(body["tags"][0].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    // Every purge delivered and its row gone: nothing can be sent again after this.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, listed) = nodes[1]
+            .ops_call(Method::GET, "/admin/v1/edge/purges", None)
+            .await;
+        if listed["total"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox not drained: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hook.none_yet(), "a purge was delivered twice");
+    let want: std::collections::BTreeMap<String, i32> =
+        (0..N).map(|i| (format!("r.acme.p{i}"), 1)).collect();
+    assert_eq!(seen, want);
+}

@@ -255,11 +255,11 @@ async fn unsigned_private_images_answer_exactly_like_missing_ones() {
 #[tokio::test]
 async fn an_undecodable_original_is_415() {
     let node = TestNode::start().await;
-    // A JPEG XL codestream header (not an input format yet) behind a record that says JPEG.
-    let mut jxl = b"\xff\x0a\xfa\x7f\x01\x90\x08\x06".to_vec();
-    jxl.resize(400, 0);
-    node.add_raw("demo", "jxl", SourceFormat::Jpeg, &jxl).await;
-    let (status, h, body) = node.fetch("/i/demo/jxl.png?w=10").await;
+    // A JPEG 2000 signature box (not an input format) behind a record that says JPEG.
+    let mut jp2 = b"\0\0\0\x0cjP  \r\n\x87\n".to_vec();
+    jp2.resize(400, 0);
+    node.add_raw("demo", "jp2", SourceFormat::Jpeg, &jp2).await;
+    let (status, h, body) = node.fetch("/i/demo/jp2.png?w=10").await;
     assert_json_error(status, &h, &body, 415, "UNSUPPORTED_FORMAT");
 }
 

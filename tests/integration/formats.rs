@@ -239,6 +239,11 @@ async fn display_p3_sources_are_converted_to_srgb() {
         ("p3png", "color/p3_alpha.png"),
         ("p3avif", "color/p3_nclx.avif"),
         ("srgb", "color/srgb_tagged.jpg"),
+        // JPEG XL: the ICC profile kept as a profile (JPEG recompression, lossless), and as an
+        // enumerated encoding (cjxl turns it into one for lossy XYB).
+        ("p3jxl", "color/p3_jpeg.jxl"),
+        ("p3jxlll", "color/p3_lossless.jxl"),
+        ("p3jxllossy", "color/p3_lossy.jxl"),
     ] {
         let ext = file.rsplit('.').next().unwrap();
         node.add_image(
@@ -250,7 +255,7 @@ async fn display_p3_sources_are_converted_to_srgb() {
         .await;
     }
     // P3 (200,60,50) is sRGB (217.5, 41.6, 38.8): more red, less green than the raw values.
-    for stem in ["p3", "p3avif"] {
+    for stem in ["p3", "p3avif", "p3jxl", "p3jxlll", "p3jxllossy"] {
         let img = decode(&node.fetch(&format!("/i/acme/{stem}.png")).await.2).to_rgb8();
         let p = img.get_pixel(16, 16).0;
         assert!(close(p, [218, 42, 39], 8), "{stem}: {p:?}");
@@ -609,4 +614,88 @@ async fn jxl_outputs_over_jxl_max_pixels_are_downscaled() {
     assert!(w >= 170, "{w}x{h}: not the largest size within the cap");
     let (ratio, want) = (f64::from(w) / f64::from(h), f64::from(pw) / f64::from(ph));
     assert!((ratio - want).abs() < 0.02, "{w}x{h} against {pw}x{ph}");
+}
+
+/// JPEG XL, Radiance HDR and OpenEXR uploaded through the API (sniffed: the file name says
+/// `.bin`), reported with their format and size, then delivered as PNG at the source width and
+/// compared with the independent decode next to the fixture (`ref_*.png`: djxl for JPEG XL,
+/// ImageMagick or a numpy implementation of the documented tone map for HDR and EXR), and as
+/// WebP at half the width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jxl_hdr_and_exr_upload_and_render_like_an_independent_decoder() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    // (fixture, reported format, media type, size, tolerance against the reference)
+    let cases = [
+        ("jxl_lossy.jxl", "jxl", "image/jxl", (96, 60), 3),
+        // (jxl_lossless_alpha.jxl is 63 bytes, under the upload minimum; the animation and the
+        // EXR carry alpha here.)
+        ("jxl_gray.jxl", "jxl", "image/jxl", (96, 60), 1),
+        ("jxl_from_jpeg.jxl", "jxl", "image/jxl", (96, 60), 3),
+        ("jxl_16bit.jxl", "jxl", "image/jxl", (96, 60), 1),
+        // Stored turned a quarter with orientation 6: delivered upright, turned exactly once.
+        ("jxl_orient6.jxl", "jxl", "image/jxl", (96, 60), 3),
+        ("jxl_animated.jxl", "jxl", "image/jxl", (96, 60), 0),
+        ("hdr_photo.hdr", "hdr", "image/vnd.radiance", (96, 60), 1),
+        ("hdr_bright.hdr", "hdr", "image/vnd.radiance", (96, 60), 1),
+        ("exr_bright.exr", "exr", "image/x-exr", (96, 60), 1),
+        ("exr_half_tiled.exr", "exr", "image/x-exr", (96, 60), 1),
+        ("exr_alpha_zip.exr", "exr", "image/x-exr", (64, 48), 1),
+    ];
+    for (i, (name, format, mime, (w, h), tolerance)) in cases.into_iter().enumerate() {
+        let (status, body) = node
+            .upload(
+                &key,
+                fixture(&format!("formats/{name}")),
+                &format!("new/f{i}.bin"),
+            )
+            .await;
+        assert_eq!(status, 201, "{name}: {body}");
+        assert_eq!(body["format"], format, "{name}");
+        assert_eq!(body["dimensions"]["width"], w, "{name}");
+        assert_eq!(body["dimensions"]["height"], h, "{name}");
+        let id = body["id"].as_str().unwrap();
+        let (status, _, meta) = node
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/v1/images/{id}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(meta["metadata"]["mime_type"], mime, "{name}");
+        let stored = body["paths"][0].as_str().unwrap().to_string();
+        let stem = stored.rsplit_once('.').map_or(stored.as_str(), |(s, _)| s);
+
+        let (status, headers, png) = node.fetch(&format!("/i/acme/{stem}.png?w={w}")).await;
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&png));
+        assert_eq!(headers["content-type"], "image/png", "{name}");
+        let got = decode(&png).to_rgba8();
+        let reference = fixture(&format!("formats/ref_{}.png", name.replace('.', "_")));
+        let want = decode(&reference).to_rgba8();
+        assert_eq!(got.dimensions(), want.dimensions(), "{name}");
+        let worst = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        assert!(
+            worst <= tolerance,
+            "{name}: up to {worst} from its reference"
+        );
+
+        let (status, headers, webp) = node
+            .fetch(&format!("/i/acme/{stem}.webp?w={}", w / 2))
+            .await;
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&webp));
+        assert_eq!(headers["content-type"], "image/webp", "{name}");
+        assert_eq!(
+            decode(&webp).to_rgba8().dimensions(),
+            (w / 2, h / 2),
+            "{name}"
+        );
+    }
 }

@@ -449,18 +449,7 @@ impl Moto {
             .spawn()
             .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run does it");
         let endpoint = format!("http://127.0.0.1:{port}");
-        // Wait for the external process to listen: bounded.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "moto_server did not start"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_for_port(port, "moto_server").await;
         Moto { child, endpoint }
     }
 
@@ -656,4 +645,89 @@ pub fn cli_create_account(config: &Path, name: &str) -> String {
         .find_map(|l| l.strip_prefix("api key: "))
         .expect("the CLI prints a key")
         .to_string()
+}
+
+/// Varnish (Debian's, with vmod-xkey) on `port` in front of a node's public `backend_port`,
+/// running `config/varnish.vcl`; stopped on drop.
+pub struct Varnish {
+    child: std::process::Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Varnish {
+    pub async fn start(port: u16, backend_port: u16) -> Varnish {
+        let dir = tempfile::tempdir().unwrap();
+        let vcl = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/varnish.vcl"),
+        )
+        .unwrap()
+        .replace(".port = \"8080\";", &format!(".port = \"{backend_port}\";"));
+        let vcl_path = dir.path().join("imgnode.vcl");
+        std::fs::write(&vcl_path, vcl).unwrap();
+        let child = std::process::Command::new("/usr/sbin/varnishd")
+            // Foreground, no privilege separation: the test's own user runs it, in a
+            // private temporary folder.
+            .args(["-F", "-j", "none"])
+            .args(["-a", &format!("127.0.0.1:{port}")])
+            .arg("-f")
+            .arg(&vcl_path)
+            .arg("-n")
+            .arg(dir.path().join("work"))
+            .args(["-s", "malloc,32m", "-T", "none"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("varnishd must be installed (apt install varnish varnish-modules); tests/setup.sh does it");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for_port(port, "varnishd").await;
+        Varnish {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// A free loopback port (bound and released).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+impl Drop for Varnish {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most 30 s) for an external process started by a test to listen on `port`.
+async fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `promtool check rules FILE` must pass.
+pub fn promtool_check_rules(file: &Path) {
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(file)
+        .output()
+        .expect("promtool is missing: run `bash tests/setup.sh`");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod connections;
 mod delivery;
+mod edge;
 mod errors;
 mod faults;
 mod formats;

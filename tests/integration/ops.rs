@@ -182,14 +182,5 @@ async fn the_metrics_text_passes_promtool() {
 #[test]
 fn the_alerting_rules_pass_promtool() {
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus-alerts.yml");
-    let out = std::process::Command::new("promtool")
-        .args(["check", "rules", rules])
-        .output()
-        .expect("promtool is missing: run `bash tests/setup.sh`");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::harness::promtool_check_rules(std::path::Path::new(rules));
 }

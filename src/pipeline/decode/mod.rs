@@ -9,10 +9,12 @@
 pub(super) mod avif;
 mod bmp;
 mod gif;
+pub(super) mod hdr;
 mod ico;
 pub(super) mod image_rs;
 mod jpeg;
 mod jpeg_scaled;
+pub(super) mod jxl;
 mod png;
 pub(super) mod tiff;
 mod webp;
@@ -57,6 +59,8 @@ pub(super) fn decode(
         }
         SourceFormat::Ico => ico::decode(bytes, limits),
         SourceFormat::Tiff => tiff::decode(bytes, limits),
+        SourceFormat::Jxl => jxl::decode(bytes, limits),
+        SourceFormat::Hdr | SourceFormat::Exr => hdr::decode(info.format, bytes, limits),
     }))
     .map_err(|_| corrupt(info.format, "decoder panicked"))??;
     let scaled = (info.width.div_ceil(scale), info.height.div_ceil(scale));
@@ -336,6 +340,9 @@ mod tests {
             "hostile/truncated_tga.tga",
             "hostile/truncated_ico.ico",
             "hostile/truncated_tiff.tif",
+            "hostile/truncated_jxl.jxl",
+            "hostile/truncated_hdr.hdr",
+            "hostile/truncated_exr.exr",
         ] {
             let result = decode_fixture(rel);
             assert!(
@@ -360,6 +367,11 @@ mod tests {
             "formats/ico_alpha.ico",
             "formats/tiff_alpha.tif",
             "formats/tiff_deflate_tiles.tif",
+            "formats/jxl_lossy.jxl",
+            "formats/jxl_lossless_alpha.jxl",
+            "formats/hdr_photo.hdr",
+            "formats/exr_alpha_zip.exr",
+            "formats/exr_two_parts.exr",
         ] {
             let bytes = fixture(rel);
             for len in (0..bytes.len()).step_by(7) {
