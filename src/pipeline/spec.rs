@@ -175,6 +175,7 @@ impl SourceFormat {
             SourceFormat::Png => Some(OutputFormat::Png),
             SourceFormat::Webp => Some(OutputFormat::Webp),
             SourceFormat::Avif => Some(OutputFormat::Avif),
+            SourceFormat::Jxl => Some(OutputFormat::Jxl),
             SourceFormat::Gif
             | SourceFormat::Bmp
             | SourceFormat::Qoi
@@ -182,7 +183,6 @@ impl SourceFormat {
             | SourceFormat::Tga
             | SourceFormat::Ico
             | SourceFormat::Tiff
-            | SourceFormat::Jxl
             | SourceFormat::Hdr
             | SourceFormat::Exr => None,
         }

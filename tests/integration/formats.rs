@@ -699,3 +699,30 @@ async fn jxl_hdr_and_exr_upload_and_render_like_an_independent_decoder() {
         );
     }
 }
+
+/// A JPEG XL original is also an output format: the URL the API hands out is its own `.jxl`,
+/// which answers the stored bytes untouched, while a `.jxl` URL with a transform is rendered
+/// and encoded by libjxl (decoded here by djxl at the asked size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jxl_original_passes_through_at_its_own_extension() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let original = fixture("formats/jxl_lossy.jxl");
+    let (status, body) = node.upload(&key, original.clone(), "pics/j.jxl").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["format"], "jxl");
+    let url = body["url"].as_str().unwrap();
+    assert!(url.ends_with("/i/acme/pics/j.jxl"), "{url}");
+
+    let (status, headers, bytes) = node.fetch("/i/acme/pics/j.jxl").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(headers["content-type"], "image/jxl");
+    assert_eq!(headers["x-cache"], "ORIGINAL");
+    assert!(bytes == original, "the stored bytes, untouched");
+
+    let (status, headers, small) = node.fetch("/i/acme/pics/j.jxl?w=48").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&small));
+    assert_eq!(headers["content-type"], "image/jxl");
+    assert_ne!(headers["x-cache"], "ORIGINAL");
+    assert_eq!(djxl(&small).to_rgb8().dimensions(), (48, 30));
+}
