@@ -141,7 +141,12 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
     for (name, image) in [("1000x625", &mid), ("400x250", &small)] {
-        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp] {
+        for format in [
+            OutputFormat::Jpeg,
+            OutputFormat::Png,
+            OutputFormat::Webp,
+            OutputFormat::Jxl,
+        ] {
             g.bench_function(format!("{format}_{name}"), |b| {
                 b.iter(|| pipeline::encode_image(black_box(image), format, 80, &settings))
             });
@@ -149,6 +154,10 @@ fn benches(c: &mut Criterion) {
     }
     g.bench_function("avif_400x250", |b| {
         b.iter(|| pipeline::encode_image(black_box(&small), OutputFormat::Avif, 80, &settings))
+    });
+    // JPEG XL lossless (q=100; signed URLs only by default, unsigned ones are capped at q=90).
+    g.bench_function("jxl_lossless_400x250", |b| {
+        b.iter(|| pipeline::encode_image(black_box(&small), OutputFormat::Jxl, 100, &settings))
     });
     g.finish();
 

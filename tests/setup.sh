@@ -7,7 +7,9 @@
 #   libdav1d-dev    the AV1 decoder behind AVIF input
 #   libaom-dev      the default AV1 encoder of AVIF output
 #   libheif-dev     HEIC decoding (libheif 1.15; Debian 12's libheif1 has libde265 built in)
-#   libclang-dev    for bindgen, which generates libaom's bindings from the installed headers
+#   libclang-dev    for bindgen: libaom's and libjxl's bindings, from the installed headers
+#   libjxl-dev      libjxl 0.7, the JPEG XL encoder of `.jxl` output (found through pkg-config)
+#   libjxl-tools    djxl, the independent decoder the JPEG XL output tests check against
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
@@ -26,6 +28,7 @@ dpkg -s libdav1d-dev >/dev/null 2>&1 || packages+=(libdav1d-dev)
 dpkg -s libaom-dev >/dev/null 2>&1 || packages+=(libaom-dev)
 dpkg -s libheif-dev >/dev/null 2>&1 || packages+=(libheif-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
+dpkg -s libjxl-dev >/dev/null 2>&1 || packages+=(libjxl-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
@@ -39,6 +42,7 @@ fi
 test_packages=()
 command -v promtool >/dev/null 2>&1 || test_packages+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || test_packages+=(systemd)
+command -v djxl >/dev/null 2>&1 || test_packages+=(libjxl-tools)
 dpkg -s varnish >/dev/null 2>&1 || test_packages+=(varnish)
 dpkg -s varnish-modules >/dev/null 2>&1 || test_packages+=(varnish-modules)
 if [ ${#test_packages[@]} -gt 0 ]; then

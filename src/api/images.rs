@@ -105,9 +105,8 @@ fn delivery_url(base: &str, account: &str, path: &str) -> String {
 }
 
 /// The path to hand out for a stored path: as stored when the node can serve the original's
-/// format as it is, else the stem as PNG (GIF, BMP, QOI, PNM, TGA, ICO, TIFF, HEIC, JPEG
-/// XL, HDR, EXR and SVG originals are delivered converted; an SVG's own bytes are never
-/// served).
+/// format as it is, else the stem as PNG (GIF, BMP, QOI, PNM, TGA, ICO, TIFF, HEIC, HDR, EXR
+/// and SVG originals are delivered converted; an SVG's own bytes are never served).
 fn servable(path: &str, format: SourceFormat) -> String {
     match format.as_output() {
         Some(_) => path.to_string(),

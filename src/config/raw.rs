@@ -423,6 +423,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_output_side: u32,
     pub(crate) avif_max_pixels: u64,
     pub(crate) avif_max_side: u32,
+    pub(crate) jxl_max_pixels: u64,
     pub(crate) max_frames: u32,
 }
 
@@ -436,6 +437,7 @@ impl Default for RawLimits {
             max_output_side: d.max_output_side,
             avif_max_pixels: d.avif_max_pixels,
             avif_max_side: d.avif_max_side,
+            jxl_max_pixels: d.jxl_max_pixels,
             max_frames: d.max_frames,
         }
     }
@@ -460,6 +462,7 @@ pub(crate) struct RawEncode {
     pub(crate) avif_bit_depth: u8,
     pub(crate) webp_method: u8,
     pub(crate) png_compression: u8,
+    pub(crate) jxl_effort: u8,
 }
 
 impl Default for RawEncode {
@@ -480,6 +483,7 @@ impl Default for RawEncode {
             avif_bit_depth: d.avif_bit_depth,
             webp_method: d.webp_method,
             png_compression: d.png_compression,
+            jxl_effort: d.jxl_effort,
         }
     }
 }

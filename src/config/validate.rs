@@ -397,6 +397,7 @@ fn limits(p: &mut Problems<'_>, l: &raw::RawLimits) -> Limits {
         max_output_side: p.positive("limits.max_output_side", u64::from(l.max_output_side)) as u32,
         avif_max_pixels: p.positive("limits.avif_max_pixels", l.avif_max_pixels),
         avif_max_side: p.positive("limits.avif_max_side", u64::from(l.avif_max_side)) as u32,
+        jxl_max_pixels: p.positive("limits.jxl_max_pixels", l.jxl_max_pixels),
         max_frames: p.positive("limits.max_frames", u64::from(l.max_frames)) as u32,
     }
 }
@@ -436,6 +437,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
     }
     p.range("encode.webp_method", e.webp_method.into(), 0, 6);
     p.range("encode.png_compression", e.png_compression.into(), 0, 2);
+    p.range("encode.jxl_effort", e.jxl_effort.into(), 1, 9);
     EncodeSettings {
         avif_speed: e.avif_speed,
         rav1e_speed: e.rav1e_speed,
@@ -444,6 +446,7 @@ fn encode(p: &mut Problems<'_>, e: &raw::RawEncode) -> EncodeSettings {
         avif_bit_depth: e.avif_bit_depth,
         webp_method: e.webp_method,
         png_compression: e.png_compression,
+        jxl_effort: e.jxl_effort,
     }
 }
 

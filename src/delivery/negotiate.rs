@@ -1,7 +1,9 @@
 //! Output format negotiation for `format=auto`: the first of the account's `delivery_formats`
 //! (in its order) that the client's `Accept` header lists with a non-zero quality, else the
-//! extension's format. Only formats browsers announce take part (AVIF, WebP); JPEG and PNG in
-//! the list never replace the extension's format (a PNG with alpha stays a PNG).
+//! extension's format. Only formats browsers announce take part (AVIF, WebP, JPEG XL); JPEG
+//! and PNG in the list never replace the extension's format (a PNG with alpha stays a PNG).
+//! JPEG XL is offered only when the account lists `jxl` (the default list does not: see
+//! `store::settings::DEFAULT_DELIVERY_FORMATS`) and `Accept` names `image/jxl`.
 
 use http::HeaderMap;
 use http::header::ACCEPT;
@@ -9,7 +11,7 @@ use http::header::ACCEPT;
 use crate::pipeline::OutputFormat;
 
 /// The best format the client accepts among `preferred` (the account's `delivery_formats`,
-/// most preferred first). `*/*` and `image/*` are not taken as support for AVIF or WebP:
+/// most preferred first). `*/*` and `image/*` are not taken as support for AVIF, WebP or JXL:
 /// browsers that decode them list them explicitly.
 pub(crate) fn best(
     headers: &HeaderMap,
@@ -39,20 +41,28 @@ fn choose(
     preferred: &[String],
     avif_allowed: bool,
 ) -> OutputFormat {
-    let (avif, webp) = accepted(headers);
+    let taken = accepted(headers);
     for format in preferred {
         match format.as_str() {
-            "avif" if avif && avif_allowed => return OutputFormat::Avif,
-            "webp" if webp => return OutputFormat::Webp,
+            "avif" if taken.avif && avif_allowed => return OutputFormat::Avif,
+            "webp" if taken.webp => return OutputFormat::Webp,
+            "jxl" if taken.jxl => return OutputFormat::Jxl,
             _ => {}
         }
     }
     fallback
 }
 
-/// Whether `Accept` takes AVIF and WebP (q > 0).
-fn accepted(headers: &HeaderMap) -> (bool, bool) {
-    let (mut avif, mut webp) = (false, false);
+/// The negotiable formats an `Accept` header takes (q > 0).
+#[derive(Default)]
+struct Taken {
+    avif: bool,
+    webp: bool,
+    jxl: bool,
+}
+
+fn accepted(headers: &HeaderMap) -> Taken {
+    let mut taken = Taken::default();
     for value in headers
         .get_all(ACCEPT)
         .iter()
@@ -70,13 +80,15 @@ fn accepted(headers: &HeaderMap) -> (bool, bool) {
                 continue;
             }
             if media.eq_ignore_ascii_case("image/avif") {
-                avif = true;
+                taken.avif = true;
             } else if media.eq_ignore_ascii_case("image/webp") {
-                webp = true;
+                taken.webp = true;
+            } else if media.eq_ignore_ascii_case("image/jxl") {
+                taken.jxl = true;
             }
         }
     }
-    (avif, webp)
+    taken
 }
 
 #[cfg(test)]
@@ -165,6 +177,40 @@ mod tests {
         assert_eq!(
             best_without_avif(&avif_only, OutputFormat::Avif, &default_formats()),
             OutputFormat::Jpeg
+        );
+    }
+
+    #[test]
+    fn jxl_only_when_listed_by_the_account_and_the_client() {
+        let safari = accept("image/webp,image/avif,image/jxl,image/heic,image/*;q=0.8,*/*;q=0.5");
+        // The default list has no jxl: a client that takes it gets the usual choice.
+        assert!(!default_formats().iter().any(|f| f == "jxl"));
+        assert_eq!(
+            best(&safari, OutputFormat::Jpeg, &default_formats()),
+            OutputFormat::Avif
+        );
+        let jxl_first = formats(&["jxl", "avif", "webp", "jpeg", "png"]);
+        assert_eq!(
+            best(&safari, OutputFormat::Jpeg, &jxl_first),
+            OutputFormat::Jxl
+        );
+        assert_eq!(
+            best_without_avif(&safari, OutputFormat::Jpeg, &jxl_first),
+            OutputFormat::Jxl
+        );
+        // Listed by the account but not by the client (Chrome), or refused with q=0.
+        let chrome = accept("image/avif,image/webp,image/apng,image/*,*/*;q=0.8");
+        assert_eq!(
+            best(&chrome, OutputFormat::Jpeg, &jxl_first),
+            OutputFormat::Avif
+        );
+        assert_eq!(
+            best(&accept("image/jxl;q=0"), OutputFormat::Png, &jxl_first),
+            OutputFormat::Png
+        );
+        assert_eq!(
+            best(&accept("image/jxl"), OutputFormat::Png, &jxl_first),
+            OutputFormat::Jxl
         );
     }
 }

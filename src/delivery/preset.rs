@@ -3,9 +3,8 @@
 //! exactly what a URL can.
 //!
 //! Keys are the delivery keys, `format` included: `auto` (negotiate) or an output format
-//! (`jpeg`/`jpg`, `png`, `webp`, `avif`) that replaces the URL extension's format. `jxl` is
-//! accepted and kept, and applies nothing until JPEG XL output exists (img-src's SDKs offer
-//! it). A key whose value is `null` is unset. Unknown keys are refused (a typo in a stored
+//! (`jpeg`/`jpg`, `png`, `webp`, `avif`, `jxl`) that replaces the URL extension's format. A
+//! key whose value is `null` is unset. Unknown keys are refused (a typo in a stored
 //! preset must not be silently ignored), as are nested presets and signatures. Pure and
 //! allocation-light; no I/O.
 
@@ -60,7 +59,7 @@ pub(crate) fn parse(value: &Value) -> Result<PresetParams, String> {
 
 /// A JSON object of delivery parameters (`{"w": 400, "format": "webp"}`) as a delivery query
 /// string, for the URL grammar to validate: keys among [`PRESET_KEYS`], scalar values, `null`
-/// skipped (unset), `format: jxl` skipped (nothing to apply yet). Errors are prefixed with
+/// skipped (unset). Errors are prefixed with
 /// `what` (`params.w ...`).
 pub(crate) fn object_query(
     map: &serde_json::Map<String, Value>,
@@ -81,9 +80,6 @@ pub(crate) fn object_query(
             Value::Bool(b) => b.to_string(),
             _ => return Err(format!("{what}.{key} must be a string, number or boolean")),
         };
-        if key == "format" && text.eq_ignore_ascii_case("jxl") {
-            continue;
-        }
         if !query.is_empty() {
             query.push('&');
         }
@@ -119,9 +115,12 @@ mod tests {
     }
 
     #[test]
-    fn null_unsets_a_key_and_jxl_is_kept_without_effect() {
+    fn null_unsets_a_key_and_jxl_is_an_output() {
         let p = parse(&json!({"w": 300, "h": null, "format": "jxl"})).unwrap();
-        assert_eq!((p.params.w, p.params.h, p.output), (Some(300), None, None));
+        assert_eq!(
+            (p.params.w, p.params.h, p.output),
+            (Some(300), None, Some(OutputFormat::Jxl))
+        );
         assert!(!p.params.format_auto);
         let jpeg = parse(&json!({"format": "JPG", "q": null})).unwrap();
         assert_eq!(jpeg.output, Some(OutputFormat::Jpeg));

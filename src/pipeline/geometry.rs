@@ -426,26 +426,30 @@ fn resample(image: &Image, rect: Rect, output: (u32, u32)) -> Result<Image, Pipe
 }
 
 /// Downscales (keeping the aspect ratio) an AVIF-bound image so it fits
-/// `limits.avif_max_pixels` and `limits.avif_max_side`, as img-src does; AVIF encoding time
-/// grows with the pixel count. Other formats pass through unchanged.
+/// `limits.avif_max_pixels` and `limits.avif_max_side`, as img-src does (AVIF encoding time
+/// grows with the pixel count), and a JPEG XL-bound one so it fits `limits.jxl_max_pixels`
+/// (libjxl's encoder memory grows with it: about 760 MB for a 17.9 MP photo). Other formats
+/// pass through unchanged.
 pub(super) fn cap_for_format(
     image: Image,
     output: OutputFormat,
     limits: &Limits,
 ) -> Result<Image, PipelineError> {
-    if output != OutputFormat::Avif {
-        return Ok(image);
-    }
-    match avif_cap((image.width, image.height), limits) {
+    let (max_pixels, max_side) = match output {
+        OutputFormat::Avif => (limits.avif_max_pixels, limits.avif_max_side),
+        OutputFormat::Jxl => (limits.jxl_max_pixels, u32::MAX),
+        _ => return Ok(image),
+    };
+    match format_cap((image.width, image.height), max_pixels, max_side) {
         None => Ok(image),
         Some(size) => resample(&image, Rect::full(&image), size),
     }
 }
 
-/// The capped size, or `None` when `size` is already within the AVIF limits.
-fn avif_cap((w, h): (u32, u32), limits: &Limits) -> Option<(u32, u32)> {
-    let max_pixels = limits.avif_max_pixels.max(1);
-    let max_side = limits.avif_max_side.max(1);
+/// The capped size, or `None` when `size` is already within `max_pixels` and `max_side`.
+fn format_cap((w, h): (u32, u32), max_pixels: u64, max_side: u32) -> Option<(u32, u32)> {
+    let max_pixels = max_pixels.max(1);
+    let max_side = max_side.max(1);
     let pixels = u64::from(w) * u64::from(h);
     if pixels <= max_pixels && w <= max_side && h <= max_side {
         return None;
@@ -895,7 +899,7 @@ mod tests {
     }
 
     #[test]
-    fn avif_cap_downscales_keeping_aspect() {
+    fn format_caps_downscale_keeping_aspect() {
         let limits = Limits {
             avif_max_pixels: 10_000,
             avif_max_side: 150,
@@ -912,7 +916,16 @@ mod tests {
             avif_max_side: 100,
             ..Limits::default()
         };
-        let out = cap_for_format(image, OutputFormat::Avif, &limits).expect("cap");
+        let out = cap_for_format(image.clone(), OutputFormat::Avif, &limits).expect("cap");
         assert_eq!((out.width, out.height), (100, 50));
+        // JPEG XL: its own pixel cap, no side cap.
+        let limits = Limits {
+            jxl_max_pixels: 10_000,
+            ..Limits::default()
+        };
+        let out = cap_for_format(image.clone(), OutputFormat::Jxl, &limits).expect("cap");
+        assert_eq!((out.width, out.height), (141, 70));
+        let out = cap_for_format(image, OutputFormat::Avif, &limits).expect("cap");
+        assert_eq!((out.width, out.height), (400, 200));
     }
 }

@@ -66,6 +66,8 @@ pub enum OutputFormat {
     Png,
     Webp,
     Avif,
+    /// JPEG XL (libjxl): lossy VarDCT in XYB below `q=100`, lossless modular at `q=100`.
+    Jxl,
 }
 
 impl OutputFormat {
@@ -75,6 +77,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Jxl => "image/jxl",
         }
     }
 
@@ -85,6 +88,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Jxl => "jxl",
         }
     }
 
@@ -179,6 +183,7 @@ impl SourceFormat {
             SourceFormat::Png => Some(OutputFormat::Png),
             SourceFormat::Webp => Some(OutputFormat::Webp),
             SourceFormat::Avif => Some(OutputFormat::Avif),
+            SourceFormat::Jxl => Some(OutputFormat::Jxl),
             SourceFormat::Gif
             | SourceFormat::Bmp
             | SourceFormat::Qoi
@@ -186,7 +191,6 @@ impl SourceFormat {
             | SourceFormat::Tga
             | SourceFormat::Ico
             | SourceFormat::Tiff
-            | SourceFormat::Jxl
             | SourceFormat::Hdr
             | SourceFormat::Exr
             | SourceFormat::Heic
@@ -317,6 +321,8 @@ pub struct EncodeSettings {
     pub(crate) webp_method: u8,
     /// PNG compression: 0 fast, 1 default, 2 best.
     pub(crate) png_compression: u8,
+    /// libjxl's effort 1 (fast) to 9 (small), for lossy and lossless JPEG XL.
+    pub(crate) jxl_effort: u8,
 }
 
 impl Default for EncodeSettings {
@@ -331,6 +337,8 @@ impl Default for EncodeSettings {
             // thumbor's DSSIM at fewer bytes; 2 costs a quarter less CPU but is worse on both.
             webp_method: 4,
             png_compression: 0,
+            // Measured (benches/RESULTS.md, "JPEG XL output"): see encode/jxl.rs.
+            jxl_effort: 5,
         }
     }
 }
@@ -350,6 +358,9 @@ pub struct Limits {
     pub avif_max_pixels: u64,
     /// AVIF outputs above this side are downscaled before encoding.
     pub avif_max_side: u32,
+    /// JPEG XL outputs above this many pixels are downscaled before encoding (libjxl 0.7 holds
+    /// about 43 bytes per pixel while encoding lossy, 66 lossless).
+    pub jxl_max_pixels: u64,
     /// Largest number of animation frames a source may declare.
     pub max_frames: u32,
 }
@@ -363,6 +374,7 @@ impl Default for Limits {
             max_output_side: 10_000,
             avif_max_pixels: 8_000_000,
             avif_max_side: 4_000,
+            jxl_max_pixels: 8_000_000,
             max_frames: 1_000,
         }
     }

@@ -393,6 +393,229 @@ async fn hostile_originals_are_refused_at_import() {
     );
 }
 
+/// Decodes a JPEG XL answer with `djxl` (Debian's libjxl-tools, installed by tests/setup.sh):
+/// an independent decoder, not the node's code. Its PNG is read with the `image` crate.
+fn djxl(jxl: &[u8]) -> image::DynamicImage {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.jxl"), dir.path().join("out.png"));
+    std::fs::write(&input, jxl).unwrap();
+    let run = std::process::Command::new("djxl")
+        .arg(&input)
+        .arg(&output)
+        .output()
+        .expect("djxl runs (libjxl-tools: bash tests/setup.sh)");
+    assert!(
+        run.status.success(),
+        "djxl: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    decode(&std::fs::read(&output).unwrap())
+}
+
+fn mean_abs_error(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x.abs_diff(y)))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// The `.jxl` URL the upload answer hands out is served as `image/jxl`; djxl decodes it to the
+/// requested size, close to the PNG of the same transform, and lower `q` gives fewer bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jxl_urls_from_the_api_answer_image_jxl_that_djxl_decodes() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, body) = node
+        .upload(&key, fixture("photos/dune.jpg"), "pics/dune.jpg")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (w, h) = (
+        body["dimensions"]["width"].as_u64().unwrap() as u32,
+        body["dimensions"]["height"].as_u64().unwrap() as u32,
+    );
+    let jxl_url = body["available_formats"]["jxl"].as_str().unwrap();
+    let path = jxl_url
+        .strip_prefix(&node.base)
+        .unwrap_or_else(|| panic!("{jxl_url} is on {}", node.base));
+    assert!(path.ends_with("/pics/dune.jxl"), "{path}");
+    let id = body["id"].as_str().unwrap();
+    let (status, _, meta) = node
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/v1/images/{id}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["urls"]["jxl"], jxl_url);
+
+    // The URL as handed out: full size (unsigned outputs stay under the pixel budget).
+    let (status, headers, full) = node.fetch(path).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&full));
+    assert_eq!(headers["content-type"], "image/jxl");
+    assert_eq!(&full[..2], &[0xFF, 0x0A], "a bare codestream");
+    assert_eq!(djxl(&full).to_rgb8().dimensions(), (w, h));
+
+    // Resized: the same pixels as the PNG of the same transform, within lossy error.
+    let (status, headers, small) = node.fetch("/i/acme/pics/dune.jxl?w=320&q=80").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jxl");
+    let ours = djxl(&small).to_rgb8();
+    let (_, _, png) = node.fetch("/i/acme/pics/dune.png?w=320").await;
+    let reference = decode(&png).to_rgb8();
+    assert_eq!(ours.dimensions(), reference.dimensions());
+    assert_eq!(ours.width(), 320);
+    let err = mean_abs_error(ours.as_raw(), reference.as_raw());
+    let (_, _, jpg) = node.fetch("/i/acme/pics/dune.jpg?w=320&q=80").await;
+    let jpg_err = mean_abs_error(decode(&jpg).to_rgb8().as_raw(), reference.as_raw());
+    // Measured: JXL 11 541 bytes, mean error 5.77; JPEG at q=80 14 289 bytes, 5.83.
+    assert!(err < 8.0, "mean error {err} at q=80");
+    assert!(
+        small.len() < jpg.len() && err <= jpg_err * 1.05,
+        "JXL {} bytes, error {err}; JPEG {} bytes, error {jpg_err}",
+        small.len(),
+        jpg.len()
+    );
+    // The colours are right (sRGB signalled and decoded as such): no channel is shifted.
+    let pixels = f64::from(ours.width() * ours.height());
+    for c in 0..3 {
+        let bias = ours
+            .pixels()
+            .zip(reference.pixels())
+            .map(|(a, b)| f64::from(a.0[c]) - f64::from(b.0[c]))
+            .sum::<f64>()
+            / pixels;
+        assert!(bias.abs() < 1.0, "channel {c} shifted by {bias}");
+    }
+    let (_, _, lower) = node.fetch("/i/acme/pics/dune.jxl?w=320&q=40").await;
+    assert!(
+        lower.len() < small.len(),
+        "q=40 {} >= q=80 {}",
+        lower.len(),
+        small.len()
+    );
+    let err_lower = mean_abs_error(djxl(&lower).to_rgb8().as_raw(), reference.as_raw());
+    assert!(
+        err_lower > err,
+        "q=40 error {err_lower} <= q=80 error {err}"
+    );
+}
+
+/// `q=100` is lossless: djxl gives back exactly the pixels of the PNG of the same transform,
+/// alpha included (unsigned URLs are capped at q=90 by default, so the cap is lifted here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jxl_at_q100_is_lossless_and_keeps_alpha() {
+    let node = TestNode::start_with("[delivery]\nunsigned_max_quality = 100\n").await;
+    node.add_image(
+        "acme",
+        "alpha.png",
+        &fixture("formats/png_rgba.png"),
+        Visibility::Public,
+    )
+    .await;
+    node.add_image(
+        "acme",
+        "photo.jpg",
+        &fixture("photos/ladybird.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    for (stem, query) in [("alpha", "w=64"), ("photo", "w=300")] {
+        let (status, headers, jxl) = node
+            .fetch(&format!("/i/acme/{stem}.jxl?{query}&q=100"))
+            .await;
+        assert_eq!(status, 200, "{stem}");
+        assert_eq!(headers["content-type"], "image/jxl");
+        let (_, _, png) = node.fetch(&format!("/i/acme/{stem}.png?{query}")).await;
+        let want = decode(&png).to_rgba8();
+        let got = djxl(&jxl).to_rgba8();
+        assert_eq!(got.dimensions(), want.dimensions(), "{stem}");
+        assert!(
+            got.as_raw() == want.as_raw(),
+            "{stem}: q=100 is not lossless"
+        );
+        if stem == "alpha" {
+            assert_eq!(got.get_pixel(52, 38).0[3], 0, "transparent corner kept");
+            assert_eq!(got.get_pixel(12, 10).0[3], 255);
+        }
+    }
+}
+
+/// `format=auto` answers JPEG XL only to a client that lists `image/jxl` and only when the
+/// account's `delivery_formats` lists `jxl` (the default list does not); `Vary: Accept`.
+#[tokio::test]
+async fn format_auto_offers_jxl_only_when_the_client_and_the_account_list_it() {
+    let node = TestNode::start_with("[delivery]\navif_background = false\n").await;
+    let key = node.account_key("acme", "read,write").await;
+    node.add_image(
+        "acme",
+        "photo.jpg",
+        &fixture("photos/ladybird.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let get = |accept: &'static str, w: u32| {
+        let node = &node;
+        async move {
+            let res = node
+                .get_with(
+                    &format!("/i/acme/photo.jpg?w={w}&format=auto"),
+                    &[("accept", accept)],
+                )
+                .await;
+            assert_eq!(res.status(), 200, "{accept}");
+            assert_eq!(res.headers()["vary"], "Accept", "{accept}");
+            let media = res.headers()["content-type"].to_str().unwrap().to_string();
+            (media, res.bytes().await.unwrap())
+        }
+    };
+    let jxl_and_webp = "image/jxl,image/webp,*/*;q=0.8";
+    // Default delivery_formats (avif, webp, jpeg, png): no JPEG XL for anyone.
+    assert_eq!(get(jxl_and_webp, 200).await.0, "image/webp");
+    assert_eq!(get("image/jxl,*/*", 200).await.0, "image/jpeg");
+
+    let body = serde_json::json!({"delivery_formats": ["jxl", "avif", "webp", "jpeg"]});
+    let (status, _, _) = node
+        .api(reqwest::Method::PUT, "/api/v1/settings", &key, Some(body))
+        .await;
+    assert_eq!(status, 200);
+    let (media, bytes) = get(jxl_and_webp, 210).await;
+    assert_eq!(media, "image/jxl");
+    assert_eq!(djxl(&bytes).to_rgb8().width(), 210);
+    // Listed by the account, not by the client.
+    assert_eq!(get("image/avif,image/webp,*/*", 210).await.0, "image/avif");
+    assert_eq!(get("image/jxl;q=0,image/webp", 210).await.0, "image/webp");
+    assert_eq!(get("*/*", 210).await.0, "image/jpeg");
+}
+
+/// `limits.jxl_max_pixels` downscales a JPEG XL output (shape kept) before libjxl sees it;
+/// other formats of the same URL keep the requested size.
+#[tokio::test]
+async fn jxl_outputs_over_jxl_max_pixels_are_downscaled() {
+    let node = TestNode::start_with("[limits]\njxl_max_pixels = 20000\n").await;
+    node.add_image(
+        "acme",
+        "photo.jpg",
+        &fixture("photos/ladybird.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let (status, headers, jxl) = node.fetch("/i/acme/photo.jxl?w=400").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jxl");
+    let (w, h) = djxl(&jxl).to_rgb8().dimensions();
+    let (_, _, png) = node.fetch("/i/acme/photo.png?w=400").await;
+    let (pw, ph) = decode(&png).to_rgb8().dimensions();
+    assert_eq!(pw, 400);
+    assert!(u64::from(w) * u64::from(h) <= 20_000, "{w}x{h}");
+    assert!(w >= 170, "{w}x{h}: not the largest size within the cap");
+    let (ratio, want) = (f64::from(w) / f64::from(h), f64::from(pw) / f64::from(ph));
+    assert!((ratio - want).abs() < 0.02, "{w}x{h} against {pw}x{ph}");
+}
+
 /// JPEG XL, Radiance HDR and OpenEXR uploaded through the API (sniffed: the file name says
 /// `.bin`), reported with their format and size, then delivered as PNG at the source width and
 /// compared with the independent decode next to the fixture (`ref_*.png`: djxl for JPEG XL,
@@ -752,4 +975,31 @@ async fn uploads_report_alpha_and_frame_count() {
             None => assert!(meta["frame_count"].as_u64().unwrap() > 1, "{rel}: {meta}"),
         }
     }
+}
+
+/// A JPEG XL original is also an output format: the URL the API hands out is its own `.jxl`,
+/// which answers the stored bytes untouched, while a `.jxl` URL with a transform is rendered
+/// and encoded by libjxl (decoded here by djxl at the asked size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jxl_original_passes_through_at_its_own_extension() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let original = fixture("formats/jxl_lossy.jxl");
+    let (status, body) = node.upload(&key, original.clone(), "pics/j.jxl").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["format"], "jxl");
+    let url = body["url"].as_str().unwrap();
+    assert!(url.ends_with("/i/acme/pics/j.jxl"), "{url}");
+
+    let (status, headers, bytes) = node.fetch("/i/acme/pics/j.jxl").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(headers["content-type"], "image/jxl");
+    assert_eq!(headers["x-cache"], "ORIGINAL");
+    assert!(bytes == original, "the stored bytes, untouched");
+
+    let (status, headers, small) = node.fetch("/i/acme/pics/j.jxl?w=48").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&small));
+    assert_eq!(headers["content-type"], "image/jxl");
+    assert_ne!(headers["x-cache"], "ORIGINAL");
+    assert_eq!(djxl(&small).to_rgb8().dimensions(), (48, 30));
 }

@@ -522,8 +522,8 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
         assert!(headers.get("vary").is_none(), "{url}");
         assert_eq!(dimensions(&body), (120, 80), "{url}");
     }
-    // What the SDKs send: `null` unsets a key (and is not stored), `jxl` is accepted and
-    // applies nothing until JPEG XL output exists.
+    // What the SDKs send: `null` unsets a key (and is not stored), `jxl` is an output format
+    // like the others.
     let (status, sdk) = api(
         &node,
         reqwest::Method::POST,
@@ -536,7 +536,7 @@ async fn presets_apply_in_every_spelling_and_edits_change_new_requests() {
     assert_eq!(sdk["params"], json!({"w": 90, "format": "jxl"}));
     let (code, headers, body) = node.fetch("/i/acme/bug.jpg?p:sdk").await;
     assert_eq!(code, 200);
-    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(headers["content-type"], "image/jxl");
     assert_eq!(dimensions(&body).0, 90);
     // An unknown preset, a bad one: 400.
     let (code, headers, body) = node.fetch("/i/acme/bug.jpg?p:nope").await;

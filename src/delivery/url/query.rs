@@ -25,7 +25,7 @@ const MSG_BLUR: &str = "blur must be an integer from 0 to 100";
 const MSG_SHARPEN: &str = "sharpen must be an integer from 0 to 100";
 const MSG_ROTATE: &str = "rotate must be one of 0, 90, 180, 270, auto";
 const MSG_FLIP: &str = "flip must be one of h, v, both";
-const MSG_FORMAT: &str = "format must be auto, jpeg, jpg, png, webp or avif";
+const MSG_FORMAT: &str = "format must be auto, jpeg, jpg, png, webp, avif or jxl";
 const MSG_BG: &str = "bg must be 6 hex digits RRGGBB (optionally preceded by %23)";
 const MSG_PRESET: &str = "preset must be p:{name} with a name of 1 to 50 characters from \
                           A-Z, a-z, 0-9, _ and -, and no value";
@@ -507,8 +507,9 @@ mod tests {
                     ("jpg", "format=jpeg"),
                     ("JPEG", "format=jpeg"),
                     ("avif", "format=avif"),
+                    ("jxl", "format=jxl"),
                 ],
-                &["", "gif", "jxl", "webp2"],
+                &["", "gif", "jpegxl", "webp2"],
             ),
             (
                 "bg",

@@ -1,5 +1,6 @@
 //! Encoders: the final pixels to JPEG (jpeg-encoder), PNG (png), lossy WebP (libwebp through
-//! the `webp` crate) and AVIF (libaom or rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`, `aom.rs`).
+//! the `webp` crate), AVIF (libaom or rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`, `aom.rs`)
+//! and JPEG XL (libjxl: `jxl.rs`).
 //!
 //! Owns encoder settings and nothing else. Must never write metadata (no EXIF, XMP, IPTC or
 //! ICC: every output is sRGB and carries no GPS), never panic on an encoder failure (that is
@@ -11,6 +12,8 @@
 
 mod aom;
 mod avif;
+mod jxl;
+mod jxl_ffi;
 
 use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
 
@@ -40,6 +43,7 @@ pub(super) fn encode(
         OutputFormat::Png => png(image, settings.png_compression),
         OutputFormat::Webp => webp(image, quality, settings.webp_method),
         OutputFormat::Avif => avif::encode(image, quality, settings),
+        OutputFormat::Jxl => jxl::encode(image, quality, settings.jxl_effort),
     }
 }
 
@@ -418,6 +422,25 @@ mod tests {
         assert!(!has_marker(&rgb, b"auxC"));
     }
 
+    /// A bare JPEG XL codestream (signature FF 0A, no container, so no metadata boxes);
+    /// lossless at q=100 is larger than lossy at 80 and both encode RGB, RGBA and grey.
+    /// Pixels are checked against djxl in tests/integration/formats.rs.
+    #[test]
+    fn jxl_is_a_bare_codestream_lossless_at_100() {
+        for layout in [PixelLayout::Rgb8, PixelLayout::Rgba8] {
+            let image = gradient(64, 40, layout);
+            let lossy = encode(&image, OutputFormat::Jxl, 80, &settings()).expect("encode");
+            let lossless = encode(&image, OutputFormat::Jxl, 100, &settings()).expect("encode");
+            for bytes in [&lossy, &lossless] {
+                assert_eq!(&bytes[..2], &[0xFF, 0x0A], "{layout:?}");
+                assert!(!has_marker(bytes, b"Exif") && !has_marker(bytes, b"jbrd"));
+            }
+            assert_ne!(lossy, lossless);
+        }
+        let bytes = encode(&gray(33, 17), OutputFormat::Jxl, 100, &settings()).expect("encode");
+        assert_eq!(&bytes[..2], &[0xFF, 0x0A]);
+    }
+
     #[test]
     fn one_pixel_images_encode() {
         for layout in [PixelLayout::Rgb8, PixelLayout::Rgba8] {
@@ -427,6 +450,7 @@ mod tests {
                 OutputFormat::Png,
                 OutputFormat::Webp,
                 OutputFormat::Avif,
+                OutputFormat::Jxl,
             ] {
                 let bytes = encode(&image, format, 80, &settings()).expect("encode");
                 assert!(!bytes.is_empty(), "{format} {layout:?}");
@@ -444,6 +468,7 @@ mod tests {
             avif_bit_depth: 12,
             webp_method: 99,
             png_compression: 7,
+            jxl_effort: 0,
         };
         let image = gradient(8, 8, PixelLayout::Rgb8);
         for format in [
@@ -451,6 +476,7 @@ mod tests {
             OutputFormat::Png,
             OutputFormat::Webp,
             OutputFormat::Avif,
+            OutputFormat::Jxl,
         ] {
             assert!(encode(&image, format, 0, &s).is_ok(), "{format}");
         }
