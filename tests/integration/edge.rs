@@ -665,18 +665,10 @@ urls = ["http://127.0.0.1:{port}/"]
     )
     .await;
 
-    // Cached at the edge: the second request does not reach the node.
-    let warm = |path: &'static str| {
-        let edge = &edge;
-        async move {
-            assert_eq!(via(edge, path).await, (200, "MISS".into()), "{path}");
-            assert_eq!(via(edge, path).await, (200, "HIT".into()), "{path}");
-        }
-    };
     let mut count = 0.0;
 
     // Image made private: gone from Varnish (the node now answers 404).
-    warm("/i/acme/a.webp?w=40").await;
+    warm(&edge, "/i/acme/a.webp?w=40").await;
     node.api(
         Method::PATCH,
         &format!("/api/v1/images/{a_id}/visibility"),
@@ -688,7 +680,7 @@ urls = ["http://127.0.0.1:{port}/"]
     assert_eq!(via(&edge, "/i/acme/a.webp?w=40").await.0, 404);
 
     // A preset edited: URLs naming it render anew.
-    warm("/i/acme/b.png?p:card").await;
+    warm(&edge, "/i/acme/b.png?p:card").await;
     let (_, _, presets) = node
         .api(Method::GET, "/api/v1/settings/presets", &key, None)
         .await;
@@ -715,7 +707,7 @@ urls = ["http://127.0.0.1:{port}/"]
 
     // A path re-pointed at other bytes.
     node.upload(&key, fixture("photos/dune.jpg"), "c.jpg").await;
-    warm("/i/acme/c.webp?w=40").await;
+    warm(&edge, "/i/acme/c.webp?w=40").await;
     node.upload_with(&key, png.clone(), "c.png", &[("overwrite", "true")])
         .await;
     one_more_delivered(&node, &mut count).await;
@@ -732,7 +724,7 @@ urls = ["http://127.0.0.1:{port}/"]
     );
 
     // Settings that change rendering.
-    warm("/i/acme/b.webp?w=41").await;
+    warm(&edge, "/i/acme/b.webp?w=41").await;
     node.api(
         Method::PUT,
         "/api/v1/settings",
@@ -785,7 +777,52 @@ urls = ["http://127.0.0.1:{port}/"]
         .ops_call(Method::GET, "/admin/v1/edge/purges", None)
         .await;
     assert_eq!(listed["total"], 0, "{listed}");
+
+    // A path deleted (its image keeps another path).
+    let garden = fixture("photos/garden.jpg");
+    node.upload(&key, garden.clone(), "e.jpg").await;
+    node.upload(&key, garden, "e2.jpg").await;
+    warm(&edge, "/i/acme/e.webp?w=40").await;
+    let (s, _, _) = node
+        .api(Method::DELETE, "/api/v1/images/path/acme/e.jpg", &key, None)
+        .await;
+    assert_eq!(s, 200);
+    one_more_delivered(&node, &mut count).await;
+    assert_eq!(via(&edge, "/i/acme/e.webp?w=40").await.0, 404);
+
+    // A preset deleted: URLs naming it are refused now.
+    warm(&edge, "/i/acme/e2.png?p:card").await;
+    node.api(Method::DELETE, "/api/v1/settings/presets/card", &key, None)
+        .await;
+    one_more_delivered(&node, &mut count).await;
+    assert_eq!(via(&edge, "/i/acme/e2.png?p:card").await.0, 400);
+
+    // The account suspended: nothing of it is served from the edge.
+    warm(&edge, "/i/acme/e2.webp?w=41").await;
+    let (s, _) = node
+        .ops_call(Method::POST, "/admin/v1/accounts/acme/suspend", None)
+        .await;
+    assert_eq!(s, 200);
+    one_more_delivered(&node, &mut count).await;
+    assert_eq!(via(&edge, "/i/acme/e2.webp?w=41").await.0, 403);
+
+    // Resumed, then erased: the erasure answers once the edge has dropped the account.
+    node.ops_call(Method::POST, "/admin/v1/accounts/acme/resume", None)
+        .await;
+    warm(&edge, "/i/acme/e2.webp?w=42").await;
+    let (s, erased) = node
+        .ops_call(Method::DELETE, "/admin/v1/accounts/acme", None)
+        .await;
+    assert_eq!(s, 200, "{erased}");
+    assert_eq!(erased["edge_purge"], "delivered");
+    assert_eq!(via(&edge, "/i/acme/e2.webp?w=42").await.0, 404);
     drop(edge);
+}
+
+/// Cached at the edge: the first request misses, the second does not reach the node.
+async fn warm(edge: &crate::harness::Varnish, path: &str) {
+    assert_eq!(via(edge, path).await, (200, "MISS".into()), "{path}");
+    assert_eq!(via(edge, path).await, (200, "HIT".into()), "{path}");
 }
 
 /// Every `expr` in a Grafana dashboard (panels and variables).
