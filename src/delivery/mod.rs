@@ -297,7 +297,10 @@ async fn serve_original(
     let mut meta = resolved.meta();
     let image = &resolved.image;
     let scope = crate::cache::scope(&resolved.account.name, &image.hash);
-    meta.etag = etag_of(&state.caches.variant_key(&scope, "", "original"));
+    // "original-nometa": answered without the metadata of `original_bytes` (a new ETag, so
+    // nothing cached under the old one, with its GPS, is revalidated as current).
+    let key = state.caches.variant_key(&scope, "", "original-nometa");
+    meta.etag = etag_of(&key);
     // Revalidation needs no bytes at all: the ETag is derived from the request alone.
     if not_modified(req.headers, &meta.etag) {
         return Ok((
@@ -306,10 +309,40 @@ async fn serve_original(
         ));
     }
     let started = Instant::now();
-    let bytes = render::fetch_original(state, &image.hash).await?;
+    let bytes = original_bytes(state, image, &scope, key).await?;
     meta.timing = Some((started.elapsed(), StageTimings::default()));
     let head_only = req.method == Method::HEAD;
     Ok((meta.respond(state, bytes, head_only), meta.cache))
+}
+
+/// The bytes of an original as the node answers them: a JPEG without its metadata (GPS,
+/// device, XMP, IPTC, comments; `pipeline::jpeg_without_metadata`, a bounded byte walk done
+/// here, not on the render pool, so originals are answered when the pool is full), kept in
+/// the variant cache under `key` like a render; other formats as stored.
+async fn original_bytes(
+    state: &AppState,
+    image: &ImageRecord,
+    scope: &str,
+    key: VariantKey,
+) -> Result<Bytes, HttpError> {
+    if image.format != crate::pipeline::SourceFormat::Jpeg {
+        return Ok(render::fetch_original(state, &image.hash).await?);
+    }
+    let caches = &state.caches;
+    if let Some((bytes, _)) = caches.rendered(&state.store, scope, &key).await? {
+        return Ok(bytes);
+    }
+    let stored = render::fetch_original(state, &image.hash).await?;
+    let bytes = crate::pipeline::jpeg_without_metadata(&stored).map_or(stored, Bytes::from);
+    let variant = crate::cache::variants::Variant {
+        bytes: bytes.clone(),
+        media_type: OutputFormat::Jpeg.media_type(),
+        stored_at: crate::store::now_unix().max(0) as u64,
+    };
+    caches
+        .insert_rendered(&state.store, scope, key, variant)
+        .await?;
+    Ok(bytes)
 }
 
 /// A rendered variant: from the variant cache, else rendered once (single flight) within

@@ -21,6 +21,7 @@ mod image;
 mod orient;
 mod probe;
 pub mod spec;
+mod strip;
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ pub use probe::probe;
 pub(crate) use probe::{ImageInfo, sniff};
 pub(crate) use spec::{AvifChroma, AvifEncoder, Fit, Rgb};
 pub use spec::{Crop, EncodeSettings, Limits, OutputFormat, SourceFormat, Transform};
+pub(crate) use strip::jpeg_without_metadata;
 
 /// Per-stage durations of one render (reported in `Server-Timing` and metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

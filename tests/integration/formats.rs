@@ -1003,3 +1003,53 @@ async fn a_jxl_original_passes_through_at_its_own_extension() {
     assert_ne!(headers["x-cache"], "ORIGINAL");
     assert_eq!(djxl(&small).to_rgb8().dimensions(), (48, 30));
 }
+
+/// A bare original URL of a JPEG answers its pixels byte for byte without what the phone
+/// wrote about it: no GPS, camera make, XMP or comment; the Orientation stays so browsers
+/// still turn it upright.
+#[tokio::test]
+async fn a_bare_jpeg_original_is_answered_without_its_metadata() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let original = fixture("formats/jpeg_gps_orient6.jpg");
+    let (status, up) = node.upload(&key, original.clone(), "trip/p.jpg").await;
+    assert_eq!(status, 201, "{up}");
+    for _ in 0..2 {
+        // The second answer comes from the cache.
+        let (status, headers, body) = node.fetch("/i/acme/trip/p.jpg").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-cache"], "ORIGINAL");
+        assert_eq!(headers["content-type"], "image/jpeg");
+        for needle in [
+            &b"TestCam"[..],
+            b"someone",
+            b"shot at home",
+            b"http://ns.adobe.com",
+        ] {
+            assert!(
+                !body.windows(needle.len()).any(|w| w == needle),
+                "{} still in the answer",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        let exif = exif::Reader::new()
+            .read_from_container(&mut std::io::Cursor::new(&body[..]))
+            .expect("the Orientation's Exif");
+        assert!(
+            exif.fields().all(|f| f.ifd_num == exif::In::PRIMARY
+                && !matches!(f.tag.context(), exif::Context::Gps)),
+            "only IFD0 tags, no GPS"
+        );
+        let orientation = exif
+            .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+            .and_then(|f| f.value.get_uint(0));
+        assert_eq!(orientation, Some(6));
+        // The picture itself: the same scan bytes, the same pixels.
+        let sos = |b: &[u8]| b.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        assert_eq!(&body[sos(&body)..], &original[sos(&original)..]);
+        assert_eq!(
+            decode(&body).to_rgb8().into_raw(),
+            decode(&original).to_rgb8().into_raw()
+        );
+    }
+}
