@@ -207,7 +207,10 @@ impl From<PipelineError> for HttpError {
                 "the stored original is in a format this node cannot decode",
             ),
             PipelineError::SourceTooLarge(m) => HttpError::new(ErrorCode::ImageTooLarge, m),
-            PipelineError::OutputTooLarge(m) => HttpError::validation(m),
+            PipelineError::OutputTooLarge(m) | PipelineError::BadRequest(m) => {
+                HttpError::validation(m)
+            }
+            PipelineError::Deadline(_) => HttpError::new(ErrorCode::TransformTimeout, "timeout"),
             PipelineError::Corrupt(m) => HttpError::new(ErrorCode::CorruptImage, m),
             PipelineError::Internal(m) => HttpError::internal(m),
         }

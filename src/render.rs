@@ -116,9 +116,20 @@ pub(crate) async fn render_and_store(
 
     let limits = state.config.limits.clone();
     let settings = state.config.encode.clone();
+    let timeout = state.config.cpu.transform_timeout;
+    // The pool stops waiting at `timeout`; an animation also stops working then (between
+    // two frames), so a thousand-frame source cannot hold a thread long after its answer.
+    let deadline = Instant::now() + timeout;
     let rendered = admission
-        .run(state.config.cpu.transform_timeout, move || {
-            pipeline::render(&source, &transform, output, &limits, &settings)
+        .run(timeout, move || {
+            pipeline::render_until(
+                &source,
+                &transform,
+                output,
+                &limits,
+                &settings,
+                Some(deadline),
+            )
         })
         .await?;
     let rendered = match rendered {

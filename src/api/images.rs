@@ -118,9 +118,19 @@ fn stem(path: &str) -> &str {
     path_stem(path).unwrap_or(path)
 }
 
-fn format_urls(base: &str, account: &str, path: &str) -> serde_json::Map<String, Value> {
+/// The delivery URL of each output format; `gif` too when the image is animated (a GIF or WebP
+/// of more than one frame), since `.gif` keeps it animated.
+fn format_urls(
+    base: &str,
+    account: &str,
+    path: &str,
+    (format, frames): (SourceFormat, Option<u32>),
+) -> serde_json::Map<String, Value> {
+    let animated =
+        frames.is_some_and(|n| n > 1) && matches!(format, SourceFormat::Gif | SourceFormat::Webp);
     FORMAT_KEYS
         .iter()
+        .chain(animated.then_some(&("gif", "gif")))
         .map(|(key, ext)| {
             let url = delivery_url(base, account, &format!("{}.{ext}", stem(path)));
             ((*key).to_string(), Value::String(url))
@@ -464,7 +474,7 @@ pub(crate) async fn upload(
             "size": size,
             "format": image.format.extension(),
             "dimensions": {"width": image.width, "height": image.height},
-            "available_formats": format_urls(&base, &who.account, &path),
+            "available_formats": format_urls(&base, &who.account, &path, (image.format, image.frames)),
             "uploaded_at": crate::store::rfc3339(uploaded_at),
             "_links": links(&image.id),
         }),
@@ -640,7 +650,7 @@ pub(crate) async fn metadata(
     let image = owned_image(state, who, id).await?;
     let paths = state.store.image_paths(&who.account, id).await?;
     let first = paths.first().map(String::as_str).unwrap_or("");
-    let mut urls = format_urls(base, &who.account, first);
+    let mut urls = format_urls(base, &who.account, first, (image.format, image.frames));
     urls.insert(
         "original".into(),
         Value::String(delivery_url(

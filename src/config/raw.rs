@@ -425,6 +425,7 @@ pub(crate) struct RawLimits {
     pub(crate) avif_max_side: u32,
     pub(crate) jxl_max_pixels: u64,
     pub(crate) max_frames: u32,
+    pub(crate) max_animation_pixels: u64,
 }
 
 impl Default for RawLimits {
@@ -439,6 +440,7 @@ impl Default for RawLimits {
             avif_max_side: d.avif_max_side,
             jxl_max_pixels: d.jxl_max_pixels,
             max_frames: d.max_frames,
+            max_animation_pixels: d.max_animation_pixels,
         }
     }
 }

@@ -399,6 +399,7 @@ fn limits(p: &mut Problems<'_>, l: &raw::RawLimits) -> Limits {
         avif_max_side: p.positive("limits.avif_max_side", u64::from(l.avif_max_side)) as u32,
         jxl_max_pixels: p.positive("limits.jxl_max_pixels", l.jxl_max_pixels),
         max_frames: p.positive("limits.max_frames", u64::from(l.max_frames)) as u32,
+        max_animation_pixels: p.positive("limits.max_animation_pixels", l.max_animation_pixels),
     }
 }
 

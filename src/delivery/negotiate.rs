@@ -181,6 +181,26 @@ mod tests {
     }
 
     #[test]
+    fn gif_is_never_negotiated() {
+        // Not a delivery format an account can list, and not looked for in `Accept`: only the
+        // extension (or `format=gif`) gives GIF.
+        let gif_first = formats(&["gif", "webp", "jpeg"]);
+        let only_gif = accept("image/gif");
+        assert_eq!(
+            best(&only_gif, OutputFormat::Jpeg, &gif_first),
+            OutputFormat::Jpeg
+        );
+        assert_eq!(
+            best(
+                &accept("image/gif,image/webp"),
+                OutputFormat::Png,
+                &gif_first
+            ),
+            OutputFormat::Webp
+        );
+    }
+
+    #[test]
     fn jxl_only_when_listed_by_the_account_and_the_client() {
         let safari = accept("image/webp,image/avif,image/jxl,image/heic,image/*;q=0.8,*/*;q=0.5");
         // The default list has no jxl: a client that takes it gets the usual choice.

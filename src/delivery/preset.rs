@@ -3,7 +3,7 @@
 //! exactly what a URL can.
 //!
 //! Keys are the delivery keys, `format` included: `auto` (negotiate) or an output format
-//! (`jpeg`/`jpg`, `png`, `webp`, `avif`, `jxl`) that replaces the URL extension's format. A
+//! (`jpeg`/`jpg`, `png`, `webp`, `avif`, `jxl`, `gif`) that replaces the URL extension's format. A
 //! key whose value is `null` is unset. Unknown keys are refused (a typo in a stored
 //! preset must not be silently ignored), as are nested presets and signatures. Pure and
 //! allocation-light; no I/O.
@@ -30,6 +30,8 @@ const PRESET_KEYS: &[&str] = &[
     "flip",
     "bg",
     "format",
+    "frame",
+    "animated",
 ];
 
 /// A preset's parameters, ready to be overlaid by a URL's.
@@ -47,7 +49,9 @@ pub(crate) fn parse(value: &Value) -> Result<PresetParams, String> {
     };
     let query = object_query(map, "params")?;
     let mut parsed = url::parse_query(&query).map_err(|e| match e.key.as_str() {
-        "format" => "params.format must be one of auto, jpeg, jpg, png, webp, avif, jxl".into(),
+        "format" => {
+            "params.format must be one of auto, jpeg, jpg, png, webp, avif, jxl, gif".into()
+        }
         key => format!("params.{key}: {}", e.message),
     })?;
     let output = parsed.params.format.take();
@@ -137,7 +141,8 @@ mod tests {
             (json!({"width": 10}), "params.width"),
             (json!({"p:other": ""}), "params.p:other"),
             (json!({"sig": "x"}), "params.sig"),
-            (json!({"format": "gif"}), "params.format"),
+            (json!({"format": "bmp"}), "params.format"),
+            (json!({"frame": -1}), "params.frame"),
             (json!({"fit": ["cover"]}), "params.fit"),
             (json!({"bg": "zz"}), "params.bg"),
         ] {

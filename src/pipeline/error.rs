@@ -15,6 +15,13 @@ pub enum PipelineError {
     /// The bytes are damaged or truncated.
     #[error("corrupt image: {0}")]
     Corrupt(String),
+    /// The request asks for something this source does not have (`frame=N` past its last
+    /// frame); names the parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// An animation render passed its deadline between two frames (`cpu.transform_timeout`).
+    #[error("render deadline passed after {0} frames")]
+    Deadline(u32),
     /// A bug or an encoder failure; never the client's fault.
     #[error("internal pipeline error: {0}")]
     Internal(String),

@@ -263,7 +263,27 @@ pub(super) fn apply(
     t: &Transform,
 ) -> Result<Image, PipelineError> {
     let rect = crop_rect(&image, plan, t.crop);
-    let output = plan.output;
+    apply_rect(image, rect, plan.output)
+}
+
+/// Where an animation's frames are cropped: found once, on the first frame, and kept for
+/// every frame (a content-aware anchor re-run per frame would make the framing jump).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FrameCrop(Rect);
+
+impl FrameCrop {
+    /// The crop `plan` and `t` give on `first` (every frame has its size).
+    pub(super) fn new(first: &Image, plan: &OutputPlan, t: &Transform) -> FrameCrop {
+        FrameCrop(crop_rect(first, plan, t.crop))
+    }
+
+    /// [`apply`] on one frame, with the crop found on the first.
+    pub(super) fn apply(self, frame: Image, plan: &OutputPlan) -> Result<Image, PipelineError> {
+        apply_rect(frame, self.0, plan.output)
+    }
+}
+
+fn apply_rect(image: Image, rect: Rect, output: (u32, u32)) -> Result<Image, PipelineError> {
     let full = rect == Rect::full(&image);
     if full && output == (image.width, image.height) {
         return Ok(image);

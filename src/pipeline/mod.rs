@@ -8,8 +8,10 @@
 //! Stage order is fixed whatever the order of URL parameters: probe (limits before any
 //! allocation) → plan the output size (output limits before decoding) → decode → orient →
 //! to sRGB → crop/resize → rotate → flip → grayscale → blur → sharpen → AVIF size cap →
-//! flatten alpha when the format has none → encode.
+//! flatten alpha when the format has none → encode. An animated GIF or WebP rendered to WebP
+//! or GIF runs these stages on every frame (`animation`); other outputs take its first frame.
 
+mod animation;
 mod color;
 mod crop;
 mod decode;
@@ -63,10 +65,33 @@ pub fn render(
     limits: &Limits,
     settings: &EncodeSettings,
 ) -> Result<Rendered, PipelineError> {
+    render_until(source, transform, output, limits, settings, None)
+}
+
+/// [`render`], giving up with `Deadline` between two frames of an animation once `deadline`
+/// has passed (a still is one step: the CPU pool's own timeout answers for it).
+pub(crate) fn render_until(
+    source: &[u8],
+    transform: &Transform,
+    output: OutputFormat,
+    limits: &Limits,
+    settings: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<Rendered, PipelineError> {
     let started = Instant::now();
     let info = probe(source, limits)?;
+    animation::check_frame(&info, transform.frame)?;
     let plan = plan(info.oriented_size(), transform, limits)?.with_orientation(info.orientation);
-    let image = decode_upright(source, &info, limits, plan.decode_hint())?;
+    let animate = transform.frame.is_none() && transform.animated && output.animates();
+    if animate && animation::has_frames(&info) {
+        return animation::render(
+            source, &info, &plan, transform, output, settings, limits, deadline,
+        );
+    }
+    let image = match transform.frame {
+        Some(n) if n > 0 => animation::nth_frame(source, &info, limits, n, deadline)?,
+        _ => decode_upright(source, &info, limits, plan.decode_hint())?,
+    };
     let decoded = Instant::now();
 
     let image = geometry::apply(image, &plan, transform)?;

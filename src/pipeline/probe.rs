@@ -310,6 +310,15 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, PipelineError> 
             header.frames, limits.max_frames
         )));
     }
+    // Every frame of an animation is composited at the canvas size, so the decode work of an
+    // animated render is frames x canvas: bounded here, from the headers alone.
+    let animation = pixels.saturating_mul(u64::from(header.frames));
+    if header.frames > 1 && animation > limits.max_animation_pixels {
+        return Err(PipelineError::SourceTooLarge(format!(
+            "{} frames of {}x{} = {animation} pixels, limit limits.max_animation_pixels = {}",
+            header.frames, header.width, header.height, limits.max_animation_pixels
+        )));
+    }
     Ok(ImageInfo {
         format,
         width: header.width,
@@ -1187,6 +1196,19 @@ mod tests {
             );
             assert!(probe(&fixture(rel), &Limits::default()).is_ok(), "{rel}");
         }
+        // frames x canvas, from the headers: 3 frames of 4x4 are 48 pixels.
+        let gif = gif_with_frames((4, 4), &[(0, 0, 4, 4), (0, 0, 1, 1), (0, 0, 2, 2)]);
+        let budget = |max_animation_pixels| Limits {
+            max_animation_pixels,
+            ..Limits::default()
+        };
+        assert!(probe(&gif, &budget(48)).is_ok());
+        let Err(PipelineError::SourceTooLarge(why)) = probe(&gif, &budget(47)) else {
+            panic!("over the animation budget");
+        };
+        assert!(why.contains("limits.max_animation_pixels"), "{why}");
+        // A still is never counted against it.
+        assert!(probe(&jpeg, &budget(1)).is_ok());
     }
 
     #[test]

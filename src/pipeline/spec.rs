@@ -68,6 +68,9 @@ pub enum OutputFormat {
     Avif,
     /// JPEG XL (libjxl): lossy VarDCT in XYB below `q=100`, lossless modular at `q=100`.
     Jxl,
+    /// GIF: a palette quantised per frame (color_quant's NeuQuant), 1-bit transparency.
+    /// Animated when the source is; never chosen by `format=auto`.
+    Gif,
 }
 
 impl OutputFormat {
@@ -78,6 +81,7 @@ impl OutputFormat {
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
             OutputFormat::Jxl => "image/jxl",
+            OutputFormat::Gif => "image/gif",
         }
     }
 
@@ -89,7 +93,14 @@ impl OutputFormat {
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
             OutputFormat::Jxl => "jxl",
+            OutputFormat::Gif => "gif",
         }
+    }
+
+    /// Whether the format keeps an animated source animated (every frame, its delay and the
+    /// loop count); the others take the first frame.
+    pub(crate) fn animates(self) -> bool {
+        matches!(self, OutputFormat::Webp | OutputFormat::Gif)
     }
 
     /// Whether the format can carry an alpha channel (otherwise alpha is flattened onto
@@ -259,6 +270,11 @@ pub struct Transform {
     pub flip: Option<Flip>,
     /// Background used when alpha has to be flattened.
     pub background: Rgb,
+    /// `frame=N`: this frame (0-based) of an animated GIF or WebP source, as a still.
+    pub frame: Option<u32>,
+    /// `animated=false`: an animated source gives its first frame even to a format that
+    /// animates (WebP, GIF).
+    pub animated: bool,
 }
 
 impl Transform {
@@ -280,6 +296,8 @@ impl Default for Transform {
             rotate: Rotate::R0,
             flip: None,
             background: Rgb::WHITE,
+            frame: None,
+            animated: true,
         }
     }
 }
@@ -363,6 +381,9 @@ pub struct Limits {
     pub jxl_max_pixels: u64,
     /// Largest number of animation frames a source may declare.
     pub max_frames: u32,
+    /// Largest animation, in pixels: frames x canvas width x canvas height, from the headers.
+    /// Bounds the decode work of an animated render (each frame is composited at canvas size).
+    pub max_animation_pixels: u64,
 }
 
 impl Default for Limits {
@@ -376,6 +397,7 @@ impl Default for Limits {
             avif_max_side: 4_000,
             jxl_max_pixels: 8_000_000,
             max_frames: 1_000,
+            max_animation_pixels: 400_000_000,
         }
     }
 }

@@ -25,8 +25,15 @@ impl TransformParams {
     /// string as its literal query (sorted).
     pub fn signing_query(&self) -> String {
         let mut out = String::with_capacity(128);
-        // Written in sorted key order: aspect, bg, blur, crop, dpr, fit, flip, format,
-        // grayscale, h, p:{name}, q, rotate, sharpen, w.
+        // Written in sorted key order: animated, aspect, bg, blur, crop, dpr, fit, flip,
+        // format, frame, grayscale, h, p:{name}, q, rotate, sharpen, w.
+        if let Some(animated) = self.animated {
+            push_str_pair(
+                &mut out,
+                "animated",
+                if animated { "true" } else { "false" },
+            );
+        }
         if let Some(aspect) = self.aspect {
             match aspect {
                 Aspect::Original => push_str_pair(&mut out, "aspect", "original"),
@@ -61,6 +68,9 @@ impl TransformParams {
                 other => other.extension(),
             };
             push_str_pair(&mut out, "format", name);
+        }
+        if let Some(frame) = self.frame {
+            push_num(&mut out, "frame", frame);
         }
         if let Some(gray) = self.grayscale {
             push_str_pair(&mut out, "grayscale", if gray { "true" } else { "false" });
@@ -213,7 +223,11 @@ fn push_bg(out: &mut String, Rgb(rgb): Rgb) {
 pub fn canonical(t: &Transform) -> String {
     let d = Transform::default();
     let mut out = String::with_capacity(64);
-    // Sorted: aspect, bg, blur, crop, fit, flip, grayscale, h, q, rotate, sharpen, w.
+    // Sorted: animated, aspect, bg, blur, crop, fit, flip, frame, grayscale, h, q, rotate,
+    // sharpen, w.
+    if t.animated != d.animated {
+        push_str_pair(&mut out, "animated", "false");
+    }
     if let Some((w, h)) = t.aspect {
         push_ratio(&mut out, w, h);
     }
@@ -231,6 +245,9 @@ pub fn canonical(t: &Transform) -> String {
     }
     if let Some(flip) = t.flip {
         push_str_pair(&mut out, "flip", flip_name(flip));
+    }
+    if let Some(frame) = t.frame {
+        push_num(&mut out, "frame", frame);
     }
     if t.grayscale != d.grayscale {
         push_str_pair(&mut out, "grayscale", "true");
@@ -266,12 +283,14 @@ pub fn parse_canonical(s: &str) -> Result<Transform, UrlError> {
             .split_once('=')
             .ok_or_else(|| err(pair, MSG_CANONICAL))?;
         let parsed = match key {
+            "animated" => parse_bool(value).map(|a| t.animated = a),
             "aspect" => parse_ratio(value).map(|r| t.aspect = Some(r)),
             "bg" => parse_bg(value).map(|c| t.background = c),
             "blur" => parse_u8(value, 0).map(|v| t.blur = v),
             "crop" => parse_crop(value).map(|c| t.crop = c),
             "fit" => parse_fit(value).map(|f| t.fit = f),
             "flip" => parse_flip(value).map(|f| t.flip = Some(f)),
+            "frame" => parse_int_u32(value, 1, u32::MAX).map(|n| t.frame = Some(n)),
             "grayscale" => parse_bool(value).map(|g| t.grayscale = g),
             "h" => parse_int_u32(value, 1, u32::MAX).map(|h| t.height = Some(h)),
             "q" => parse_u8(value, 1).map(|q| t.quality = q),
@@ -312,6 +331,34 @@ mod tests {
         assert_eq!(
             canonical(&ta),
             "bg=00ff00&fit=contain&grayscale=true&h=600&q=70&w=800"
+        );
+    }
+
+    #[test]
+    fn frame_spellings_share_one_entry() {
+        let limits = Limits::default();
+        let defaults = TransformDefaults::default();
+        let key = |q: &str| canonical(&params(q).resolve(&defaults, &limits));
+        for first in [
+            "animated=false",
+            "animated=0",
+            "frame=0",
+            "frame=0&animated=true",
+        ] {
+            assert_eq!(key(first), "animated=false", "{first}");
+        }
+        assert_eq!(key("animated=true"), "");
+        assert_eq!(key("animated=1&w=10"), "w=10");
+        assert_eq!(key("w=10&frame=2"), "frame=2&w=10");
+        assert_eq!(key("frame=2&animated=false"), "frame=2");
+        assert_eq!(key("animated=0&w=10"), "animated=false&w=10");
+        assert!(parse_canonical("frame=0").is_err());
+        assert!(parse_canonical("animated=true").is_err());
+        let t = parse_canonical("animated=false&frame=3").expect("canonical");
+        assert_eq!((t.frame, t.animated), (Some(3), false));
+        assert_eq!(
+            params("frame=7&animated=0").signing_query(),
+            "animated=false&frame=7"
         );
     }
 
@@ -454,11 +501,13 @@ mod tests {
                 prop::option::of(flip()),
                 rgb(),
             ),
+            (prop::option::of(1..=99_999u32), any::<bool>()),
         )
             .prop_map(
                 |(
                     (width, height, fit, aspect, quality, crop),
                     (grayscale, blur, sharpen, rotate, flip, background),
+                    (frame, animated),
                 )| Transform {
                     width,
                     height,
@@ -472,6 +521,8 @@ mod tests {
                     rotate,
                     flip,
                     background,
+                    frame,
+                    animated: frame.is_some() || animated,
                 },
             )
     }
@@ -507,11 +558,13 @@ mod tests {
                 any::<bool>(),
                 of(rgb()),
             ),
+            (of(0u32..=99_999), of(any::<bool>())),
         )
             .prop_map(
                 |(
                     (w, h, fit, aspect, q, dpr, crop, grayscale),
                     (blur, sharpen, rotate, flip, preset, format_auto, bg),
+                    (frame, animated),
                 )| TransformParams {
                     w,
                     h,
@@ -529,6 +582,8 @@ mod tests {
                     format_auto,
                     format: None,
                     bg,
+                    frame,
+                    animated,
                 },
             )
     }

@@ -173,6 +173,10 @@ pub struct TransformParams {
     /// alias of the extension, as img-src's SDKs send it). Exclusive with `format_auto`.
     pub(crate) format: Option<OutputFormat>,
     pub(crate) bg: Option<Rgb>,
+    /// `frame=N`: one frame of an animation, 0-based (as imgproxy's `page`).
+    pub(crate) frame: Option<u32>,
+    /// `animated=false`: the first frame of an animation, whatever the format.
+    pub(crate) animated: Option<bool>,
 }
 
 /// The `aspect` parameter.
@@ -254,8 +258,8 @@ mod tests {
         assert_eq!(e.to_string(), e.message);
         let e = parse_query("dpr=9").unwrap_err();
         assert!(e.message.contains("1 to 4"));
-        let e = parse_path("acme/x.gif").unwrap_err();
-        assert!(e.message.contains("jpg, jpeg, png, webp, avif"));
+        let e = parse_path("acme/x.bmp").unwrap_err();
+        assert!(e.message.contains("jpg, jpeg, png, webp, avif, jxl, gif"));
     }
 
     #[test]

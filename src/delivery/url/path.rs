@@ -19,7 +19,7 @@ const MSG_CONTROL: &str = "path must not contain control characters";
 const MSG_BACKSLASH: &str = "path must not contain backslashes";
 const MSG_SEGMENT: &str = "path must not contain empty, . or .. segments";
 const MSG_STEM: &str = "file name must be {stem}.{ext} with a non-empty stem";
-const MSG_EXT: &str = "extension must be one of jpg, jpeg, png, webp, avif, jxl";
+const MSG_EXT: &str = "extension must be one of jpg, jpeg, png, webp, avif, jxl, gif";
 
 /// A split path: `decoded` is `folders/stem.ext` decoded, `dot` the index of the extension's
 /// dot, so both the lookup path and the extension as written are slices of one allocation.
@@ -111,13 +111,14 @@ fn check_segment(segment: &str) -> Result<(), UrlError> {
 
 /// Case-insensitive: URLs copied from camera file names end in `.JPG`.
 pub(super) fn parse_ext(ext: &str) -> Result<OutputFormat, UrlError> {
-    const NAMES: [(&str, OutputFormat); 6] = [
+    const NAMES: [(&str, OutputFormat); 7] = [
         ("jpg", OutputFormat::Jpeg),
         ("jpeg", OutputFormat::Jpeg),
         ("png", OutputFormat::Png),
         ("webp", OutputFormat::Webp),
         ("avif", OutputFormat::Avif),
         ("jxl", OutputFormat::Jxl),
+        ("gif", OutputFormat::Gif),
     ];
     NAMES
         .iter()
@@ -185,6 +186,7 @@ mod tests {
         assert_eq!(ok("acme/x.Png").2, OutputFormat::Png);
         assert_eq!(ok("acme/x.avif").2, OutputFormat::Avif);
         assert_eq!(ok("acme/x.JXL").2, OutputFormat::Jxl);
+        assert_eq!(ok("acme/x.gif").2, OutputFormat::Gif);
         assert_eq!(ok("acme/summer%20sale/caf%C3%A9.png").1, "summer sale/café");
         assert_eq!(ok("acme/a+b.png").1, "a+b");
         assert_eq!(ok("acme/photo%2Ejpg").1, "photo");
@@ -238,7 +240,7 @@ mod tests {
             ("acme/a%2.jpg", MSG_ESCAPE),
             ("acme/a.jpg%", MSG_ESCAPE),
             ("acme/%FF.jpg", MSG_UTF8),
-            ("acme/x.gif", MSG_EXT),
+            ("acme/x.bmp", MSG_EXT),
             ("acme/x.jpg2", MSG_EXT),
             ("acme/x.", MSG_EXT),
             ("acme/x", MSG_STEM),

@@ -25,7 +25,9 @@ const MSG_BLUR: &str = "blur must be an integer from 0 to 100";
 const MSG_SHARPEN: &str = "sharpen must be an integer from 0 to 100";
 const MSG_ROTATE: &str = "rotate must be one of 0, 90, 180, 270, auto";
 const MSG_FLIP: &str = "flip must be one of h, v, both";
-const MSG_FORMAT: &str = "format must be auto, jpeg, jpg, png, webp, avif or jxl";
+const MSG_FORMAT: &str = "format must be auto, jpeg, jpg, png, webp, avif, jxl or gif";
+const MSG_FRAME: &str = "frame must be an integer from 0 to 99999 (the first frame is 0)";
+const MSG_ANIMATED: &str = "animated must be one of true, false, 1, 0";
 const MSG_BG: &str = "bg must be 6 hex digits RRGGBB (optionally preceded by %23)";
 const MSG_PRESET: &str = "preset must be p:{name} with a name of 1 to 50 characters from \
                           A-Z, a-z, 0-9, _ and -, and no value";
@@ -79,6 +81,8 @@ enum Key<'a> {
     Flip,
     Format,
     Bg,
+    Frame,
+    Animated,
     Preset(&'a str),
     Sig(&'static str),
     Exp(&'static str),
@@ -101,6 +105,8 @@ impl<'a> Key<'a> {
             "flip" => Key::Flip,
             "format" => Key::Format,
             "bg" => Key::Bg,
+            "frame" => Key::Frame,
+            "animated" => Key::Animated,
             "sig" => Key::Sig("sig"),
             "token" => Key::Sig("token"),
             "exp" => Key::Exp("exp"),
@@ -142,6 +148,12 @@ fn apply(out: &mut DeliveryQuery, key: Key<'_>, value: &str) -> Result<(), UrlEr
             }
         }
         Key::Bg => p.bg = Some(parse_bg(value).ok_or_else(|| err("bg", MSG_BG))?),
+        Key::Frame => {
+            p.frame = Some(parse_int_u32(value, 0, 99_999).ok_or_else(|| err("frame", MSG_FRAME))?);
+        }
+        Key::Animated => {
+            p.animated = Some(parse_bool(value).ok_or_else(|| err("animated", MSG_ANIMATED))?);
+        }
         Key::Preset(name) => {
             if !value.is_empty() || !is_preset_name(name) {
                 return Err(err("p", MSG_PRESET));
@@ -508,8 +520,23 @@ mod tests {
                     ("JPEG", "format=jpeg"),
                     ("avif", "format=avif"),
                     ("jxl", "format=jxl"),
+                    ("gif", "format=gif"),
                 ],
-                &["", "gif", "jpegxl", "webp2"],
+                &["", "bmp", "jpegxl", "webp2"],
+            ),
+            (
+                "frame",
+                &[("0", "frame=0"), ("7", "frame=7"), ("99999", "frame=99999")],
+                &["", "-1", "100000", "1.0", "first"],
+            ),
+            (
+                "animated",
+                &[
+                    ("true", "animated=true"),
+                    ("0", "animated=false"),
+                    ("false", "animated=false"),
+                ],
+                &["", "no", "2"],
             ),
             (
                 "bg",

@@ -66,6 +66,8 @@ impl TransformParams {
                 .format
                 .or(if over.format_auto { None } else { self.format }),
             bg: over.bg.or(self.bg),
+            frame: over.frame.or(self.frame),
+            animated: over.animated.or(self.animated),
         }
     }
 
@@ -79,6 +81,8 @@ impl TransformParams {
     ///   (both sides by the same factor, keeping the requested shape), but never below 1: a
     ///   `w`/`h` over the limit on its own is left for the pipeline to refuse with a 400, as
     ///   the spec wants for over-limit output, while `dpr`'s excess is silently clamped.
+    /// - `frame=0` resolves to `animated=false` (both are the first frame), and `animated` means
+    ///   nothing beside another `frame`.
     /// - With neither `w` nor `h`, `dpr` has no effect, and when the account sets
     ///   `max_width`/`max_height` the output is bounded by them with [`Fit::ScaleDown`]
     ///   (never enlarged, aspect kept), whatever `fit` says: `fit` means nothing without a box.
@@ -136,6 +140,14 @@ impl TransformParams {
             },
             flip: self.flip,
             background: self.bg.unwrap_or_default(),
+            // One spelling per render: `frame=0` is the first frame, which is what
+            // `animated=false` asks for, and a picked frame is a still whatever `animated` says.
+            frame: self.frame.filter(|&n| n > 0),
+            animated: match self.frame {
+                Some(0) => false,
+                Some(_) => true,
+                None => self.animated.unwrap_or(true),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub(super) mod avif;
 mod bmp;
+pub(super) mod frames;
 mod gif;
 pub(super) mod hdr;
 pub(super) mod heic;

@@ -208,7 +208,11 @@ fn first_frame(bytes: &[u8], limits: &Limits) -> Result<Image, PipelineError> {
 
 /// Every VP8/VP8L bitstream in the file (top level, or in an animation frame) must declare a
 /// size within the canvas.
-fn check_frame_sizes(bytes: &[u8], canvas_w: u32, canvas_h: u32) -> Result<(), PipelineError> {
+pub(super) fn check_frame_sizes(
+    bytes: &[u8],
+    canvas_w: u32,
+    canvas_h: u32,
+) -> Result<(), PipelineError> {
     let too_big = |w: u32, h: u32| {
         corrupt(
             SourceFormat::Webp,

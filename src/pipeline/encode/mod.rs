@@ -1,6 +1,7 @@
 //! Encoders: the final pixels to JPEG (jpeg-encoder), PNG (png), lossy WebP (libwebp through
 //! the `webp` crate), AVIF (libaom or rav1e at 4:2:0, ravif at 4:4:4 and with alpha: `avif.rs`, `aom.rs`)
-//! and JPEG XL (libjxl: `jxl.rs`).
+//! JPEG XL (libjxl: `jxl.rs`) and GIF (`gif.rs`, palette per frame); animations frame by
+//! frame as GIF (`gif.rs`) or WebP (libwebp's animation encoder: `webp_anim.rs`).
 //!
 //! Owns encoder settings and nothing else. Must never write metadata (no EXIF, XMP, IPTC or
 //! ICC: every output is sRGB and carries no GPS), never panic on an encoder failure (that is
@@ -12,8 +13,13 @@
 
 mod aom;
 mod avif;
+mod gif;
 mod jxl;
 mod jxl_ffi;
+mod webp_anim;
+
+pub(super) use gif::GifAnimation;
+pub(super) use webp_anim::WebpAnimation;
 
 use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, SamplingFactor};
 
@@ -44,6 +50,7 @@ pub(super) fn encode(
         OutputFormat::Webp => webp(image, quality, settings.webp_method),
         OutputFormat::Avif => avif::encode(image, quality, settings),
         OutputFormat::Jxl => jxl::encode(image, quality, settings.jxl_effort),
+        OutputFormat::Gif => gif::encode(image),
     }
 }
 
@@ -451,6 +458,7 @@ mod tests {
                 OutputFormat::Webp,
                 OutputFormat::Avif,
                 OutputFormat::Jxl,
+                OutputFormat::Gif,
             ] {
                 let bytes = encode(&image, format, 80, &settings()).expect("encode");
                 assert!(!bytes.is_empty(), "{format} {layout:?}");
