@@ -77,15 +77,15 @@ impl<'a> Frames<'a> {
         .map_err(|_| corrupt(format, "decoder panicked"))?
     }
 
-    /// How many times the animation plays, 0 for forever (WebP's meaning). A GIF without a
-    /// NETSCAPE2.0 loop extension plays once; one with a count n gives n, as gif2webp reads
-    /// it. Read after the first frame: GIF's extension comes before it.
+    /// How many times the animation plays, 0 for forever (WebP's loop count). A GIF's
+    /// NETSCAPE2.0 count is of repeats after the first play (browsers and ImageMagick play
+    /// n + 1 times, and gif2webp writes n + 1); a GIF without one plays once. Read after the
+    /// first frame: GIF's extension comes before it.
     pub(in super::super) fn loop_count(&self) -> u16 {
         match self {
             Frames::Gif(g) => match g.decoder.repeat() {
                 gif::Repeat::Infinite => 0,
-                gif::Repeat::Finite(0) => 1,
-                gif::Repeat::Finite(n) => n,
+                gif::Repeat::Finite(n) => n.saturating_add(1),
             },
             Frames::Webp(w) => match w.decoder.loop_count() {
                 LoopCount::Forever => 0,
@@ -263,7 +263,7 @@ impl<'a> WebpFrames<'a> {
 #[cfg(test)]
 mod tests {
     use super::super::super::probe::probe;
-    use super::super::test_support::{fixture, pixel};
+    use super::super::test_support::{decode_fixture, fixture, pixel};
     use super::*;
 
     fn all(rel: &str) -> (Vec<Frame>, u16) {
@@ -355,9 +355,59 @@ mod tests {
         assert_eq!(pixel(&seen[3], 0, 3), blue);
     }
 
+    /// ImageMagick's composited frames (`-coalesce`) of a GIF whose second frame is a
+    /// sub-rectangle: ours are the same pixels, and the delays and loop count are the file's.
+    #[test]
+    fn gif_frames_match_imagemagick_coalesce() {
+        let (frames, loops) = all("formats/gif_anim_photo.gif");
+        assert_eq!(loops, 3);
+        assert_eq!(
+            frames.iter().map(|f| f.delay_ms).collect::<Vec<_>>(),
+            [200, 500, 1000]
+        );
+        for (i, frame) in frames.iter().enumerate() {
+            let rel = format!("formats/ref_gif_anim_photo_gif_{i}.png");
+            let reference = decode_fixture(&rel).expect("reference");
+            assert_eq!((frame.image.width, frame.image.height), (120, 80));
+            for y in 0..80 {
+                for x in 0..120 {
+                    assert_eq!(
+                        pixel(&frame.image, x, y),
+                        pixel(&reference, x, y),
+                        "{rel} at {x},{y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn webp_frames_have_their_durations_and_loop_count() {
+        let (frames, loops) = all("formats/webp_anim_photo.webp");
+        assert_eq!(loops, 3);
+        assert_eq!(
+            frames.iter().map(|f| f.delay_ms).collect::<Vec<_>>(),
+            [200, 500, 1000]
+        );
+        // Frame 2 blends a blue square over frame 1's top-left corner; the rest is kept.
+        let (a, b) = (&frames[0].image, &frames[1].image);
+        let blue = pixel(b, 10, 10);
+        assert!(blue[2] > 200 && blue[0] < 60, "{blue:?}");
+        let (p, q) = (pixel(a, 100, 60), pixel(b, 100, 60));
+        assert!(
+            p.iter().zip(q).all(|(x, y)| x.abs_diff(y) < 8),
+            "{p:?} {q:?}"
+        );
+    }
+
     #[test]
     fn fixtures_give_every_frame_with_its_delay() {
-        for rel in ["formats/gif_animated.gif", "formats/webp_animated.webp"] {
+        for rel in [
+            "formats/gif_animated.gif",
+            "formats/webp_animated.webp",
+            "formats/gif_anim_photo.gif",
+            "formats/webp_anim_photo.webp",
+        ] {
             let bytes = fixture(rel);
             let info = probe(&bytes, &Limits::default()).expect("probe");
             let (frames, _) = all(rel);

@@ -28,7 +28,7 @@ pub(crate) struct GifAnimation {
 
 impl GifAnimation {
     /// A `width` x `height` animation playing `loop_count` times (0 forever; 1 writes no loop
-    /// extension, which viewers play once).
+    /// extension, which viewers play once; n writes n - 1 repeats, see `Frames::loop_count`).
     pub(crate) fn new(width: u32, height: u32, loop_count: u16) -> Result<Self, PipelineError> {
         let size = gif_size(width, height)?;
         let mut encoder =
@@ -36,7 +36,7 @@ impl GifAnimation {
         let repeat = match loop_count {
             0 => Some(Repeat::Infinite),
             1 => None,
-            n => Some(Repeat::Finite(n)),
+            n => Some(Repeat::Finite(n - 1)),
         };
         if let Some(repeat) = repeat {
             encoder.set_repeat(repeat).map_err(|e| internal("gif", e))?;
@@ -211,7 +211,8 @@ mod tests {
         gif.add(&image, 1000).expect("frame 2");
         let bytes = gif.finish().expect("finish");
         let (frames, repeat, _) = decode(&bytes);
-        assert_eq!(repeat, gif::Repeat::Finite(3));
+        // Played 3 times: 2 repeats after the first.
+        assert_eq!(repeat, gif::Repeat::Finite(2));
         assert_eq!(frames.iter().map(|f| f.1).collect::<Vec<_>>(), [7, 100]);
         let rgba = &frames[0].0;
         let error: f64 = rgba

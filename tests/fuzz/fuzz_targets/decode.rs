@@ -1,10 +1,14 @@
 //! The header probe and every decoder behind the pipeline's limits, at full size and at each
 //! shrink-on-load scale: any bytes either decode to an image of the probed size (or, for a
 //! JPEG or still WebP asked for 1/n, 1/n of it) or give an error; no panic, and (with run.sh's
-//! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply.
+//! `-malloc_limit_mb`) no allocation beyond the per-job budget the limits imply. An animated
+//! GIF or WebP is also rendered frame by frame to an animated GIF (small: the decode side is
+//! what is fuzzed), which must answer bytes or an error.
 #![no_main]
 
-use imgnode::pipeline::{DecodeHint, Limits, decode_upright, probe};
+use imgnode::pipeline::{
+    DecodeHint, EncodeSettings, Limits, OutputFormat, Transform, decode_upright, probe, render,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// 4 MP x 8 bytes per pixel (16-bit RGBA) = 32 MiB: run.sh allows 96 MiB per allocation.
@@ -13,6 +17,7 @@ fn limits() -> Limits {
         max_source_pixels: 4_000_000,
         max_source_bytes: 8 * 1024 * 1024,
         max_frames: 64,
+        max_animation_pixels: 16_000_000,
         ..Limits::default()
     }
 }
@@ -43,5 +48,13 @@ fuzz_target!(|data: &[u8]| {
                 "decoded {size:?} at 1/{n}, probed {w}x{h}"
             );
         }
+    }
+    if info.frames > 1 {
+        let small = Transform {
+            width: Some(8),
+            ..Transform::default()
+        };
+        let settings = EncodeSettings::default();
+        let _ = render(data, &small, OutputFormat::Gif, &limits, &settings);
     }
 });
