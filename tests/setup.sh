@@ -10,6 +10,8 @@
 #   libclang-dev    for bindgen: libaom's and libjxl's bindings, from the installed headers
 #   libjxl-dev      libjxl 0.7, the JPEG XL encoder of `.jxl` output (found through pkg-config)
 #   libjxl-tools    djxl, the independent decoder the JPEG XL output tests check against
+#   imagemagick, webp   identify/convert and webpmux: the independent readers the animated
+#                   GIF and WebP output tests check frames, delays and loop counts with
 #   moto[server]    a real S3-compatible server the S3 tests start on 127.0.0.1
 #   prometheus      for `promtool check metrics` on the scraped /metrics text
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
@@ -43,6 +45,8 @@ test_packages=()
 command -v promtool >/dev/null 2>&1 || test_packages+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || test_packages+=(systemd)
 command -v djxl >/dev/null 2>&1 || test_packages+=(libjxl-tools)
+command -v identify >/dev/null 2>&1 || test_packages+=(imagemagick)
+command -v webpmux >/dev/null 2>&1 || test_packages+=(webp)
 dpkg -s varnish >/dev/null 2>&1 || test_packages+=(varnish)
 dpkg -s varnish-modules >/dev/null 2>&1 || test_packages+=(varnish-modules)
 if [ ${#test_packages[@]} -gt 0 ]; then

@@ -1053,3 +1053,318 @@ async fn a_bare_jpeg_original_is_answered_without_its_metadata() {
         );
     }
 }
+
+/// Runs an ImageMagick or libwebp command-line tool (Debian's `imagemagick` and `webp`, which
+/// tests/setup.sh installs) on `bytes` written to a file named `name`; answers its stdout.
+fn tool(program: &str, args: &[&str], bytes: &[u8], name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    std::fs::write(&input, bytes).unwrap();
+    let mut command = std::process::Command::new(program);
+    command.current_dir(dir.path());
+    for arg in args {
+        command.arg(arg.replace("{}", name));
+    }
+    let run = command
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (bash tests/setup.sh): {e}"));
+    assert!(
+        run.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+/// What `webpmux -info` (libwebp's own tool) says of an animated WebP: canvas size, loop
+/// count and each frame's duration in ms; `None` for a still.
+fn webpmux_info(webp: &[u8]) -> Option<((u32, u32), u32, Vec<u32>)> {
+    let info = tool("webpmux", &["-info", "{}"], webp, "a.webp");
+    if !info.contains("animation") {
+        return None;
+    }
+    let field = |key: &str| -> String {
+        let line = info.lines().find(|l| l.contains(key)).expect(key);
+        line[line.find(key).unwrap() + key.len()..]
+            .trim_start_matches([' ', ':'])
+            .to_string()
+    };
+    let canvas = field("Canvas size");
+    let (w, h) = canvas.split_once(" x ").expect("canvas");
+    let loops = field("Loop Count").trim().parse().expect("loop count");
+    // Frame rows: "  1:   60    40    no ...  duration ...": the 7th column.
+    let durations = info
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+        })
+        .map(|l| l.split_whitespace().nth(6).unwrap().parse().unwrap())
+        .collect();
+    Some((
+        (w.trim().parse().unwrap(), h.trim().parse().unwrap()),
+        loops,
+        durations,
+    ))
+}
+
+/// The composited frames of an animated WebP, decoded by the `image` crate (image-webp, not
+/// the libwebp that encoded it).
+fn webp_frames(webp: &[u8]) -> Vec<image::RgbaImage> {
+    use image::AnimationDecoder;
+    let decoder = image::codecs::webp::WebPDecoder::new(std::io::Cursor::new(webp)).unwrap();
+    decoder
+        .into_frames()
+        .map(|f| f.unwrap().into_buffer())
+        .collect()
+}
+
+/// (delay in cs, width, height) of each frame, the play count, the composited frames.
+type MagickGif = (Vec<(u32, u32, u32)>, Option<u32>, Vec<image::RgbaImage>);
+
+/// A GIF answer as ImageMagick reads it: (delay in cs, width, height) of each frame, the
+/// play count it reports ("Iterations", which it leaves out for 0 = forever and for a file
+/// without a loop extension), and its composited frames (`-coalesce`, read back as PNG).
+fn magick_gif(gif: &[u8]) -> MagickGif {
+    let listing = tool("identify", &["-format", "%T %W %H\n", "{}"], gif, "a.gif");
+    let frames = listing
+        .lines()
+        .map(|l| {
+            let v: Vec<u32> = l.split(' ').map(|n| n.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    let verbose = tool("identify", &["-verbose", "{}[0]"], gif, "a.gif");
+    let iterations = verbose
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Iterations:"))
+        .map(|n| n.trim().parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.gif"), gif).unwrap();
+    let run = std::process::Command::new("convert")
+        .current_dir(dir.path())
+        .args(["a.gif", "-coalesce", "PNG32:f_%d.png"])
+        .output()
+        .expect("convert runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let composited = (0..)
+        .map(|i| dir.path().join(format!("f_{i}.png")))
+        .take_while(|p| p.exists())
+        .map(|p| decode(&std::fs::read(p).unwrap()).to_rgba8())
+        .collect();
+    (frames, iterations, composited)
+}
+
+/// Mean of each channel over a `w` x `h` box at (x, y).
+fn box_mean(image: &image::RgbaImage, (x, y, w, h): (u32, u32, u32, u32)) -> [f64; 3] {
+    let mut sum = [0.0; 3];
+    for yy in y..y + h {
+        for xx in x..x + w {
+            let p = image.get_pixel(xx, yy).0;
+            (0..3).for_each(|c| sum[c] += f64::from(p[c]));
+        }
+    }
+    sum.map(|s| s / f64::from(w * h))
+}
+
+/// The source animation's frames, as the asserts below read them at 60x40: frame 1 the
+/// photo, frame 2 the photo with a blue top-left third (20x15 here), frame 3 its negative.
+fn assert_photo_frames(frames: &[image::RgbaImage], what: &str) {
+    assert_eq!(frames.len(), 3, "{what}");
+    let corner = (2, 2, 14, 10);
+    let blue = box_mean(&frames[1], corner);
+    assert!(
+        blue[2] > 180.0 && blue[0] < 70.0,
+        "{what}: frame 2 corner {blue:?}"
+    );
+    let photo = box_mean(&frames[0], corner);
+    assert!(
+        photo[2] < 150.0 || photo[0] > 70.0,
+        "{what}: frame 1 corner {photo:?}"
+    );
+    // Outside the square frames 1 and 2 are the same photo; frame 3 is its negative.
+    let rest = (30, 20, 28, 18);
+    let (a, b, c) = (
+        box_mean(&frames[0], rest),
+        box_mean(&frames[1], rest),
+        box_mean(&frames[2], rest),
+    );
+    for ch in 0..3 {
+        assert!(
+            (a[ch] - b[ch]).abs() < 6.0,
+            "{what}: frames 1 and 2 {a:?} {b:?}"
+        );
+        assert!(
+            (a[ch] + c[ch] - 255.0).abs() < 12.0,
+            "{what}: negative {a:?} {c:?}"
+        );
+    }
+}
+
+/// An animated GIF (3 frames, one a sub-rectangle, 20/50/100 cs, 3 plays) uploaded through the
+/// API and rendered at 60 px wide: `.webp` and `.gif` keep every frame, its timing and the loop
+/// count (read back by webpmux and ImageMagick), each frame resized the same; `.jpg` is the
+/// first frame; `frame=N` picks one, `animated=false` the first, both spellings of the first
+/// frame sharing a cache entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animated_gifs_stay_animated_as_webp_and_gif() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, up) = node
+        .upload(&key, fixture("formats/gif_anim_photo.gif"), "anim/bug.gif")
+        .await;
+    assert_eq!(status, 201, "{up}");
+    let gif_url = up["available_formats"]["gif"]
+        .as_str()
+        .expect("gif for an animation");
+    assert!(gif_url.ends_with("/i/acme/anim/bug.gif"), "{gif_url}");
+    let (_, _, got) = node
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/v1/images/{}", up["id"].as_str().unwrap()),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(got["metadata"]["frame_count"], 3, "{got}");
+    assert!(got["urls"]["gif"].is_string(), "{got}");
+
+    let (status, headers, webp) = node.fetch("/i/acme/anim/bug.webp?w=60").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&webp));
+    assert_eq!(headers["content-type"], "image/webp");
+    let (canvas, loops, durations) = webpmux_info(&webp).expect("an animated WebP");
+    assert_eq!(canvas, (60, 40));
+    assert_eq!(loops, 3);
+    assert_eq!(durations, [200, 500, 1000]);
+    let frames = webp_frames(&webp);
+    assert!(frames.iter().all(|f| f.dimensions() == (60, 40)));
+    assert_photo_frames(&frames, "webp");
+
+    let (status, headers, gif) = node.fetch("/i/acme/anim/bug.gif?w=60").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&gif));
+    assert_eq!(headers["content-type"], "image/gif");
+    let (listing, iterations, composited) = magick_gif(&gif);
+    assert_eq!(listing, [(20, 60, 40), (50, 60, 40), (100, 60, 40)]);
+    assert_eq!(iterations, Some(3));
+    assert_photo_frames(&composited, "gif");
+
+    // Other formats take the first frame.
+    let (status, _, jpg) = node.fetch("/i/acme/anim/bug.jpg?w=60").await;
+    assert_eq!(status, 200);
+    let first = decode(&jpg).to_rgba8();
+    assert_eq!(first.dimensions(), (60, 40));
+    let corner = box_mean(&first, (2, 2, 14, 10));
+    let expected = box_mean(&frames[0], (2, 2, 14, 10));
+    assert!(
+        (0..3).all(|c| (corner[c] - expected[c]).abs() < 12.0),
+        "{corner:?} {expected:?}"
+    );
+
+    // frame=N: that frame, as a still.
+    let (status, _, second) = node.fetch("/i/acme/anim/bug.webp?w=60&frame=1").await;
+    assert_eq!(status, 200);
+    assert!(webpmux_info(&second).is_none(), "a still WebP");
+    let blue = box_mean(&decode(&second).to_rgba8(), (2, 2, 14, 10));
+    assert!(blue[2] > 180.0 && blue[0] < 70.0, "{blue:?}");
+    let (status, h, body) = node.fetch("/i/acme/anim/bug.webp?w=60&frame=3").await;
+    crate::harness::assert_json_error(status, &h, &body, 400, "VALIDATION_ERROR");
+    assert!(String::from_utf8_lossy(&body).contains("frame must be"));
+
+    // animated=false and frame=0 are one variant: the first frame, still.
+    let (status, h, still) = node
+        .fetch("/i/acme/anim/bug.webp?w=60&animated=false")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-cache"], "MISS");
+    assert!(webpmux_info(&still).is_none());
+    let (status, h, again) = node.fetch("/i/acme/anim/bug.webp?frame=0&w=60").await;
+    assert_eq!(status, 200);
+    assert!(
+        h["x-cache"].to_str().unwrap().starts_with("HIT"),
+        "{:?}",
+        h["x-cache"]
+    );
+    assert_eq!(still, again);
+}
+
+/// An animated WebP source keeps its frames, durations and loop count as GIF and as WebP, with
+/// the effects applied to every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animated_webps_stay_animated_with_effects_on_every_frame() {
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, up) = node
+        .upload(
+            &key,
+            fixture("formats/webp_anim_photo.webp"),
+            "anim/bug.webp",
+        )
+        .await;
+    assert_eq!(status, 201, "{up}");
+    assert!(up["available_formats"]["gif"].is_string(), "{up}");
+
+    let (status, _, gif) = node.fetch("/i/acme/anim/bug.gif?w=60").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&gif));
+    let (listing, iterations, composited) = magick_gif(&gif);
+    assert_eq!(listing, [(20, 60, 40), (50, 60, 40), (100, 60, 40)]);
+    assert_eq!(iterations, Some(3));
+    assert_photo_frames(&composited, "webp to gif");
+
+    let (status, _, webp) = node
+        .fetch("/i/acme/anim/bug.webp?w=60&flip=h&grayscale=true")
+        .await;
+    assert_eq!(status, 200);
+    let (canvas, loops, durations) = webpmux_info(&webp).expect("animated");
+    assert_eq!(
+        (canvas, loops, durations),
+        ((60, 40), 3, vec![200, 500, 1000])
+    );
+    let frames = webp_frames(&webp);
+    for frame in &frames {
+        assert!(
+            frame
+                .pixels()
+                .all(|p| p[0].abs_diff(p[1]) < 6 && p[1].abs_diff(p[2]) < 6),
+            "every frame grey"
+        );
+    }
+    // Flipped: the square of frame 2 is now top-right, lighter than the photo's grey there.
+    let right = box_mean(&frames[1], (44, 2, 14, 10));
+    let right_before = box_mean(&frames[0], (44, 2, 14, 10));
+    assert!(
+        (right[0] - right_before[0]).abs() > 10.0,
+        "{right:?} {right_before:?}"
+    );
+}
+
+/// A still asked as `.gif` is a one-frame GIF with its own palette.
+#[tokio::test]
+async fn a_still_asked_as_gif_is_one_frame() {
+    let node = TestNode::start().await;
+    node.add_image(
+        "acme",
+        "p/ladybird.jpg",
+        &fixture("photos/ladybird.jpg"),
+        Visibility::Public,
+    )
+    .await;
+    let (status, headers, gif) = node.fetch("/i/acme/p/ladybird.gif?w=120").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&gif));
+    assert_eq!(headers["content-type"], "image/gif");
+    let (listing, iterations, composited) = magick_gif(&gif);
+    assert_eq!(listing, [(0, 120, 75)]);
+    assert_eq!(iterations, None);
+    assert!(
+        !gif.windows(11).any(|w| w == b"NETSCAPE2.0"),
+        "no loop extension: played once"
+    );
+    let png = decode(&node.fetch("/i/acme/p/ladybird.png?w=120").await.2).to_rgba8();
+    let err = mean_abs_error(composited[0].as_raw(), png.as_raw());
+    assert!(err < 6.0, "palette error {err}");
+}

@@ -61,6 +61,7 @@ const CORPUS: &[(&str, Want)] = &[
     ("exif_two_blocks.jpg", Renders),
     ("garbage.jpg", Refused),
     ("gif_3000_frames.gif", Refused),
+    ("gif_animation_480mp.gif", Refused),
     ("heic_sps_bigger.heic", Refused),
     ("gif_frame_bigger_than_screen.gif", Refused),
     ("huge_dims.png", Refused),
@@ -421,4 +422,51 @@ async fn gif_frame_larger_than_its_screen_is_refused_before_any_allocation() {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "CORRUPT_IMAGE", "{what}: {v}");
     }
+}
+
+/// Animations over `limits.max_animation_pixels` (frames x canvas, from the headers) or over
+/// `limits.max_frames` are a 422 naming the limit, at upload and for an original stored
+/// behind the node's back. The 480 MP one has no pixel data to speak of (one pixel's LZW per
+/// frame): decoding it would be CORRUPT_IMAGE, so IMAGE_TOO_LARGE is the header check.
+#[tokio::test]
+async fn animations_over_the_pixel_budget_or_the_frame_limit_are_422() {
+    use crate::harness::{TestNode, assert_json_error};
+    let node = TestNode::start().await;
+    let key = node.account_key("acme", "read,write").await;
+    for (name, limit) in [
+        ("gif_animation_480mp.gif", "limits.max_animation_pixels"),
+        ("gif_3000_frames.gif", "frames, limit 1000"),
+    ] {
+        let bytes = fixture(&format!("hostile/{name}"));
+        let (status, body) = node.upload(&key, bytes.clone(), name).await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "IMAGE_TOO_LARGE", "{name}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{name}: {message}");
+
+        let stem = &name[..name.len() - 4];
+        node.add_raw("acme", stem, SourceFormat::Gif, &bytes).await;
+        for ext in ["webp?w=10", "gif?w=10", "png?w=10"] {
+            let (status, headers, body) = node.fetch(&format!("/i/acme/{stem}.{ext}")).await;
+            assert_json_error(status, &headers, &body, 422, "IMAGE_TOO_LARGE");
+            assert!(
+                String::from_utf8_lossy(&body).contains(limit),
+                "{name} {ext}"
+            );
+        }
+    }
+    // The budget is the operator's: 3 frames of 120x80 (28 800 px) over a 20 000 px budget.
+    let node = TestNode::start_with("[limits]\nmax_animation_pixels = 20000\n").await;
+    let key = node.account_key("acme", "read,write").await;
+    let (status, body) = node
+        .upload(&key, fixture("formats/gif_anim_photo.gif"), "a.gif")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_animation_pixels"),
+        "{body}"
+    );
 }
