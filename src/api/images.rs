@@ -106,10 +106,15 @@ fn delivery_url(base: &str, account: &str, path: &str) -> String {
 
 /// The path to hand out for a stored path: as stored when the node can serve the original's
 /// format as it is, else the stem as PNG (GIF, BMP, QOI, PNM, TGA, ICO, TIFF, HEIC, HDR, EXR
-/// and SVG originals are delivered converted; an SVG's own bytes are never served).
-fn servable(path: &str, format: SourceFormat) -> String {
+/// and SVG originals are delivered converted; an SVG's own bytes are never served), except an
+/// animated GIF, handed out as `.gif` so that it stays animated (rendered again, palette per
+/// frame: a GIF original's own bytes are never served either).
+fn servable(path: &str, (format, frames): (SourceFormat, Option<u32>)) -> String {
     match format.as_output() {
         Some(_) => path.to_string(),
+        None if format == SourceFormat::Gif && frames.is_some_and(|n| n > 1) => {
+            format!("{}.gif", stem(path))
+        }
         None => format!("{}.png", stem(path)),
     }
 }
@@ -247,7 +252,7 @@ fn list_item(base: &str, item: &ImageWithPaths, signed: &BTreeMap<String, (Strin
         "size": image.size,
         "uploaded_at": crate::store::rfc3339(image.uploaded_at),
         "url": format!("/api/v1/images/{}", image.id),
-        "cdn_url": delivery_url(base, &image.account, &servable(first, image.format)),
+        "cdn_url": delivery_url(base, &image.account, &servable(first, (image.format, image.frames))),
         "paths": item.paths,
     });
     if let Some((url, expires_at)) = signed.get(&image.id) {
@@ -467,7 +472,7 @@ pub(crate) async fn upload(
         &json!({
             "id": image.id,
             "hash": image.hash,
-            "url": delivery_url(&base, &who.account, &servable(&path, image.format)),
+            "url": delivery_url(&base, &who.account, &servable(&path, (image.format, image.frames))),
             "paths": paths,
             "is_new": ingested.outcome.is_new,
             "visibility": visibility.as_str(),
@@ -656,7 +661,7 @@ pub(crate) async fn metadata(
         Value::String(delivery_url(
             base,
             &who.account,
-            &servable(first, image.format),
+            &servable(first, (image.format, image.frames)),
         )),
     );
     Ok(response::json(
@@ -879,7 +884,7 @@ pub(crate) async fn signed_url(
     let stored = paths
         .first()
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such image"))?;
-    let path = &servable(stored, image.format);
+    let path = &servable(stored, (image.format, image.frames));
     let expires_at = crate::store::now_unix() + ttl;
     let query = if transform.is_empty() {
         format!("exp={expires_at}")

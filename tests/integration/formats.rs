@@ -1224,6 +1224,8 @@ async fn animated_gifs_stay_animated_as_webp_and_gif() {
         .as_str()
         .expect("gif for an animation");
     assert!(gif_url.ends_with("/i/acme/anim/bug.gif"), "{gif_url}");
+    // The URL handed out keeps it animated (a still GIF's is `.png`).
+    assert_eq!(up["url"].as_str(), Some(gif_url), "{up}");
     let (_, _, got) = node
         .api(
             reqwest::Method::GET,
