@@ -28,6 +28,11 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
+    /// Animation frames (or pages, parts) the headers declare; 1 for a still.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
     /// Display size: width and height swapped for the orientations that turn the image
     /// a quarter (5..=8).
     pub fn oriented_size(&self) -> (u32, u32) {

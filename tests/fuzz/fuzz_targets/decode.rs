@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    if info.frames > 1 {
+    if info.frames() > 1 {
         let small = Transform {
             width: Some(8),
             ..Transform::default()
