@@ -119,6 +119,15 @@ mod tests {
     }
 
     #[test]
+    fn animation_keys_and_gif_output() {
+        let p = parse(&json!({"frame": 2, "animated": false, "format": "gif"})).unwrap();
+        assert_eq!(
+            (p.params.frame, p.params.animated, p.output),
+            (Some(2), Some(false), Some(OutputFormat::Gif))
+        );
+    }
+
+    #[test]
     fn null_unsets_a_key_and_jxl_is_an_output() {
         let p = parse(&json!({"w": 300, "h": null, "format": "jxl"})).unwrap();
         assert_eq!(
