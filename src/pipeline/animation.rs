@@ -137,6 +137,16 @@ pub(super) fn render(
     limits: &Limits,
     deadline: Option<Instant>,
 ) -> Result<Rendered, PipelineError> {
+    // The encode side under the same budget as the decode side (the probe checked frames x
+    // canvas): enlarging a small animation must not make a render of billions of pixels.
+    let (w, h) = plan.output_size();
+    let total = u64::from(w) * u64::from(h) * u64::from(info.frames);
+    if total > limits.max_animation_pixels {
+        return Err(PipelineError::OutputTooLarge(format!(
+            "{} frames of {w}x{h} = {total} pixels, limit limits.max_animation_pixels = {}",
+            info.frames, limits.max_animation_pixels
+        )));
+    }
     let mut timings = StageTimings::default();
     let mut clock = Instant::now();
     let mut lap = |stage: &mut Duration| {
@@ -316,6 +326,37 @@ mod tests {
         )
         .expect("gif");
         assert!(bytes.starts_with(b"GIF89a"));
+    }
+
+    #[test]
+    fn the_output_of_an_animation_is_bounded_like_its_source() {
+        // 2 frames of 64x48 enlarged to 640x480: 614 400 pixels to encode.
+        let limits = Limits {
+            max_animation_pixels: 600_000,
+            ..Limits::default()
+        };
+        let big = Transform {
+            width: Some(640),
+            ..Transform::default()
+        };
+        let source = fixture("formats/gif_animated.gif");
+        let settings = EncodeSettings::default();
+        let err = render(&source, &big, OutputFormat::Webp, &limits, &settings).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::OutputTooLarge(m) if m.contains("max_animation_pixels")),
+            "{err}"
+        );
+        // One frame of it is a still, not an animation.
+        let still = Transform {
+            animated: false,
+            ..big.clone()
+        };
+        assert!(render(&source, &still, OutputFormat::Webp, &limits, &settings).is_ok());
+        let small = Transform {
+            width: Some(320),
+            ..big
+        };
+        assert!(render(&source, &small, OutputFormat::Webp, &limits, &settings).is_ok());
     }
 
     #[test]
