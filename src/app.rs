@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::cpu::Pool;
 use crate::ingest::IngestError;
 use crate::metrics::Metrics;
-use crate::origin::{Origin, OriginError};
+use crate::origin::{Kek, KekError, KekSource, Origin, OriginError, Originals};
 use crate::routes::{OpsHandler, PublicHandler};
 use crate::server::{self, ConnectionSettings};
 use crate::signing::SigningKeys;
@@ -47,6 +47,8 @@ pub enum AppError {
     Cache(#[from] CacheError),
     #[error("{0}")]
     Signing(#[from] crate::signing::SigningError),
+    #[error("{0}")]
+    Kek(#[from] KekError),
     #[error("auth.jwt: {0}")]
     Jwt(String),
     #[error("{0}")]
@@ -64,6 +66,55 @@ pub enum AppError {
         path: std::path::PathBuf,
         len: usize,
     },
+}
+
+/// The KEK that unwraps the originals' data keys: from `storage.kek_file`, or the data
+/// directory's, generated on first start while nothing is encrypted yet. Refused when it
+/// lacks a key that wraps a stored data key (a wrong or incomplete file), or when the default
+/// file is gone although encrypted originals exist.
+pub(crate) async fn load_kek(config: &Config, store: &Store) -> Result<Kek, AppError> {
+    let in_use = store.kek_ids_in_use().await?;
+    let (kek, source) = Kek::load(
+        config.storage.kek_file.as_deref(),
+        &config.data_dir,
+        in_use.is_empty(),
+    )?;
+    kek.check_covers(&in_use)?;
+    if source == KekSource::Generated {
+        tracing::warn!(
+            file = %kek.path().display(),
+            "generated a key-encryption key for the originals: back this file up apart from \
+             the data (without it no original can be read), or set storage.kek_file"
+        );
+    }
+    Ok(kek)
+}
+
+/// What `imgnode check-config` checks beyond the file: the KEK file against the metadata
+/// store, when the store exists already (a SQLite file is not created for this).
+pub async fn check_storage_keys(config: &Config) -> Result<(), AppError> {
+    if let Some(file) = config.store.url.strip_prefix("sqlite://") {
+        let file = file.split('?').next().unwrap_or(file);
+        if !std::path::Path::new(file).exists() {
+            // Nothing encrypted yet: a configured KEK file must still be readable and valid.
+            if let Some(path) = &config.storage.kek_file {
+                Kek::load(Some(path), &config.data_dir, false)?;
+            }
+            return Ok(());
+        }
+    }
+    let store = Store::open(&config.store.url).await?;
+    let in_use = store.kek_ids_in_use().await;
+    store.close().await;
+    let in_use = in_use?;
+    let default = config.data_dir.join(crate::origin::DEFAULT_KEK_FILE);
+    if config.storage.kek_file.is_none() && in_use.is_empty() && !default.exists() {
+        // Generated on first start.
+        return Ok(());
+    }
+    let (kek, _) = Kek::load(config.storage.kek_file.as_deref(), &config.data_dir, false)?;
+    kek.check_covers(&in_use)?;
+    Ok(())
 }
 
 /// Shortest operator token accepted (after trimming whitespace): 32 bytes, 128 bits or more
@@ -124,7 +175,12 @@ async fn build(config: Config, role: Role) -> Result<Arc<AppState>, AppError> {
     let store = Store::open(&config.store.url)
         .await?
         .with_edge_targets(config.edge.purge.iter().map(|t| t.name.clone()).collect());
-    let origin = Origin::from_config(&config.origin)?;
+    let kek = load_kek(&config, &store).await?;
+    let originals = Originals::new(
+        Origin::from_config(&config.origin)?,
+        Arc::new(kek),
+        store.clone(),
+    );
     let cpu = Pool::new(
         config.cpu.threads,
         config.cpu.queue,
@@ -172,7 +228,7 @@ async fn build(config: Config, role: Role) -> Result<Arc<AppState>, AppError> {
     Ok(Arc::new(AppState {
         config,
         store,
-        origin,
+        originals,
         cpu,
         caches,
         api_keys,
@@ -320,6 +376,7 @@ pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     ));
     tasks.spawn(flush_usage_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(sweep_orphans_periodically(state.clone(), rx_usage.clone()));
+    tasks.spawn(encrypt_plaintext_originals(state.clone(), rx_usage.clone()));
     tasks.spawn(retention_periodically(state.clone(), rx_usage.clone()));
     tasks.spawn(probe_disk_periodically(state.clone(), rx_usage.clone()));
     if !state.config.edge.purge.is_empty() {
@@ -384,6 +441,84 @@ async fn sweep_orphans_periodically(state: Arc<AppState>, shutdown: watch::Recei
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "orphan sweep"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
+        lock.release().await;
+    }
+}
+
+/// Seals the plaintext originals of an earlier version in the background: at most
+/// `storage.encrypt_per_second` a second, one node at a time, resumable (the database says
+/// what is left: an image without a key row). Once nothing is left it looks again every
+/// minute (a node of the earlier version may still be writing during a rolling upgrade).
+async fn encrypt_plaintext_originals(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    const IDLE_ROUNDS: u32 = 60;
+    let per_round = i64::from(state.config.storage.encrypt_per_second);
+    let mut rounds = Rounds::new(Duration::from_secs(1), First::Now, shutdown);
+    let mut after = (String::new(), String::new());
+    let mut idle = 0u32;
+    let mut pass_started = false;
+    let metrics = &state.metrics;
+    while rounds.next().await {
+        if idle > 0 {
+            idle -= 1;
+            continue;
+        }
+        let Some(lock) = task_lock(&state, locks::ENCRYPT_ORIGINALS).await else {
+            continue;
+        };
+        let batch = state
+            .store
+            .plaintext_originals((&after.0, &after.1), per_round)
+            .await;
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "sealing plaintext originals: cannot list them");
+                lock.release().await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            // The end of a pass: what failed is retried by the next one.
+            let left = state.store.plaintext_original_count().await.unwrap_or(-1);
+            metrics.originals_plaintext.set(left.max(0));
+            if pass_started && left == 0 {
+                tracing::info!("every original is encrypted at rest");
+            }
+            pass_started = false;
+            after = (String::new(), String::new());
+            idle = IDLE_ROUNDS;
+            lock.release().await;
+            continue;
+        }
+        if !pass_started {
+            let left = state.store.plaintext_original_count().await.unwrap_or(0);
+            tracing::info!(
+                left,
+                per_second = per_round,
+                "sealing the plaintext originals of an earlier version"
+            );
+            pass_started = true;
+        }
+        for (account, hash) in batch {
+            match state.ingest().encrypt_plaintext(&account, &hash).await {
+                Ok(true) => metrics
+                    .originals_sealed_total
+                    .with_label_values(&["sealed"])
+                    .inc(),
+                Ok(false) => {}
+                Err(e) => {
+                    metrics
+                        .originals_sealed_total
+                        .with_label_values(&["failed"])
+                        .inc();
+                    tracing::warn!(account, hash, error = %e, "sealing a plaintext original failed");
+                }
+            }
+            after = (account, hash);
+        }
+        if let Ok(left) = state.store.plaintext_original_count().await {
+            metrics.originals_plaintext.set(left);
         }
         lock.release().await;
     }

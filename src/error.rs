@@ -13,7 +13,7 @@ use crate::auth::AuthError;
 use crate::cache::flight::TaskFailed;
 use crate::cpu::CpuError;
 use crate::delivery::url::UrlError;
-use crate::origin::{OriginError, OriginGetError};
+use crate::origin::{OriginError, OriginGetError, OriginalsError};
 use crate::pipeline::PipelineError;
 use crate::render::RenderError;
 use crate::store::StoreError;
@@ -233,6 +233,20 @@ impl From<OriginError> for HttpError {
     }
 }
 
+impl From<OriginalsError> for HttpError {
+    fn from(e: OriginalsError) -> HttpError {
+        match e {
+            OriginalsError::Origin(e) => e.into(),
+            OriginalsError::Store(e) => e.into(),
+            // A data key that does not unwrap: logged with its row; nothing to tell the client.
+            OriginalsError::Kek(e) => {
+                tracing::error!(error = %e, "an original's data key was refused");
+                HttpError::internal("the original's key could not be used")
+            }
+        }
+    }
+}
+
 impl From<OriginGetError> for HttpError {
     fn from(e: OriginGetError) -> HttpError {
         match e {
@@ -241,6 +255,14 @@ impl From<OriginGetError> for HttpError {
                 ErrorCode::ImageTooLarge,
                 format!("the original is {size} bytes, over limits.max_source_bytes"),
             ),
+            // Logged where it was found (object name, reason); the client learns no more.
+            OriginGetError::Sealed(detail) => HttpError {
+                detail: Some(detail),
+                ..HttpError::new(
+                    ErrorCode::OriginUnavailable,
+                    "the original could not be read",
+                )
+            },
         }
     }
 }

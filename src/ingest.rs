@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::Caches;
 use crate::cpu::{CpuError, JobClass, Pool};
-use crate::origin::{Origin, OriginError};
+use crate::origin::{Listed, OriginGetError, Originals, OriginalsError};
 use crate::pipeline::{self, Limits, PipelineError};
 use crate::store::{NewImage, PathOutcome, Placement, Store, StoreError, Visibility};
 
@@ -27,7 +27,11 @@ pub enum IngestError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
-    Origin(#[from] OriginError),
+    Origin(#[from] crate::origin::OriginError),
+    #[error("{0}")]
+    Originals(#[from] OriginalsError),
+    #[error("{0}")]
+    Read(#[from] OriginGetError),
     #[error("{0}")]
     Cpu(#[from] CpuError),
 }
@@ -55,7 +59,7 @@ pub struct Ingested {
 /// The parts ingestion needs.
 pub struct Ingest<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) origin: &'a Origin,
+    pub(crate) originals: &'a Originals,
     pub(crate) caches: &'a Caches,
     pub(crate) cpu: &'a Pool,
     pub(crate) limits: &'a Limits,
@@ -105,18 +109,16 @@ impl Ingest<'_> {
             // Held from the object write to the commit: a concurrent delete of these bytes'
             // last reference cannot remove the object in between, on this node (the
             // in-process lock) or any other (the database's).
-            let _guard = self.origin.lock(&image.hash).await;
-            let node_lock = self.store.lock_hash(&image.hash).await?;
-            let written = match self.origin.put(&image.hash, original.bytes).await {
-                Ok(()) => self
+            self.with_hash_locks(&image.hash, async {
+                self.originals
+                    .write(&image.account, &image.hash, &original.bytes)
+                    .await?;
+                Ok(self
                     .store
                     .put_image(&image, &original.path, &stem, original.placement)
-                    .await
-                    .map_err(IngestError::from),
-                Err(e) => Err(e.into()),
-            };
-            node_lock.release().await;
-            written?
+                    .await?)
+            })
+            .await?
         };
         // The path may have pointed elsewhere: it must answer with the new image at once.
         self.caches
@@ -133,7 +135,7 @@ impl Ingest<'_> {
             {
                 tracing::warn!(error = %e, "purging a replaced image's variants failed");
             }
-            if let Err(e) = self.release_original(old_hash).await {
+            if let Err(e) = self.release_original(&image.account, old_hash).await {
                 tracing::warn!(error = %e, "deleting a replaced image's original failed");
             }
         }
@@ -142,49 +144,150 @@ impl Ingest<'_> {
 }
 
 impl Ingest<'_> {
-    /// Deletes the object of `hash` when no image of any account references it any more
-    /// (checked under the hash's lock, so a concurrent upload of the same bytes wins).
-    /// Returns whether it was deleted.
-    pub(crate) async fn release_original(&self, hash: &str) -> Result<bool, IngestError> {
-        let _guard = self.origin.lock(hash).await;
+    /// Runs `work` (a future, so nothing of it runs before) holding `hash`'s locks: this
+    /// node's in-process one and every node's in the database.
+    async fn with_hash_locks<T>(
+        &self,
+        hash: &str,
+        work: impl Future<Output = Result<T, IngestError>>,
+    ) -> Result<T, IngestError> {
+        let _guard = self.originals.origin().lock(hash).await;
         let node_lock = self.store.lock_hash(hash).await?;
-        let deleted = self.delete_if_unreferenced(hash).await;
+        let done = work.await;
         node_lock.release().await;
-        if !deleted? {
+        done
+    }
+
+    /// Deletes `account`'s original `hash` when none of its images references it any more
+    /// (checked under the hash's locks, so a concurrent upload of the same bytes wins): its
+    /// data key, then its object. Returns whether something was deleted.
+    pub(crate) async fn release_original(
+        &self,
+        account: &str,
+        hash: &str,
+    ) -> Result<bool, IngestError> {
+        let deleted = self
+            .with_hash_locks(hash, async {
+                Ok(self.originals.release(account, hash).await?)
+            })
+            .await?;
+        if !deleted {
             return Ok(false);
         }
         // Variants are purged per account when an image goes (see `Caches::purge_originals`);
         // what is left here is the bytes.
-        self.caches.forget_original(hash).await;
+        self.caches
+            .forget_original(&crate::cache::scope(account, hash))
+            .await;
         Ok(true)
     }
 
-    /// Under the hash's locks: deletes the object when no image references it.
-    async fn delete_if_unreferenced(&self, hash: &str) -> Result<bool, IngestError> {
-        if self.store.hash_referenced(hash).await? {
-            return Ok(false);
-        }
-        self.origin.delete(hash).await?;
-        Ok(true)
+    /// What an erasure leaves to delete once the account's keys are shredded: its sealed
+    /// object, and the plaintext of an earlier version when nothing reads it any more.
+    pub(crate) async fn release_erased(
+        &self,
+        hash: &str,
+        object: Option<&str>,
+    ) -> Result<bool, IngestError> {
+        self.with_hash_locks(hash, async {
+            let mut deleted = false;
+            if let Some(object) = object {
+                self.originals
+                    .origin()
+                    .delete_object(object)
+                    .await
+                    .map_err(OriginalsError::from)?;
+                deleted = true;
+            }
+            Ok(self.originals.release_plaintext(hash).await? || deleted)
+        })
+        .await
     }
 
-    /// Deletes every stored object no image references that was written before
-    /// `before_unix`: the leftovers of uploads that crashed between writing the object and
-    /// committing the metadata (or of a delete whose object removal failed). Returns how many.
+    /// Deletes what no image references that was written before `before_unix`: the key rows
+    /// and objects of uploads that crashed between writing the object and committing the
+    /// metadata, of deletes whose object removal failed, and plaintext objects of an earlier
+    /// version nothing reads any more. Returns how many objects went.
     pub async fn sweep_orphans(&self, before_unix: i64) -> Result<usize, IngestError> {
         let mut deleted = 0;
-        for hash in self.origin.hashes_older_than(before_unix).await? {
-            // One failure must not stop the sweep; the next run retries it.
-            match self.release_original(&hash).await {
-                Ok(true) => {
-                    tracing::info!(hash = %hash, "deleted an unreferenced original");
-                    deleted += 1;
-                }
+        for (account, hash) in self.store.unreferenced_original_keys(before_unix).await? {
+            match self.release_original(&account, &hash).await {
+                Ok(true) => deleted += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(hash = %hash, error = %e, "orphan sweep: skipped"),
             }
         }
+        for listed in self
+            .originals
+            .origin()
+            .objects_older_than(before_unix)
+            .await?
+        {
+            // One failure must not stop the sweep; the next run retries it.
+            let outcome = match &listed {
+                Listed::Plaintext(hash) => self.release_erased(hash, None).await,
+                Listed::Sealed(object) => self.delete_unreferenced_object(object).await,
+            };
+            match outcome {
+                Ok(true) => {
+                    tracing::info!(object = ?listed, "deleted an unreferenced original");
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(object = ?listed, error = %e, "orphan sweep: skipped"),
+            }
+        }
         Ok(deleted)
+    }
+
+    async fn delete_unreferenced_object(&self, object: &str) -> Result<bool, IngestError> {
+        if self.store.object_referenced(object).await? {
+            return Ok(false);
+        }
+        self.originals
+            .origin()
+            .delete_object(object)
+            .await
+            .map_err(OriginalsError::from)?;
+        Ok(true)
+    }
+
+    /// Seals `account`'s original `hash`, stored in plaintext by an earlier version: reads
+    /// it, checks it against its hash (on the CPU pool), writes it sealed, and deletes the
+    /// plaintext once no image reads it. Returns whether it sealed it (false: done already).
+    pub(crate) async fn encrypt_plaintext(
+        &self,
+        account: &str,
+        hash: &str,
+    ) -> Result<bool, IngestError> {
+        self.with_hash_locks(hash, async {
+            if self.originals.object_name(account, hash).await?.is_some() {
+                return Ok(false);
+            }
+            // What an earlier version accepted may be over today's limit: a generous bound
+            // still keeps one object from taking the memory.
+            let max = self.limits.max_source_bytes.saturating_mul(4);
+            let plain = self.originals.origin().get_plaintext(hash, max).await?;
+            let check = plain.clone();
+            let expected = hash.to_string();
+            let matches = self
+                .cpu
+                .run(JobClass::Background, self.deadline, move || {
+                    hex::encode(Sha256::digest(&check)) == expected
+                })
+                .await?;
+            if !matches {
+                return Err(IngestError::Originals(OriginalsError::Origin(
+                    crate::origin::OriginError::Unavailable(format!(
+                        "plaintext original {hash} does not match its content hash; left as is"
+                    )),
+                )));
+            }
+            self.originals.write(account, hash, &plain).await?;
+            self.originals.release_plaintext(hash).await?;
+            Ok(true)
+        })
+        .await
     }
 }
 

@@ -22,8 +22,12 @@ struct Cli {
 enum Command {
     /// Serve delivery and ops listeners (the default).
     Serve,
-    /// Validate the configuration and exit (78 when invalid).
+    /// Validate the configuration, and the KEK file against the metadata store when it
+    /// exists, and exit (78 when invalid).
     CheckConfig,
+    /// Rewrap every originals data key under the first key of the KEK file (after adding a
+    /// new first line); the objects are not touched. Old keys may leave the file afterwards.
+    RotateKek,
     /// Import every image under DIR into an account, at paths relative to DIR.
     Import {
         #[arg(long)]
@@ -70,11 +74,9 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::CheckConfig = command {
-        println!("configuration OK");
-        return ExitCode::SUCCESS;
+    if !matches!(command, Command::CheckConfig) {
+        init_logging(&config);
     }
-    init_logging(&config);
     // Files 0600, folders 0700 for every command (account creation writes the database too).
     imgnode::fsperm::restrict_umask();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
                         | imgnode::app::AppError::Token { .. }
                         | imgnode::app::AppError::TokenTooShort { .. }
                         | imgnode::app::AppError::Signing(_)
+                        | imgnode::app::AppError::Kek(_)
                         | imgnode::app::AppError::Jwt(_)
                 )
             });
@@ -124,7 +127,21 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
-        Command::CheckConfig => Ok(()),
+        Command::CheckConfig => {
+            imgnode::app::check_storage_keys(&config).await?;
+            println!("configuration OK");
+            Ok(())
+        }
+        Command::RotateKek => {
+            let state = imgnode::app::build_command_state(config).await?;
+            let rotated = state.originals.rotate_kek().await;
+            state.close().await;
+            println!(
+                "rewrapped {} data keys under the KEK file's first key",
+                rotated?
+            );
+            Ok(())
+        }
         Command::Import { account, dir } => {
             let state = imgnode::app::build_command_state(config).await?;
             if state.store.account(&account).await?.is_none() {

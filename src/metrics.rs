@@ -23,9 +23,15 @@ pub(crate) struct Metrics {
     pub(crate) http: HttpMetrics,
     pub(crate) cpu: CpuMetrics,
     pub(crate) render: RenderMetrics,
-    /// Labels: outcome (ok, not_found, timeout, unavailable, too_large). Originals cache
+    /// Labels: outcome (ok, not_found, timeout, unavailable, too_large, refused: a sealed
+    /// object that failed authentication). Originals cache
     /// hits are not fetches.
     pub(crate) origin_fetches_total: IntCounterVec,
+    /// Originals still stored in plaintext by an earlier version (updated by the background
+    /// pass that seals them).
+    pub(crate) originals_plaintext: IntGauge,
+    /// Labels: outcome (sealed, failed). Plaintext originals the background pass handled.
+    pub(crate) originals_sealed_total: IntCounterVec,
     /// Requests that waited for another request's identical render.
     pub(crate) coalesced_total: IntCounter,
     /// Labels: budget (client, image). New renders refused with 429 by a render budget.
@@ -252,7 +258,16 @@ impl Metrics {
         };
         let origin_fetches_total = r.counter_vec(
             "imgnode_origin_fetches_total",
-            "Originals fetched from the object store, by outcome (ok, not_found, timeout, unavailable, too_large)",
+            "Originals fetched from the object store, by outcome (ok, not_found, timeout, unavailable, too_large, refused)",
+            &["outcome"],
+        );
+        let originals_plaintext = r.gauge(
+            "imgnode_originals_plaintext",
+            "Originals still stored in plaintext by an earlier version, waiting to be sealed",
+        );
+        let originals_sealed_total = r.counter_vec(
+            "imgnode_originals_sealed_total",
+            "Plaintext originals of an earlier version handled by the background pass, by outcome (sealed, failed)",
             &["outcome"],
         );
         let coalesced_total = r.counter(
@@ -285,6 +300,8 @@ impl Metrics {
             cpu,
             render,
             origin_fetches_total,
+            originals_plaintext,
+            originals_sealed_total,
             coalesced_total,
             renders_refused_total,
             avif_fallbacks_total,

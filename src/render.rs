@@ -53,9 +53,10 @@ impl From<StoreError> for RenderError {
 /// Renders in flight, by variant.
 pub(crate) type RenderFlights = SingleFlight<VariantKey, RenderOutcome, RenderError>;
 
-/// What to render: the original (by hash), whose variants it is (`scope`, see
+/// What to render: the original (by account and hash), whose variants it is (`scope`, see
 /// [`crate::cache::scope`]), the transform and format, and the cache key of the result.
 pub(crate) struct RenderJob {
+    pub(crate) account: String,
     pub(crate) hash: String,
     pub(crate) scope: String,
     pub(crate) transform: Transform,
@@ -65,18 +66,23 @@ pub(crate) struct RenderJob {
     pub(crate) background: bool,
 }
 
-/// The original's bytes, through the originals cache (one load however many ask at once),
-/// counted by outcome.
-pub(crate) async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes, OriginGetError> {
+/// `account`'s original `hash`, through the originals cache (one load however many ask at
+/// once), counted by outcome.
+pub(crate) async fn fetch_original(
+    state: &AppState,
+    account: &str,
+    hash: &str,
+) -> Result<Bytes, OriginGetError> {
     let max = state.config.limits.max_source_bytes;
     let load = async {
-        let got = state.origin.get(hash, max).await;
+        let got = state.originals.read(account, hash, max).await;
         let outcome = match &got {
             Ok(_) => "ok",
             Err(OriginGetError::Origin(OriginError::NotFound(_))) => "not_found",
             Err(OriginGetError::Origin(OriginError::Timeout)) => "timeout",
             Err(OriginGetError::Origin(OriginError::Unavailable(_))) => "unavailable",
             Err(OriginGetError::TooLarge(_)) => "too_large",
+            Err(OriginGetError::Sealed(_)) => "refused",
         };
         state
             .metrics
@@ -85,7 +91,10 @@ pub(crate) async fn fetch_original(state: &AppState, hash: &str) -> Result<Bytes
             .inc();
         got
     };
-    state.caches.original(hash, load).await
+    state
+        .caches
+        .original(&crate::cache::scope(account, hash), load)
+        .await
 }
 
 /// One render for a single flight: fetch, render on the CPU pool, store in the cache. Runs in
@@ -95,6 +104,7 @@ pub(crate) async fn render_and_store(
     job: RenderJob,
 ) -> Result<RenderOutcome, RenderError> {
     let RenderJob {
+        account,
         hash,
         scope,
         transform,
@@ -111,7 +121,7 @@ pub(crate) async fn render_and_store(
     // threads + queue originals are held for renders at once, however many requests come.
     let admission = state.cpu.admit(class)?;
     let started = Instant::now();
-    let source = fetch_original(&state, &hash).await?;
+    let source = fetch_original(&state, &account, &hash).await?;
     let fetch = started.elapsed();
 
     let limits = state.config.limits.clone();

@@ -5,7 +5,6 @@
 //! they come from (a file, by default `{data_dir}/signing.keys` generated on first start), and
 //! the constant-time check. Must never log a key or a signature.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -147,19 +146,7 @@ fn create_key_file(path: &Path) -> std::io::Result<()> {
         "# imgnode URL signing keys: the first signs, all verify.\n{}\n",
         URL_SAFE_NO_PAD.encode(raw.as_ref())
     ));
-    if let Some(dir) = path.parent() {
-        crate::fsperm::create_private_dir(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(line.as_bytes())?;
-    file.sync_all()
+    crate::fsperm::create_private_file(path, line.as_bytes())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::cpu::Pool;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::origin::Origin;
+use crate::origin::Originals;
 use crate::render::RenderFlights;
 use crate::signing::SigningKeys;
 use crate::store::Store;
@@ -39,7 +39,8 @@ static FALLBACK_PLAN: crate::config::Plan = crate::config::Plan {
 pub struct AppState {
     pub(crate) config: Config,
     pub store: Store,
-    pub origin: Origin,
+    /// Every account's originals, sealed in object storage.
+    pub originals: Originals,
     pub(crate) cpu: Pool,
     pub caches: Caches,
     pub api_keys: ApiKeys,
@@ -150,7 +151,7 @@ impl AppState {
     pub fn ingest(&self) -> Ingest<'_> {
         Ingest {
             store: &self.store,
-            origin: &self.origin,
+            originals: &self.originals,
             caches: &self.caches,
             cpu: &self.cpu,
             limits: &self.config.limits,

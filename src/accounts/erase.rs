@@ -1,9 +1,10 @@
 //! Erasure of a whole account, in an order that survives a crash.
 //!
 //! Erasure first marks the account `erasing` (from then on nothing of it is served and its
-//! keys are refused), purges its cached variants (data keys first), deletes its metadata in
-//! one transaction, deletes the originals no other account references, and only then
-//! deletes the account row; an erasure interrupted by a crash is resumed at start-up because
+//! keys are refused), purges its cached variants (data keys first), deletes its metadata and
+//! its originals' data keys in one transaction (from its commit no copy of its originals,
+//! in the bucket, a bucket version or a backup, can be decrypted), deletes the objects, and
+//! only then deletes the account row; an erasure interrupted by a crash is resumed at start-up because
 //! the row is still there, marked.
 
 use super::AccountError;
@@ -14,7 +15,8 @@ use crate::store::AccountStatus;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Erased {
     pub images: usize,
-    /// Originals deleted from object storage (those no other account references).
+    /// Originals deleted from object storage (the account's sealed objects, and plaintext
+    /// objects of an earlier version no other account reads).
     pub originals_deleted: usize,
     /// Where the purge of the account's copies at the CDN stands.
     pub edge: EdgePurgeState,
@@ -70,11 +72,13 @@ pub async fn erase(state: &AppState, name: &str) -> Result<Erased, AccountError>
     state.caches.meta.invalidate_account(name).await;
     state.api_keys.forget_account(name);
     state.usage.forget(name);
+    // The account's data keys went with its data: what follows deletes ciphertext no key
+    // opens any more (and plaintext left by an earlier version).
     let hashes = state.store.erasure_originals(name).await?;
     let mut originals_deleted = 0;
-    for hash in &hashes {
+    for (hash, object) in &hashes {
         // A failure here leaves an unreferenced object, which the orphan sweep deletes.
-        match state.ingest().release_original(hash).await {
+        match state.ingest().release_erased(hash, object.as_deref()).await {
             Ok(true) => originals_deleted += 1,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "erasure: deleting an original failed"),

@@ -11,7 +11,7 @@ use futures_util::Stream;
 use serde_json::{Value, json};
 
 use super::AccountError;
-use crate::origin::Origin;
+use crate::origin::Originals;
 use crate::state::AppState;
 use crate::store::{AccountStatus, ImageRecord};
 
@@ -116,7 +116,7 @@ pub(crate) async fn export(state: &AppState, name: &str) -> Result<Export, Accou
         .map_err(|e| AccountError::Export(format!("header: {e}")))?;
     let cursor = Cursor {
         store: state.store.clone(),
-        origin: state.origin.clone(),
+        originals: state.originals.clone(),
         account: name.to_string(),
         after: String::new(),
         queue: std::collections::VecDeque::new(),
@@ -134,7 +134,7 @@ pub(crate) async fn export(state: &AppState, name: &str) -> Result<Export, Accou
 /// account: at most one page of metadata and one original are held.
 struct Cursor {
     store: crate::store::Store,
-    origin: Origin,
+    originals: Originals,
     account: String,
     /// The last image id sent.
     after: String,
@@ -175,9 +175,13 @@ impl Cursor {
             "archive_entry": original_entry(image),
         });
         let meta = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
-        let data = self.origin.get(&image.hash, self.max).await.map_err(|e| {
-            io::Error::other(format!("export: original {} unavailable: {e}", image.id))
-        })?;
+        let data = self
+            .originals
+            .read(&image.account, &image.hash, self.max)
+            .await
+            .map_err(|e| {
+                io::Error::other(format!("export: original {} unavailable: {e}", image.id))
+            })?;
         let mut out = BytesMut::new();
         out.extend_from_slice(&tar_entry(
             &format!("images/{}.json", image.id),

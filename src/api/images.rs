@@ -495,6 +495,8 @@ fn ingest_error(e: IngestError) -> HttpError {
         IngestError::Image(e) => e.into(),
         IngestError::Store(e) => e.into(),
         IngestError::Origin(e) => e.into(),
+        IngestError::Originals(e) => e.into(),
+        IngestError::Read(e) => e.into(),
         IngestError::Cpu(e) => e.into(),
     }
 }
@@ -694,7 +696,7 @@ async fn forget(state: &AppState, account: &str, hash: &str) -> Result<(), HttpE
         .caches
         .purge_originals(&state.store, account, &[hash.to_string()])
         .await?;
-    if let Err(e) = state.ingest().release_original(hash).await {
+    if let Err(e) = state.ingest().release_original(account, hash).await {
         // The sweeper retries; the image is already unreachable.
         tracing::warn!(error = %e, hash, "deleting an unreferenced original failed");
     }

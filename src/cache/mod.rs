@@ -123,7 +123,7 @@ impl Caches {
 
     /// The original's bytes through the originals cache, loading each one once however many
     /// requests ask at the same time.
-    pub(crate) async fn original<F, E>(&self, hash: &str, load: F) -> Result<Bytes, E>
+    pub(crate) async fn original<F, E>(&self, scope: &str, load: F) -> Result<Bytes, E>
     where
         F: Future<Output = Result<Bytes, E>>,
         E: Clone + Send + Sync + 'static,
@@ -131,16 +131,16 @@ impl Caches {
         match &self.originals {
             None => load.await,
             Some(cache) => cache
-                .try_get_with_by_ref(hash, load)
+                .try_get_with_by_ref(scope, load)
                 .await
                 .map_err(|e| (*e).clone()),
         }
     }
 
-    /// Drops a deleted original's bytes from the originals cache.
-    pub(crate) async fn forget_original(&self, hash: &str) {
+    /// Drops a deleted original's bytes (of one account: `scope`) from the originals cache.
+    pub(crate) async fn forget_original(&self, scope: &str) {
         if let Some(cache) = &self.originals {
-            cache.invalidate(hash).await;
+            cache.invalidate(scope).await;
         }
     }
 
@@ -237,11 +237,9 @@ impl Caches {
             self.variants.remove(key);
         }
         if let Some(originals) = &self.originals {
-            // The bytes are shared by content; a purge also makes the next render fetch them
-            // from the origin again.
+            // A purge also makes the next render fetch the bytes from the origin again.
             for s in scopes {
-                let hash = s.rsplit_once('/').map_or(s.as_str(), |(_, h)| h);
-                originals.invalidate(hash).await;
+                originals.invalidate(s.as_str()).await;
             }
         }
     }

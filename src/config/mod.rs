@@ -31,6 +31,8 @@ pub const ENV_CONFIG_FILE: &str = "IMGNODE_CONFIG";
 pub struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) data_dir: PathBuf,
+    /// Originals at rest (`[storage]`).
+    pub(crate) storage: StorageConfig,
     pub(crate) origin: OriginConfig,
     pub(crate) store: StoreConfig,
     pub(crate) cache: CacheConfig,
@@ -283,7 +285,26 @@ pub enum OriginConfig {
         credentials_file: Option<PathBuf>,
         prefix: String,
         timeout: Duration,
+        /// The provider's server-side encryption, defence in depth beside imgnode's own.
+        sse: Option<ServerSideEncryption>,
     },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StorageConfig {
+    /// The KEK file; `None` means `{data_dir}/originals.kek`, generated on first start.
+    pub(crate) kek_file: Option<PathBuf>,
+    /// Plaintext originals of an earlier version sealed per second in the background.
+    pub(crate) encrypt_per_second: u32,
+}
+
+/// S3 server-side encryption (`origin.sse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSideEncryption {
+    /// `AES256`: SSE-S3, keys managed by the provider.
+    S3Managed,
+    /// `aws:kms`: SSE-KMS under `key_id` (empty: the bucket's default KMS key).
+    Kms { key_id: String },
 }
 
 #[derive(Debug, Clone)]

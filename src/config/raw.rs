@@ -206,12 +206,19 @@ impl Default for RawServer {
 #[serde(default)]
 pub(crate) struct RawStorage {
     pub(crate) data_dir: String,
+    /// The key-encryption key file (one key per line, 64 hex digits, the first wraps);
+    /// empty means `{data_dir}/originals.kek`, generated on first start.
+    pub(crate) kek_file: String,
+    /// Plaintext originals of an earlier version sealed per second in the background.
+    pub(crate) encrypt_per_second: u32,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         RawStorage {
             data_dir: "./data".into(),
+            kek_file: String::new(),
+            encrypt_per_second: 20,
         }
     }
 }
@@ -233,6 +240,10 @@ pub(crate) struct RawOrigin {
     pub(crate) credentials_file: String,
     pub(crate) prefix: String,
     pub(crate) timeout: String,
+    /// S3 server-side encryption on top of imgnode's own: empty, `AES256` or `aws:kms`.
+    pub(crate) sse: String,
+    /// The KMS key of `sse = "aws:kms"` (empty: the bucket's default key).
+    pub(crate) sse_kms_key_id: String,
 }
 
 impl Default for RawOrigin {
@@ -248,6 +259,8 @@ impl Default for RawOrigin {
             credentials_file: String::new(),
             prefix: String::new(),
             timeout: "10s".into(),
+            sse: String::new(),
+            sse_kms_key_id: String::new(),
         }
     }
 }

@@ -27,9 +27,24 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
     let plans = plans(p, &raw.plans);
     let auth = auth(p, &raw.auth);
     let log = log(p, &raw.log);
+    if store.url.starts_with("postgres") && raw.storage.kek_file.is_empty() {
+        p.push(
+            "storage.kek_file: required with a PostgreSQL store: every node must hold the same \
+             key-encryption key (create one with `openssl rand -hex 32`, mode 0600)"
+                .into(),
+        );
+    }
+    let storage = StorageConfig {
+        kek_file: (!raw.storage.kek_file.is_empty()).then(|| PathBuf::from(&raw.storage.kek_file)),
+        encrypt_per_second: p.positive(
+            "storage.encrypt_per_second",
+            u64::from(raw.storage.encrypt_per_second),
+        ) as u32,
+    };
     Config {
         server,
         data_dir,
+        storage,
         origin,
         store,
         cache,
@@ -320,6 +335,23 @@ fn origin(p: &mut Problems<'_>, o: &raw::RawOrigin, data_dir: &Path) -> OriginCo
                     .then(|| PathBuf::from(&o.credentials_file)),
                 prefix: o.prefix.trim_matches('/').to_string(),
                 timeout: p.duration("origin.timeout", &o.timeout),
+                sse: match (o.sse.as_str(), o.sse_kms_key_id.as_str()) {
+                    ("", "") => None,
+                    ("AES256", "") => Some(ServerSideEncryption::S3Managed),
+                    ("aws:kms", key) => Some(ServerSideEncryption::Kms {
+                        key_id: key.to_string(),
+                    }),
+                    ("" | "AES256", _) => {
+                        p.push("origin.sse_kms_key_id: only with origin.sse = \"aws:kms\"".into());
+                        None
+                    }
+                    (other, _) => {
+                        p.push(format!(
+                            "origin.sse: `{other}` is not one of \"AES256\", \"aws:kms\""
+                        ));
+                        None
+                    }
+                },
             }
         }
         other => {

@@ -326,13 +326,13 @@ async fn original_bytes(
     key: VariantKey,
 ) -> Result<Bytes, HttpError> {
     if image.format != crate::pipeline::SourceFormat::Jpeg {
-        return Ok(render::fetch_original(state, &image.hash).await?);
+        return Ok(render::fetch_original(state, &image.account, &image.hash).await?);
     }
     let caches = &state.caches;
     if let Some((bytes, _)) = caches.rendered(&state.store, scope, &key).await? {
         return Ok(bytes);
     }
-    let stored = render::fetch_original(state, &image.hash).await?;
+    let stored = render::fetch_original(state, &image.account, &image.hash).await?;
     let bytes = crate::pipeline::jpeg_without_metadata(&stored).map_or(stored, Bytes::from);
     let variant = crate::cache::variants::Variant {
         bytes: bytes.clone(),
@@ -446,10 +446,12 @@ async fn serve_variant(
         let owned = state.clone();
         let hash = image.hash.clone();
         let scope = scope.clone();
+        let account = account.name.clone();
         state
             .flights
             .run(key, move || {
                 let job = RenderJob {
+                    account,
                     hash,
                     scope,
                     transform,
@@ -602,10 +604,12 @@ async fn background_avif(state: &Arc<AppState>, job: Background) {
     } = job;
     tokio::spawn(async move {
         let owned = state.clone();
+        let job_account = account.clone();
         let (outcome, role) = state
             .flights
             .run(key, move || {
                 let job = RenderJob {
+                    account: job_account,
                     hash,
                     scope,
                     transform,

@@ -17,6 +17,8 @@ pub(super) const MIGRATIONS: i64 = i64::MIN + 1;
 pub const ORPHAN_SWEEP: i64 = i64::MIN + 2;
 /// Retention and erasure resumption.
 pub(crate) const RETENTION: i64 = i64::MIN + 3;
+/// Sealing the plaintext originals of an earlier version.
+pub(crate) const ENCRYPT_ORIGINALS: i64 = i64::MIN + 4;
 
 /// A held lock; give it back with [`NodeLock::release`]. Dropped without that, its session is
 /// closed, which releases it too.
@@ -131,7 +133,7 @@ mod tests {
         assert_eq!(hash_key(&"00".repeat(32)), 0);
         assert!(hash_key("not-hex-at-all") >= 0);
         assert_eq!(hash_key("not-hex-at-all"), hash_key("not-hex-at-all"));
-        for task in [MIGRATIONS, ORPHAN_SWEEP, RETENTION] {
+        for task in [MIGRATIONS, ORPHAN_SWEEP, RETENTION, ENCRYPT_ORIGINALS] {
             assert!(task < 0);
         }
     }

@@ -253,6 +253,27 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE images ADD COLUMN frames BIGINT",
         ],
     ),
+    (
+        16,
+        &[
+            // Originals encrypted at rest (`store::originals`, `origin::Originals`): per
+            // account and content hash, the random name of the sealed object and its data key
+            // wrapped by the KEK (`kek_id` names which). Deleting a row shreds the object.
+            "CREATE TABLE original_keys (
+            account TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            object TEXT NOT NULL UNIQUE,
+            kek_id TEXT NOT NULL,
+            wrapped_key TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (account, hash)
+        )",
+            "CREATE INDEX original_keys_kek ON original_keys (kek_id)",
+            // The sealed object an erasure still has to delete (NULL: a plaintext original
+            // of an earlier version, named by its hash).
+            "ALTER TABLE erasure_originals ADD COLUMN object TEXT",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

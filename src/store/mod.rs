@@ -11,6 +11,7 @@ mod keys;
 pub mod locks;
 mod migrations;
 mod model;
+mod originals;
 mod presets;
 mod settings;
 #[doc(hidden)]
@@ -28,6 +29,7 @@ pub(crate) use images::ImageWithPaths;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub(crate) use model::{Account, ImageRecord, PathOutcome, validate_account_name};
 pub use model::{AccountStatus, NewImage, Placement, Visibility};
+pub use originals::StoredKey;
 pub(crate) use presets::PresetChange;
 pub(crate) use presets::PresetRecord;
 pub(crate) use settings::{
@@ -382,10 +384,20 @@ impl Store {
 
     /// Deletes everything stored about an account except the account row itself (its
     /// `erasing` status is what makes an interrupted erasure resume), in one transaction that
-    /// also saves the account's content hashes in `erasure_originals` for the release step.
-    /// Audit records stay until retention removes them.
+    /// also shreds the account's originals (their data keys go, so every copy of their
+    /// objects is unreadable from the commit on) and saves what is left to delete in
+    /// `erasure_originals` for the release step. Audit records stay until retention removes
+    /// them.
     pub async fn delete_account_data(&self, name: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO erasure_originals (account, hash, object)
+             SELECT account, hash, object FROM original_keys WHERE account = $1
+             ON CONFLICT (account, hash) DO NOTHING",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO erasure_originals (account, hash)
              SELECT DISTINCT account, hash FROM images WHERE account = $1
@@ -395,6 +407,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for table in [
+            "original_keys",
             "paths",
             "images",
             "api_keys",
@@ -414,14 +427,18 @@ impl Store {
         Ok(())
     }
 
-    /// Hashes saved by [`Store::delete_account_data`] and not released yet.
-    pub(crate) async fn erasure_originals(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT hash FROM erasure_originals WHERE account = $1")
+    /// Originals saved by [`Store::delete_account_data`] and not released yet: content hash
+    /// and sealed object (`None` for a plaintext original of an earlier version).
+    pub(crate) async fn erasure_originals(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT hash, object FROM erasure_originals WHERE account = $1")
             .bind(name)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| r.try_get("hash").map_err(StoreError::from))
+            .map(|r| Ok((r.try_get("hash")?, r.try_get("object")?)))
             .collect()
     }
 
@@ -696,15 +713,6 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get("hash").map_err(StoreError::from))
             .collect()
-    }
-
-    /// Whether any account still references the original with this content hash.
-    pub(crate) async fn hash_referenced(&self, hash: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS one FROM images WHERE hash = $1 LIMIT 1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
     }
 }
 

@@ -107,7 +107,7 @@ async fn repointing_the_last_path_orphans_the_old_image() {
         "bbbbbbbbbbbbbbbb"
     );
     assert!(s.image("demo", "aaaaaaaaaaaaaaaa").await.unwrap().is_none());
-    assert!(!s.hash_referenced(&"a".repeat(64)).await.unwrap());
+    assert!(!s.plaintext_referenced(&"a".repeat(64)).await.unwrap());
 }
 
 /// `a.png` uploaded over `a.jpg` (one stem) without `overwrite` changes nothing.

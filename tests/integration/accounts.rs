@@ -441,7 +441,8 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     let other = node.account_key("bravo", "read,write").await;
     let photo = fixture(PHOTO);
     let png = fixture("formats/png_rgba.png");
-    node.upload(&key, photo.clone(), "a.jpg").await;
+    let (_, up) = node.upload(&key, photo.clone(), "a.jpg").await;
+    let up_hash = up["hash"].as_str().unwrap().to_string();
     node.upload(&key, png.clone(), "b.png").await;
     // Bravo shares the PNG's bytes: they must survive acme's erasure.
     node.upload(&other, png.clone(), "shared.png").await;
@@ -469,10 +470,11 @@ async fn erasure_leaves_nothing_servable_or_readable() {
     let data_dir = node.data_dir();
     let photo_sample = &photo[photo.len() / 2..photo.len() / 2 + 64];
     let variant_sample = variant[variant.len() / 2..variant.len() / 2 + 32].to_vec();
-    assert!(
-        dir_contains(&data_dir, photo_sample),
-        "the original is on disk before"
-    );
+    // The original is on disk before, sealed: never in plaintext.
+    let hash = up_hash.clone();
+    let object = node.object_of("acme", &hash).await;
+    assert!(data_dir.join("originals").join(&object).is_file());
+    assert!(!dir_contains(&data_dir, photo_sample));
 
     let (status, _, err) = node
         .api(
@@ -493,7 +495,9 @@ async fn erasure_leaves_nothing_servable_or_readable() {
         .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["images_deleted"], 2);
-    assert_eq!(done["originals_deleted"], 1);
+    // Both of acme's sealed objects (bravo's copy of the PNG is its own object).
+    assert_eq!(done["originals_deleted"], 2);
+    assert!(!data_dir.join("originals").join(&object).exists());
 
     for url in [
         "/i/acme/a.jpg",
@@ -537,8 +541,9 @@ async fn an_interrupted_erasure_resumes_at_start_up() {
     let key = node.account_key("acme", "read,write").await;
     let (_, up) = node.upload(&key, fixture(PHOTO), "a.jpg").await;
     let hash = up["hash"].as_str().unwrap().to_string();
+    let object = node.object_of("acme", &hash).await;
     // What a crash (or a cancelled request) in the middle of an erasure leaves: marked, the
-    // metadata gone, the original not released yet.
+    // metadata and the original's key gone, its object not deleted yet.
     let store = &node.app.state.store;
     store
         .set_account_status("acme", imgnode::store::AccountStatus::Erasing)
@@ -552,12 +557,21 @@ async fn an_interrupted_erasure_resumes_at_start_up() {
             .await
             .unwrap()
     );
-    assert!(node.app.state.origin.exists(&hash).await.unwrap());
+    let originals = &node.app.state.originals;
+    assert!(originals.origin().object_exists(&object).await.unwrap());
+    assert_eq!(originals.object_name("acme", &hash).await.unwrap(), None);
     let dir = node.stop().await;
     let node = TestNode::start_in(dir, "[demo]\nseed = false\n").await;
     let state = &node.app.state;
     assert!(state.store.account("acme").await.unwrap().is_none());
-    assert!(!state.origin.exists(&hash).await.unwrap());
+    assert!(
+        !state
+            .originals
+            .origin()
+            .object_exists(&object)
+            .await
+            .unwrap()
+    );
     assert_eq!(node.fetch("/i/acme/a.jpg").await.0, 404);
     node.stop().await;
 }

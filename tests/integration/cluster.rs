@@ -61,6 +61,8 @@ struct Shared {
     url: String,
     moto: Moto,
     creds: tempfile::NamedTempFile,
+    /// The KEK every node shares (`storage.kek_file`).
+    kek: tempfile::TempDir,
 }
 
 impl Shared {
@@ -68,11 +70,18 @@ impl Shared {
         let url = shared_database(test).await?;
         let moto = Moto::start().await;
         moto.create_bucket("shared").await;
+        let kek = tempfile::tempdir().unwrap();
+        crate::harness::test_kek_file(kek.path());
         Some(Shared {
             url,
             moto,
             creds: Moto::credentials(),
+            kek,
         })
+    }
+
+    fn kek_file(&self) -> String {
+        self.kek.path().join("originals.kek").display().to_string()
     }
 
     /// The config of every node: the shared bucket, no demo seed.
@@ -93,7 +102,16 @@ impl Shared {
             self.extra(),
             token.display()
         );
-        TestNode::start_with_env(dir, &extra, &[("IMGNODE_STORE__URL", &self.url)]).await
+        let kek = self.kek_file();
+        TestNode::start_with_env(
+            dir,
+            &extra,
+            &[
+                ("IMGNODE_STORE__URL", &self.url),
+                ("IMGNODE_STORAGE__KEK_FILE", &kek),
+            ],
+        )
+        .await
     }
 
     /// Names of the objects in the bucket.
@@ -223,7 +241,8 @@ async fn changes_through_one_node_are_honoured_by_the_others() {
         .unwrap()
         .unwrap()
         .hash;
-    assert!(shared.objects().await.contains(&hash));
+    let object = a.object_of("acme", &hash).await;
+    assert!(shared.objects().await.contains(&object));
     let (s, _, _) = c
         .api(Method::DELETE, &format!("/api/v1/images/{id}"), &key, None)
         .await;
@@ -232,7 +251,7 @@ async fn changes_through_one_node_are_honoured_by_the_others() {
         status(&b, url).await == 404 && status(&a, url).await == 404
     })
     .await;
-    assert!(!shared.objects().await.contains(&hash));
+    assert!(!shared.objects().await.contains(&object));
     // B received the others' notices and never lost its listening connection.
     assert!(
         b.metric(
@@ -269,6 +288,8 @@ async fn an_erasure_through_one_node_reaches_every_node() {
         .await
         .unwrap()
         .remove(0);
+    let object = a.object_of("gone", &hash).await;
+    assert!(shared.objects().await.contains(&object));
 
     assert_eq!(
         b.ops_call(Method::DELETE, "/admin/v1/accounts/gone", None)
@@ -281,7 +302,7 @@ async fn an_erasure_through_one_node_reaches_every_node() {
     })
     .await;
     assert!(a.app.state.store.account("gone").await.unwrap().is_none());
-    assert!(!shared.objects().await.contains(&hash));
+    assert!(!shared.objects().await.contains(&object));
     assert_eq!(
         a.api(Method::GET, "/api/v1/images", &key, None).await.0,
         401
@@ -390,9 +411,10 @@ async fn a_node_killed_mid_render_leaves_the_others_serving() {
         &config,
         format!(
             "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
-             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{}\"\n[cache]\ndisk = \"128MiB\"\n\
-             [log]\nformat = \"json\"\n{}",
+             [storage]\ndata_dir = \"{}\"\nkek_file = \"{}\"\n[store]\nurl = \"{}\"\n\
+             [cache]\ndisk = \"128MiB\"\n[log]\nformat = \"json\"\n{}",
             dir.path().join("data").display(),
+            shared.kek_file(),
             shared.url,
             shared.extra()
         ),

@@ -79,10 +79,13 @@ async fn account_create_and_import_then_serve_the_imported_paths() {
     // The node below keeps its metadata where the harness puts it (SQLite in the directory,
     // or PostgreSQL): the CLI must use the same store.
     let store = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
+    // The KEK where the node below finds it (on PostgreSQL a file must be named).
+    let kek = crate::harness::test_kek_file(dir.path());
     let env = [
         ("IMGNODE_STORAGE__DATA_DIR", dir.path().to_str().unwrap()),
         ("IMGNODE_DEMO__SEED", "false"),
         ("IMGNODE_STORE__URL", store.as_str()),
+        ("IMGNODE_STORAGE__KEK_FILE", kek.to_str().unwrap()),
     ];
 
     let out = imgnode()

@@ -320,9 +320,11 @@ async fn a_broken_origin_is_502_without_internal_detail() {
         .unwrap();
     // Replace the object's fan-out folder by a file: reads fail with ENOTDIR, which is
     // neither "not found" nor anything the client caused.
+    let object = node.object_of("demo", &image.hash).await;
     let fanout = node
         .data_dir()
-        .join(format!("originals/{}", &image.hash[0..2]));
+        .join("originals")
+        .join(object.rsplit_once('/').unwrap().0);
     std::fs::remove_dir_all(&fanout).unwrap();
     std::fs::write(&fanout, b"not a folder").unwrap();
     let (status, h, body) = node.fetch("/i/demo/ladybird.png?w=10").await;

@@ -523,8 +523,10 @@ async fn sigkill_during_uploads_and_renders_loses_nothing_committed_and_leaves_n
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(decode(&res.bytes().await.unwrap()).width(), 40);
     }
-    // Every object under a content-hash name holds exactly those bytes: no half-written
-    // object is visible (object_store writes a temporary file and renames it).
+    // Every listed image rendered above from its sealed object, so none that a row names is
+    // half-written. The objects on disk are all whole sealed objects (object_store writes a
+    // temporary file and renames it): the header, and a length that is a whole number of
+    // segments. Plaintext objects named by a content hash (none here) must hold those bytes.
     let mut checked = 0;
     let mut pending = vec![data.join("originals")];
     while let Some(folder) = pending.pop() {
@@ -540,6 +542,15 @@ async fn sigkill_during_uploads_and_renders_loses_nothing_committed_and_leaves_n
                     name,
                     "a damaged object"
                 );
+            } else if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                assert!(
+                    bytes.starts_with(b"IMGNOBJ1"),
+                    "{name}: not a sealed object"
+                );
+                // 16-byte header, then segments of 64 KiB + 16, the last shorter.
+                let last = (bytes.len() - 16) % (65536 + 16);
+                assert!(last == 0 || last >= 16, "{name}: cut short");
                 checked += 1;
             }
         }

@@ -83,6 +83,18 @@ impl TestNode {
         if imgnode::store::testing::postgres_selected() {
             let url = imgnode::store::testing::store_url(dir.path(), "imgnode.db").await;
             env.push(("IMGNODE_STORE__URL".to_string(), url));
+            // PostgreSQL means several nodes may share the database: the KEK is a file
+            // they share, never generated per node.
+            if !overrides
+                .iter()
+                .any(|(k, _)| *k == "IMGNODE_STORAGE__KEK_FILE")
+            {
+                let kek = test_kek_file(dir.path());
+                env.push((
+                    "IMGNODE_STORAGE__KEK_FILE".to_string(),
+                    kek.display().to_string(),
+                ));
+            }
         }
         env.extend(
             overrides
@@ -227,8 +239,9 @@ impl TestNode {
         }
         let hash = hex::encode(Sha256::digest(bytes));
         state
-            .origin
-            .put(&hash, Bytes::copy_from_slice(bytes))
+            .originals
+            .origin()
+            .put_plaintext_legacy(&hash, Bytes::copy_from_slice(bytes))
             .await
             .unwrap();
         let image = NewImage {
@@ -309,6 +322,17 @@ impl TestNode {
             .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The sealed object of `account`'s original `hash` (panics if it has none).
+    pub async fn object_of(&self, account: &str, hash: &str) -> String {
+        self.app
+            .state
+            .originals
+            .object_name(account, hash)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no sealed object for {account}/{hash}"))
     }
 
     pub async fn stop(self) -> tempfile::TempDir {
@@ -528,15 +552,39 @@ pub async fn wait_for_metric(
 /// A config file for a [`ChildNode`] in `dir`: ports 0, JSON logs, no demo seed, data in
 /// `dir/data` with the store the suite runs on (see `imgnode::store::testing`); `extra` is
 /// TOML for the sections this does not open. Returns the file and the store URL.
+/// A KEK file at `{dir}/originals.kek` (where a node would generate its own), made once with
+/// a random key at mode 0600: the `storage.kek_file` of nodes on PostgreSQL.
+pub fn test_kek_file(dir: &Path) -> PathBuf {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("originals.kek");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut key)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, format!("{}\n", hex::encode(key))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
 pub async fn child_config(dir: &Path, extra: &str) -> (PathBuf, String) {
     let data = dir.join("data");
     let store_url = imgnode::store::testing::store_url(&data, "imgnode.db").await;
+    let kek = if imgnode::store::testing::postgres_selected() {
+        format!("kek_file = \"{}\"\n", test_kek_file(&data).display())
+    } else {
+        String::new()
+    };
     let config = dir.join("imgnode.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\npublic_listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
-             [storage]\ndata_dir = \"{}\"\n[store]\nurl = \"{store_url}\"\n[cpu]\nnice = 0\n\
+             [storage]\ndata_dir = \"{}\"\n{kek}[store]\nurl = \"{store_url}\"\n[cpu]\nnice = 0\n\
              [log]\nformat = \"json\"\n[demo]\nseed = false\n{extra}",
             data.display()
         ),

@@ -236,7 +236,10 @@ async fn every_hostile_file_gets_a_clear_answer_and_memory_stays_flat() {
         // Delivery of the same bytes stored raw.
         let declared = SourceFormat::from_name(ext).unwrap_or(SourceFormat::Jpeg);
         let hash = hex::encode(Sha256::digest(&bytes));
-        origin.put(&hash, Bytes::from(bytes.clone())).await.unwrap();
+        origin
+            .put_plaintext_legacy(&hash, Bytes::from(bytes.clone()))
+            .await
+            .unwrap();
         // Stems of their own (`truncated.jpg` and `truncated.png` must not share one): the
         // rows below are written behind the node's back, past its metadata cache.
         let raw_stem = format!("raw/{}", name.replace('.', "_"));
@@ -375,7 +378,10 @@ async fn gif_frame_larger_than_its_screen_is_refused_before_any_allocation() {
     })
     .unwrap();
     let hash = hex::encode(Sha256::digest(&bomb));
-    origin.put(&hash, Bytes::from(bomb.clone())).await.unwrap();
+    origin
+        .put_plaintext_legacy(&hash, Bytes::from(bomb.clone()))
+        .await
+        .unwrap();
     let image = NewImage {
         account: "acme".into(),
         id: hash[..16].to_string(),

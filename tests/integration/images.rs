@@ -464,8 +464,22 @@ async fn deleting_means_gone_and_shared_bytes_survive() {
     }
     // The variants' data key is gone: whatever the cache files hold can no longer be read.
     assert_eq!(node.app.state.store.cache_key(&hash).await.unwrap(), None);
-    // Bravo still references the bytes: the object stays, bravo's image still renders.
-    assert!(node.app.state.origin.exists(&hash).await.unwrap());
+    // Alpha's copy is shredded and deleted; bravo's, an unrelated object, stays and renders.
+    let originals = &node.app.state.originals;
+    assert_eq!(originals.object_name("alpha", &hash).await.unwrap(), None);
+    assert!(!originals.stored("alpha", &hash).await.unwrap());
+    let bravo_object = originals
+        .object_name("bravo", &hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        originals
+            .origin()
+            .object_exists(&bravo_object)
+            .await
+            .unwrap()
+    );
     assert_eq!(node.fetch("/i/bravo/b.webp?w=100").await.0, 200);
     // Bravo deletes its last path: no account references the bytes, the object is gone.
     let (status, res) = api(
@@ -478,7 +492,14 @@ async fn deleting_means_gone_and_shared_bytes_survive() {
     .await;
     assert_eq!(status, 200, "{res}");
     assert_eq!(res["image_deleted"], true);
-    assert!(!node.app.state.origin.exists(&hash).await.unwrap());
+    assert!(
+        !originals
+            .origin()
+            .object_exists(&bravo_object)
+            .await
+            .unwrap()
+    );
+    assert_eq!(originals.object_name("bravo", &hash).await.unwrap(), None);
     assert_eq!(node.fetch("/i/bravo/b.webp?w=100").await.0, 404);
     node.stop().await;
 }
@@ -819,11 +840,19 @@ async fn the_sweeper_deletes_only_unreferenced_originals() {
         hex::encode(Sha256::digest(&orphan_bytes))
     };
     let state = &node.app.state;
-    state
-        .origin
-        .put(&orphan, Bytes::from(orphan_bytes))
+    let origin = state.originals.origin();
+    // A plaintext object of an earlier version nothing reads any more.
+    origin
+        .put_plaintext_legacy(&orphan, Bytes::from(orphan_bytes))
         .await
         .unwrap();
+    // A sealed object no key row names (its upload died before committing): a copy of the
+    // kept one under another random name.
+    let kept_object = node.object_of("acme", &kept).await;
+    let originals_dir = node.dir.path().join("originals");
+    let stray = "o/5e/5e0000000000000000000000000000ff";
+    std::fs::create_dir_all(originals_dir.join("o/5e")).unwrap();
+    std::fs::copy(originals_dir.join(&kept_object), originals_dir.join(stray)).unwrap();
     // Inside the grace period nothing goes.
     assert_eq!(
         state
@@ -833,18 +862,21 @@ async fn the_sweeper_deletes_only_unreferenced_originals() {
             .unwrap(),
         0
     );
-    assert!(state.origin.exists(&orphan).await.unwrap());
-    // After it, only the orphan goes.
+    assert!(origin.plaintext_exists(&orphan).await.unwrap());
+    assert!(origin.object_exists(stray).await.unwrap());
+    // After it, only the orphans go.
     assert_eq!(
         state
             .ingest()
             .sweep_orphans(imgnode::store::now_unix() + 10)
             .await
             .unwrap(),
-        1
+        2
     );
-    assert!(!state.origin.exists(&orphan).await.unwrap());
-    assert!(state.origin.exists(&kept).await.unwrap());
+    assert!(!origin.plaintext_exists(&orphan).await.unwrap());
+    assert!(!origin.object_exists(stray).await.unwrap());
+    assert!(origin.object_exists(&kept_object).await.unwrap());
+    assert!(state.originals.stored("acme", &kept).await.unwrap());
     assert_eq!(node.fetch("/i/acme/kept.webp?w=50").await.0, 200);
     node.stop().await;
 }

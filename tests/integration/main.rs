@@ -5,6 +5,7 @@ mod harness;
 mod abuse;
 mod accounts;
 mod api;
+mod at_rest;
 mod cache;
 mod cluster;
 mod config;

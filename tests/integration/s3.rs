@@ -22,7 +22,7 @@ async fn originals_live_in_s3_and_render_from_there() {
     ))
     .await;
 
-    // The demo seed went to the bucket, under the prefix and content hash.
+    // The demo seed went to the bucket, sealed, under the prefix and a random name.
     let image = node
         .app
         .state
@@ -39,15 +39,12 @@ async fn originals_live_in_s3_and_render_from_there() {
         .text()
         .await
         .unwrap();
+    let object = node.object_of("demo", &image.hash).await;
     assert!(
-        listing.contains(&format!(
-            "originals/{}/{}/{}",
-            &image.hash[..2],
-            &image.hash[2..4],
-            image.hash
-        )),
+        listing.contains(&format!("originals/{object}")),
         "{listing}"
     );
+    assert!(!listing.contains(&image.hash), "{listing}");
     // Nothing was written to the local originals folder.
     assert!(!node.data_dir().join("originals").exists());
 
