@@ -78,8 +78,24 @@ impl<K: std::hash::Hash + Eq + Clone> Budget<K> {
     }
 
     fn take(&self, clock: &DefaultClock, key: &K) -> RateState {
-        let outcome = self.limiter.check_key(key);
-        state_over(clock, self.burst, self.period / self.rate, outcome)
+        self.take_n(clock, key, 1)
+    }
+
+    /// Takes `n` units at once (at least 1, at most the burst, so a costly request can always
+    /// pass on a full allowance).
+    fn take_n(&self, clock: &DefaultClock, key: &K, n: u32) -> RateState {
+        let interval = self.period / self.rate;
+        let n = NonZeroU32::new(n.clamp(1, self.burst)).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(key, n) {
+            Ok(outcome) => state_over(clock, self.burst, interval, outcome),
+            // Not reachable with `n` at most the burst; refused like an empty allowance.
+            Err(_) => RateState {
+                limit: self.burst,
+                remaining: 0,
+                reset: now_unix() + (interval * self.burst).as_secs_f64().ceil() as i64,
+                retry_after: Some((interval * n.get()).as_secs_f64().ceil().max(1.0) as u64),
+            },
+        }
     }
 
     fn shrink(&self) {
@@ -130,11 +146,11 @@ impl RateLimits {
         }
     }
 
-    /// Takes one new render from the allowance of `client`'s network; `None` when the budget
-    /// is off.
-    pub(crate) fn client_render(&self, client: IpAddr) -> Option<RateState> {
+    /// Takes `cost` new renders (see `delivery::budget::render_cost`: 1 for a still) from the
+    /// allowance of `client`'s network; `None` when the budget is off.
+    pub(crate) fn client_render(&self, client: IpAddr, cost: u32) -> Option<RateState> {
         let budget = self.client_renders.as_ref()?;
-        Some(budget.take(&self.clock, &network_of(client)))
+        Some(budget.take_n(&self.clock, &network_of(client), cost))
     }
 
     /// Takes one new variant from the hourly allowance of an original (`scope`); `None` when

@@ -425,10 +425,11 @@ async fn serve_variant(
 
     // A new render: what one client, and every client of one image, may cause is bounded
     // before anything is spent or counted against the account.
+    let cost = budget::render_cost(image.frames, output, &transform);
     budget::take(
         state,
         "client",
-        state.rate_limits.client_render(req.client),
+        state.rate_limits.client_render(req.client, cost),
         "too many new renders from this address; cached images are not limited",
     )?;
     if !resolved.signed {
@@ -571,7 +572,7 @@ async fn background_avif(state: &Arc<AppState>, job: Background) {
     let allowed = budget::take(
         state,
         "client",
-        state.rate_limits.client_render(job.client),
+        state.rate_limits.client_render(job.client, 1),
         "",
     )
     .and_then(|()| {

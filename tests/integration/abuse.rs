@@ -71,6 +71,51 @@ async fn transformations(node: &TestNode, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no transformations in {usage}"))
 }
 
+/// A 30-frame 16x16 GIF made here (each frame another grey), infinite loop.
+fn thirty_frame_gif() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, 16, 16, &[]).unwrap();
+        encoder.set_repeat(gif::Repeat::Infinite).unwrap();
+        for n in 0..30u8 {
+            let mut rgba = vec![n * 8; 16 * 16 * 4];
+            rgba.chunks_exact_mut(4).for_each(|p| p[3] = 255);
+            let mut frame = gif::Frame::from_rgba_speed(16, 16, &mut rgba, 10);
+            frame.delay = 5;
+            encoder.write_frame(&frame).unwrap();
+        }
+    }
+    out
+}
+
+/// An animation is priced by its frames in the per-client render budget (one render per ten
+/// frames): a client cannot buy a hundred frames of work for the price of one still.
+#[tokio::test]
+async fn animated_renders_cost_the_client_budget_by_their_frames() {
+    let (node, key) =
+        with_photo("[delivery]\nclient_renders_per_minute = 4\nclient_render_burst = 4\n").await;
+    let (s, body) = node.upload(&key, thirty_frame_gif(), "anim.gif").await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["frame_count"], 30, "{body}");
+    // 30 frames kept animated: 3 of the 4.
+    let res = node.get("/i/acme/anim.webp?w=10").await;
+    assert_eq!(res.status(), 200);
+    // Another animated size does not fit in what is left...
+    let refused = node.get("/i/acme/anim.gif?w=11").await;
+    assert_eq!(refused.status(), 429);
+    // ...one frame (or a still) does: it costs one.
+    let res = node.get("/i/acme/anim.png?w=12").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        node.metric(
+            "imgnode_delivery_renders_refused_total",
+            &[("budget", "client")]
+        )
+        .await,
+        1.0
+    );
+}
+
 /// Quota burning: one client making new sizes (`?w=101`, `?w=102`, ...) is refused with 429
 /// once over its render budget; refusals are not charged to the tenant, cache hits are never
 /// refused, and another client address still gets its renders.
