@@ -528,8 +528,17 @@ async fn each_edge_purge_is_delivered_once_whichever_node_commits_it() {
             shared.extra(),
             token.display()
         );
+        let kek = shared.kek_file();
         nodes.push(
-            TestNode::start_with_env(dir, &extra, &[("IMGNODE_STORE__URL", &shared.url)]).await,
+            TestNode::start_with_env(
+                dir,
+                &extra,
+                &[
+                    ("IMGNODE_STORE__URL", &shared.url),
+                    ("IMGNODE_STORAGE__KEK_FILE", &kek),
+                ],
+            )
+            .await,
         );
     }
     let key = nodes[0].account_key("acme", "read,write").await;
