@@ -479,6 +479,9 @@ pub(crate) async fn upload(
             "size": size,
             "format": image.format.extension(),
             "dimensions": {"width": image.width, "height": image.height},
+            // Ours, beside the spec's keys: what the probe saw in these bytes.
+            "has_alpha": image.has_alpha,
+            "frame_count": image.frames,
             "available_formats": format_urls(&base, &who.account, &path, (image.format, image.frames)),
             "uploaded_at": crate::store::rfc3339(uploaded_at),
             "_links": links(&image.id),

@@ -96,6 +96,8 @@ async fn animated_renders_cost_the_client_budget_by_their_frames() {
         with_photo("[delivery]\nclient_renders_per_minute = 4\nclient_render_burst = 4\n").await;
     let (s, body) = node.upload(&key, thirty_frame_gif(), "anim.gif").await;
     assert_eq!(s, 201, "{body}");
+    assert_eq!(body["frame_count"], 30, "{body}");
+    assert_eq!(body["has_alpha"], false, "{body}");
     // 30 frames kept animated: 3 of the 4.
     let res = node.get("/i/acme/anim.webp?w=10").await;
     assert_eq!(res.status(), 200);
