@@ -492,7 +492,9 @@ async fn encrypt_plaintext_originals(state: Arc<AppState>, shutdown: watch::Rece
             continue;
         }
         if !pass_started {
+            // Counted once a pass (an anti-join over every image), then kept by hand.
             let left = state.store.plaintext_original_count().await.unwrap_or(0);
+            metrics.originals_plaintext.set(left);
             tracing::info!(
                 left,
                 per_second = per_round,
@@ -502,10 +504,13 @@ async fn encrypt_plaintext_originals(state: Arc<AppState>, shutdown: watch::Rece
         }
         for (account, hash) in batch {
             match state.ingest().encrypt_plaintext(&account, &hash).await {
-                Ok(true) => metrics
-                    .originals_sealed_total
-                    .with_label_values(&["sealed"])
-                    .inc(),
+                Ok(true) => {
+                    metrics
+                        .originals_sealed_total
+                        .with_label_values(&["sealed"])
+                        .inc();
+                    metrics.originals_plaintext.dec();
+                }
                 Ok(false) => {}
                 Err(e) => {
                     metrics
@@ -516,9 +521,6 @@ async fn encrypt_plaintext_originals(state: Arc<AppState>, shutdown: watch::Rece
                 }
             }
             after = (account, hash);
-        }
-        if let Ok(left) = state.store.plaintext_original_count().await {
-            metrics.originals_plaintext.set(left);
         }
         lock.release().await;
     }
