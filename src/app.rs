@@ -512,6 +512,9 @@ async fn encrypt_plaintext_originals(state: Arc<AppState>, shutdown: watch::Rece
                     metrics.originals_plaintext.dec();
                 }
                 Ok(false) => {}
+                // The CPU pool's queue is full: this one is retried next round, before the
+                // pass moves on.
+                Err(IngestError::Cpu(crate::cpu::CpuError::Overloaded { .. })) => break,
                 Err(e) => {
                     metrics
                         .originals_sealed_total

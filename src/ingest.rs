@@ -272,7 +272,10 @@ impl Ingest<'_> {
             let expected = hash.to_string();
             let matches = self
                 .cpu
-                .run(JobClass::Background, self.deadline, move || {
+                // A render's lane, not the background one (which waits for an idle pool):
+                // a node that is never idle must still get through its originals, at the
+                // pass's bounded rate; a full queue refuses it and the pass retries.
+                .run(JobClass::Normal, self.deadline, move || {
                     hex::encode(Sha256::digest(&check)) == expected
                 })
                 .await?;
