@@ -337,8 +337,7 @@ fn auth_refused(rate: RateState) -> ApiOutcome {
 
 /// Whether the request's credential has the shape of one this node could accept: an API key
 /// as issued (`{prefix}{64 hex digits}`, see `auth`), a JWT when JWTs are on, or a console
-/// session cookie. Anything
-/// else from a blocked address is refused without a lookup.
+/// session cookie. Anything else from a blocked address is refused without a lookup.
 fn plausible_credential(state: &AppState, headers: &http::HeaderMap) -> bool {
     if !headers.contains_key(AUTHORIZATION)
         && state
@@ -562,7 +561,7 @@ async fn session_principal(
     req: &Request<Incoming>,
     secret: &str,
 ) -> Result<Principal, HttpError> {
-    site.check_csrf(req.method(), req.headers(), Some(secret))
+    site.check_csrf(req.method(), req.headers(), secret)
         .map_err(HttpError::forbidden)?;
     let idle = i64::try_from(state.config.console.idle_timeout.as_secs()).unwrap_or(i64::MAX);
     let (principal, _) =

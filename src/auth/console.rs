@@ -144,15 +144,12 @@ impl Site {
         &self,
         method: &http::Method,
         headers: &http::HeaderMap,
-        secret: Option<&str>,
+        secret: &str,
     ) -> Result<(), &'static str> {
         if *method == http::Method::GET || *method == http::Method::HEAD {
             return Ok(());
         }
         self.check_origin(headers)?;
-        let Some(secret) = secret else {
-            return Ok(());
-        };
         let sent = headers
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -276,30 +273,15 @@ mod tests {
         let site = Site::new(None, Some("127.0.0.1:80".parse().unwrap())).unwrap();
         let secret = "ab".repeat(32);
         let mut h = http::HeaderMap::new();
-        assert!(
-            site.check_csrf(&http::Method::GET, &h, Some(&secret))
-                .is_ok()
-        );
-        assert!(
-            site.check_csrf(&http::Method::POST, &h, Some(&secret))
-                .is_err()
-        );
+        assert!(site.check_csrf(&http::Method::GET, &h, &secret).is_ok());
+        assert!(site.check_csrf(&http::Method::POST, &h, &secret).is_err());
         h.insert("origin", "http://localhost".parse().unwrap());
         h.insert(CSRF_HEADER, csrf_token(&secret).parse().unwrap());
-        assert!(
-            site.check_csrf(&http::Method::POST, &h, Some(&secret))
-                .is_ok()
-        );
+        assert!(site.check_csrf(&http::Method::POST, &h, &secret).is_ok());
         let other = "cd".repeat(32);
-        assert!(
-            site.check_csrf(&http::Method::POST, &h, Some(&other))
-                .is_err()
-        );
+        assert!(site.check_csrf(&http::Method::POST, &h, &other).is_err());
         h.insert("origin", "http://evil.example".parse().unwrap());
-        assert!(
-            site.check_csrf(&http::Method::DELETE, &h, Some(&secret))
-                .is_err()
-        );
+        assert!(site.check_csrf(&http::Method::DELETE, &h, &secret).is_err());
         h.insert(
             http::header::COOKIE,
             format!("a=b; imgnode_session={secret}").parse().unwrap(),

@@ -298,7 +298,7 @@ async fn signed_in(
     let Some(secret) = site.cookie_secret(req.headers()) else {
         return Err(HttpError::new(ErrorCode::Unauthorized, "not signed in"));
     };
-    site.check_csrf(req.method(), req.headers(), Some(secret))
+    site.check_csrf(req.method(), req.headers(), secret)
         .map_err(HttpError::forbidden)?;
     let now = crate::store::now_unix();
     let idle = i64::try_from(state.config.console.idle_timeout.as_secs()).unwrap_or(i64::MAX);
