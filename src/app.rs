@@ -244,6 +244,7 @@ async fn build(config: Config, role: Role) -> Result<Arc<AppState>, AppError> {
         node_id,
         cluster,
         bound_public_addr: std::sync::OnceLock::new(),
+        console_site: std::sync::OnceLock::new(),
     }))
 }
 

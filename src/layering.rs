@@ -3,9 +3,10 @@
 //!
 //! - The wiring (`app`, `main`) may use everything.
 //! - Routing (`routes`) may use the handlers and everything below, not the wiring.
-//! - The handlers (`api`, `admin`, `delivery`), the transport (`server`) and the error table
-//!   (`error`, which maps every error to its HTTP answer) may use the core, not routing or
-//!   the wiring; the transport uses no handler either (it holds no business logic).
+//! - The handlers (`api`, `admin`, `console`, `delivery`), the transport (`server`) and the
+//!   error table (`error`, which maps every error to its HTTP answer) may use the core, not
+//!   routing or the wiring; the transport uses no handler either (it holds no business
+//!   logic).
 //! - The core (everything else: `state`, the use cases `accounts` and `render`, the stores,
 //!   caches, pipeline, CPU pool, config, ...) uses none of the above.
 
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 const WIRING: &[&str] = &["app", "main", "lib", "layering"];
 const ROUTING: &[&str] = &["routes"];
-const HANDLERS: &[&str] = &["api", "admin", "delivery", "server", "error"];
+const HANDLERS: &[&str] = &["api", "admin", "console", "delivery", "server", "error"];
 const TRANSPORT: &str = "server";
 
 /// The top-level modules `module` must not import.
@@ -21,7 +22,7 @@ fn forbidden(module: &str) -> Vec<&'static str> {
     let upper: &[&[&str]] = if ROUTING.contains(&module) {
         &[WIRING]
     } else if module == TRANSPORT {
-        &[WIRING, ROUTING, &["api", "admin", "delivery"]]
+        &[WIRING, ROUTING, &["api", "admin", "console", "delivery"]]
     } else if HANDLERS.contains(&module) {
         &[WIRING, ROUTING]
     } else {

@@ -14,6 +14,7 @@ pub mod auth;
 pub(crate) mod cache;
 pub mod cluster;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod cpu;
 pub mod delivery;
 pub(crate) mod demo;

@@ -66,9 +66,27 @@ pub struct AppState {
     pub(crate) cluster: Broadcaster,
     /// The public listener's bound address, once `start` has bound it.
     pub(crate) bound_public_addr: std::sync::OnceLock<SocketAddr>,
+    /// The console's origin and relying party, made on first use (after the bind).
+    pub(crate) console_site: std::sync::OnceLock<Option<crate::auth::console::Site>>,
 }
 
 impl AppState {
+    /// The console's origin and relying party (`auth::console::Site`); `None` when the
+    /// console is off, or has no origin (a reachable listener without `server.public_url`).
+    pub(crate) fn console_site(&self) -> Option<&crate::auth::console::Site> {
+        if !self.config.console.enabled {
+            return None;
+        }
+        let public_url = self.config.server.public_url.as_deref();
+        let bound = self.bound_public_addr.get().copied();
+        if public_url.is_none() && bound.is_none() {
+            return None;
+        }
+        self.console_site
+            .get_or_init(|| crate::auth::console::Site::new(public_url, bound))
+            .as_ref()
+    }
+
     /// Orderly close for offline commands and shutdown: the disk cache is flushed so what was
     /// rendered survives the restart.
     pub async fn close(&self) {

@@ -1,8 +1,10 @@
 //! The tenant API under `/api/v1` on the public listener, in the img-src shapes.
 //!
 //! Every route declares the scope it needs in the route table; every call is authenticated
-//! with an API key (`auth`). Today: settings and API key management. Must never touch caches
-//! except through `cache` purge and invalidation, and never answer anything but JSON.
+//! with an API key (`auth`), a JWT, or a console session cookie, which acts as the API key
+//! it was made with (`auth::console`; state-changing calls need its CSRF token and Origin).
+//! Must never touch caches except through `cache` purge and invalidation, and never answer
+//! anything but JSON.
 
 pub mod images;
 mod presets;
@@ -334,9 +336,16 @@ fn auth_refused(rate: RateState) -> ApiOutcome {
 }
 
 /// Whether the request's credential has the shape of one this node could accept: an API key
-/// as issued (`{prefix}{64 hex digits}`, see `auth`), or a JWT when JWTs are on. Anything
-/// else from a blocked address is refused without a lookup.
+/// as issued (`{prefix}{64 hex digits}`, see `auth`), a JWT when JWTs are on, or a console
+/// session cookie. Anything else from a blocked address is refused without a lookup.
 fn plausible_credential(state: &AppState, headers: &http::HeaderMap) -> bool {
+    if !headers.contains_key(AUTHORIZATION)
+        && state
+            .console_site()
+            .is_some_and(|site| site.cookie_secret(headers).is_some())
+    {
+        return true;
+    }
     let Some(token) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -483,8 +492,15 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
-    let mut principal = match (&state.jwt, token) {
-        (Some(jwt), Some(token)) if JwtVerifier::looks_like_jwt(token) => {
+    // No credential header: the console's session cookie, if any (see `auth::console`).
+    let session = header
+        .is_none()
+        .then(|| state.console_site())
+        .flatten()
+        .and_then(|site| Some((site, site.cookie_secret(req.headers())?)));
+    let mut principal = match (&state.jwt, token, session) {
+        (_, _, Some((site, secret))) => session_principal(state, site, req, secret).await?,
+        (Some(jwt), Some(token), None) if JwtVerifier::looks_like_jwt(token) => {
             let claims = jwt.verify(token).await.map_err(|e| {
                 if let JwtError::Unavailable(why) = &e {
                     tracing::warn!(why, "JWT refused: the JWKS is unavailable");
@@ -503,7 +519,7 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
                 expires_at: Some(claims.expires_at),
             }
         }
-        _ => state
+        (_, _, None) => state
             .api_keys
             .authenticate(&state.store, header)
             .await
@@ -534,6 +550,31 @@ async fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<Princ
             "invalid, expired or revoked API key",
         )),
     }
+}
+
+/// The principal of a console session: the API key it acts as, once the request passed
+/// the CSRF check (a state-changing call needs the session's token and the console's
+/// `Origin`).
+async fn session_principal(
+    state: &AppState,
+    site: &crate::auth::console::Site,
+    req: &Request<Incoming>,
+    secret: &str,
+) -> Result<Principal, HttpError> {
+    site.check_csrf(req.method(), req.headers(), secret)
+        .map_err(HttpError::forbidden)?;
+    let idle = i64::try_from(state.config.console.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+    let (principal, _) =
+        crate::auth::console::authenticate(&state.store, secret, idle, crate::store::now_unix())
+            .await
+            .map_err(|e| match e {
+                AuthError::Missing | AuthError::Invalid => HttpError::new(
+                    ErrorCode::Unauthorized,
+                    "invalid or expired console session",
+                ),
+                other => other.into(),
+            })?;
+    Ok(principal)
 }
 
 async fn list_keys(state: &AppState, who: &Principal) -> Result<Response<Body>, HttpError> {

@@ -11,6 +11,7 @@
 //! `auth.max_keys_per_account` live keys.
 //! Must never log or store a key in clear.
 
+pub(crate) mod console;
 pub(crate) mod jwt;
 
 use std::collections::HashMap;

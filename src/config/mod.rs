@@ -50,6 +50,15 @@ pub struct Config {
     pub(crate) plans: BTreeMap<String, Plan>,
     pub(crate) retention: RetentionConfig,
     pub(crate) edge: EdgeConfig,
+    pub(crate) console: ConsoleConfig,
+}
+
+/// `[console]`: the tenant console (see `console`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConsoleConfig {
+    pub(crate) enabled: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
 }
 
 /// `[edge]`: cache tags on image answers and the purge targets that reach the CDN.

@@ -29,6 +29,28 @@ pub(crate) struct RawConfig {
     pub(crate) plans: std::collections::BTreeMap<String, RawPlan>,
     pub(crate) retention: RawRetention,
     pub(crate) edge: RawEdge,
+    pub(crate) console: RawConsole,
+}
+
+/// `[console]`: the tenant console under `/console/` on the public listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub(crate) struct RawConsole {
+    pub(crate) enabled: bool,
+    /// A session unused for this long is signed out.
+    pub(crate) idle_timeout: String,
+    /// A session ends this long after its sign-in, however much it is used.
+    pub(crate) absolute_timeout: String,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        RawConsole {
+            enabled: true,
+            idle_timeout: "30m".into(),
+            absolute_timeout: "12h".into(),
+        }
+    }
 }
 
 /// `[edge]`: the CDN in front of the node (cache tags, purges, stale directives).

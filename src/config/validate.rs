@@ -71,6 +71,12 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Vec<String>) -> Config {
             interval: p.nonzero_duration("retention.interval", &raw.retention.interval),
         },
         edge: edge(p, &raw.edge),
+        console: ConsoleConfig {
+            enabled: raw.console.enabled,
+            idle_timeout: p.nonzero_duration("console.idle_timeout", &raw.console.idle_timeout),
+            absolute_timeout: p
+                .nonzero_duration("console.absolute_timeout", &raw.console.absolute_timeout),
+        },
     }
 }
 

@@ -27,6 +27,9 @@ pub(super) struct Answer {
     pub(crate) rate: Option<RateState>,
     /// Per account and credential: `no-store` on every answer, errors included.
     pub(crate) private: bool,
+    /// A console answer: the console's security headers (`console::security_headers`),
+    /// errors included.
+    pub(crate) console: bool,
 }
 
 impl Answer {
@@ -37,6 +40,7 @@ impl Answer {
             cache: None,
             rate: None,
             private: false,
+            console: false,
         }
     }
 }
@@ -75,6 +79,9 @@ impl Envelope {
         let h = res.headers_mut();
         if answer.private {
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        if answer.console {
+            crate::console::security_headers(h);
         }
         if let Some(rate) = answer.rate {
             h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));

@@ -2,7 +2,8 @@
 //! every route runs inside one request envelope ([`envelope::Envelope`]).
 //!
 //! The public listener answers `/health`, the tenant API (`/api/v1/`, routed further by
-//! `api::ApiRoute`) and image URLs (`delivery`); the ops listener answers metrics, probes and
+//! `api::ApiRoute`), the console (`/console/`, `console::ConsoleRoute`) and image URLs
+//! (`delivery`); the ops listener answers metrics, probes and
 //! the operator API (`admin::OpsRoute`). Sits above the handlers and below the wiring: it
 //! picks a handler, never decides an answer itself.
 
@@ -27,6 +28,8 @@ pub(crate) enum PublicRoute<'a> {
     Health,
     /// The tenant API under `/api/v1/`.
     Api,
+    /// The tenant console: `/console` and everything under `/console/`.
+    Console,
     /// `/i/{account}/{path}.{ext}`, or the bare form on a CDN host; holds what follows the
     /// prefix.
     Image(&'a str),
@@ -38,6 +41,7 @@ impl PublicRoute<'_> {
         match self {
             PublicRoute::Health => "health",
             PublicRoute::Api => "api",
+            PublicRoute::Console => "console",
             PublicRoute::Image(_) => "image",
             PublicRoute::NotFound => "not_found",
         }
@@ -54,6 +58,9 @@ pub(crate) fn public_route<'a>(
     }
     if path.starts_with("/api/v1/") {
         return PublicRoute::Api;
+    }
+    if path == "/console" || path.starts_with("/console/") {
+        return PublicRoute::Console;
     }
     if let Some(rest) = path.strip_prefix("/i/") {
         return PublicRoute::Image(rest);
@@ -114,6 +121,17 @@ async fn public(
                 // image URLs).
                 private: true,
                 ..Answer::new(outcome.result, label)
+            }
+        }
+        PublicRoute::Console => {
+            let console = crate::console::ConsoleRoute::parse(method, path);
+            let label = console.label();
+            let result = crate::console::handle(state, console, req, client).await;
+            Answer {
+                // Pages and answers are per session: `no-store`, errors included.
+                private: true,
+                console: true,
+                ..Answer::new(result, label)
             }
         }
         _ if !get_like => Answer::new(

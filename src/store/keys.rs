@@ -157,7 +157,7 @@ impl Store {
         super::images::lock_account(&mut tx, account).await?;
         let Some(row) = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1
-             WHERE account = $2 AND id = $3 AND revoked_at IS NULL RETURNING key_hash",
+             WHERE account = $2 AND id = $3 AND revoked_at IS NULL RETURNING id, key_hash",
         )
         .bind(now)
         .bind(account)
@@ -168,6 +168,7 @@ impl Store {
             return Ok(None);
         };
         let mut hashes = vec![row.try_get::<String, _>("key_hash")?];
+        let mut ids = vec![row.try_get::<String, _>("id")?];
         // Descendants, by a recursive query (SQLite and PostgreSQL alike). The walk passes
         // through keys revoked earlier, so nothing below them is missed.
         let rows = sqlx::query(
@@ -178,7 +179,7 @@ impl Store {
                  WHERE k.account = $1
              )
              UPDATE api_keys SET revoked_at = $3
-             WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL RETURNING key_hash",
+             WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL RETURNING id, key_hash",
         )
         .bind(account)
         .bind(id)
@@ -187,6 +188,20 @@ impl Store {
         .await?;
         for row in &rows {
             hashes.push(row.try_get("key_hash")?);
+            ids.push(row.try_get("id")?);
+        }
+        // The console sessions acting as these keys, and the passkeys registered under them,
+        // go with them (see `store::console`).
+        for id in &ids {
+            for table in ["console_sessions", "console_passkeys"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE account = $1 AND key_id = $2"
+                )))
+                .bind(account)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(Some(hashes))

@@ -274,6 +274,53 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE erasure_originals ADD COLUMN object TEXT",
         ],
     ),
+    (
+        17,
+        &[
+            // The console (`console`, `store::console`). Passkeys: the webauthn-rs credential
+            // (public key, counter) as JSON, and the API key whose session registered it (its
+            // scopes are the passkey's; revoking that key removes the passkey).
+            "CREATE TABLE console_passkeys (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            credential_id TEXT NOT NULL UNIQUE,
+            credential TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_used_at BIGINT
+        )",
+            "CREATE INDEX console_passkeys_account ON console_passkeys (account)",
+            "CREATE INDEX console_passkeys_key ON console_passkeys (key_id)",
+            // Sessions: only the SHA-256 of the cookie's secret is stored. `key_id` is the API
+            // key the session acts as (the one signed in with, or the passkey's).
+            "CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+            key_id TEXT NOT NULL,
+            passkey_id TEXT,
+            created_at BIGINT NOT NULL,
+            last_seen_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )",
+            "CREATE INDEX console_sessions_account ON console_sessions (account)",
+            "CREATE INDEX console_sessions_key ON console_sessions (key_id)",
+            // A WebAuthn ceremony between its two requests (minutes at most), so any node can
+            // finish it, and only once. `client` is the starting address's network: pending
+            // ceremonies are bounded per network and in all.
+            "CREATE TABLE console_ceremonies (
+            id_hash TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            account TEXT NOT NULL,
+            client TEXT NOT NULL,
+            session_hash TEXT,
+            state TEXT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )",
+            "CREATE INDEX console_ceremonies_client ON console_ceremonies (client)",
+            "CREATE INDEX console_ceremonies_expiry ON console_ceremonies (expires_at)",
+        ],
+    ),
 ];
 
 /// Applies pending migrations. On PostgreSQL several nodes may start at once: a session

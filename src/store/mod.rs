@@ -5,6 +5,7 @@
 //! application), and runs through sqlx's `Any` driver, so the PostgreSQL backend is a matter
 //! of a URL. Must never know about HTTP types or object storage.
 
+mod console;
 mod edge;
 mod images;
 mod keys;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub(crate) use console::{CeremonyRefusal, NewSession, PasskeyRecord, SessionRecord};
 pub(crate) use edge::{Outbox, PendingPurge, now_ms};
 pub(crate) use images::ImageWithPaths;
 pub use keys::{ApiKeyRecord, NewApiKey};
@@ -333,6 +335,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let changed = done.rows_affected() == 1;
+        if changed && status != AccountStatus::Active {
+            // Signed out of the console: a suspended account's sessions do not come back
+            // when it is resumed.
+            sqlx::query("DELETE FROM console_sessions WHERE account = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         // Suspended or being erased: nothing of the account may be served from the edge.
         let reason = match status {
             AccountStatus::Active => None,
@@ -415,6 +425,9 @@ impl Store {
             "account_settings",
             "usage",
             "signed_urls",
+            "console_sessions",
+            "console_passkeys",
+            "console_ceremonies",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE account = $1"

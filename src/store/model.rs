@@ -144,7 +144,7 @@ pub struct PathOutcome {
 
 /// Names the bare URL form or routes could mistake for something else.
 const RESERVED_ACCOUNT_NAMES: &[&str] = &[
-    "i", "api", "admin", "health", "metrics", "live", "ready", "static", "assets",
+    "i", "api", "admin", "health", "metrics", "live", "ready", "static", "assets", "console",
 ];
 
 /// Account names are `[a-z0-9_-]{1,64}` and not a reserved top-level route.

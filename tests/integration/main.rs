@@ -10,6 +10,7 @@ mod cache;
 mod cluster;
 mod config;
 mod connections;
+mod console;
 mod delivery;
 mod edge;
 mod errors;
