@@ -17,6 +17,10 @@
 #   systemd         for `systemd-analyze verify/security` on the shipped unit
 #   postgresql      started on 127.0.0.1:55432 by tests/pg.sh (multi-node tests, PostgreSQL pass)
 #   varnish, varnish-modules   a real edge (xkey purges) the edge tests start on 127.0.0.1
+#   chromium, chromium-driver, firefox-esr   the real browsers (headless, through WebDriver)
+#                   the console's browser tests drive
+#   geckodriver     Firefox's WebDriver server (not packaged by Debian: built from crates.io
+#                   with cargo, pinned)
 set -euo pipefail
 
 sudo=""
@@ -49,6 +53,9 @@ command -v identify >/dev/null 2>&1 || test_packages+=(imagemagick)
 command -v webpmux >/dev/null 2>&1 || test_packages+=(webp)
 dpkg -s varnish >/dev/null 2>&1 || test_packages+=(varnish)
 dpkg -s varnish-modules >/dev/null 2>&1 || test_packages+=(varnish-modules)
+command -v chromium >/dev/null 2>&1 || test_packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || test_packages+=(chromium-driver)
+command -v firefox-esr >/dev/null 2>&1 || test_packages+=(firefox-esr)
 if [ ${#test_packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
@@ -60,6 +67,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 command -v moto_server >/dev/null 2>&1 || { echo "moto_server not on PATH after install" >&2; exit 1; }
+if ! command -v geckodriver >/dev/null 2>&1; then
+  # In a target folder of its own, removed after: nothing of it lands in the project's.
+  gecko_target="$(mktemp -d)"
+  CARGO_TARGET_DIR="$gecko_target" cargo install --quiet --locked geckodriver@0.37.1
+  rm -rf "$gecko_target"
+fi
+command -v geckodriver >/dev/null 2>&1 || { echo "geckodriver not on PATH after install (is ~/.cargo/bin on PATH?)" >&2; exit 1; }
 # PostgreSQL on 127.0.0.1:55432 for the multi-node tests and the suite's PostgreSQL pass.
 bash "$(dirname "$0")/pg.sh"
 echo "test prerequisites ready"

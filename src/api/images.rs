@@ -687,6 +687,8 @@ pub(crate) async fn metadata(
                 "frame_count": image.frames,
             },
             "urls": urls,
+            // (ours) Every path the image is stored under, relative to the account.
+            "paths": paths,
             "_links": links(&image.id),
         }),
     ))

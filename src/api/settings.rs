@@ -229,6 +229,20 @@ pub(crate) async fn usage(state: &AppState, who: &Principal) -> Result<Response<
         first.make_ascii_uppercase();
     }
     let bytes_f = bytes as f64;
+    // (ours) The months before this one, oldest first, then this one as counted now: what
+    // the console charts. Rows older than `retention.usage_logs` are gone already.
+    let mut history: Vec<serde_json::Value> = state
+        .store
+        .usage_history(&who.account)
+        .await?
+        .into_iter()
+        .filter(|(p, _)| *p < period)
+        .rev()
+        .take(USAGE_HISTORY_MONTHS - 1)
+        .map(|(p, c)| usage_month(&p, &c))
+        .collect();
+    history.reverse();
+    history.push(usage_month(&period, &used));
     Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({
@@ -257,8 +271,22 @@ pub(crate) async fn usage(state: &AppState, who: &Principal) -> Result<Response<
                 "transformations": used.transformations,
             },
             "credits": {"storage_bytes": 0, "api_requests": 0, "transformations": 0},
+            "history": history,
         }),
     ))
+}
+
+/// Months `GET /usage` lists in `history`, this one included.
+const USAGE_HISTORY_MONTHS: usize = 12;
+
+fn usage_month(period: &str, c: &crate::store::UsageCounts) -> serde_json::Value {
+    serde_json::json!({
+        "period": period,
+        "uploads": c.uploads,
+        "bandwidth_bytes": c.bandwidth_bytes,
+        "api_requests": c.api_requests,
+        "transformations": c.transformations,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The tenant console under `/console/` on the public listener: its pages (embedded in the
-//! binary: plain HTML, CSS and one ES module, no build step) and the JSON endpoints of
+//! binary: one HTML page, CSS and a few ES modules, no build step) and the JSON endpoints of
 //! sign-in and passkeys under `/console/api/`.
 //!
 //! A handler beside `api`, with no back door: a signed-in page calls the tenant API
@@ -51,7 +51,7 @@ const CEREMONIES_TOTAL: u32 = 10_000;
 const CSP: &str = "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; \
                    frame-ancestors 'none'; form-action 'self'";
 
-/// The pages and their one module.
+/// The page, its modules and its stylesheet.
 struct Asset {
     path: &'static str,
     content_type: &'static str,
@@ -65,16 +65,25 @@ const ASSETS: &[Asset] = &[
         body: include_str!("assets/index.html"),
     },
     Asset {
-        path: "/console/console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/console.js"),
-    },
-    Asset {
         path: "/console/console.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("assets/console.css"),
     },
+    module("/console/console.js", include_str!("assets/console.js")),
+    module("/console/net.js", include_str!("assets/net.js")),
+    module("/console/builder.js", include_str!("assets/builder.js")),
+    module("/console/images.js", include_str!("assets/images.js")),
+    module("/console/manage.js", include_str!("assets/manage.js")),
 ];
+
+/// An ES module of the console.
+const fn module(path: &'static str, body: &'static str) -> Asset {
+    Asset {
+        path,
+        content_type: "text/javascript; charset=utf-8",
+        body,
+    }
+}
 
 /// Routes under `/console`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -869,6 +878,44 @@ async fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pages build their DOM from text only, load nothing from elsewhere and need no
+    /// inline script or style: what the CSP and the "user input is text" rule rely on.
+    #[test]
+    fn assets_never_parse_markup_or_reach_elsewhere() {
+        for a in ASSETS {
+            for banned in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+                "https://",
+                "style=",
+                "onclick=\"",
+                "<script>",
+            ] {
+                assert!(!a.body.contains(banned), "{} contains {banned}", a.path);
+            }
+        }
+        // Every module the page imports is served.
+        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            for line in a.body.lines().filter(|l| l.contains("from \"./")) {
+                let module = line
+                    .split("from \"./")
+                    .nth(1)
+                    .unwrap()
+                    .trim_end_matches("\";");
+                let path = format!("/console/{module}");
+                assert!(
+                    ASSETS.iter().any(|b| b.path == path),
+                    "{path} in {}",
+                    a.path
+                );
+            }
+        }
+    }
 
     #[test]
     fn routes_match_methods() {

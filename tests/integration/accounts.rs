@@ -124,6 +124,43 @@ async fn quotas_stop_uploads_and_renders_but_not_cached_variants() {
     assert_eq!(usage["current_period"]["transformations"], 3);
     assert_eq!(usage["current_period"]["bandwidth_bytes"], delivered);
     assert_eq!(usage["current_period"]["api_requests"], 6);
+
+    // `history` (ours): the months on record before this one, oldest first, then this one.
+    let earlier = imgnode::store::UsageCounts {
+        uploads: 7,
+        transformations: 40,
+        ..Default::default()
+    };
+    for past in ["2019-03", "2019-01"] {
+        node.app
+            .state
+            .store
+            .add_usage("acme", past, &earlier)
+            .await
+            .unwrap();
+    }
+    let (_, _, usage) = node.api(Method::GET, "/api/v1/usage", &key, None).await;
+    let history = usage["history"].as_array().unwrap();
+    let periods: Vec<&str> = history
+        .iter()
+        .map(|m| m["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        periods,
+        ["2019-01", "2019-03", period_name.as_str()],
+        "{usage}"
+    );
+    assert_eq!(history[0]["uploads"], 7);
+    assert_eq!(history[1]["transformations"], 40);
+    let now = &history[2];
+    for field in [
+        "uploads",
+        "bandwidth_bytes",
+        "api_requests",
+        "transformations",
+    ] {
+        assert_eq!(now[field], usage["current_period"][field], "{field}");
+    }
     node.stop().await;
 }
 

@@ -143,6 +143,8 @@ async fn uploads_are_sniffed_limited_and_placed_by_target_path() {
     )
     .await;
     assert_eq!(meta["metadata"]["mime_type"], "image/png");
+    // (ours) The paths left to it: the replacement took `copies/cover`.
+    assert_eq!(meta["paths"], json!(["trips/2024/holiday.png"]), "{meta}");
     let color = meta["metadata"]["dominant_color"].as_str().unwrap();
     assert!(
         color.len() == 6 && color.bytes().all(|b| b.is_ascii_hexdigit()),

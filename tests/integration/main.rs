@@ -6,6 +6,7 @@ mod abuse;
 mod accounts;
 mod api;
 mod at_rest;
+mod browser;
 mod cache;
 mod cluster;
 mod config;
