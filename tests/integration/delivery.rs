@@ -75,6 +75,38 @@ async fn every_crop_anchor_gives_the_box() {
     }
 }
 
+/// The demo ladybird (red, at x 785-900 of 1200) is in every attention crop the img-src
+/// parity report found it missing from, counted by its red pixels in the decoded output; a
+/// crop anchored left, which cannot hold it, shows that the count tells.
+#[tokio::test]
+async fn attention_crops_keep_the_ladybird() {
+    let node = TestNode::start().await;
+    let red = |body: &[u8]| {
+        decode(body)
+            .to_rgb8()
+            .pixels()
+            .filter(|p| p[0] > 140 && p[1] < 80 && p[2] < 80)
+            .count()
+    };
+    for (w, h) in [(300, 300), (200, 300), (300, 500), (100, 100)] {
+        let (status, _, body) = node
+            .fetch(&format!("{PHOTO}.png?w={w}&h={h}&crop=attention"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(decode(&body).dimensions(), (w, h));
+        // Its red shell: 80 pixels at 300x300, 12 at 100x100 (looked at: it is in each).
+        let kept = red(&body);
+        assert!(
+            kept >= (w * h / 2000) as usize,
+            "{w}x{h}: {kept} red pixels"
+        );
+        let (_, _, left) = node
+            .fetch(&format!("{PHOTO}.png?w={w}&h={h}&crop=left"))
+            .await;
+        assert_eq!(red(&left), 0, "{w}x{h} anchored left holds no ladybird");
+    }
+}
+
 #[tokio::test]
 async fn crop_anchors_pick_different_regions() {
     let node = TestNode::start().await;
