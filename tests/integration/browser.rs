@@ -451,6 +451,38 @@ async fn console_in(browser: Browser) {
         "the API's error shows on the row: {states:?}"
     );
     page.shot("upload").await;
+    // Dropped files take the same path: a drop event carrying a file (a WebP the node
+    // delivers, fetched by the page) into another folder.
+    page.fill("#upload-folder", "dropped").await;
+    let dropped = page
+        .run_async(
+            "fetch('/i/alpha/trip/photo-gpj.exe.webp?w=320').then((r) => r.blob()).then((b) => { \
+               const dt = new DataTransfer(); \
+               dt.items.add(new File([b], 'dropped.webp', { type: 'image/webp' })); \
+               const zone = document.getElementById('dropzone'); \
+               zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true })); \
+               zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true })); \
+               done(b.size); }, (e) => done(String(e)));",
+        )
+        .await;
+    assert!(dropped.as_u64().is_some_and(|n| n > 1000), "{dropped}");
+    page.until(
+        "[...document.querySelectorAll('#upload-list .upload')].some((r) => r.querySelector('.name').textContent === 'dropped.webp' && r.dataset.state === 'done')",
+        "the dropped file's upload",
+    )
+    .await;
+    let (_, _, listed) = node
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/images?path=dropped",
+            &alpha,
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed["images"][0]["original_filename"], "dropped.webp",
+        "{listed}"
+    );
 
     // The grid: every hostile name as text, nothing injected, thumbnails delivered by the
     // node at the size asked for.
