@@ -740,7 +740,24 @@ async fn console_in(browser: Browser) {
         0
     );
     page.go("#/images?q=quoted").await;
+    // (The folder's grid was there a moment ago: wait for the search's own page.)
+    page.until(
+        "document.getElementById('page-title').textContent === 'Search' && document.getElementById('search-q').value === 'quoted'",
+        "the search results",
+    )
+    .await;
     assert_eq!(page.cards().await, 0);
+    // The same search as the first account finds its image: the empty answer is the
+    // account's, not the search's.
+    let (_, _, found) = node
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/images/search?q=quoted",
+            &alpha,
+            None,
+        )
+        .await;
+    assert_eq!(found["total"], 1, "{found}");
     page.go(&format!("#/image/{alpha_image}")).await;
     page.until("document.querySelector('#page .error')", "the refusal")
         .await;
