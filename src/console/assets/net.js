@@ -109,12 +109,12 @@ export function show(view, ...children) {
   view.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
 }
 
-/** The status line every page shares (an ARIA live region). */
+/** The status line's message is for the next page (see `say`). */
 let keep = false;
 
 /**
- * Writes the status line. `{ next: true }`: the message is about to be followed by a move
- * to another page, and stays there.
+ * Writes the status line every page shares (an ARIA live region). `{ next: true }`: the
+ * message is about to be followed by a move to another page, and stays there.
  */
 export function say(text, kind = "info", { next = false } = {}) {
   const s = document.getElementById("status");
