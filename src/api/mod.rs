@@ -574,6 +574,10 @@ async fn session_principal(
                 ),
                 other => other.into(),
             })?;
+    // The session acts as its key: the call counts as the key's use (last use, requests).
+    state
+        .api_keys
+        .note_use(&principal.key_id, crate::store::now_unix());
     Ok(principal)
 }
 

@@ -381,7 +381,9 @@ impl ApiKeys {
         }
     }
 
-    fn note_use(&self, key_id: &str, now: i64) {
+    /// Counts a call made with the key `key_id` (by its secret, or by a console session
+    /// acting as it).
+    pub(crate) fn note_use(&self, key_id: &str, now: i64) {
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let entry = usage.entry(key_id.to_string()).or_insert((0, now));
         entry.0 += 1;

@@ -449,6 +449,30 @@ async fn a_session_acts_as_its_key_and_never_for_another_account() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(h["cache-control"], "no-store");
+
+    // A session's calls are its key's use: the sign-in and three calls, four requests
+    // (counted in memory, written at shutdown).
+    let counted = node.account_key("acme", "read").await;
+    let counted_session = browser.key_sign_in(&counted).await;
+    for _ in 0..3 {
+        let (s, _, _) = browser
+            .call(M::GET, "/api/v1/images", Some(&counted_session), None)
+            .await;
+        assert_eq!(s, 200);
+    }
+    let dir = node.stop().await;
+    let node = TestNode::start_in(dir, "[demo]\nseed = false\n").await;
+    let (_, _, keys) = node
+        .api(M::GET, "/api/v1/settings/api-keys", &acme, None)
+        .await;
+    let key = keys["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| counted.starts_with(k["key_prefix"].as_str().unwrap()))
+        .expect("the key");
+    assert_eq!(key["total_requests"], 4, "{key}");
+    assert!(key["last_used_at"].is_number(), "{key}");
 }
 
 #[tokio::test]
