@@ -446,16 +446,25 @@ struct KeySignIn {
     key: String,
 }
 
+/// `req` when its `Origin` is the console's (sign-in too: no login CSRF); else a 403, with
+/// the body drained.
+async fn same_origin(site: &Site, req: Request<Incoming>) -> Result<Request<Incoming>, HttpError> {
+    match site.check_origin(req.headers()) {
+        Ok(()) => Ok(req),
+        Err(why) => {
+            crate::api::drain(req).await;
+            Err(HttpError::forbidden(why))
+        }
+    }
+}
+
 async fn key_sign_in(
     state: &AppState,
     site: &Site,
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Response<Body>, HttpError> {
-    if let Err(why) = site.check_origin(req.headers()) {
-        crate::api::drain(req).await;
-        return Err(HttpError::forbidden(why));
-    }
+    let req = same_origin(site, req).await?;
     let blocked = state.rate_limits.blocked(client);
     let body: KeySignIn = crate::api::read_json(req).await?;
     let key = body.key.trim();
@@ -591,10 +600,7 @@ async fn passkey_options(
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Response<Body>, HttpError> {
-    if let Err(why) = site.check_origin(req.headers()) {
-        crate::api::drain(req).await;
-        return Err(HttpError::forbidden(why));
-    }
+    let req = same_origin(site, req).await?;
     let webauthn = webauthn(site)?;
     let blocked = state.rate_limits.blocked(client);
     let body: SignInOptions = crate::api::read_json(req).await?;
@@ -650,10 +656,7 @@ async fn passkey_sign_in(
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Response<Body>, HttpError> {
-    if let Err(why) = site.check_origin(req.headers()) {
-        crate::api::drain(req).await;
-        return Err(HttpError::forbidden(why));
-    }
+    let req = same_origin(site, req).await?;
     let webauthn = webauthn(site)?;
     let blocked = state.rate_limits.blocked(client);
     let body: SignIn = crate::api::read_json(req).await?;
