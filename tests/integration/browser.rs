@@ -1,10 +1,15 @@
-//! The console in a real browser: Debian's `chromium`, headless, driven through
-//! `chromium-driver` (WebDriver) by fantoccini, against the real node on loopback. A WebDriver
-//! virtual authenticator plays the passkey. Screenshots of the main pages are written to
-//! `{CARGO_TARGET_TMPDIR}/console-screenshots/` (the committed set is in `docs/console/`).
+//! The console in real browsers, headless, against the real node on loopback: Debian's
+//! `chromium` through `chromium-driver` and `firefox-esr` through Mozilla's `geckodriver`,
+//! both driven over WebDriver by fantoccini, the same flow in each. The passkey is the
+//! WebDriver virtual authenticator (in Firefox, with its soft token switched on: with the
+//! virtual authenticator alone, Firefox ESR 153 headless never finished the ceremony).
+//! Screenshots of every page are written to
+//! `{CARGO_TARGET_TMPDIR}/console-screenshots/{chromium,firefox}/` (the committed set is in
+//! `docs/console/`).
 //!
-//! Without chromium and chromedriver the test says so and returns, except under
-//! `TEST_IMGNODE_STRICT=1` (CI, which installs both through `tests/setup.sh`), where it fails.
+//! Without a browser or its driver the test says so and returns, except under
+//! `TEST_IMGNODE_STRICT=1` (CI, which installs them through `tests/setup.sh`), where it
+//! fails.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
