@@ -23,63 +23,20 @@
 //! compresses badly as 256 colours. A second, shorter run (`-- --warm-up-time 1
 //! --measurement-time 5`, lighter load) gave 358.8 ms and 550.3 ms.
 //!
-//! Memory (printed before each bench, the counting allocator below: Rust allocations only,
-//! libwebp's own are not seen): the peak of live heap during one render, above the source
-//! bytes, is 2.56 MiB to WebP and 6.15 MiB to GIF (most of it the 1.97 MB output growing),
+//! Memory (printed before each bench by `common/counting_alloc.rs`: Rust allocations only,
+//! libwebp's own are not seen; re-run 2026-12-08 after that file was shared, same figures):
+//! the peak of live heap during one render, above the source bytes, is 2.56 MiB to WebP and 6.15 MiB to GIF (most of it the 1.97 MB output growing),
 //! where holding the 100 decoded 480x270 RGBA frames would take 49.4 MiB: one canvas, one
 //! frame in flight.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use imgnode::pipeline::{self, EncodeSettings, Limits, OutputFormat, Transform, probe};
 
-/// Counts live heap bytes and their peak, as in `render_memory.rs`: what the pipeline's Rust
-/// code asks for (libwebp's own mallocs are not seen).
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-#[expect(
-    unsafe_code,
-    reason = "a GlobalAlloc is an unsafe trait; this one only counts"
-)]
-// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
-            PEAK.fetch_max(live, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 const PHOTO: &[u8] = include_bytes!("../tests/fixtures/photos/ladybird.jpg");
 const FRAMES: u32 = 100;
@@ -125,12 +82,10 @@ fn benches(c: &mut Criterion) {
         ("gif_100_frames_480x270_to_240w_webp", OutputFormat::Webp),
         ("gif_100_frames_480x270_to_240w_gif", OutputFormat::Gif),
     ] {
-        let before = LIVE.load(Ordering::Relaxed);
-        PEAK.store(before, Ordering::Relaxed);
-        let bytes = pipeline::render(&gif, &to_240, output, &limits, &settings)
-            .expect("render")
-            .bytes;
-        let peak = PEAK.load(Ordering::Relaxed) - before;
+        let (rendered, peak) = counting_alloc::peak_during(|| {
+            pipeline::render(&gif, &to_240, output, &limits, &settings).expect("render")
+        });
+        let bytes = rendered.bytes;
         println!(
             "{name}: {} bytes, peak live heap {:.2} MiB above the source",
             bytes.len(),

@@ -6,7 +6,8 @@
 //! cargo bench --bench render_memory` (width 400 by default; without a corpus, the test
 //! fixtures). Prints per file: source size, the decode scale's picture and the peak of live heap
 //! bytes above what was live before the render, in MiB. Not a criterion bench: it counts bytes,
-//! it does not time anything. The counting allocator wraps the system allocator, so the
+//! it does not time anything. The counting allocator (`common/counting_alloc.rs`, shared with
+//! `animation.rs`) wraps the system allocator, so the
 //! figures are what the pipeline asks for, before any allocator keeps or returns pages; what C
 //! libraries allocate with their own malloc (libwebp, libaom, dav1d) is not counted.
 //!
@@ -19,52 +20,10 @@
 //! allocator has not returned yet, not live ones.
 //!
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use imgnode::pipeline::{self, EncodeSettings, Limits, OutputFormat, Transform};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-#[expect(
-    unsafe_code,
-    reason = "a GlobalAlloc is an unsafe trait; this one only counts"
-)]
-// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
-            PEAK.fetch_max(live, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -102,10 +61,10 @@ fn main() {
         let Ok(info) = pipeline::probe(&bytes, &limits) else {
             continue;
         };
-        let before = LIVE.load(Ordering::Relaxed);
-        PEAK.store(before, Ordering::Relaxed);
-        let rendered = pipeline::render(&bytes, &transform, OutputFormat::Jpeg, &limits, &settings);
-        let peak = (PEAK.load(Ordering::Relaxed) - before) as f64 / MIB;
+        let (rendered, peak) = counting_alloc::peak_during(|| {
+            pipeline::render(&bytes, &transform, OutputFormat::Jpeg, &limits, &settings)
+        });
+        let peak = peak as f64 / MIB;
         let Ok(rendered) = rendered else { continue };
         let mp = f64::from(info.width) * f64::from(info.height) / 1e6;
         println!(
