@@ -1,5 +1,7 @@
 //! The in-memory pixel buffer passed between pipeline stages.
 
+use super::spec::OutputFormat;
+
 /// Interleaved 8-bit layouts. Every decoder produces one of these; alpha is straight
 /// (not premultiplied) between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,4 +73,8 @@ pub struct DecodeHint {
     /// have at the output's scale, which may exceed its intrinsic size (enlarging a vector
     /// is sharp). `None` means the intrinsic size. Raster decoders ignore it.
     pub render_size: Option<(u32, u32)>,
+    /// The format the decoded picture will be encoded to, when the caller knows it. A JPEG
+    /// bound for lossy WebP keeps a smaller reserve (`jpeg::reserve`): the encoder's own loss
+    /// hides what a less reduced Lanczos step would have smoothed.
+    pub output: Option<OutputFormat>,
 }

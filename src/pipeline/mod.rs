@@ -90,7 +90,13 @@ pub(crate) fn render_until(
     }
     let image = match transform.frame {
         Some(n) if n > 0 => animation::nth_frame(source, &info, limits, n, deadline)?,
-        _ => decode_upright(source, &info, limits, plan.decode_hint())?,
+        _ => {
+            let hint = DecodeHint {
+                output: Some(output),
+                ..plan.decode_hint()
+            };
+            decode_upright(source, &info, limits, hint)?
+        }
     };
     let decoded = Instant::now();
 

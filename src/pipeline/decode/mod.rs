@@ -47,7 +47,7 @@ pub(super) fn decode(
     // source's fault, not ours: report it as Corrupt (422) rather than let it reach the pool
     // as an internal error.
     let scale = match info.format {
-        SourceFormat::Jpeg => scale_denominator(info, hint, &jpeg::RESERVE),
+        SourceFormat::Jpeg => scale_denominator(info, hint, jpeg::reserve(hint)),
         SourceFormat::Webp => webp::scale(info, hint),
         _ => 1,
     };
