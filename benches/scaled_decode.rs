@@ -46,7 +46,7 @@ fn decode_at(bytes: &[u8], denominator: u32) -> pipeline::Image {
     let hint = DecodeHint {
         min_size: Some((1, 1)),
         denominator: Some(denominator),
-        render_size: None,
+        ..DecodeHint::default()
     };
     let image = pipeline::decode_upright(bytes, &info, &limits, hint).expect("decode");
     assert_eq!(
