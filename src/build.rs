@@ -42,6 +42,7 @@ const TYPES: &[&str] = &[
 
 fn main() {
     println!("cargo:rerun-if-changed=src/build.rs");
+    aom_tuning();
     // Emits the link flags (`-ljxl`) and reruns the script when PKG_CONFIG_* changes.
     let libjxl = pkg_config::Config::new()
         .atleast_version("0.7")
@@ -91,4 +92,31 @@ fn main() {
     let out =
         PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("jxl.rs");
     std::fs::write(&out, bindings).expect("writing the libjxl bindings to OUT_DIR");
+}
+
+/// `cfg(aom_tune_iq)` when the libaom that aom-sys links (found the same way, through
+/// pkg-config) is 3.12 or newer: the first with `AOM_TUNE_IQ`, the tuning libavif picks for
+/// still pictures (`pipeline/encode/aom.rs`). `tests/setup.sh build` installs such a libaom;
+/// Debian 12's own 3.6 still builds, tuned for SSIM.
+fn aom_tuning() {
+    println!("cargo::rustc-check-cfg=cfg(aom_tune_iq)");
+    let aom = pkg_config::Config::new()
+        .cargo_metadata(false)
+        .env_metadata(true)
+        .probe("aom")
+        .expect("libaom through pkg-config (bash tests/setup.sh build)");
+    let mut parts = aom
+        .version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (3, 12) {
+        println!("cargo::rustc-cfg=aom_tune_iq");
+    }
+    // aom-sys links `-laom` from these folders, but libjxl's below adds the system's library
+    // folder, which holds Debian's libaom too: this crate's folders are searched first, so the
+    // libaom pkg-config chose must come before it.
+    for path in &aom.link_paths {
+        println!("cargo::rustc-link-search=native={}", path.display());
+    }
 }

@@ -5,7 +5,11 @@
 #   bash tests/setup.sh build   only what building (cargo run) needs
 #   nasm            rav1e's (AVIF encoder) assembly
 #   libdav1d-dev    the AV1 decoder behind AVIF input
-#   libaom-dev      the default AV1 encoder of AVIF output
+#   libaom-dev      the default AV1 encoder of AVIF output (libheif-dev needs it too); then
+#   libaom 3.12.1   built from Debian 13's source package (pinned by hash, encoder only, a
+#                   static library under /usr/local, which pkg-config finds first): its
+#                   image-quality tuning (AOM_TUNE_IQ) is what libavif gives still pictures,
+#                   and Debian 12's 3.6 lacks it (cmake and curl to build and fetch it)
 #   libheif-dev     HEIC decoding (libheif 1.15; Debian 12's libheif1 has libde265 built in)
 #   libclang-dev    for bindgen: libaom's and libjxl's bindings, from the installed headers
 #   libjxl-dev      libjxl 0.7, the JPEG XL encoder of `.jxl` output (found through pkg-config)
@@ -38,6 +42,32 @@ dpkg -s libjxl-dev >/dev/null 2>&1 || packages+=(libjxl-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+aom_version=3.12.1
+aom_sha256=40c929a41b2a59c24319a699c358351422829b3ae646de31b18cbabed0191962
+if ! pkg-config --atleast-version=3.12 aom; then
+  aom_tools=()
+  command -v cmake >/dev/null 2>&1 || aom_tools+=(cmake)
+  command -v curl >/dev/null 2>&1 || aom_tools+=(curl ca-certificates)
+  if [ ${#aom_tools[@]} -gt 0 ]; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${aom_tools[@]}" >/dev/null
+  fi
+  aom_src="$(mktemp -d)"
+  curl -fsSL -o "$aom_src/aom.tar.gz" \
+    "https://deb.debian.org/debian/pool/main/a/aom/aom_${aom_version}.orig.tar.gz"
+  echo "$aom_sha256  $aom_src/aom.tar.gz" | sha256sum -c --quiet
+  tar -xzf "$aom_src/aom.tar.gz" -C "$aom_src"
+  # Encoder only (no decoder, tools, tests, docs), position-independent for the Rust link.
+  cmake -S "$aom_src/aom-$aom_version" -B "$aom_src/build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX=/usr/local -DBUILD_SHARED_LIBS=0 -DCMAKE_POSITION_INDEPENDENT_CODE=1 \
+    -DCONFIG_AV1_DECODER=0 -DENABLE_TESTS=0 -DENABLE_EXAMPLES=0 -DENABLE_DOCS=0 \
+    -DENABLE_TOOLS=0 -DCONFIG_TUNE_VMAF=0 -DCONFIG_TUNE_BUTTERAUGLI=0 >/dev/null
+  cmake --build "$aom_src/build" -j"$(nproc)" >/dev/null
+  $sudo cmake --install "$aom_src/build" >/dev/null
+  rm -rf "$aom_src"
+  pkg-config --atleast-version=3.12 aom || { echo "libaom $aom_version not found by pkg-config after install" >&2; exit 1; }
 fi
 
 if [ "${1:-}" = "build" ]; then

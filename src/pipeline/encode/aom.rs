@@ -1,7 +1,8 @@
 //! libaom as the AV1 encoder of opaque 4:2:0 AVIF: one key frame in all-intra mode, set up as
-//! libavif sets it up for a still image (fixed quantizer, `still_picture` header, SSIM tuning,
-//! no post-processing of the reconstruction nobody will reference), so a URL's `q` at a given
-//! speed gives what thumbor, sharp and imgproxy give for the same quality.
+//! libavif sets it up for a still image (fixed quantizer, `still_picture` header, image-quality
+//! tuning, or SSIM before libaom 3.12, no post-processing of the reconstruction nobody will
+//! reference), so a URL's `q` at a given speed gives what thumbor, sharp and imgproxy give for
+//! the same quality.
 //!
 //! The only unsafe code of the encoders: libaom's C API through `aom-sys` (no maintained safe
 //! binding exposes all-intra usage, 10-bit input and the encoder controls). Every call is in
@@ -67,6 +68,26 @@ struct Session {
 const PRIMARIES: c_int = 1;
 const TRANSFER: c_int = 13;
 const MATRIX: c_int = 6;
+
+/// The tuning libavif 1.2+ gives a still picture when libaom has it: `AOM_TUNE_IQ` (libaom
+/// 3.12+: quantisation matrices, perceptual delta-q for luma and chroma, CDEF and sharpness set
+/// for stills). On the comparison photos at 800 px it gives about 14 % fewer bytes than SSIM
+/// tuning at equal DSSIM (benches/RESULTS.md, "AVIF with libaom 3.12's image-quality tuning"). Older
+/// libaom (Debian 12's 3.6) gets SSIM tuning, libavif's choice before.
+#[cfg(aom_tune_iq)]
+const TUNING: aom::aom_tune_metric::Type = aom::aom_tune_metric::AOM_TUNE_IQ;
+#[cfg(not(aom_tune_iq))]
+const TUNING: aom::aom_tune_metric::Type = aom::aom_tune_metric::AOM_TUNE_SSIM;
+
+/// How fast the quantizer rises as the URL's `q` falls (hundredths of a step per point), so
+/// that `q=60` gives about the DSSIM of thumbor's `quality=60` (libavif 1.4 with libaom 3.14,
+/// image-quality tuning) on the comparison corpus. With the image-quality tuning libaom spends
+/// more bits at a given quantizer, and thumbor's q60 falls at quantizer 30, so the slope is
+/// 0.75 (measured, benches/RESULTS.md); with SSIM tuning it is libavif's own 0.63.
+#[cfg(aom_tune_iq)]
+pub(super) const QUANTIZER_SLOPE: u16 = 75;
+#[cfg(not(aom_tune_iq))]
+pub(super) const QUANTIZER_SLOPE: u16 = 63;
 
 /// The largest picture sent to libaom: AV1 level 6.3's frame limits. Past them libaom 3.6.0
 /// writes level 7.x headers that later decoders refuse (fixed in 3.6.1, which Debian 12's
@@ -149,7 +170,20 @@ impl Session {
             }
             session.initialised = true;
             let id = |c: aom::aome_enc_control_id::Type| c as c_int;
-            let controls: [(c_int, c_int); 7] = [
+            // The tuning first: a libaom older than the headers (a shared library swapped
+            // under the binary) refuses IQ, and then gets SSIM rather than failing the encode.
+            let tuning = id(aom::aome_enc_control_id::AOME_SET_TUNING);
+            if aom::aom_codec_control(&mut session.ctx, tuning, TUNING as c_int)
+                != aom::aom_codec_err_t::AOM_CODEC_OK
+                && aom::aom_codec_control(
+                    &mut session.ctx,
+                    tuning,
+                    aom::aom_tune_metric::AOM_TUNE_SSIM as c_int,
+                ) != aom::aom_codec_err_t::AOM_CODEC_OK
+            {
+                return Err(session.error("tuning"));
+            }
+            let controls: [(c_int, c_int); 6] = [
                 (
                     id(aom::aome_enc_control_id::AOME_SET_CPUUSED),
                     c_int::from(speed.min(9)),
@@ -157,10 +191,6 @@ impl Session {
                 (
                     id(aom::aome_enc_control_id::AOME_SET_CQ_LEVEL),
                     quantizer as c_int,
-                ),
-                (
-                    id(aom::aome_enc_control_id::AOME_SET_TUNING),
-                    aom::aom_tune_metric::AOM_TUNE_SSIM as c_int,
                 ),
                 (
                     id(aom::aome_enc_control_id::AV1E_SET_COLOR_RANGE),
@@ -281,8 +311,8 @@ impl Session {
                 (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
             };
             (
-                text(aom::aom_codec_error(&mut self.ctx)).unwrap_or_default(),
-                text(aom::aom_codec_error_detail(&mut self.ctx)),
+                text(aom::aom_codec_error(&raw mut self.ctx)).unwrap_or_default(),
+                text(aom::aom_codec_error_detail(&raw mut self.ctx)),
             )
         };
         let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
@@ -300,6 +330,28 @@ impl Drop for Session {
                 aom::aom_codec_destroy(&mut self.ctx);
             }
             aom::aom_img_free(self.image);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The linked libaom is the one the bindings and the tuning were compiled for, and where
+    /// the suite must run as CI runs it (`TEST_IMGNODE_STRICT=1`, after `tests/setup.sh`),
+    /// that is a libaom with the image-quality tuning.
+    #[test]
+    fn the_linked_libaom_has_the_tuning_compiled_in() {
+        #[expect(unsafe_code, reason = "libaom's C API; see the module doc")]
+        // SAFETY: `aom_codec_version` takes nothing and returns a packed integer.
+        let version = unsafe { aom::aom_codec_version() };
+        let (major, minor) = ((version >> 16) & 0xff, (version >> 8) & 0xff);
+        #[cfg(aom_tune_iq)]
+        assert!((major, minor) >= (3, 12), "linked libaom {major}.{minor}");
+        #[cfg(not(aom_tune_iq))]
+        if std::env::var_os("TEST_IMGNODE_STRICT").is_some() {
+            panic!("built against libaom {major}.{minor}, without AOM_TUNE_IQ: run tests/setup.sh");
         }
     }
 }
