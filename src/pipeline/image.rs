@@ -73,8 +73,9 @@ pub struct DecodeHint {
     /// have at the output's scale, which may exceed its intrinsic size (enlarging a vector
     /// is sharp). `None` means the intrinsic size. Raster decoders ignore it.
     pub render_size: Option<(u32, u32)>,
-    /// The format the decoded picture will be encoded to, when the caller knows it. A JPEG
-    /// bound for lossy WebP keeps a smaller reserve (`jpeg::reserve`): the encoder's own loss
-    /// hides what a less reduced Lanczos step would have smoothed.
-    pub output: Option<OutputFormat>,
+    /// The format and quality the decoded picture will be encoded at, when the caller knows
+    /// them. A JPEG bound for lossy WebP at q90 or less keeps a smaller reserve
+    /// (`jpeg::reserve`): the encoder's own loss hides what a less reduced Lanczos step would
+    /// have smoothed.
+    pub output: Option<(OutputFormat, u8)>,
 }

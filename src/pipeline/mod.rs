@@ -92,7 +92,7 @@ pub(crate) fn render_until(
         Some(n) if n > 0 => animation::nth_frame(source, &info, limits, n, deadline)?,
         _ => {
             let hint = DecodeHint {
-                output: Some(output),
+                output: Some((output, transform.quality)),
                 ..plan.decode_hint()
             };
             decode_upright(source, &info, limits, hint)?

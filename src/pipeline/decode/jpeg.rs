@@ -208,13 +208,16 @@ pub(super) const RESERVE: [(u32, f64); 3] = [(8, 2.0), (4, 2.0), (2, 2.0)];
 /// 0.0017 at 800 px) dwarfs the little aliasing a shorter Lanczos step leaves. Measured on the
 /// comparison corpus at 800 px (benches/RESULTS.md, "A smaller reserve ahead of lossy WebP"):
 /// 1.5 takes 23 % off the render's CPU for 1.4 % fewer bytes at 3.5 % more DSSIM, still below
-/// thumbor's on both; 1.0 went over thumbor's DSSIM.
+/// thumbor's on both; 1.0 went over thumbor's DSSIM. At q90 the DSSIM cost is 8 %, still
+/// thumbor's bytes at less distortion; above `LOSSY_WEBP_MAX_QUALITY` (which only signed URLs
+/// reach by default) it is not measured, and the reserve stays 2.
 pub(super) const RESERVE_LOSSY_WEBP: [(u32, f64); 3] = [(8, 1.5), (4, 1.5), (2, 1.5)];
+const LOSSY_WEBP_MAX_QUALITY: u8 = 90;
 
 /// The reserve for a decode bound for `hint.output`.
 pub(super) fn reserve(hint: DecodeHint) -> &'static [(u32, f64)] {
     match hint.output {
-        Some(OutputFormat::Webp) => &RESERVE_LOSSY_WEBP,
+        Some((OutputFormat::Webp, q)) if q <= LOSSY_WEBP_MAX_QUALITY => &RESERVE_LOSSY_WEBP,
         _ => &RESERVE,
     }
 }
@@ -434,14 +437,35 @@ mod tests {
             ..DecodeHint::default()
         };
         assert_eq!(scale_denominator(&info, hint(None)), 1);
-        assert_eq!(scale_denominator(&info, hint(Some(OutputFormat::Jpeg))), 1);
-        assert_eq!(scale_denominator(&info, hint(Some(OutputFormat::Avif))), 1);
-        assert_eq!(scale_denominator(&info, hint(Some(OutputFormat::Png))), 1);
-        assert_eq!(scale_denominator(&info, hint(Some(OutputFormat::Webp))), 2);
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Jpeg, 80)))),
+            1
+        );
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Avif, 60)))),
+            1
+        );
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Png, 80)))),
+            1
+        );
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Webp, 80)))),
+            2
+        );
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Webp, 90)))),
+            2
+        );
+        // Above q90 (signed URLs) the encoder's loss is too small to hide it: 2 again.
+        assert_eq!(
+            scale_denominator(&info, hint(Some((OutputFormat::Webp, 91)))),
+            1
+        );
         // The bound itself: 1/2 serves WebP up to 1280 / 1.5 = 853 px wide, 1/4 up to 426.
         let webp = |w, h| DecodeHint {
             min_size: Some((w, h)),
-            output: Some(OutputFormat::Webp),
+            output: Some((OutputFormat::Webp, 80)),
             ..DecodeHint::default()
         };
         assert_eq!(scale_denominator(&info, webp(853, 533)), 2);
@@ -475,7 +499,7 @@ mod tests {
             .expect("plan")
             .decode_hint();
         let webp_hint = DecodeHint {
-            output: Some(OutputFormat::Webp),
+            output: Some((OutputFormat::Webp, 80)),
             ..hint
         };
         assert_eq!(

@@ -69,11 +69,11 @@ const PRIMARIES: c_int = 1;
 const TRANSFER: c_int = 13;
 const MATRIX: c_int = 6;
 
-/// The tuning libavif 1.2+ gives a still picture when libaom has it: `AOM_TUNE_IQ` (libaom
+/// The tuning libavif 1.4 gives a still picture when libaom has it: `AOM_TUNE_IQ` (libaom
 /// 3.12+: quantisation matrices, perceptual delta-q for luma and chroma, CDEF and sharpness set
 /// for stills). On the comparison photos at 800 px it gives about 14 % fewer bytes than SSIM
-/// tuning at equal DSSIM (benches/RESULTS.md, "AVIF with libaom 3.12's image-quality tuning"). Older
-/// libaom (Debian 12's 3.6) gets SSIM tuning, libavif's choice before.
+/// tuning at equal DSSIM (benches/RESULTS.md, "AVIF with libaom 3.12's image-quality
+/// tuning"). Older libaom (Debian 12's 3.6) gets SSIM tuning, libavif's choice before.
 #[cfg(aom_tune_iq)]
 const TUNING: aom::aom_tune_metric::Type = aom::aom_tune_metric::AOM_TUNE_IQ;
 #[cfg(not(aom_tune_iq))]
