@@ -430,48 +430,38 @@ mod tests {
             has_alpha: false,
             frames: 1,
         };
+        let scale = |(w, h), output| {
+            let hint = DecodeHint {
+                min_size: Some((w, h)),
+                output,
+                ..DecodeHint::default()
+            };
+            scale_denominator(&info, hint)
+        };
         // 800 px wide: 1/2 is 1280 px, 1.6x the output.
-        let hint = |output| DecodeHint {
-            min_size: Some((800, 500)),
-            output,
-            ..DecodeHint::default()
-        };
-        assert_eq!(scale_denominator(&info, hint(None)), 1);
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Jpeg, 80)))),
-            1
-        );
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Avif, 60)))),
-            1
-        );
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Png, 80)))),
-            1
-        );
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Webp, 80)))),
-            2
-        );
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Webp, 90)))),
-            2
-        );
-        // Above q90 (signed URLs) the encoder's loss is too small to hide it: 2 again.
-        assert_eq!(
-            scale_denominator(&info, hint(Some((OutputFormat::Webp, 91)))),
-            1
-        );
+        let outputs = [
+            (None, 1),
+            (Some((OutputFormat::Jpeg, 80)), 1),
+            (Some((OutputFormat::Avif, 60)), 1),
+            (Some((OutputFormat::Png, 80)), 1),
+            (Some((OutputFormat::Webp, 80)), 2),
+            (Some((OutputFormat::Webp, 90)), 2),
+            // Above q90 (signed URLs) the encoder's loss is too small to hide it: 2 again.
+            (Some((OutputFormat::Webp, 91)), 1),
+        ];
+        for (output, n) in outputs {
+            assert_eq!(scale((800, 500), output), n, "{output:?}");
+        }
         // The bound itself: 1/2 serves WebP up to 1280 / 1.5 = 853 px wide, 1/4 up to 426.
-        let webp = |w, h| DecodeHint {
-            min_size: Some((w, h)),
-            output: Some((OutputFormat::Webp, 80)),
-            ..DecodeHint::default()
-        };
-        assert_eq!(scale_denominator(&info, webp(853, 533)), 2);
-        assert_eq!(scale_denominator(&info, webp(854, 533)), 1);
-        assert_eq!(scale_denominator(&info, webp(426, 266)), 4);
-        assert_eq!(scale_denominator(&info, webp(427, 266)), 2);
+        let webp = Some((OutputFormat::Webp, 80));
+        for (size, n) in [
+            ((853, 533), 2),
+            ((854, 533), 1),
+            ((426, 266), 4),
+            ((427, 266), 2),
+        ] {
+            assert_eq!(scale(size, webp), n, "{size:?}");
+        }
     }
 
     /// Through the whole pipeline: a WebP thumbnail from the decode at 1/2 that only the
